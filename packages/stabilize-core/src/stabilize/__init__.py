@@ -1,0 +1,104 @@
+"""stabilize: a durable workflow engine for Python, built for agentic systems.
+
+The public names live in private modules and are re-exported here. Names contributed by
+extensions (``ApprovalTask``, ``WorkflowStream``, ...) are loaded lazily from the
+``stabilize.exports`` entry-point group the first time they are used.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+
+# One import package spans several distributions (stabilize.llm, stabilize.hitl, ...).
+# Editable installs put each member's src/ on sys.path separately, so the package path
+# must be extended to find them; in an installed wheel this changes nothing.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+from typing import TYPE_CHECKING, Any
+
+from stabilize._plugins import export_names, load_export
+from stabilize._version import __version__
+from stabilize.errors import (
+    CircularDependencyError,
+    InvalidStageGraphError,
+    PermanentError,
+    StabilizeError,
+    TaskError,
+    TaskTimeoutError,
+    TransientError,
+    WorkflowValidationError,
+    is_permanent,
+    is_transient,
+)
+from stabilize.events.recorder import emit_progress
+from stabilize.models import (
+    StageExecution,
+    TaskExecution,
+    Workflow,
+    WorkflowStatus,
+)
+from stabilize.orchestrator import Orchestrator
+from stabilize.persistence import (
+    SqliteWorkflowStore,
+    WorkflowNotFoundError,
+    WorkflowStore,
+)
+from stabilize.queue import Queue, SqliteQueue
+from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
+from stabilize.tasks import (
+    CallableTask,
+    NoOpTask,
+    RetryableTask,
+    Task,
+    TaskRegistry,
+    TaskResult,
+    WaitTask,
+)
+
+if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __getattr__
+    pass
+
+__all__ = [
+    "CallableTask",
+    "CircularDependencyError",
+    "InvalidStageGraphError",
+    "NoOpTask",
+    "Orchestrator",
+    "PermanentError",
+    "Queue",
+    "QueueProcessor",
+    "QueueProcessorConfig",
+    "RetryableTask",
+    "SqliteQueue",
+    "SqliteWorkflowStore",
+    "StabilizeError",
+    "StageExecution",
+    "Task",
+    "TaskError",
+    "TaskExecution",
+    "TaskRegistry",
+    "TaskResult",
+    "TaskTimeoutError",
+    "TransientError",
+    "WaitTask",
+    "Workflow",
+    "WorkflowNotFoundError",
+    "WorkflowStatus",
+    "WorkflowStore",
+    "WorkflowValidationError",
+    "__version__",
+    "emit_progress",
+    "is_permanent",
+    "is_transient",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a name an extension exports (PEP 562); runs only for names not defined here."""
+    value = load_export(name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *export_names()})

@@ -1,0 +1,405 @@
+"""The backend interface: one database holding workflows, stages, the queue and events.
+
+Everything above this layer (store, queue, processor, orchestrator) is dialect-free. A
+dialect module supplies a DB-API connection and its named queries; the transaction logic
+here is shared, so SQLite and PostgreSQL cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
+from stabilize.errors import ContextSerializationError
+from stabilize.models.stage import StageExecution
+from stabilize.models.workflow import Workflow
+
+if TYPE_CHECKING:
+    from stabilize.tasks.registry import TaskRegistry
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the backend uses."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any:
+        """Run one statement."""
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any:
+        """Run one statement for each parameter row."""
+
+    def fetchone(self) -> Any:
+        """Return the next row or None."""
+
+    def fetchall(self) -> list[Any]:
+        """Return the remaining rows."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the last statement."""
+
+
+def dumps(value: Any) -> str:
+    """Encode a JSON column (compact, keys in insertion order)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_json(value: Any, where: str, *, ref_id: str | None = None) -> None:
+    """Raise :class:`ContextSerializationError` naming ``where`` if ``value`` is not JSON."""
+    try:
+        dumps(value)
+    except (TypeError, ValueError) as exc:
+        culprit = ""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                try:
+                    dumps(item)
+                except (TypeError, ValueError):
+                    culprit = f" (key {key!r} holds a {type(item).__name__})"
+                    break
+        raise ContextSerializationError(
+            f"{where} cannot be stored as JSON{culprit}: {exc}", ref_id=ref_id
+        ) from None
+
+
+def check_workflow_json(workflow: Workflow) -> None:
+    """Refuse a workflow whose context, trigger or any stage context is not JSON."""
+    check_json(workflow.context, "workflow context")
+    check_json(workflow.trigger, "workflow trigger")
+    for stage in workflow.stages:
+        check_json(stage.context, f"context of stage {stage.ref_id!r}", ref_id=stage.ref_id)
+        check_json(stage.outputs, f"outputs of stage {stage.ref_id!r}", ref_id=stage.ref_id)
+
+
+class WorkflowCache:
+    """Workflows recently used by this process, reused while their version is current.
+
+    A transition checks the stored version (one indexed read) and reloads the whole
+    workflow only when another process changed it. Finished workflows are evicted.
+    """
+
+    def __init__(self, capacity: int = 512) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Workflow] = OrderedDict()
+
+    def get(self, workflow_id: str) -> Workflow | None:
+        wf = self._items.get(workflow_id)
+        if wf is not None:
+            self._items.move_to_end(workflow_id)
+        return wf
+
+    def put(self, wf: Workflow) -> None:
+        if wf.status.is_complete:
+            self._items.pop(wf.id, None)
+            return
+        self._items[wf.id] = wf
+        self._items.move_to_end(wf.id)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def evict(self, workflow_id: str) -> None:
+        self._items.pop(workflow_id, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class Transaction:
+    """One database transaction of a backend, used by the processor and the orchestrator.
+
+    Obtain one from :meth:`Backend.transaction`; it commits when the ``with`` block exits
+    normally and rolls back (and forgets cached workflows it touched) otherwise.
+    """
+
+    def __init__(self, backend: Backend, cur: Cursor, queries: dict[str, str]) -> None:
+        self.backend = backend
+        self.cur = cur
+        self.q = queries
+        self.touched: dict[str, Workflow] = {}
+        self.recorded: list[tuple[str, int, EventDraft, int]] = []
+        self.event_table: str | None = backend.event_table_prefix()
+
+    # -- workflows -------------------------------------------------------------------
+
+    def workflow(self, workflow_id: str) -> Workflow | None:
+        """Load a workflow for a transition (from the cache when it is current)."""
+        if workflow_id in self.touched:
+            return self.touched[workflow_id]
+        self.cur.execute(self.q["workflow_version"], (workflow_id,))
+        row = self.cur.fetchone()
+        if row is None:
+            return None
+        cached = self.backend.cache.get(workflow_id)
+        if cached is None or cached.version != row[0]:
+            cached = self.read_workflow(workflow_id)
+            if cached is None:  # pragma: no cover - deleted between two reads of one txn
+                return None
+        self.touched[workflow_id] = cached
+        return cached
+
+    def read_workflow(self, workflow_id: str) -> Workflow | None:
+        """Load a fresh copy of a workflow and its stages from the database."""
+        self.cur.execute(self.q["load_workflow"], (workflow_id,))
+        row = self.cur.fetchone()
+        if row is None:
+            return None
+        self.cur.execute(self.q["load_stages"], (workflow_id,))
+        stages = [StageExecution.from_dict(json.loads(r[0])) for r in self.cur.fetchall()]
+        return Workflow.from_dict(json.loads(row[0]), stages, row[1], row[2])
+
+    def insert_workflow(self, wf: Workflow, now: int) -> None:
+        """Store a new workflow and its stages (version 1) and record ``workflow.created``."""
+        wf.version = 1
+        fx = Effects()
+        fx.emit(
+            "workflow.created",
+            "workflow",
+            wf.id,
+            workflow=wf.to_dict(),
+            stages=[s.to_dict() for s in wf.stages],
+        )
+        self._record(wf, fx.events, now)
+        self.cur.execute(
+            self.q["insert_workflow"],
+            (
+                wf.id,
+                wf.application,
+                wf.name,
+                wf.status.value,
+                now,
+                now,
+                wf.version,
+                wf.event_sequence,
+                dumps(wf.to_dict()),
+            ),
+        )
+        self.cur.executemany(
+            self.q["insert_stage"],
+            [
+                (s.id, wf.id, i, s.ref_id, s.status.value, dumps(s.to_dict()))
+                for i, s in enumerate(wf.stages)
+            ],
+        )
+        self.touched[wf.id] = wf
+
+    def save(self, wf: Workflow, fx: Effects, now: int) -> None:
+        """Write what a transition changed: rows, messages, events, one version bump."""
+        if fx.drop_messages:
+            self.cur.execute(self.q["drop_workflow_messages"], (wf.id,))
+        if not (fx.stages or fx.workflow_changed or fx.events or fx.messages):
+            return
+        if fx.stages:
+            self.cur.executemany(
+                self.q["update_stage"],
+                [(s.status.value, dumps(s.to_dict()), s.id) for s in fx.stages.values()],
+            )
+        self._record(wf, fx.events, now)
+        wf.version += 1
+        if fx.workflow_changed:
+            self.cur.execute(
+                self.q["update_workflow"],
+                (
+                    wf.status.value,
+                    dumps(wf.to_dict()),
+                    wf.version,
+                    now,
+                    wf.event_sequence,
+                    wf.id,
+                ),
+            )
+        else:
+            self.cur.execute(self.q["bump_workflow"], (wf.version, now, wf.event_sequence, wf.id))
+        self.touched[wf.id] = wf
+
+    def _record(self, wf: Workflow, events: list[EventDraft], now: int) -> None:
+        if not events:
+            return
+        rows = []
+        for event in events:
+            wf.event_sequence += 1
+            self.recorded.append((wf.id, wf.event_sequence, event, now))
+            rows.append(
+                (
+                    wf.id,
+                    wf.event_sequence,
+                    event.event_type,
+                    event.entity_type,
+                    event.entity_id,
+                    now,
+                    dumps(event.data),
+                )
+            )
+        if self.event_table is not None:
+            self.cur.executemany(self.q["insert_event"].replace("{ev}", self.event_table), rows)
+
+    # -- queue -----------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        messages: Sequence[Message],
+        now: int,
+        *,
+        lease_owner: str | None = None,
+        lease_until: int | None = None,
+        lease_limit: int = 0,
+    ) -> list[ClaimedMessage]:
+        """Insert messages; up to ``lease_limit`` due ones are inserted leased to the owner.
+
+        Leasing on insert lets the worker that produced a task run it without another
+        commit to claim it; a crash before it runs only delays it until the lease expires.
+        """
+        claimed: list[ClaimedMessage] = []
+        for m in messages:
+            lease = lease_owner is not None and m.delay_ms <= 0 and len(claimed) < lease_limit
+            payload = dumps(m.payload)
+            self.cur.execute(
+                self.q["enqueue"],
+                (
+                    m.workflow_id,
+                    m.kind,
+                    m.stage_id,
+                    m.task_id,
+                    payload,
+                    now + max(0, m.delay_ms),
+                    1 if lease else 0,
+                    lease_owner if lease else None,
+                    1 if lease else 0,
+                    lease_until if lease else None,
+                    now,
+                ),
+            )
+            msg_id = self.cur.fetchone()[0]
+            if lease:
+                claimed.append(
+                    ClaimedMessage(
+                        msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1
+                    )
+                )
+        return claimed
+
+    def claim(self, owner: str, now: int, lease_until: int, limit: int) -> list[ClaimedMessage]:
+        """Lease up to ``limit`` due messages whose lease is free or expired."""
+        if limit <= 0:
+            return []
+        self.cur.execute(self.q["select_ready"], (now, now, limit))
+        rows = self.cur.fetchall()
+        claimed = []
+        for row in rows:
+            self.cur.execute(self.q["lease"], (owner, lease_until, row[0]))
+            token, attempts = self.cur.fetchone()
+            claimed.append(
+                ClaimedMessage(
+                    row[0], row[2], row[1], row[3], row[4], json.loads(row[5]), attempts, token
+                )
+            )
+        return claimed
+
+    def ack(self, msg: ClaimedMessage, owner: str) -> bool:
+        """Delete a claimed message if this owner still holds its lease (the fence)."""
+        self.cur.execute(self.q["ack"], (msg.id, msg.lease_token, owner))
+        return bool(self.cur.rowcount == 1)
+
+    def delete_message(self, msg_id: int) -> None:
+        """Delete a message regardless of its lease."""
+        self.cur.execute(self.q["delete_message"], (msg_id,))
+
+    def dead_letter(self, msg: ClaimedMessage, reason: str, now: int) -> None:
+        """Move a message to the dead-letter table."""
+        self.cur.execute(self.q["dead_letter"], (reason, now, msg.id))
+        self.delete_message(msg.id)
+
+    def extend_leases(
+        self, owner: str, leases: Iterable[tuple[int, int]], lease_until: int
+    ) -> list[int]:
+        """Extend the leases ``(id, token)`` this owner holds; return ids no longer held."""
+        lost = []
+        for msg_id, token in leases:
+            self.cur.execute(self.q["extend_lease"], (lease_until, msg_id, token, owner))
+            if self.cur.rowcount != 1:
+                lost.append(msg_id)
+        return lost
+
+    def lease_owners(self, now: int) -> list[str]:
+        """Owners holding unexpired leases."""
+        self.cur.execute(self.q["lease_owners"], (now,))
+        return [r[0] for r in self.cur.fetchall()]
+
+    def release_owner(self, owner: str) -> int:
+        """Make every lease of ``owner`` claimable at once (the owner is known dead)."""
+        self.cur.execute(self.q["release_owner"], (owner,))
+        return int(self.cur.rowcount)
+
+    def queue_depth(self) -> tuple[int, int | None]:
+        """Return (number of messages, earliest delivery time in epoch ms)."""
+        self.cur.execute(self.q["queue_depth"])
+        count, earliest = self.cur.fetchone()
+        return int(count), earliest
+
+
+class Backend(ABC):
+    """A database shared by a store and a queue (and, optionally, the event log)."""
+
+    dialect: str
+    placeholder: str = "?"
+    """The parameter marker of the dialect's driver."""
+
+    def __init__(self) -> None:
+        self.cache = WorkflowCache()
+        self.lock = threading.RLock()
+        self.registries: weakref.WeakSet[TaskRegistry] = weakref.WeakSet()
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """Open a write transaction (serialised per workflow by the database)."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Transaction]:
+        """Open a read-only view for queries that change nothing."""
+
+    @abstractmethod
+    def event_table_prefix(self) -> str | None:
+        """Where events go in this database: a schema prefix, or None when not recording."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close connections."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """A human-readable location of the database (a file path or a URL without secrets)."""
+
+    def notify_committed(self, recorded: list[tuple[str, int, EventDraft, int]]) -> None:
+        """Deliver events that were just committed to in-process listeners."""
+        from stabilize.events.bus import get_event_bus
+        from stabilize.events.model import Event
+
+        bus = get_event_bus()
+        if not bus.has_listeners:
+            return
+        for workflow_id, sequence, draft, timestamp in recorded:
+            if draft.event_type == "custom.progress":
+                continue  # emit_progress delivered it live already
+            bus.publish(
+                Event(
+                    workflow_id,
+                    sequence,
+                    draft.event_type,
+                    draft.entity_type,
+                    draft.entity_id,
+                    timestamp,
+                    draft.data,
+                )
+            )
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Yield consecutive slices of ``items`` of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

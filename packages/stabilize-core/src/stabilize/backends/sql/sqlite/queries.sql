@@ -1,0 +1,84 @@
+-- Named queries of the SQLite backend. Parameters are positional (?).
+
+-- name: workflow_version
+SELECT version FROM workflows WHERE id = ?;
+
+-- name: load_workflow
+SELECT body, version, event_seq FROM workflows WHERE id = ?;
+
+-- name: load_stages
+SELECT body FROM stages WHERE workflow_id = ? ORDER BY position;
+
+-- name: insert_workflow
+INSERT INTO workflows (id, application, name, status, created_at, updated_at, version, event_seq, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: insert_stage
+INSERT INTO stages (id, workflow_id, position, ref_id, status, body) VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: update_workflow
+UPDATE workflows SET status = ?, body = ?, version = ?, updated_at = ?, event_seq = ? WHERE id = ?;
+
+-- name: bump_workflow
+UPDATE workflows SET version = ?, updated_at = ?, event_seq = ? WHERE id = ?;
+
+-- name: update_stage
+UPDATE stages SET status = ?, body = ? WHERE id = ?;
+
+-- name: enqueue
+INSERT INTO queue_messages
+    (workflow_id, kind, stage_id, task_id, payload, deliver_at, attempts, lease_owner, lease_token,
+     lease_until, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING id;
+
+-- name: ack
+DELETE FROM queue_messages WHERE id = ? AND lease_token = ? AND lease_owner = ?;
+
+-- name: delete_message
+DELETE FROM queue_messages WHERE id = ?;
+
+-- name: select_ready
+SELECT id, workflow_id, kind, stage_id, task_id, payload, attempts, lease_token
+FROM queue_messages
+WHERE deliver_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+ORDER BY deliver_at, id
+LIMIT ?;
+
+-- name: lease
+UPDATE queue_messages
+SET lease_owner = ?, lease_token = lease_token + 1, lease_until = ?, attempts = attempts + 1
+WHERE id = ?
+RETURNING lease_token, attempts;
+
+-- name: drop_workflow_messages
+DELETE FROM queue_messages WHERE workflow_id = ?;
+
+-- name: extend_lease
+UPDATE queue_messages SET lease_until = ? WHERE id = ? AND lease_token = ? AND lease_owner = ?;
+
+-- name: lease_owners
+SELECT DISTINCT lease_owner FROM queue_messages WHERE lease_owner IS NOT NULL AND lease_until >= ?;
+
+-- name: release_owner
+UPDATE queue_messages SET lease_until = NULL WHERE lease_owner = ?;
+
+-- name: dead_letter
+INSERT INTO dead_letters (id, workflow_id, kind, stage_id, task_id, payload, attempts, reason, created_at)
+SELECT id, workflow_id, kind, stage_id, task_id, payload, attempts, ?, ? FROM queue_messages WHERE id = ?;
+
+-- name: queue_depth
+SELECT count(*), min(deliver_at) FROM queue_messages;
+
+-- name: count_ready
+SELECT count(*) FROM queue_messages WHERE deliver_at <= ? AND (lease_until IS NULL OR lease_until < ?);
+
+-- name: workflow_exists
+SELECT 1 FROM workflows WHERE id = ?;
+
+-- name: insert_event
+INSERT INTO {ev}events (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data)
+VALUES (?, ?, ?, ?, ?, ?, ?);
+
+-- name: delete_workflow
+DELETE FROM workflows WHERE id = ?;

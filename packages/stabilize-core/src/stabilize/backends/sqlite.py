@@ -1,0 +1,219 @@
+"""The SQLite backend: one file holds workflows, stages, the queue and (optionally) events.
+
+Every transaction starts with ``BEGIN IMMEDIATE``, which takes SQLite's write lock at once:
+transitions of all workflows in the file are serialised, across threads and processes, and
+no transaction can fail half-way on a lock upgrade. Journal mode and the synchronous level
+come from ``STABILIZE_SQLITE_JOURNAL_MODE`` and ``STABILIZE_SQLITE_SYNCHRONOUS``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stabilize.backends._base import Backend, Transaction
+from stabilize.backends.sql import migrations, queries
+from stabilize.errors import SchemaVersionError
+
+JOURNAL_MODES = frozenset({"DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF"})
+SYNCHRONOUS_LEVELS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+
+def sqlite_path(url: str) -> str:
+    """Turn ``sqlite:///relative.db``, ``sqlite:////abs.db`` or a plain path into a path.
+
+    Raises:
+        ValueError: the URL has another scheme or no path.
+    """
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        if not rest.startswith("/"):
+            raise ValueError(f"invalid SQLite URL {url!r}: expected sqlite:///path/to/file.db")
+        path = rest[1:]
+    elif "://" in url:
+        raise ValueError(f"not a SQLite URL: {url!r} (expected sqlite:///path/to/file.db)")
+    else:
+        path = url
+    path = path.split("?", 1)[0]
+    if not path:
+        raise ValueError(f"invalid SQLite URL {url!r}: no file path")
+    if path == ":memory:":
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def sqlite_settings(env: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """Return (journal mode or None to keep the file's, synchronous level) from the env.
+
+    Raises:
+        ValueError: an environment variable holds an unknown value.
+    """
+    env = dict(os.environ) if env is None else env
+    journal = env.get("STABILIZE_SQLITE_JOURNAL_MODE", "").strip().upper() or None
+    if journal is not None and journal not in JOURNAL_MODES:
+        raise ValueError(
+            f"STABILIZE_SQLITE_JOURNAL_MODE={journal!r} is not one of {sorted(JOURNAL_MODES)}"
+        )
+    sync = env.get("STABILIZE_SQLITE_SYNCHRONOUS", "").strip().upper()
+    if not sync:
+        sync = "NORMAL" if journal == "WAL" else "FULL"
+    if sync not in SYNCHRONOUS_LEVELS:
+        raise ValueError(
+            f"STABILIZE_SQLITE_SYNCHRONOUS={sync!r} is not one of {sorted(SYNCHRONOUS_LEVELS)}"
+        )
+    return journal, sync
+
+
+class SqliteBackend(Backend):
+    """A SQLite file shared by every store and queue of this process that names it.
+
+    Use :meth:`for_url`: it returns the one backend of a file, so that a store and a queue
+    on the same file share a connection and therefore transactions.
+    """
+
+    dialect = "sqlite"
+    _instances: weakref.WeakValueDictionary[str, SqliteBackend] = weakref.WeakValueDictionary()
+    _instances_lock = threading.Lock()
+
+    @classmethod
+    def for_url(cls, url: str) -> SqliteBackend:
+        """Return the process-wide backend of the file ``url`` names (opening it if needed)."""
+        path = sqlite_path(url)
+        with cls._instances_lock:
+            backend = cls._instances.get(path) if path != ":memory:" else None
+            if backend is None:
+                backend = cls(path)
+                if path != ":memory:":
+                    cls._instances[path] = backend
+            return backend
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.journal_mode, self.synchronous = sqlite_settings()
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # The lock in Backend serialises threads; check_same_thread would refuse a
+        # connection opened by the user's thread and used by the processor's.
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        self.conn.execute("PRAGMA busy_timeout = 60000")
+        if self.journal_mode is not None:
+            self.conn.execute(f"PRAGMA journal_mode = {self.journal_mode}")
+        self.journal_mode = str(self.conn.execute("PRAGMA journal_mode").fetchone()[0]).upper()
+        self.conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.queries = queries("sqlite")
+        self._attached: str | None = None
+        self.migrate()
+
+    @property
+    def location(self) -> str:
+        """The absolute path of the database file."""
+        return self.path
+
+    def migrate(self) -> int:
+        """Apply the schema migrations this file lacks; return the schema version.
+
+        Raises:
+            SchemaVersionError: the file was written by a newer stabilize.
+        """
+        known = migrations("sqlite")
+        latest = known[-1][0]
+        with self.lock:
+            current = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            if current > latest:
+                raise SchemaVersionError(
+                    f"{self.path} has schema version {current}, but this stabilize knows only "
+                    f"up to {latest}: upgrade stabilize-core to open it"
+                )
+            if current == latest:
+                return current
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+                for version, sql in known:
+                    if version > current:
+                        for statement in _statements(sql):
+                            self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {latest}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            return latest
+
+    def event_table_prefix(self) -> str | None:
+        """Where events go: ``""`` (this file), ``"ev."`` (an attached file) or None."""
+        from stabilize.events.recorder import current_event_store
+
+        store = current_event_store()
+        if store is None:
+            return None
+        target = store.sqlite_path_for(self)
+        if target is None:
+            return None
+        if target == self.path:
+            return ""
+        if self._attached != target:
+            if self._attached is not None:
+                self.conn.execute("DETACH DATABASE ev")
+            self.conn.execute("ATTACH DATABASE ? AS ev", (target,))
+            self._attached = target
+        return "ev."
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction (``BEGIN IMMEDIATE``)."""
+        with self.lock:
+            prefix = self.event_table_prefix()
+            cur = self.conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self, cur, self.queries)
+            tx.event_table = prefix
+            try:
+                yield tx
+                cur.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                for wf_id in tx.touched:
+                    self.cache.evict(wf_id)
+                raise
+            for wf in tx.touched.values():
+                self.cache.put(wf)
+        if tx.recorded:
+            self.notify_committed(tx.recorded)
+
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """A consistent read-only view (a deferred transaction)."""
+        with self.lock:
+            cur = self.conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                yield Transaction(self, cur, self.queries)
+            finally:
+                if self.conn.in_transaction:
+                    cur.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Run one statement outside the engine's transactions (for listings)."""
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self.lock:
+            self.conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (our SQL has no semicolons inside literals)."""
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

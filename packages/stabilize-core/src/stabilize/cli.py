@@ -1,0 +1,141 @@
+"""The ``stabilize`` command: core's built-in subcommands plus those plugins contribute.
+
+Built-ins are parsed here; any other first word is looked up in the ``stabilize.cli``
+entry-point group and handed the rest of the command line untouched, so a plugin parses its
+own options. ``--help`` lists plugin commands from metadata alone: no plugin is imported
+until its command runs, and heavy imports happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint
+from typing import Any
+
+from stabilize._plugins import cli_commands, describe_dist, load_entry_point
+from stabilize._version import __version__
+
+PROG = "stabilize"
+
+EXIT_USAGE = 2
+"""Exit code for a command line that cannot be parsed, as argparse uses."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``stabilize`` command line.
+
+    Args:
+        argv: The arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit code: 0 on success, 2 for a usage error, else what the command returned.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in _BUILTINS:
+        return _run_plugin(args[0], args[1:])
+    parser = _build_parser()
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as exc:  # --help, --version and usage errors: a code, not an exit
+        return _exit_code(exc.code)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(ns, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return handler(ns)
+
+
+def _cmd_version(ns: argparse.Namespace) -> int:
+    print(f"{PROG} {__version__}")
+    return 0
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from stabilize.demo import run_demo
+
+    return run_demo(db_path=ns.db, workers=ns.workers, out=sys.stdout)
+
+
+# name -> (summary, handler); a plugin can never replace one of these.
+_BUILTINS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "version": ("print the version of stabilize-core", _cmd_version),
+    "demo": ("run a small workflow on a local SQLite file and show its progress", _cmd_demo),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="stabilize: a durable workflow engine for Python.",
+        epilog=f"Run '{PROG} <command> --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="<command>")
+
+    for name, (summary, handler) in _BUILTINS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(handler=handler)
+        if name == "demo":
+            sub.add_argument(
+                "--db",
+                metavar="PATH",
+                default="stabilize-demo.db",
+                help="SQLite file to create or reuse (default: %(default)s in this directory)",
+            )
+            sub.add_argument(
+                "--workers",
+                metavar="N",
+                type=_positive_int,
+                default=4,
+                help="worker threads (default: %(default)s)",
+            )
+
+    # Listed for --help only: main() dispatches plugin commands before argparse runs, so
+    # these parsers never parse anything. Nothing is loaded to describe them.
+    for name, ep in sorted(_plugin_commands().items()):
+        commands.add_parser(name, help=f"(from {describe_dist(ep)})", add_help=False)
+    return parser
+
+
+def _plugin_commands() -> dict[str, EntryPoint]:
+    return {name: ep for name, ep in cli_commands().items() if name not in _BUILTINS}
+
+
+def _run_plugin(name: str, argv: list[str]) -> int:
+    ep = _plugin_commands().get(name)
+    if ep is None:
+        known = ", ".join([*_BUILTINS, *sorted(_plugin_commands())])
+        _build_parser().print_usage(sys.stderr)
+        print(f"{PROG}: error: unknown command {name!r} (choose from {known})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        command = load_entry_point(ep)
+    except ImportError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        result: Any = command(argv)
+    except SystemExit as exc:  # a plugin that exits through argparse or sys.exit()
+        return _exit_code(exc.code)
+    return 0 if result is None else int(result)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") convention
+    return 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

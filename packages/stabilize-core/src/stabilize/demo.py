@@ -1,0 +1,143 @@
+"""``stabilize demo``: a small parallel workflow on an embedded SQLite file, offline."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+from stabilize.events.bus import get_event_bus
+from stabilize.events.model import Event
+from stabilize.events.recorder import emit_progress
+from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus
+from stabilize.orchestrator import Orchestrator
+from stabilize.persistence.store import SqliteWorkflowStore
+from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
+from stabilize.queue.queue import SqliteQueue
+from stabilize.tasks.registry import TaskRegistry
+from stabilize.tasks.result import TaskResult
+
+TEXT = (
+    "A workflow is a graph of stages. Stages run tasks. The engine runs stages in parallel "
+    "where the graph allows, commits every transition with the message that continues it, "
+    "and resumes after a crash without losing or repeating committed work."
+)
+
+
+def fetch(stage: StageExecution) -> TaskResult:
+    """Pretend to download a document: publish its text."""
+    emit_progress(stage, "fetched document", chars=len(TEXT))
+    return TaskResult.success(outputs={"text": TEXT})
+
+
+def count_words(stage: StageExecution) -> TaskResult:
+    """Count the words of the fetched text."""
+    time.sleep(0.05)  # make the parallel branches overlap visibly
+    return TaskResult.success(outputs={"words": len(stage.context["text"].split())})
+
+
+def top_letters(stage: StageExecution) -> TaskResult:
+    """Find the most common letters."""
+    time.sleep(0.05)
+    letters = Counter(c for c in stage.context["text"].lower() if c.isalpha())
+    return TaskResult.success(
+        outputs={"top_letters": "".join(c for c, _ in letters.most_common(5))}
+    )
+
+
+def sentences(stage: StageExecution) -> TaskResult:
+    """Count the sentences."""
+    time.sleep(0.05)
+    return TaskResult.success(outputs={"sentences": stage.context["text"].count(".")})
+
+
+def summarize(stage: StageExecution) -> TaskResult:
+    """Join the three analyses (their outputs arrive merged in the context)."""
+    ctx = stage.context
+    summary = (
+        f"{ctx['words']} words, {ctx['sentences']} sentences, "
+        f"most common letters: {ctx['top_letters']}"
+    )
+    return TaskResult.success(outputs={"summary": summary})
+
+
+def build_workflow() -> Workflow:
+    """Fetch -> (words, letters, sentences in parallel) -> summarize."""
+
+    def stage(ref: str, task: str, requires: set[str] | None = None) -> StageExecution:
+        return StageExecution(
+            ref_id=ref,
+            type=task,
+            name=ref.replace("_", " ").title(),
+            requisite_stage_ref_ids=requires or set(),
+            tasks=[TaskExecution.create(ref, task, stage_start=True, stage_end=True)],
+        )
+
+    return Workflow.create(
+        application="demo",
+        name="Analyse a document",
+        stages=[
+            stage("fetch", "fetch"),
+            stage("count_words", "count_words", {"fetch"}),
+            stage("top_letters", "top_letters", {"fetch"}),
+            stage("sentences", "sentences", {"fetch"}),
+            stage("summarize", "summarize", {"count_words", "top_letters", "sentences"}),
+        ],
+    )
+
+
+def run_demo(db_path: str, workers: int, out: TextIO) -> int:
+    """Run the demo workflow on ``db_path`` and print its progress to ``out``.
+
+    Returns:
+        0 when the workflow succeeded, 1 otherwise.
+    """
+    path = Path(db_path).expanduser().resolve()
+    url = f"sqlite:///{path}"
+    store = SqliteWorkflowStore(url, create_tables=True)
+    queue = SqliteQueue(url)
+    queue._create_table()
+    registry = TaskRegistry()
+    for fn in (fetch, count_words, top_letters, sentences, summarize):
+        registry.register(fn.__name__, fn)
+    processor = QueueProcessor(
+        queue,
+        store=store,
+        task_registry=registry,
+        config=QueueProcessorConfig(max_workers=workers),
+    )
+    orchestrator = Orchestrator(queue, store=store)
+    workflow = build_workflow()
+    names = {s.id: s.ref_id for s in workflow.stages}
+    started = time.monotonic()
+
+    def show(event: Event) -> None:
+        if event.workflow_id != workflow.id:
+            return
+        elapsed = time.monotonic() - started
+        ref = names.get(event.entity_id) or names.get(str(event.data.get("stage_id", "")), "")
+        label = f"{event.event_type:<20} {ref}"
+        if event.event_type == "custom.progress":
+            label += f"  ({event.data.get('message')})"
+        print(f"  {elapsed * 1000:7.1f} ms  {label}", file=out)
+
+    unsubscribe = get_event_bus().subscribe(show, workflow.id)
+    print(f"stabilize demo: workflow {workflow.id}", file=out)
+    print("  fetch -> (count_words | top_letters | sentences) -> summarize", file=out)
+    try:
+        store.store(workflow)
+        orchestrator.start(workflow)
+        processor.process_all(timeout=60)
+    finally:
+        unsubscribe()
+    result = store.retrieve(workflow.id)
+    print(f"\nworkflow {result.status.value}", file=out)
+    for s in result.stages:
+        print(f"  {s.ref_id:<12} {s.status.value:<10} {s.outputs}"[:160], file=out)
+    summary = result.stage_by_ref_id("summarize").outputs.get("summary")
+    if summary:
+        print(f"\nsummary: {summary}", file=out)
+    print(f"\nstate lives in {path} (SQLite; tables workflows, stages, queue_messages)", file=out)
+    print(f"inspect it with: sqlite3 {path} 'select ref_id, status from stages'", file=out)
+    return 0 if result.status is WorkflowStatus.SUCCEEDED else 1

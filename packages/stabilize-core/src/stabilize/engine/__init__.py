@@ -1,0 +1,1 @@
+"""The engine: graph checks and the pure transition functions."""

@@ -1,0 +1,153 @@
+"""Graph checks and the derived index of a workflow's stages (pure, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from stabilize.errors import CircularDependencyError, InvalidStageGraphError
+from stabilize.models.status import WorkflowStatus
+
+if TYPE_CHECKING:
+    from stabilize.models.stage import StageExecution
+
+_ACTIVE = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.SUSPENDED, WorkflowStatus.PAUSED})
+"""Stage statuses that keep a workflow from completing."""
+
+
+def validate_graph(stages: Sequence[StageExecution]) -> None:
+    """Refuse a malformed stage graph with an error that names the stage.
+
+    Raises:
+        InvalidStageGraphError: a missing or duplicate ``ref_id``, a stage that requires
+            itself, or a requisite that names no stage.
+        CircularDependencyError: the requisites form a cycle.
+    """
+    seen: set[str] = set()
+    for index, stage in enumerate(stages):
+        if not stage.ref_id:
+            raise InvalidStageGraphError(
+                f"stage #{index} ({stage.name or stage.type or 'unnamed'}) has no ref_id",
+                kind="missing_ref",
+            )
+        if stage.ref_id in seen:
+            raise InvalidStageGraphError(
+                f"duplicate ref_id {stage.ref_id!r}: every stage needs its own",
+                kind="duplicate_ref",
+                ref_id=stage.ref_id,
+            )
+        seen.add(stage.ref_id)
+    for stage in stages:
+        if stage.ref_id in stage.requisite_stage_ref_ids:
+            raise InvalidStageGraphError(
+                f"stage {stage.ref_id!r} lists itself in requisite_stage_ref_ids",
+                kind="self_edge",
+                ref_id=stage.ref_id,
+            )
+        for req in sorted(stage.requisite_stage_ref_ids):
+            if req not in seen:
+                raise InvalidStageGraphError(
+                    f"stage {stage.ref_id!r} requires unknown stage {req!r}",
+                    kind="unknown_ref",
+                    ref_id=stage.ref_id,
+                )
+    _topological_order(stages)
+
+
+def _topological_order(stages: Sequence[StageExecution]) -> list[StageExecution]:
+    """Kahn's algorithm; ties keep declaration order so the result is deterministic."""
+    pending = {s.ref_id: len(s.requisite_stage_ref_ids) for s in stages}
+    children: dict[str, list[StageExecution]] = {s.ref_id: [] for s in stages}
+    for s in stages:
+        for req in s.requisite_stage_ref_ids:
+            children[req].append(s)
+    position = {s.ref_id: i for i, s in enumerate(stages)}
+    ready = [s for s in stages if pending[s.ref_id] == 0]
+    order: list[StageExecution] = []
+    while ready:
+        ready.sort(key=lambda s: position[s.ref_id], reverse=True)
+        stage = ready.pop()
+        order.append(stage)
+        for child in children[stage.ref_id]:
+            pending[child.ref_id] -= 1
+            if pending[child.ref_id] == 0:
+                ready.append(child)
+    if len(order) != len(stages):
+        raise CircularDependencyError(_find_cycle(stages, {s.ref_id for s in order}))
+    return order
+
+
+def _find_cycle(stages: Sequence[StageExecution], acyclic: set[str]) -> list[str]:
+    by_ref = {s.ref_id: s for s in stages}
+    for start in stages:
+        if start.ref_id in acyclic:
+            continue
+        path: list[str] = []
+        on_path: set[str] = set()
+        node = start.ref_id
+        # Every stage left over has at least one requisite that is left over too, so
+        # walking such requisites must revisit a node: that loop is a cycle.
+        while node not in on_path:
+            path.append(node)
+            on_path.add(node)
+            node = min(r for r in by_ref[node].requisite_stage_ref_ids if r not in acyclic)
+        cycle = [*path[path.index(node) :], node]
+        cycle.reverse()
+        return cycle
+    raise AssertionError("no cycle found")  # pragma: no cover
+
+
+class GraphIndex:
+    """Lookups derived from a workflow's stages, built once and cached on the workflow.
+
+    Nothing here is persisted: it is rebuilt from the stages whenever a workflow is loaded.
+    """
+
+    def __init__(self, stages: Sequence[StageExecution]) -> None:
+        self.by_ref: dict[str, StageExecution] = {s.ref_id: s for s in stages}
+        self.by_id: dict[str, StageExecution] = {s.id: s for s in stages}
+        self.downstream: dict[str, list[StageExecution]] = {s.ref_id: [] for s in stages}
+        self.upstream: dict[str, list[StageExecution]] = {}
+        for s in stages:
+            self.upstream[s.ref_id] = [
+                self.by_ref[r] for r in sorted(s.requisite_stage_ref_ids) if r in self.by_ref
+            ]
+            for up in self.upstream[s.ref_id]:
+                self.downstream[up.ref_id].append(s)
+        order = _topological_order(stages)
+        self.topo_position: dict[str, int] = {s.ref_id: i for i, s in enumerate(order)}
+        self._ancestors: dict[str, list[StageExecution]] = {}
+        # Status counters kept in step by engine.transitions.mark_stage, so that join and
+        # completion checks cost O(1) per transition instead of a scan of the graph.
+        self.pending_upstream: dict[str, int] = {
+            s.ref_id: sum(1 for up in self.upstream[s.ref_id] if not up.status.is_complete)
+            for s in stages
+        }
+        self.active: set[str] = {s.id for s in stages if s.status in _ACTIVE}
+
+    def ancestors(self, ref_id: str) -> list[StageExecution]:
+        """All transitive requisites of a stage, in topological order (farthest first)."""
+        cached = self._ancestors.get(ref_id)
+        if cached is not None:
+            return cached
+        found: dict[str, StageExecution] = {}
+        stack = list(self.upstream[ref_id])
+        while stack:
+            stage = stack.pop()
+            if stage.ref_id not in found:
+                found[stage.ref_id] = stage
+                stack.extend(self.upstream[stage.ref_id])
+        result = sorted(found.values(), key=lambda s: self.topo_position[s.ref_id])
+        self._ancestors[ref_id] = result
+        return result
+
+    def descendants(self, ref_id: str) -> set[str]:
+        """The ``ref_id`` of every stage that transitively depends on this one."""
+        found: set[str] = set()
+        stack = [s.ref_id for s in self.downstream[ref_id]]
+        while stack:
+            ref = stack.pop()
+            if ref not in found:
+                found.add(ref)
+                stack.extend(s.ref_id for s in self.downstream[ref])
+        return found

@@ -1,0 +1,79 @@
+"""The messages that move a workflow forward and the effects a transition produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stabilize.models.stage import StageExecution
+
+START_WORKFLOW = "StartWorkflow"
+RUN_TASK = "RunTask"
+
+MESSAGE_KINDS = frozenset({START_WORKFLOW, RUN_TASK})
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message to enqueue: ``delay_ms`` postpones its delivery."""
+
+    kind: str
+    workflow_id: str
+    stage_id: str | None = None
+    task_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    delay_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message taken from the queue, with the lease that fences its acknowledgement."""
+
+    id: int
+    kind: str
+    workflow_id: str
+    stage_id: str | None
+    task_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    lease_token: int
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """An event a transition yields; the backend numbers it when it records it."""
+
+    event_type: str
+    entity_type: str
+    entity_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Effects:
+    """What a transition changed and what it wants done, for the processor to commit.
+
+    Attributes:
+        stages: Stages whose rows must be written, by id.
+        workflow_changed: Whether the workflow row must be written.
+        messages: Messages to enqueue in the same transaction.
+        events: Events to record in the same transaction.
+        drop_messages: Delete every other queued message of the workflow (it ended).
+        stale: The consumed message no longer applied; only its ack is committed.
+    """
+
+    stages: dict[str, StageExecution] = field(default_factory=dict)
+    workflow_changed: bool = False
+    messages: list[Message] = field(default_factory=list)
+    events: list[EventDraft] = field(default_factory=list)
+    drop_messages: bool = False
+    stale: bool = False
+
+    def touch(self, stage: StageExecution) -> None:
+        """Mark ``stage`` as changed."""
+        self.stages[stage.id] = stage
+
+    def emit(self, event_type: str, entity_type: str, entity_id: str, **data: Any) -> None:
+        """Add an event."""
+        self.events.append(EventDraft(event_type, entity_type, entity_id, data))

@@ -1,0 +1,438 @@
+"""The state machine: pure transitions from (workflow, message) to effects.
+
+Every function here takes the in-memory workflow, changes it in place and returns the
+:class:`~stabilize.engine.messages.Effects` the processor must commit in one transaction:
+the rows to write, the messages to enqueue and the events to record. Nothing here reads a
+clock, draws an id or touches a database: ``now`` (epoch milliseconds) and the task's
+outcome are passed in, so the same inputs always give the same result and replay is exact.
+If the commit fails, the processor throws the in-memory workflow away and reloads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stabilize.engine.messages import RUN_TASK, Effects, Message
+from stabilize.models.stage import StageExecution
+from stabilize.models.status import WorkflowStatus
+from stabilize.models.task import TaskExecution
+from stabilize.models.workflow import Workflow
+
+S = WorkflowStatus
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """How one execution of a task went, as the processor observed it.
+
+    Attributes:
+        status: The :class:`TaskResult` status (``RUNNING`` to poll again).
+        context: Keys to merge into the stage context.
+        outputs: Keys to merge into the stage outputs.
+        target_stage_ref_id: The stage to jump to, for ``REDIRECT``.
+        error: A one-line explanation of a failure.
+        error_details: Structured details of the failure (exception type, traceback).
+        delay_ms: For ``RUNNING``: when to run the task again.
+        retry: The task raised a transient error and runs again after ``delay_ms``.
+    """
+
+    status: WorkflowStatus
+    context: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    target_stage_ref_id: str | None = None
+    error: str | None = None
+    error_details: dict[str, Any] | None = None
+    delay_ms: int = 0
+    retry: bool = False
+
+
+def mark_stage(wf: Workflow, stage: StageExecution, status: WorkflowStatus) -> None:
+    """Set a stage's status, keeping the index's join and completion counters in step."""
+    index = wf.index
+    was_complete = stage.status.is_complete
+    stage.status = status
+    if status.is_complete != was_complete:
+        delta = -1 if status.is_complete else 1
+        for child in index.downstream[stage.ref_id]:
+            index.pending_upstream[child.ref_id] += delta
+    if status in (S.RUNNING, S.SUSPENDED, S.PAUSED):
+        index.active.add(stage.id)
+    else:
+        index.active.discard(stage.id)
+
+
+def start_workflow(wf: Workflow, now: int) -> Effects:
+    """Start a NOT_STARTED workflow: every stage without requisites starts."""
+    fx = Effects()
+    if wf.status is not S.NOT_STARTED:
+        fx.stale = True
+        return fx
+    wf.status = S.RUNNING
+    wf.start_time = now
+    fx.workflow_changed = True
+    fx.emit("workflow.started", "workflow", wf.id)
+    for stage in wf.initial_stages():
+        if stage.status is S.NOT_STARTED:
+            _start_stage(wf, stage, now, fx)
+    _maybe_complete_workflow(wf, now, fx)
+    return fx
+
+
+def prepare_task(wf: Workflow, stage_id: str, task_id: str, now: int) -> Effects | None:
+    """Decide whether a claimed RunTask may run its user code.
+
+    Returns ``None`` when it may. Otherwise returns the effects to commit instead: the
+    message is stale (the workflow ended, the task is no longer running), or the workflow
+    is paused and the task is parked until :func:`resume_workflow`.
+    """
+    stage = wf.index.by_id.get(stage_id)
+    task = _find_task(stage, task_id)
+    if stage is None or task is None or task.status is not S.RUNNING:
+        return Effects(stale=True)
+    if wf.status is S.PAUSED:
+        fx = Effects()
+        task.status = S.PAUSED
+        fx.touch(stage)
+        fx.emit("task.paused", "task", task.id, stage_id=stage.id)
+        return fx
+    if wf.status is not S.RUNNING or stage.status is not S.RUNNING:
+        return Effects(stale=True)
+    return None
+
+
+def complete_task(
+    wf: Workflow, stage_id: str, task_id: str, outcome: TaskOutcome, now: int
+) -> Effects:
+    """Apply the outcome of a task execution and everything that follows from it.
+
+    Folds in every transition that needs no user code: the next task of the stage, the
+    stage's completion, the start of downstream stages and their first tasks, jumps, and
+    the workflow's completion.
+    """
+    fx = Effects()
+    stage = wf.index.by_id.get(stage_id)
+    task = _find_task(stage, task_id)
+    if (
+        stage is None
+        or task is None
+        or task.status is not S.RUNNING
+        or stage.status is not S.RUNNING
+        or wf.status not in (S.RUNNING, S.PAUSED)
+    ):
+        fx.stale = True
+        return fx
+    fx.touch(stage)
+    status = outcome.status
+    if outcome.retry or status is S.RUNNING:
+        stage.context.update(outcome.context)
+        if outcome.retry:
+            task.retry_count += 1
+            task.task_exception_details = dict(outcome.error_details or {})
+            fx.emit(
+                "task.retried",
+                "task",
+                task.id,
+                stage_id=stage.id,
+                attempt=task.retry_count,
+                error=outcome.error,
+                delay_ms=outcome.delay_ms,
+                context=outcome.context,
+            )
+        elif outcome.context:
+            fx.emit("context.updated", "stage", stage.id, context=outcome.context)
+        fx.messages.append(_run_task(wf, stage, task, outcome.delay_ms))
+        return fx
+    if status is S.REDIRECT:
+        _redirect(wf, stage, task, outcome, now, fx)
+        return fx
+    stage.context.update(outcome.context)
+    stage.outputs.update(outcome.outputs)
+    task.status = status
+    task.end_time = now
+    if outcome.error_details is not None or outcome.error is not None:
+        task.task_exception_details = dict(outcome.error_details or {"message": outcome.error})
+    fx.emit(
+        "task.completed" if status.is_successful else _task_event(status),
+        "task",
+        task.id,
+        stage_id=stage.id,
+        status=status.value,
+        context=outcome.context,
+        outputs=outcome.outputs,
+        error=outcome.error,
+    )
+    if status is S.SUSPENDED:
+        mark_stage(wf, stage, S.SUSPENDED)
+        fx.emit("stage.suspended", "stage", stage.id)
+        return fx
+    if status is S.SUCCEEDED:
+        following = _next_task(stage, task)
+        if following is not None:
+            _start_task(wf, stage, following, now, fx)
+            return fx
+    _complete_stage(wf, stage, status, now, fx, error=outcome.error)
+    return fx
+
+
+def cancel_workflow(wf: Workflow, user: str | None, reason: str | None, now: int) -> Effects:
+    """Cancel a workflow: running stages and tasks end CANCELED and nothing runs after."""
+    fx = Effects()
+    if wf.status.is_complete:
+        fx.stale = True
+        return fx
+    wf.is_canceled = True
+    wf.canceled_by = user
+    wf.cancellation_reason = reason
+    _end_workflow(wf, S.CANCELED, now, fx, error=None)
+    return fx
+
+
+def pause_workflow(wf: Workflow, now: int) -> Effects:
+    """Pause a running workflow: tasks in flight finish, no new task starts."""
+    fx = Effects()
+    if wf.status is not S.RUNNING:
+        fx.stale = True
+        return fx
+    wf.status = S.PAUSED
+    wf.paused = True
+    fx.workflow_changed = True
+    fx.emit("workflow.paused", "workflow", wf.id)
+    return fx
+
+
+def resume_workflow(wf: Workflow, now: int) -> Effects:
+    """Resume a paused workflow: every task parked by the pause is queued again."""
+    fx = Effects()
+    if wf.status is not S.PAUSED:
+        fx.stale = True
+        return fx
+    wf.status = S.RUNNING
+    wf.paused = False
+    fx.workflow_changed = True
+    fx.emit("workflow.resumed", "workflow", wf.id)
+    for stage in wf.stages:
+        for task in stage.tasks:
+            if task.status is S.PAUSED:
+                task.status = S.RUNNING
+                fx.touch(stage)
+                fx.messages.append(_run_task(wf, stage, task, 0))
+    _maybe_complete_workflow(wf, now, fx)
+    return fx
+
+
+def _find_task(stage: StageExecution | None, task_id: str) -> TaskExecution | None:
+    if stage is None:
+        return None
+    for task in stage.tasks:
+        if task.id == task_id:
+            return task
+    return None
+
+
+def _task_event(status: WorkflowStatus) -> str:
+    if status is S.SUSPENDED:
+        return "task.suspended"
+    return "task.failed" if status.is_failure else "task.completed"
+
+
+def _run_task(wf: Workflow, stage: StageExecution, task: TaskExecution, delay: int) -> Message:
+    return Message(RUN_TASK, wf.id, stage.id, task.id, delay_ms=delay)
+
+
+def _next_task(stage: StageExecution, task: TaskExecution) -> TaskExecution | None:
+    tasks = stage.tasks
+    i = tasks.index(task)
+    return tasks[i + 1] if i + 1 < len(tasks) else None
+
+
+def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+    mark_stage(wf, stage, S.RUNNING)
+    stage.start_time = now
+    stage.end_time = None
+    fx.touch(stage)
+    fx.emit("stage.started", "stage", stage.id, ref_id=stage.ref_id)
+    if stage.tasks:
+        _start_task(wf, stage, stage.tasks[0], now, fx)
+    else:
+        _complete_stage(wf, stage, S.SUCCEEDED, now, fx, error=None)
+
+
+def _start_task(
+    wf: Workflow, stage: StageExecution, task: TaskExecution, now: int, fx: Effects
+) -> None:
+    task.status = S.RUNNING
+    task.start_time = now
+    task.end_time = None
+    fx.touch(stage)
+    fx.emit("task.started", "task", task.id, stage_id=stage.id, name=task.name)
+    fx.messages.append(_run_task(wf, stage, task, 0))
+
+
+def _complete_stage(
+    wf: Workflow,
+    stage: StageExecution,
+    status: WorkflowStatus,
+    now: int,
+    fx: Effects,
+    *,
+    error: str | None,
+) -> None:
+    mark_stage(wf, stage, status)
+    stage.end_time = now
+    fx.touch(stage)
+    event = {
+        S.SKIPPED: "stage.skipped",
+        S.CANCELED: "stage.canceled",
+    }.get(status, "stage.failed" if status.is_failure else "stage.completed")
+    fx.emit(event, "stage", stage.id, status=status.value, error=error)
+    if status.is_halt:
+        _end_workflow(wf, status, now, fx, error=error)
+        if wf.error is None:
+            wf.error = f"stage {stage.ref_id!r} ended {status.value}"
+        return
+    _start_ready_children(wf, stage, now, fx)
+    _maybe_complete_workflow(wf, now, fx)
+
+
+def _start_ready_children(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+    index = wf.index
+    for child in index.downstream[stage.ref_id]:
+        if child.status is S.NOT_STARTED and index.pending_upstream[child.ref_id] == 0:
+            _start_stage(wf, child, now, fx)
+            if wf.status.is_complete:
+                return
+
+
+def _maybe_complete_workflow(wf: Workflow, now: int, fx: Effects) -> None:
+    if wf.status is not S.RUNNING or wf.index.active:
+        return
+    wf.status = S.SUCCEEDED
+    wf.end_time = now
+    fx.workflow_changed = True
+    fx.emit("workflow.completed", "workflow", wf.id, status=S.SUCCEEDED.value)
+
+
+def _end_workflow(
+    wf: Workflow, status: WorkflowStatus, now: int, fx: Effects, *, error: str | None
+) -> None:
+    """End the workflow early: stop every active stage and drop its queued messages."""
+    for stage in wf.stages:
+        if stage.id not in wf.index.active:
+            continue
+        for task in stage.tasks:
+            if task.status in (S.RUNNING, S.PAUSED, S.SUSPENDED):
+                task.status = S.CANCELED
+                task.end_time = now
+        mark_stage(wf, stage, S.CANCELED)
+        stage.end_time = now
+        fx.touch(stage)
+        fx.emit("stage.canceled", "stage", stage.id, status=S.CANCELED.value)
+    wf.status = status
+    wf.end_time = now
+    if error is not None:
+        wf.error = error
+    fx.workflow_changed = True
+    fx.drop_messages = True
+    event = "workflow.canceled" if status is S.CANCELED else "workflow.failed"
+    fx.emit(event, "workflow", wf.id, status=status.value, error=error)
+
+
+def _redirect(
+    wf: Workflow,
+    stage: StageExecution,
+    task: TaskExecution,
+    outcome: TaskOutcome,
+    now: int,
+    fx: Effects,
+) -> None:
+    limit = wf.max_jumps()
+    target_ref = outcome.target_stage_ref_id or stage.ref_id
+    if wf.jump_count >= limit:
+        message = (
+            f"stage {stage.ref_id!r} tried to jump to {target_ref!r} after {wf.jump_count} "
+            f"jumps; the limit is {limit} (set the workflow context key _max_jumps to change it)"
+        )
+        _fail_task(wf, stage, task, message, now, fx)
+        return
+    target = wf.index.by_ref.get(target_ref)
+    if target is None:
+        _fail_task(wf, stage, task, f"jump_to: no stage {target_ref!r} in this workflow", now, fx)
+        return
+    index = wf.index
+    wf.jump_count += 1
+    fx.workflow_changed = True
+    fx.emit(
+        "jump.executed",
+        "stage",
+        stage.id,
+        source=stage.ref_id,
+        target=target_ref,
+        jump_count=wf.jump_count,
+        context=outcome.context,
+    )
+    if outcome.target_stage_ref_id is None:
+        # A plain redirect restarts the current stage's tasks from the first.
+        stage.context.update(outcome.context)
+        for t in stage.tasks:
+            t.reset()
+        _start_task(wf, stage, stage.tasks[0], now, fx)
+        return
+    ancestors = {a.ref_id for a in index.ancestors(stage.ref_id)}
+    if target_ref == stage.ref_id or target_ref in ancestors:
+        between = index.descendants(target_ref) & (ancestors | {stage.ref_id})
+        for ref in sorted(between | {target_ref}, key=index.topo_position.__getitem__):
+            reset = index.by_ref[ref]
+            mark_stage(wf, reset, S.NOT_STARTED)
+            reset.reset()
+            fx.touch(reset)
+        target.context.update(outcome.context)
+        target.context.update(outcome.outputs)
+        _start_stage(wf, target, now, fx)
+        return
+    if target_ref not in index.descendants(stage.ref_id):
+        _fail_task(
+            wf,
+            stage,
+            task,
+            f"jump_to: {target_ref!r} is neither an ancestor nor a descendant of {stage.ref_id!r}",
+            now,
+            fx,
+        )
+        return
+    # A forward jump: the stages between are skipped and the target runs next.
+    target.context.update(outcome.context)
+    target.context.update(outcome.outputs)
+    fx.touch(target)
+    task.status = S.SUCCEEDED
+    task.end_time = now
+    skipped = index.descendants(stage.ref_id) & {a.ref_id for a in index.ancestors(target_ref)}
+    skipped_stages = sorted(
+        (index.by_ref[ref] for ref in skipped), key=lambda s: index.topo_position[s.ref_id]
+    )
+    for between_stage in skipped_stages:
+        if between_stage.status is S.NOT_STARTED:
+            mark_stage(wf, between_stage, S.SKIPPED)
+            fx.touch(between_stage)
+            fx.emit("stage.skipped", "stage", between_stage.id, status=S.SKIPPED.value)
+    mark_stage(wf, stage, S.SUCCEEDED)
+    stage.end_time = now
+    fx.emit("stage.completed", "stage", stage.id, status=S.SUCCEEDED.value, error=None)
+    for done in [stage, *skipped_stages]:
+        _start_ready_children(wf, done, now, fx)
+    _maybe_complete_workflow(wf, now, fx)
+
+
+def _fail_task(
+    wf: Workflow,
+    stage: StageExecution,
+    task: TaskExecution,
+    message: str,
+    now: int,
+    fx: Effects,
+) -> None:
+    task.status = S.TERMINAL
+    task.end_time = now
+    task.task_exception_details = {"message": message}
+    fx.emit("task.failed", "task", task.id, stage_id=stage.id, status="TERMINAL", error=message)
+    _complete_stage(wf, stage, S.TERMINAL, now, fx, error=message)

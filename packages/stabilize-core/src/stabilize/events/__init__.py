@@ -1,0 +1,27 @@
+"""Event recording: every transition appended in its own transaction, and a live bus."""
+
+from __future__ import annotations
+
+from stabilize.events.bus import EventBus, get_event_bus
+from stabilize.events.model import Event, EventType
+from stabilize.events.recorder import (
+    EventRecorder,
+    SqliteEventStore,
+    configure_event_sourcing,
+    current_event_store,
+    disable_event_sourcing,
+    emit_progress,
+)
+
+__all__ = [
+    "Event",
+    "EventBus",
+    "EventRecorder",
+    "EventType",
+    "SqliteEventStore",
+    "configure_event_sourcing",
+    "current_event_store",
+    "disable_event_sourcing",
+    "emit_progress",
+    "get_event_bus",
+]

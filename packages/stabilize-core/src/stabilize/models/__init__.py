@@ -1,0 +1,10 @@
+"""The data model: workflows, stages, tasks and their statuses."""
+
+from __future__ import annotations
+
+from stabilize.models.stage import StageExecution
+from stabilize.models.status import WorkflowStatus
+from stabilize.models.task import TaskExecution
+from stabilize.models.workflow import Workflow, WorkflowType
+
+__all__ = ["StageExecution", "TaskExecution", "Workflow", "WorkflowStatus", "WorkflowType"]

@@ -1,0 +1,72 @@
+"""Execution statuses shared by workflows, stages and tasks."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WorkflowStatus(StrEnum):
+    """Status of a workflow, a stage or a task.
+
+    The flags follow the original package: ``is_complete`` means the entity will not run
+    again on its own, ``is_halt`` means a failure that stops the workflow, ``is_successful``
+    means downstream work may proceed as normal.
+    """
+
+    NOT_STARTED = "NOT_STARTED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    SUSPENDED = "SUSPENDED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED_CONTINUE = "FAILED_CONTINUE"
+    TERMINAL = "TERMINAL"
+    CANCELED = "CANCELED"
+    REDIRECT = "REDIRECT"
+    STOPPED = "STOPPED"
+    SKIPPED = "SKIPPED"
+    BUFFERED = "BUFFERED"
+
+    @property
+    def is_complete(self) -> bool:
+        """True when the entity has finished and will not run again by itself."""
+        return self in _COMPLETE
+
+    @property
+    def is_halt(self) -> bool:
+        """True for failures that stop the workflow (TERMINAL, STOPPED, CANCELED)."""
+        return self in _HALT
+
+    @property
+    def is_successful(self) -> bool:
+        """True for SUCCEEDED and SKIPPED."""
+        return self in _SUCCESSFUL
+
+    @property
+    def is_failure(self) -> bool:
+        """True for TERMINAL, STOPPED and FAILED_CONTINUE (CANCELED is not a failure)."""
+        return self in _FAILURE
+
+    @property
+    def is_skipped(self) -> bool:
+        """True for SKIPPED."""
+        return self is WorkflowStatus.SKIPPED
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_COMPLETE = frozenset(
+    {
+        WorkflowStatus.SUCCEEDED,
+        WorkflowStatus.FAILED_CONTINUE,
+        WorkflowStatus.TERMINAL,
+        WorkflowStatus.CANCELED,
+        WorkflowStatus.STOPPED,
+        WorkflowStatus.SKIPPED,
+    }
+)
+_HALT = frozenset({WorkflowStatus.TERMINAL, WorkflowStatus.STOPPED, WorkflowStatus.CANCELED})
+_SUCCESSFUL = frozenset({WorkflowStatus.SUCCEEDED, WorkflowStatus.SKIPPED})
+_FAILURE = frozenset(
+    {WorkflowStatus.TERMINAL, WorkflowStatus.STOPPED, WorkflowStatus.FAILED_CONTINUE}
+)

@@ -1,0 +1,223 @@
+"""The workflow model: a named graph of stages owned by an application."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from stabilize.engine.graph import GraphIndex, validate_graph
+from stabilize.models.stage import StageExecution
+from stabilize.models.status import WorkflowStatus
+from stabilize.models.task import new_id
+
+DEFAULT_MAX_JUMPS = 10
+"""How many ``jump_to`` redirects one workflow may take unless ``_max_jumps`` says otherwise."""
+
+
+class WorkflowType(StrEnum):
+    """Kind of workflow, kept for compatibility with the original package."""
+
+    PIPELINE = "PIPELINE"
+    ORCHESTRATION = "ORCHESTRATION"
+
+
+@dataclass(eq=False)
+class Workflow:
+    """A workflow execution.
+
+    Build one with :meth:`create`, which checks the stage graph. ``jump_count`` counts the
+    ``jump_to`` redirects taken so far, ``error`` explains a TERMINAL end, ``version``
+    counts committed transitions and ``event_sequence`` is the number of the last recorded
+    event.
+    """
+
+    id: str = field(default_factory=new_id)
+    type: WorkflowType = WorkflowType.PIPELINE
+    application: str = ""
+    name: str = ""
+    status: WorkflowStatus = WorkflowStatus.NOT_STARTED
+    stages: list[StageExecution] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)
+    trigger: dict[str, Any] = field(default_factory=dict)
+    start_time: int | None = None
+    end_time: int | None = None
+    is_canceled: bool = False
+    canceled_by: str | None = None
+    cancellation_reason: str | None = None
+    paused: bool = False
+    pipeline_config_id: str | None = None
+    jump_count: int = 0
+    error: str | None = None
+    version: int = 0
+    event_sequence: int = 0
+    _index: GraphIndex | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for stage in self.stages:
+            stage._workflow = self
+
+    @classmethod
+    def create(
+        cls,
+        application: str,
+        name: str,
+        stages: Sequence[StageExecution],
+        trigger: dict[str, Any] | None = None,
+        pipeline_config_id: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Workflow:
+        """Create a workflow from its stages after checking the graph.
+
+        Args:
+            application: The owning application (used to list and search workflows).
+            name: A human-readable name.
+            stages: The stages; ``requisite_stage_ref_ids`` wire them together.
+            trigger: What started the workflow (free-form, stored as JSON).
+            pipeline_config_id: An optional id of the definition this run came from.
+            context: Workflow-level context, visible to every task.
+
+        Raises:
+            InvalidStageGraphError: duplicate, unknown or self-referencing ``ref_id``.
+            CircularDependencyError: the stages depend on each other in a cycle.
+        """
+        stage_list = list(stages)
+        validate_graph(stage_list)
+        for stage in stage_list:
+            _plan_tasks(stage)
+        return cls(
+            application=application,
+            name=name,
+            stages=stage_list,
+            trigger=dict(trigger or {}),
+            pipeline_config_id=pipeline_config_id,
+            context=dict(context or {}),
+        )
+
+    @classmethod
+    def create_orchestration(
+        cls, application: str, name: str, stages: Sequence[StageExecution]
+    ) -> Workflow:
+        """Create an ORCHESTRATION-type workflow (otherwise the same as :meth:`create`)."""
+        workflow = cls.create(application, name, stages)
+        workflow.type = WorkflowType.ORCHESTRATION
+        return workflow
+
+    @property
+    def index(self) -> GraphIndex:
+        """The cached graph index (rebuilt after :meth:`invalidate_index`)."""
+        if self._index is None:
+            self._index = GraphIndex(self.stages)
+        return self._index
+
+    def invalidate_index(self) -> None:
+        """Drop the cached graph index after the stage list or requisites change."""
+        self._index = None
+
+    def stage_by_id(self, stage_id: str) -> StageExecution:
+        """Return the stage with this id; raise ``KeyError`` when there is none."""
+        try:
+            return self.index.by_id[stage_id]
+        except KeyError:
+            raise KeyError(f"workflow {self.id} has no stage with id {stage_id!r}") from None
+
+    def stage_by_ref_id(self, ref_id: str) -> StageExecution:
+        """Return the stage with this ``ref_id``; raise ``KeyError`` when there is none."""
+        try:
+            return self.index.by_ref[ref_id]
+        except KeyError:
+            raise KeyError(f"workflow {self.id} has no stage {ref_id!r}") from None
+
+    def initial_stages(self) -> list[StageExecution]:
+        """The stages with no requisites, in declaration order."""
+        return [s for s in self.stages if not s.requisite_stage_ref_ids]
+
+    def top_level_stages(self) -> list[StageExecution]:
+        """The stages without a parent stage."""
+        return [s for s in self.stages if s.parent_stage_id is None]
+
+    def task_context(self, stage: StageExecution) -> dict[str, Any]:
+        """The context a task of ``stage`` sees.
+
+        The workflow context, then the outputs of every ancestor in topological order
+        (nearer ancestors override farther ones; ties keep declaration order), then the
+        stage's own context on top: the stage's own keys always win.
+        """
+        merged: dict[str, Any] = dict(self.context)
+        for ancestor in self.index.ancestors(stage.ref_id):
+            merged.update(ancestor.outputs)
+        merged.update(stage.context)
+        return merged
+
+    def get_context(self) -> dict[str, Any]:
+        """The outputs of every stage merged in topological order (later stages win)."""
+        merged: dict[str, Any] = {}
+        position = self.index.topo_position
+        for stage in sorted(self.stages, key=lambda s: position[s.ref_id]):
+            merged.update(stage.outputs)
+        return merged
+
+    def max_jumps(self) -> int:
+        """The bound on ``jump_to`` redirects (``context["_max_jumps"]``, default 10)."""
+        value = self.context.get("_max_jumps", DEFAULT_MAX_JUMPS)
+        return int(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of the workflow without its stages."""
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "application": self.application,
+            "name": self.name,
+            "status": self.status.value,
+            "context": self.context,
+            "trigger": self.trigger,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "is_canceled": self.is_canceled,
+            "canceled_by": self.canceled_by,
+            "cancellation_reason": self.cancellation_reason,
+            "paused": self.paused,
+            "pipeline_config_id": self.pipeline_config_id,
+            "jump_count": self.jump_count,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        stages: Iterable[StageExecution],
+        version: int,
+        event_sequence: int = 0,
+    ) -> Workflow:
+        """Rebuild a workflow from :meth:`to_dict` output and its stages."""
+        return cls(
+            id=data["id"],
+            type=WorkflowType(data.get("type", "PIPELINE")),
+            application=data["application"],
+            name=data["name"],
+            status=WorkflowStatus(data["status"]),
+            stages=list(stages),
+            context=data.get("context") or {},
+            trigger=data.get("trigger") or {},
+            start_time=data.get("start_time"),
+            end_time=data.get("end_time"),
+            is_canceled=data.get("is_canceled", False),
+            canceled_by=data.get("canceled_by"),
+            cancellation_reason=data.get("cancellation_reason"),
+            paused=data.get("paused", False),
+            pipeline_config_id=data.get("pipeline_config_id"),
+            jump_count=data.get("jump_count", 0),
+            error=data.get("error"),
+            version=version,
+            event_sequence=event_sequence,
+        )
+
+
+def _plan_tasks(stage: StageExecution) -> None:
+    """Force the first and last task flags, as the original planner did."""
+    for i, task in enumerate(stage.tasks):
+        task.stage_start = i == 0
+        task.stage_end = i == len(stage.tasks) - 1

@@ -1,0 +1,103 @@
+"""The orchestrator: submits workflows and cancels, pauses or resumes them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from stabilize.engine.messages import START_WORKFLOW, Effects, Message
+from stabilize.engine.transitions import cancel_workflow, pause_workflow, resume_workflow
+from stabilize.models.workflow import Workflow
+from stabilize.persistence.store import WorkflowNotFoundError, WorkflowStore, validate_for_submit
+from stabilize.queue.queue import Queue
+
+
+class Orchestrator:
+    """Submits workflows to a queue and steers running ones.
+
+    Each operation is one transaction on the queue's database: a workflow that is
+    started is stored (if it was not) together with the message that starts it.
+
+    Args:
+        queue: The queue workers drain.
+        store: The workflow store (must share the queue's database).
+        clock: Seconds since the epoch (injectable for tests).
+    """
+
+    _instance: Orchestrator | None = None
+
+    def __init__(
+        self,
+        queue: Queue,
+        store: WorkflowStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if store is not None and store.backend is not queue.backend:
+            raise ValueError("the store and the queue must use the same database")
+        self.queue = queue
+        self.store = store
+        self.backend = queue.backend
+        self._clock = clock
+        Orchestrator._instance = self
+
+    @classmethod
+    def get_instance(cls) -> Orchestrator | None:
+        """The orchestrator created last in this process (kept for compatibility)."""
+        return cls._instance
+
+    def start(self, execution: Workflow, handler_config: object = None) -> None:
+        """Start a workflow, storing it first if needed.
+
+        Raises:
+            WorkflowValidationError: the workflow is invalid (nothing is written).
+        """
+        now = self._now()
+        with self.backend.transaction() as tx:
+            stored = tx.workflow(execution.id)
+            if stored is None:
+                validate_for_submit(self.backend, execution)
+                tx.insert_workflow(execution, now)
+                stored = execution
+            if stored.status.is_complete or stored.start_time is not None:
+                return
+            tx.enqueue([Message(START_WORKFLOW, execution.id)], now)
+
+    def cancel(self, execution: Workflow | str, user: str = "", reason: str = "") -> None:
+        """Cancel a workflow: running stages end CANCELED, queued work is dropped.
+
+        A task running right now finishes, but its result is discarded.
+        """
+        self._apply(execution, lambda wf, now: cancel_workflow(wf, user, reason, now))
+
+    def pause(self, execution: Workflow | str) -> None:
+        """Pause a running workflow: tasks in flight finish, nothing new starts."""
+        self._apply(execution, pause_workflow)
+
+    def resume(self, execution: Workflow | str) -> None:
+        """Resume a paused workflow."""
+        self._apply(execution, resume_workflow)
+
+    unpause = resume
+
+    def get_execution(self, workflow_id: str) -> Workflow:
+        """Load a workflow (a fresh copy)."""
+        if self.store is None:
+            raise RuntimeError("Orchestrator.get_execution needs a store")
+        return self.store.retrieve(workflow_id)
+
+    def _apply(
+        self, execution: Workflow | str, transition: Callable[[Workflow, int], Effects]
+    ) -> None:
+        workflow_id = execution if isinstance(execution, str) else execution.id
+        now = self._now()
+        with self.backend.transaction() as tx:
+            wf = tx.workflow(workflow_id)
+            if wf is None:
+                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+            fx = transition(wf, now)
+            tx.save(wf, fx, now)
+            tx.enqueue(fx.messages, now)
+
+    def _now(self) -> int:
+        return int(self._clock() * 1000)

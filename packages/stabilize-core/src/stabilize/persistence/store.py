@@ -1,0 +1,193 @@
+"""The workflow store: save, load, list and search workflows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from stabilize.backends._base import Backend, check_workflow_json
+from stabilize.backends.sqlite import SqliteBackend
+from stabilize.engine.graph import validate_graph
+from stabilize.errors import StabilizeError, UnknownTaskTypeError
+from stabilize.models.status import WorkflowStatus
+from stabilize.models.workflow import Workflow
+
+
+class WorkflowNotFoundError(StabilizeError, KeyError):
+    """No workflow has the requested id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "workflow not found"
+
+
+def validate_for_submit(backend: Backend, workflow: Workflow) -> None:
+    """Refuse a workflow that cannot run, before anything is written.
+
+    Checks the graph, that every context is JSON, and that every task type is known to
+    the registries of the processors attached to this database in this process (when
+    there are any).
+
+    Raises:
+        WorkflowValidationError: naming the stage at fault.
+    """
+    validate_graph(workflow.stages)
+    check_workflow_json(workflow)
+    registries = list(backend.registries)
+    if not registries:
+        return
+    for stage in workflow.stages:
+        for task in stage.tasks:
+            name = task.implementing_class
+            if not any(registry.has(name) for registry in registries):
+                raise UnknownTaskTypeError(
+                    f"stage {stage.ref_id!r}: task {task.name!r} uses implementing_class "
+                    f"{name!r}, which no TaskRegistry knows; register it first",
+                    ref_id=stage.ref_id,
+                )
+
+
+class WorkflowStore:
+    """Durable workflow state on a backend (use :class:`SqliteWorkflowStore` and friends)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def store(self, workflow: Workflow) -> None:
+        """Save a new workflow with its stages.
+
+        Raises:
+            WorkflowValidationError: the workflow is invalid (nothing is written).
+            ValueError: a workflow with this id is already stored.
+        """
+        validate_for_submit(self.backend, workflow)
+        now = int(time.time() * 1000)
+        with self.backend.transaction() as tx:
+            if tx.workflow(workflow.id) is not None:
+                raise ValueError(f"workflow {workflow.id} is already stored")
+            tx.insert_workflow(workflow, now)
+
+    def retrieve(self, workflow_id: str) -> Workflow:
+        """Load a workflow with all its stages and tasks (a fresh copy).
+
+        Raises:
+            WorkflowNotFoundError: no workflow has this id.
+        """
+        with self.backend.read() as tx:
+            workflow = tx.read_workflow(workflow_id)
+        if workflow is None:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+        return workflow
+
+    def exists(self, workflow_id: str) -> bool:
+        """True when a workflow with this id is stored."""
+        with self.backend.read() as tx:
+            tx.cur.execute(tx.q["workflow_exists"], (workflow_id,))
+            return tx.cur.fetchone() is not None
+
+    def list_workflows(
+        self,
+        application: str | None = None,
+        status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Workflow]:
+        """List workflows, newest first, filtered by application, status and name.
+
+        Args:
+            application: Only this application's workflows.
+            status: One status or several.
+            name: Only workflows whose name contains this text.
+            limit: At most this many.
+            offset: Skip this many first.
+        """
+        ids = self._search_ids(application, status, name, limit, offset)
+        with self.backend.read() as tx:
+            found = [tx.read_workflow(i) for i in ids]
+        return [wf for wf in found if wf is not None]
+
+    def retrieve_by_application(self, application: str, limit: int = 100) -> list[Workflow]:
+        """The newest workflows of one application."""
+        return self.list_workflows(application=application, limit=limit)
+
+    def search(self, **filters: Any) -> list[Workflow]:
+        """Same as :meth:`list_workflows` (kept as the searching verb)."""
+        return self.list_workflows(**filters)
+
+    def count(
+        self,
+        application: str | None = None,
+        status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None = None,
+    ) -> int:
+        """Count workflows by application and status."""
+        where, params = _filters(self.backend.placeholder, application, status, None)
+        rows = self._query(f"SELECT count(*) FROM workflows{where}", params)
+        return int(rows[0][0])
+
+    def delete(self, workflow_id: str) -> None:
+        """Delete a workflow, its stages and its queued messages."""
+        with self.backend.transaction() as tx:
+            tx.cur.execute(tx.q["drop_workflow_messages"], (workflow_id,))
+            tx.cur.execute(tx.q["delete_workflow"], (workflow_id,))
+        self.backend.cache.evict(workflow_id)
+
+    def stage_outputs(self, workflow_id: str) -> dict[str, dict[str, Any]]:
+        """The outputs of every stage of a workflow, by ``ref_id``."""
+        return {s.ref_id: s.outputs for s in self.retrieve(workflow_id).stages}
+
+    def _search_ids(
+        self,
+        application: str | None,
+        status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
+        name: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[str]:
+        p = self.backend.placeholder
+        where, params = _filters(p, application, status, name)
+        order = "ORDER BY created_at DESC, id DESC"
+        sql = f"SELECT id FROM workflows{where} {order} LIMIT {p} OFFSET {p}"
+        return [r[0] for r in self._query(sql, (*params, limit, offset))]
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self.backend.read() as tx:
+            tx.cur.execute(sql, params)
+            return list(tx.cur.fetchall())
+
+
+def _filters(
+    p: str,
+    application: str | None,
+    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
+    name: str | None,
+) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if application is not None:
+        clauses.append(f"application = {p}")
+        params.append(application)
+    if status is not None:
+        statuses = [status] if isinstance(status, str | WorkflowStatus) else list(status)
+        values = [WorkflowStatus(s).value for s in statuses]
+        clauses.append(f"status IN ({', '.join(p for _ in values)})")
+        params.extend(values)
+    if name is not None:
+        clauses.append(f"name LIKE {p} ESCAPE '!'")
+        escaped = name.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        params.append(f"%{escaped}%")
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return where, tuple(params)
+
+
+class SqliteWorkflowStore(WorkflowStore):
+    """Workflow state in a SQLite file; the schema is created and migrated in place.
+
+    Args:
+        connection_string: ``sqlite:///path/to/file.db``.
+        create_tables: Accepted for compatibility; the schema is always brought up to date.
+    """
+
+    def __init__(self, connection_string: str, create_tables: bool = False) -> None:
+        super().__init__(SqliteBackend.for_url(connection_string))
+        self.connection_string = connection_string

@@ -1,0 +1,513 @@
+"""The queue processor: claims messages, runs tasks, commits their results."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from stabilize.backends._base import Transaction
+from stabilize.engine.messages import RUN_TASK, START_WORKFLOW, ClaimedMessage, Effects, EventDraft
+from stabilize.engine.transitions import (
+    TaskOutcome,
+    complete_task,
+    prepare_task,
+    start_workflow,
+)
+from stabilize.errors import StabilizeError, TaskNotFoundError
+from stabilize.models.status import WorkflowStatus
+from stabilize.models.workflow import Workflow
+from stabilize.persistence.store import WorkflowStore
+from stabilize.queue.processor._recovery import new_owner, owner_is_dead
+from stabilize.queue.processor._runner import (
+    Finished,
+    InFlight,
+    Runner,
+    snapshot_stage,
+    timeout_finished,
+    to_outcome,
+)
+from stabilize.queue.processor.config import QueueProcessorConfig
+from stabilize.queue.queue import Queue
+from stabilize.tasks.interface import RetryableTask
+from stabilize.tasks.registry import TaskRegistry
+
+log = logging.getLogger("stabilize.processor")
+
+_live: weakref.WeakSet[QueueProcessor] = weakref.WeakSet()
+
+
+class QueueProcessor:
+    """Drains a queue: runs each task and commits its result with what follows from it.
+
+    Every commit holds the new state, the messages that continue the workflow, the
+    acknowledgement of the consumed message and (when recording) the events, in one
+    transaction fenced by the message's lease. User code runs between commits.
+
+    Args:
+        queue: The queue to drain; its database is the store's.
+        config: Settings (defaults: :class:`QueueProcessorConfig`).
+        store: The workflow store (must share the queue's database).
+        handler_config: Accepted for compatibility; unused.
+        task_registry: Where ``implementing_class`` names are looked up.
+        clock: Seconds since the epoch (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        config: QueueProcessorConfig | None = None,
+        store: WorkflowStore | None = None,
+        handler_config: Any = None,
+        task_registry: TaskRegistry | None = None,
+        bulkhead_manager: Any = None,
+        circuit_factory: Any = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if store is not None and store.backend is not queue.backend:
+            raise ValueError(
+                "the store and the queue must use the same database so that state and "
+                f"messages commit together (store: {store.backend.location}, "
+                f"queue: {queue.backend.location})"
+            )
+        self.queue = queue
+        self.store = store
+        self.backend = queue.backend
+        self.config = config or QueueProcessorConfig()
+        self.task_registry = task_registry or TaskRegistry()
+        self.backend.registries.add(self.task_registry)
+        self.owner = new_owner()
+        self._clock = clock
+        self._random = random.Random()
+        lease = self.config.lease_duration_seconds
+        self.lease_ms = int(1000 * (lease or queue.lock_duration.total_seconds()))
+        heartbeat = self.config.lock_heartbeat_interval_seconds
+        self._heartbeat_s = heartbeat if heartbeat else self.lease_ms / 3000
+        self._runner: Runner | None = None
+        self._inflight: dict[int, InFlight] = {}
+        self._retry: list[Finished] = []
+        self._last_heartbeat = time.monotonic()
+        self._last_recovery = time.monotonic()
+        self._recovered = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._stopping = False
+        self.commits = 0
+        _live.add(self)
+
+    # -- public API -----------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True while the background loop started by :meth:`start` runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def is_stopping(self) -> bool:
+        """True after :meth:`stop` was requested, until the loop has ended."""
+        return self._stopping
+
+    @property
+    def active_count(self) -> int:
+        """Tasks running now."""
+        return sum(1 for f in self._inflight.values() if not f.abandoned)
+
+    def process_all(self, timeout: float = 60.0) -> int:
+        """Process until the queue is empty and no task runs, or ``timeout`` seconds pass.
+
+        Delayed messages (retries, polls, waits) are waited for while the timeout allows.
+
+        Returns:
+            The number of messages processed.
+        """
+        if self.is_running:
+            raise RuntimeError("process_all() cannot run while start() is running")
+        self._maybe_recover(force=not self._recovered)
+        deadline = time.monotonic() + timeout
+        processed = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return processed
+            done, claimed = self._step(min(remaining, self.config.poll_frequency_ms / 1000))
+            processed += done
+            if done or claimed or self._inflight:
+                continue
+            count, earliest = self._queue_depth()
+            if count == 0:
+                return processed
+            now_ms = self._now_ms()
+            wait = (earliest - now_ms) / 1000 if earliest is not None else 0.0
+            pause = min(max(wait, self.config.poll_frequency_ms / 1000), remaining)
+            time.sleep(max(0.0, min(pause, 1.0)))
+
+    def process_one(self) -> bool:
+        """Run one step without waiting; return True if a message was processed or claimed."""
+        done, claimed = self._step(0)
+        return bool(done or claimed)
+
+    def start(self) -> None:
+        """Run in a background thread until :meth:`stop`."""
+        if self.is_running:
+            return
+        self._stop.clear()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="stabilize-processor", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the background loop to stop claiming work and end after running tasks."""
+        self._stopping = True
+        self._stop.set()
+
+    def stop(self, wait: bool = True, timeout: float | None = None) -> int:
+        """Stop the background loop; running tasks finish and commit first.
+
+        Args:
+            wait: Wait for the loop to end.
+            timeout: The most seconds to wait (default: ``shutdown_timeout_seconds``).
+
+        Returns:
+            The number of tasks still running when it returned.
+        """
+        self.request_stop()
+        thread = self._thread
+        if wait and thread is not None:
+            thread.join(timeout if timeout is not None else self.config.shutdown_timeout_seconds)
+        still = self.active_count
+        if thread is None or not thread.is_alive():
+            self._thread = None
+            self._stopping = False
+            self._shutdown_runner(wait=False)
+        return still
+
+    def run_recovery(self) -> int:
+        """Release the leases of dead workers on this host; return how many were released."""
+        now = self._now_ms()
+        live = {p.owner for p in list(_live)}
+        released = 0
+        with self.backend.transaction() as tx:
+            for owner in tx.lease_owners(now):
+                if owner_is_dead(owner, live):
+                    count = tx.release_owner(owner)
+                    released += count
+                    log.warning("recovered %d message(s) leased by dead worker %s", count, owner)
+        self._last_recovery = time.monotonic()
+        self._recovered = True
+        return released
+
+    # -- the loop -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._maybe_recover(force=True)
+        except Exception:
+            log.exception("recovery on start failed")
+        poll = self.config.poll_frequency_ms / 1000
+        while not self._stop.is_set():
+            try:
+                done, claimed = self._step(poll)
+            except Exception:
+                log.exception("processor step failed")
+                if self.config.stop_on_error:
+                    break
+                self._stop.wait(self.config.retry_delay.total_seconds())
+                continue
+            if not (done or claimed or self._inflight):
+                self._stop.wait(poll)
+        # Graceful drain: commit what is running, claim nothing new.
+        drain_until = time.monotonic() + self.config.shutdown_timeout_seconds
+        while self.active_count and time.monotonic() < drain_until:
+            try:
+                self._step(poll, claim=False)
+            except Exception:
+                log.exception("processor step failed while stopping")
+                break
+        self._shutdown_runner(wait=False)
+
+    def _step(self, block: float, claim: bool = True) -> tuple[int, int]:
+        """Commit finished tasks, claim new work and dispatch it; return (acked, claimed)."""
+        finished = self._collect(block)
+        live = sum(1 for f in self._inflight.values() if not f.abandoned)
+        capacity = self.config.max_workers - live + len(finished) if claim else 0
+        if not finished and capacity <= 0:
+            self._maybe_heartbeat()
+            return 0, 0
+        now = self._now_ms()
+        try:
+            done, dispatch = self._commit(finished, max(0, capacity), now)
+        except Exception:
+            self._retry = finished + self._retry
+            raise
+        for item in finished:
+            self._inflight.pop(item.flight.msg.id, None)
+        for flight, timeout in dispatch:
+            self._inflight[flight.msg.id] = flight
+            self._ensure_runner().submit(flight, timeout)
+        self._maybe_heartbeat()
+        self._maybe_recover()
+        return done, len(dispatch)
+
+    def _collect(self, block: float) -> list[Finished]:
+        finished, self._retry = self._retry, []
+        mono = time.monotonic()
+        for flight in self._inflight.values():
+            if flight.deadline is not None and not flight.abandoned and mono > flight.deadline:
+                flight.abandoned = True  # its thread cannot be killed; its result is dropped
+                finished.append(timeout_finished(flight))
+        runner = self._runner
+        if runner is None:
+            return finished
+        live = any(not f.abandoned for f in self._inflight.values())
+        wait = block if live and not finished else 0
+        deadlines = [f.deadline for f in self._inflight.values() if f.deadline and not f.abandoned]
+        if deadlines:
+            wait = min(wait, max(0.0, min(deadlines) - mono))
+        try:
+            item = runner.done.get(timeout=wait) if wait > 0 else runner.done.get_nowait()
+        except Exception:
+            return finished
+        items = [item]
+        while True:
+            try:
+                items.append(runner.done.get_nowait())
+            except Exception:
+                break
+        for got in items:
+            current = self._inflight.get(got.flight.msg.id)
+            if current is got.flight and not got.flight.abandoned:
+                finished.append(got)
+        return finished
+
+    def _commit(
+        self, finished: list[Finished], capacity: int, now: int
+    ) -> tuple[int, list[tuple[InFlight, Any]]]:
+        until = now + self.lease_ms
+        done = 0
+        dispatch: list[tuple[InFlight, Any]] = []
+        with self.backend.transaction() as tx:
+            pending: list[ClaimedMessage] = []
+            for item in finished:
+                msg = item.flight.msg
+                outcome = to_outcome(item, self.config, now, self._random.random)
+                if not tx.ack(msg, self.owner):
+                    log.warning("lease of message %s was lost; its result is dropped", msg.id)
+                    continue
+                done += 1
+                wf = tx.workflow(msg.workflow_id)
+                if wf is None:
+                    continue
+                fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, now)
+                progress = item.flight.stage._progress
+                if progress and not fx.stale:
+                    fx.events[:0] = [
+                        EventDraft("custom.progress", "stage", item.flight.stage.id, p)
+                        for p in progress
+                    ]
+                self._save(tx, wf, fx, now, pending, capacity)
+            budget = capacity - len(pending)
+            if budget > 0:
+                pending.extend(
+                    tx.claim(self.owner, now, until, min(budget, self.config.claim_batch_size))
+                )
+            i = 0
+            while i < len(pending):
+                msg = pending[i]
+                i += 1
+                waiting = sum(1 for m in pending[i:] if m.kind == RUN_TASK)
+                room = capacity - len(dispatch) - waiting
+                if msg.kind == START_WORKFLOW:
+                    done += self._start_workflow(tx, msg, now, pending, room)
+                elif msg.kind == RUN_TASK:
+                    flight = self._prepare(tx, msg, now, pending, room - 1)
+                    if flight is None:
+                        done += 1
+                    else:
+                        dispatch.append(flight)
+                else:
+                    tx.dead_letter(msg, f"unknown message kind {msg.kind!r}", now)
+                    done += 1
+        self.commits += 1
+        return done, dispatch
+
+    def _save(
+        self,
+        tx: Transaction,
+        wf: Workflow,
+        fx: Effects,
+        now: int,
+        pending: list[ClaimedMessage],
+        room: int,
+    ) -> None:
+        tx.save(wf, fx, now)
+        if fx.messages:
+            pending.extend(
+                tx.enqueue(
+                    fx.messages,
+                    now,
+                    lease_owner=self.owner,
+                    lease_until=now + self.lease_ms,
+                    lease_limit=max(0, room - sum(1 for m in pending if m.kind == RUN_TASK)),
+                )
+            )
+
+    def _start_workflow(
+        self,
+        tx: Transaction,
+        msg: ClaimedMessage,
+        now: int,
+        pending: list[ClaimedMessage],
+        room: int,
+    ) -> int:
+        tx.ack(msg, self.owner)
+        wf = tx.workflow(msg.workflow_id)
+        if wf is None:
+            return 1
+        missing = self._unknown_task(wf)
+        if missing is not None and wf.status is WorkflowStatus.NOT_STARTED:
+            fx = Effects(workflow_changed=True)
+            wf.status = WorkflowStatus.TERMINAL
+            wf.error = missing
+            wf.start_time = wf.end_time = now
+            fx.emit("workflow.failed", "workflow", wf.id, status="TERMINAL", error=missing)
+            tx.save(wf, fx, now)
+            return 1
+        fx = start_workflow(wf, now)
+        # Messages made here join the same transaction's worklist, already leased to us.
+        tx.save(wf, fx, now)
+        if fx.messages:
+            pending.extend(
+                tx.enqueue(
+                    fx.messages,
+                    now,
+                    lease_owner=self.owner,
+                    lease_until=now + self.lease_ms,
+                    lease_limit=max(0, room),
+                )
+            )
+        return 1
+
+    def _unknown_task(self, wf: Workflow) -> str | None:
+        for stage in wf.stages:
+            for task in stage.tasks:
+                if not self.task_registry.has(task.implementing_class):
+                    return (
+                        f"stage {stage.ref_id!r}: no task registered as {task.implementing_class!r}"
+                    )
+        return None
+
+    def _prepare(
+        self,
+        tx: Transaction,
+        msg: ClaimedMessage,
+        now: int,
+        pending: list[ClaimedMessage],
+        room: int,
+    ) -> tuple[InFlight, Any] | None:
+        """Check a claimed RunTask; return what to dispatch, or None if settled here."""
+        wf = tx.workflow(msg.workflow_id)
+        if wf is None:
+            tx.delete_message(msg.id)
+            return None
+        stage_id, task_id = msg.stage_id or "", msg.task_id or ""
+        if msg.attempts > self.queue.max_attempts:
+            reason = (
+                f"message delivered {msg.attempts} times without completing "
+                f"(max_attempts={self.queue.max_attempts}); its worker may keep crashing"
+            )
+            tx.dead_letter(msg, reason, now)
+            fx = complete_task(
+                wf, stage_id, task_id, TaskOutcome(WorkflowStatus.TERMINAL, error=reason), now
+            )
+            self._save(tx, wf, fx, now, pending, room)
+            return None
+        fx_or_none = prepare_task(wf, stage_id, task_id, now)
+        if fx_or_none is not None:
+            tx.ack(msg, self.owner)
+            tx.save(wf, fx_or_none, now)
+            return None
+        stage = wf.stage_by_id(stage_id)
+        task = stage.task_by_id(task_id)
+        try:
+            impl = self.task_registry.get(task.implementing_class)
+        except (TaskNotFoundError, StabilizeError, TypeError) as exc:
+            outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=str(exc))
+            self._settle(tx, wf, msg, outcome, now, pending, room)
+            return None
+        snapshot = snapshot_stage(wf, stage, task)
+        first_start = task.start_time if task.start_time is not None else now
+        if isinstance(impl, RetryableTask):
+            limit = impl.get_dynamic_timeout(snapshot).total_seconds() * 1000
+            if now - first_start > limit:
+                message = (
+                    f"task {task.name!r} of stage {stage.ref_id!r} exceeded its timeout of "
+                    f"{limit / 1000:g}s"
+                )
+                outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=message)
+                self._settle(tx, wf, msg, outcome, now, pending, room)
+                return None
+        flight = InFlight(msg, impl, snapshot, task_id, task.retry_count, first_start)
+        return flight, impl.get_execution_timeout(snapshot)
+
+    def _settle(
+        self,
+        tx: Transaction,
+        wf: Workflow,
+        msg: ClaimedMessage,
+        outcome: TaskOutcome,
+        now: int,
+        pending: list[ClaimedMessage],
+        room: int,
+    ) -> None:
+        tx.ack(msg, self.owner)
+        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, now)
+        self._save(tx, wf, fx, now, pending, room)
+
+    # -- housekeeping ---------------------------------------------------------------
+
+    def _maybe_heartbeat(self) -> None:
+        if not self.config.enable_lock_heartbeat or not self._inflight:
+            return
+        if time.monotonic() - self._last_heartbeat < self._heartbeat_s:
+            return
+        self._last_heartbeat = time.monotonic()
+        now = self._now_ms()
+        leases = [(f.msg.id, f.msg.lease_token) for f in self._inflight.values()]
+        with self.backend.transaction() as tx:
+            lost = tx.extend_leases(self.owner, leases, now + self.lease_ms)
+        self.commits += 1
+        for msg_id in lost:
+            log.warning("lease of message %s was taken over by another worker", msg_id)
+
+    def _maybe_recover(self, force: bool = False) -> None:
+        interval = self.config.recovery_interval_seconds
+        due = interval > 0 and time.monotonic() - self._last_recovery >= interval
+        if (force and self.config.recover_on_start) or due:
+            self.run_recovery()
+
+    def _queue_depth(self) -> tuple[int, int | None]:
+        with self.backend.read() as tx:
+            return tx.queue_depth()
+
+    def _ensure_runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = Runner(self.config.max_workers, "stabilize")
+        return self._runner
+
+    def _shutdown_runner(self, wait: bool) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.shutdown(wait=wait)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def __del__(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.shutdown(wait=False)

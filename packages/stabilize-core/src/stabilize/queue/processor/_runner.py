@@ -1,0 +1,313 @@
+"""Running user code: thread pool for sync tasks, an event loop for async ones."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import json
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from stabilize.backends._base import dumps
+from stabilize.engine.messages import ClaimedMessage
+from stabilize.engine.transitions import TaskOutcome
+from stabilize.errors import TaskTimeoutError, is_transient
+from stabilize.models.stage import StageExecution
+from stabilize.models.status import WorkflowStatus
+from stabilize.models.task import TaskExecution
+from stabilize.models.workflow import Workflow
+from stabilize.queue.processor.config import QueueProcessorConfig, backoff_seconds
+from stabilize.tasks.interface import RetryableTask, Task
+from stabilize.tasks.result import TaskResult
+
+S = WorkflowStatus
+
+
+@dataclass
+class InFlight:
+    """A task execution handed to user code, awaiting its result."""
+
+    msg: ClaimedMessage
+    task: Task
+    stage: StageExecution
+    task_id: str
+    retry_count: int
+    first_start_ms: int
+    deadline: float | None = None
+    abandoned: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Finished:
+    """What came back from user code: a result or the exception it raised."""
+
+    flight: InFlight
+    result: TaskResult | None = None
+    error: BaseException | None = None
+    tb: str | None = None
+
+
+def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> StageExecution:
+    """A private copy of ``stage`` for user code, its context merged with its ancestors'.
+
+    The copy is made through JSON so that a task can neither see later changes nor change
+    the engine's state behind its back.
+    """
+    data = json.loads(
+        dumps(
+            {
+                "context": wf.task_context(stage),
+                "outputs": stage.outputs,
+                "tasks": [t.to_dict() for t in stage.tasks],
+                "workflow_context": wf.context,
+            }
+        )
+    )
+    copy = StageExecution(
+        id=stage.id,
+        ref_id=stage.ref_id,
+        type=stage.type,
+        name=stage.name,
+        status=stage.status,
+        context=data["context"],
+        outputs=data["outputs"],
+        tasks=[TaskExecution.from_dict(t) for t in data["tasks"]],
+        requisite_stage_ref_ids=set(stage.requisite_stage_ref_ids),
+        parent_stage_id=stage.parent_stage_id,
+        start_time=stage.start_time,
+        end_time=stage.end_time,
+        version=stage.version,
+    )
+    shell = Workflow(
+        id=wf.id,
+        type=wf.type,
+        application=wf.application,
+        name=wf.name,
+        status=wf.status,
+        context=data["workflow_context"],
+        trigger=dict(wf.trigger),
+        start_time=wf.start_time,
+    )
+    copy._workflow = shell
+    copy._progress = []
+    copy._attempt_key = f"{wf.id}:{stage.id}:{task.id}:{task.retry_count}"
+    return copy
+
+
+class Runner:
+    """Executes tasks off the processor's thread and reports back through a queue."""
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self.done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix=f"{name}-task"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._name = name
+        self._lock = threading.Lock()
+
+    def submit(self, flight: InFlight, timeout: timedelta | None) -> None:
+        """Start ``flight``; its :class:`Finished` arrives on :attr:`done`."""
+        if timeout is not None:
+            flight.deadline = flight.started + timeout.total_seconds()
+        if _is_async(flight.task):
+            loop = self._event_loop()
+            seconds = timeout.total_seconds() if timeout is not None else None
+            asyncio.run_coroutine_threadsafe(self._run_async(flight, seconds), loop)
+        else:
+            self._pool.submit(self._run_sync, flight)
+
+    def _run_sync(self, flight: InFlight) -> None:
+        try:
+            value = flight.task.execute(flight.stage)
+            if inspect.isawaitable(value):  # a sync-looking execute that returned a coroutine
+                value = asyncio.run(_await(value))
+            self.done.put(Finished(flight, result=_check_result(value)))
+        except BaseException as exc:
+            self.done.put(Finished(flight, error=exc, tb=traceback.format_exc()))
+
+    async def _run_async(self, flight: InFlight, timeout: float | None) -> None:
+        try:
+            value = flight.task.execute(flight.stage)
+            if not inspect.isawaitable(value):
+                self.done.put(Finished(flight, result=_check_result(value)))
+                return
+            result = await asyncio.wait_for(_await(value), timeout)
+            self.done.put(Finished(flight, result=_check_result(result)))
+        except TimeoutError:
+            error = TaskTimeoutError(_timeout_message(flight, timeout))
+            self.done.put(Finished(flight, error=error))
+        except BaseException as exc:
+            self.done.put(Finished(flight, error=exc, tb=traceback.format_exc()))
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name=f"{self._name}-async", daemon=True
+                )
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop accepting work; with ``wait``, let running sync tasks end first."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        with self._lock:
+            loop, thread = self._loop, self._loop_thread
+            self._loop = self._loop_thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            if not thread.is_alive():
+                loop.close()
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def _is_async(task: Task) -> bool:
+    return inspect.iscoroutinefunction(task.execute)
+
+
+def _check_result(value: object) -> TaskResult:
+    if isinstance(value, TaskResult):
+        return value
+    raise TypeError(f"execute() returned {type(value).__name__}, expected a TaskResult")
+
+
+def _timeout_message(flight: InFlight, seconds: float | None) -> str:
+    return (
+        f"task {flight.task_id!r} of stage {flight.stage.ref_id!r} exceeded its timeout of "
+        f"{seconds:g}s"
+        if seconds is not None
+        else f"task {flight.task_id!r} of stage {flight.stage.ref_id!r} timed out"
+    )
+
+
+def timeout_finished(flight: InFlight) -> Finished:
+    """The :class:`Finished` of a sync task that overran its deadline (its thread lingers)."""
+    assert flight.deadline is not None
+    seconds = flight.deadline - flight.started
+    return Finished(flight, error=TaskTimeoutError(_timeout_message(flight, seconds)))
+
+
+def to_outcome(
+    finished: Finished,
+    config: QueueProcessorConfig,
+    now_ms: int,
+    jitter_draw: Callable[[], float],
+) -> TaskOutcome:
+    """Turn what user code did into the outcome the pure transition applies."""
+    flight = finished.flight
+    stage = flight.stage
+    task_name = flight.stage.task_by_id(flight.task_id).name
+    where = f"task {task_name!r} of stage {stage.ref_id!r}"
+    error = finished.error
+    if error is not None:
+        if isinstance(error, TaskTimeoutError):
+            replacement = _hook(flight.task.on_timeout, stage)
+            if replacement is not None:
+                return _from_result(replacement, flight, config, now_ms, where)
+            return _failure(str(error), error, finished.tb)
+        if is_transient(error):
+            attempt = flight.retry_count + 1  # retries so far, counting this one
+            if attempt >= config.transient_max_attempts:
+                return _failure(
+                    f"{where} gave up after {attempt} attempts: {error}", error, finished.tb
+                )
+            retry_after = getattr(error, "retry_after", None)
+            delay = (
+                float(retry_after)
+                if retry_after is not None
+                else backoff_seconds(config, attempt, jitter_draw())
+            )
+            context_update = dict(getattr(error, "context_update", {}) or {})
+            try:
+                dumps(context_update)
+            except (TypeError, ValueError) as exc:
+                return _failure(f"{where}: context_update cannot be stored as JSON: {exc}", exc)
+            return TaskOutcome(
+                S.RUNNING,
+                context=context_update,
+                retry=True,
+                delay_ms=int(delay * 1000),
+                error=str(error),
+                error_details=_details(error, finished.tb),
+            )
+        return _failure(f"{where} failed: {type(error).__name__}: {error}", error, finished.tb)
+    assert finished.result is not None
+    return _from_result(finished.result, flight, config, now_ms, where)
+
+
+def _from_result(
+    result: TaskResult,
+    flight: InFlight,
+    config: QueueProcessorConfig,
+    now_ms: int,
+    where: str,
+) -> TaskOutcome:
+    try:
+        dumps(result.context)
+        dumps(result.outputs)
+    except (TypeError, ValueError) as exc:
+        return _failure(f"{where} returned a result that cannot be stored as JSON: {exc}", exc)
+    if result.status is S.RUNNING:
+        stage = flight.stage
+        stage.context.update(result.context)
+        elapsed = timedelta(milliseconds=max(0, now_ms - flight.first_start_ms))
+        task = flight.task
+        if isinstance(task, RetryableTask):
+            limit = task.get_dynamic_timeout(stage)
+            if elapsed > limit:
+                return _failure(
+                    f"{where} kept running for {elapsed.total_seconds():g}s, beyond its "
+                    f"timeout of {limit.total_seconds():g}s",
+                    TaskTimeoutError("timeout"),
+                )
+            delay = task.get_dynamic_backoff_period(stage, elapsed).total_seconds()
+        else:
+            delay = config.default_poll_seconds
+        return TaskOutcome(S.RUNNING, context=dict(result.context), delay_ms=int(delay * 1000))
+    error = result.error
+    if result.status.is_failure and error is None:
+        error = f"{where} ended {result.status.value}"
+    return TaskOutcome(
+        result.status,
+        context=dict(result.context),
+        outputs=dict(result.outputs),
+        target_stage_ref_id=result.target_stage_ref_id,
+        error=error,
+    )
+
+
+def _failure(message: str, error: BaseException, tb: str | None = None) -> TaskOutcome:
+    return TaskOutcome(S.TERMINAL, error=message, error_details=_details(error, tb, message))
+
+
+def _details(error: BaseException, tb: str | None, message: str | None = None) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "exception_type": type(error).__name__,
+        "message": message or str(error),
+    }
+    if tb:
+        details["traceback"] = tb[-4000:]
+    return details
+
+
+def _hook(fn: Callable[[StageExecution], TaskResult | None], stage: StageExecution) -> Any:
+    try:
+        return fn(stage)
+    except Exception:
+        return None

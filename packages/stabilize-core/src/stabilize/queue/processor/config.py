@@ -1,0 +1,76 @@
+"""Settings of a :class:`~stabilize.queue.processor.QueueProcessor`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass
+class QueueProcessorConfig:
+    """How a processor claims, runs and retries work.
+
+    Attributes:
+        poll_frequency_ms: How often an idle processor looks for due messages.
+        max_workers: How many tasks run at once (sync tasks in threads, async ones on a loop).
+        claim_batch_size: The most messages claimed in one transaction.
+        lease_duration_seconds: How long a claimed message stays reserved before another
+            worker may adopt it (``None``: the queue's ``lock_duration``). Renewed by a
+            heartbeat while the task runs.
+        enable_lock_heartbeat: Renew the leases of running tasks.
+        lock_heartbeat_interval_seconds: Renewal period (``None``: a third of the lease).
+        recover_on_start: On start, release at once the leases of dead worker processes on
+            this host, so their interrupted tasks run again without waiting for expiry.
+        recovery_interval_seconds: Repeat that check periodically (0: only on start).
+        transient_max_attempts: Runs of a task that keeps raising ``TransientError`` before
+            it fails (the first run counts).
+        transient_backoff_base_seconds: First retry delay; it doubles on each retry.
+        transient_backoff_max_seconds: Upper bound of the retry delay.
+        transient_jitter: Random spread of the retry delay (0.25: plus or minus 25 %).
+        default_poll_seconds: Delay before re-running a plain task that returned ``running()``.
+        stop_on_error: Stop the processor when the engine itself fails (not a task).
+        shutdown_timeout_seconds: How long :meth:`stop` waits for running tasks by default.
+        retry_delay: Delay before retrying a transaction that failed on a database error.
+    """
+
+    poll_frequency_ms: int = 50
+    max_workers: int = 10
+    claim_batch_size: int = 64
+    lease_duration_seconds: float | None = None
+    enable_lock_heartbeat: bool = True
+    lock_heartbeat_interval_seconds: float | None = None
+    recover_on_start: bool = False
+    recovery_interval_seconds: float = 0
+    transient_max_attempts: int = 10
+    transient_backoff_base_seconds: float = 1.0
+    transient_backoff_max_seconds: float = 60.0
+    transient_jitter: float = 0.25
+    default_poll_seconds: float = 1.0
+    stop_on_error: bool = False
+    shutdown_timeout_seconds: float = 60.0
+    retry_delay: timedelta = timedelta(seconds=1)
+
+    def __post_init__(self) -> None:
+        if self.max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {self.max_workers}")
+        if self.poll_frequency_ms < 1:
+            raise ValueError(f"poll_frequency_ms must be at least 1, got {self.poll_frequency_ms}")
+        if self.claim_batch_size < 1:
+            raise ValueError(f"claim_batch_size must be at least 1, got {self.claim_batch_size}")
+        if self.transient_max_attempts < 1:
+            raise ValueError("transient_max_attempts must be at least 1")
+        if not 0 <= self.transient_jitter < 1:
+            raise ValueError("transient_jitter must be in [0, 1)")
+        if self.lease_duration_seconds is not None and self.lease_duration_seconds <= 0:
+            raise ValueError("lease_duration_seconds must be positive")
+
+
+def backoff_seconds(config: QueueProcessorConfig, retry: int, jitter_draw: float) -> float:
+    """The delay before retry number ``retry`` (1-based): exponential, capped, jittered.
+
+    ``jitter_draw`` is a number in [0, 1) drawn by the caller, so the function stays pure.
+    """
+    base = config.transient_backoff_base_seconds * (2 ** max(0, retry - 1))
+    capped = min(base, config.transient_backoff_max_seconds)
+    spread = config.transient_jitter * (2 * jitter_draw - 1)
+    return float(max(0.0, capped * (1 + spread)))

@@ -1,0 +1,151 @@
+"""The task interface user code implements, and the small built-in tasks."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from stabilize.models.stage import StageExecution
+from stabilize.tasks.result import TaskResult
+
+TaskOutcome = TaskResult | Awaitable[TaskResult]
+
+
+class Task(ABC):
+    """A unit of user code. Implement ``execute`` (plain or ``async def``).
+
+    ``execute`` receives a private copy of the stage whose ``context`` already holds the
+    outputs of every ancestor stage under the stage's own keys. Return a
+    :class:`TaskResult`, or raise :class:`~stabilize.errors.TransientError` to be retried.
+
+    Attributes:
+        timeout: Seconds one execution may take before it fails with a timeout error
+            (``None``: no limit).
+    """
+
+    timeout: float | None = None
+
+    @abstractmethod
+    def execute(self, stage: StageExecution) -> TaskOutcome:
+        """Run the task for ``stage`` and say how it went."""
+
+    def get_execution_timeout(self, stage: StageExecution) -> timedelta | None:
+        """The limit for one execution (defaults to :attr:`timeout`)."""
+        return timedelta(seconds=self.timeout) if self.timeout is not None else None
+
+    def on_timeout(self, stage: StageExecution) -> TaskResult | None:
+        """Called when the task exceeded its timeout; a result here replaces the failure."""
+        return None
+
+    def on_cancel(self, stage: StageExecution) -> TaskResult | None:
+        """Called when the task's workflow or stage is canceled."""
+        return None
+
+    def on_cleanup(self, stage: StageExecution) -> None:
+        """Called after the stage completes, whatever its status."""
+        return None
+
+    @property
+    def aliases(self) -> list[str]:
+        """Other names this task is registered under."""
+        return []
+
+
+class RetryableTask(Task):
+    """A task that polls: ``TaskResult.running()`` makes it run again after a backoff.
+
+    The overall :meth:`get_timeout` counts from the task's first start.
+    """
+
+    def get_timeout(self) -> timedelta:
+        """The overall limit across every poll (default: one hour)."""
+        return timedelta(hours=1)
+
+    def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
+        """How long to wait before the next poll; ``duration`` is the time spent so far."""
+        return timedelta(seconds=1)
+
+    def get_dynamic_timeout(self, stage: StageExecution) -> timedelta:
+        """The overall limit for this stage (defaults to :meth:`get_timeout`)."""
+        return self.get_timeout()
+
+    def get_dynamic_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
+        """The backoff for this stage (defaults to :meth:`get_backoff_period`)."""
+        return self.get_backoff_period(stage, duration)
+
+
+class CallableTask(Task):
+    """Adapts a plain function into a task.
+
+    The function takes the stage and returns a :class:`TaskResult`, a dict (taken as
+    outputs of a success) or ``None`` (a success without outputs). It may be ``async``.
+    """
+
+    def __init__(self, fn: Callable[[StageExecution], Any], name: str | None = None) -> None:
+        self.fn = fn
+        self.name: str = name or str(getattr(fn, "__name__", "callable"))
+        if inspect.iscoroutinefunction(fn):
+            self.execute = self._execute_async  # type: ignore[method-assign]
+
+    def execute(self, stage: StageExecution) -> TaskOutcome:
+        """Call the function and adapt its return value."""
+        return _adapt(self.fn(stage), self.name)
+
+    async def _execute_async(self, stage: StageExecution) -> TaskResult:
+        return _adapt(await self.fn(stage), self.name)
+
+
+def _adapt(value: Any, name: str) -> TaskResult:
+    if isinstance(value, TaskResult):
+        return value
+    if value is None:
+        return TaskResult.success()
+    if isinstance(value, dict):
+        return TaskResult.success(outputs=value)
+    raise TypeError(
+        f"callable task {name!r} returned {type(value).__name__}; "
+        "expected a TaskResult, a dict of outputs or None"
+    )
+
+
+class NoOpTask(Task):
+    """Does nothing and succeeds."""
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        """Succeed at once."""
+        return TaskResult.success()
+
+
+class WaitTask(RetryableTask):
+    """Waits ``waitTime`` seconds (stage context) without holding a worker.
+
+    The deadline is stored in the stage context (``_wait_until``), so the wait survives
+    restarts: the engine re-delivers the task when the deadline comes.
+    """
+
+    def get_timeout(self) -> timedelta:
+        """Waits may be long: allow up to a year."""
+        return timedelta(days=365)
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        """Succeed once the deadline has passed, else ask to be polled at the deadline."""
+        now = time.time()
+        until = stage.context.get("_wait_until")
+        if until is None:
+            wait = float(stage.context.get("waitTime", 0))
+            until = now + wait
+            if wait <= 0:
+                return TaskResult.success()
+            return TaskResult.running(context={"_wait_until": until})
+        if now >= float(until):
+            return TaskResult.success()
+        return TaskResult.running()
+
+    def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
+        """Sleep until the deadline."""
+        until = float(stage.context.get("_wait_until", time.time()))
+        return timedelta(seconds=max(0.0, until - time.time()))
