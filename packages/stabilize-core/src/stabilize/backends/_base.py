@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -374,6 +375,14 @@ class Backend(ABC):
     @abstractmethod
     def location(self) -> str:
         """A human-readable location of the database (a file path or a URL without secrets)."""
+
+    def is_transient_error(self, exc: BaseException) -> bool:
+        """True when ``exc`` is a database error worth retrying (busy, deadlock, lost link)."""
+        return False
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until new work may be due or ``timeout`` seconds pass (default: sleep)."""
+        time.sleep(timeout)
 
     def notify_committed(self, recorded: list[tuple[str, int, EventDraft, int]]) -> None:
         """Deliver events that were just committed to in-process listeners."""

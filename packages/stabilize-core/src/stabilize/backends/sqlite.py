@@ -202,6 +202,13 @@ class SqliteBackend(Backend):
                 if self.conn.in_transaction:
                     cur.execute("COMMIT")
 
+    def is_transient_error(self, exc: BaseException) -> bool:
+        """SQLite's ``database is locked`` / ``busy`` errors are worth retrying."""
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Run one statement outside the engine's transactions (for listings)."""
         with self.lock:

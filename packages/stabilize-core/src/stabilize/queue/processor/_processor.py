@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -134,7 +135,14 @@ class QueueProcessor:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return processed
-            done, claimed = self._step(min(remaining, self.config.poll_frequency_ms / 1000))
+            try:
+                done, claimed = self._step(min(remaining, self.config.poll_frequency_ms / 1000))
+            except Exception as exc:
+                if not self.backend.is_transient_error(exc):
+                    raise
+                log.warning("database error, retrying: %s", exc)
+                time.sleep(min(self.config.retry_delay.total_seconds(), max(0.0, remaining)))
+                continue
             processed += done
             if done or claimed or self._inflight:
                 continue
@@ -144,7 +152,7 @@ class QueueProcessor:
             now_ms = self._now_ms()
             wait = (earliest - now_ms) / 1000 if earliest is not None else 0.0
             pause = min(max(wait, self.config.poll_frequency_ms / 1000), remaining)
-            time.sleep(max(0.0, min(pause, 1.0)))
+            self.backend.wait_for_work(max(0.0, min(pause, 1.0)))
 
     def process_one(self) -> bool:
         """Run one step without waiting; return True if a message was processed or claimed."""
@@ -219,7 +227,7 @@ class QueueProcessor:
                 self._stop.wait(self.config.retry_delay.total_seconds())
                 continue
             if not (done or claimed or self._inflight):
-                self._stop.wait(poll)
+                self.backend.wait_for_work(poll)
         # Graceful drain: commit what is running, claim nothing new.
         drain_until = time.monotonic() + self.config.shutdown_timeout_seconds
         while self.active_count and time.monotonic() < drain_until:
@@ -296,7 +304,8 @@ class QueueProcessor:
                 msg = item.flight.msg
                 outcome = to_outcome(item, self.config, now, self._random.random)
                 if not tx.ack(msg, self.owner):
-                    log.warning("lease of message %s was lost; its result is dropped", msg.id)
+                    # Its workflow ended (and dropped it) or another worker adopted it.
+                    log.info("message %s is no longer leased to us; result dropped", msg.id)
                     continue
                 done += 1
                 wf = tx.workflow(msg.workflow_id)
@@ -510,4 +519,5 @@ class QueueProcessor:
     def __del__(self) -> None:
         runner = getattr(self, "_runner", None)
         if runner is not None:
-            runner.shutdown(wait=False)
+            with contextlib.suppress(Exception):
+                runner.shutdown(wait=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import json
 import queue
@@ -170,7 +171,8 @@ class Runner:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
             if not thread.is_alive():
-                loop.close()
+                with contextlib.suppress(RuntimeError):
+                    loop.close()
 
 
 async def _await(value: Any) -> Any:
@@ -188,12 +190,11 @@ def _check_result(value: object) -> TaskResult:
 
 
 def _timeout_message(flight: InFlight, seconds: float | None) -> str:
-    return (
-        f"task {flight.task_id!r} of stage {flight.stage.ref_id!r} exceeded its timeout of "
-        f"{seconds:g}s"
-        if seconds is not None
-        else f"task {flight.task_id!r} of stage {flight.stage.ref_id!r} timed out"
-    )
+    name = flight.stage.task_by_id(flight.task_id).name
+    where = f"task {name!r} of stage {flight.stage.ref_id!r}"
+    if seconds is None:
+        return f"{where} timed out"
+    return f"{where} exceeded its timeout of {seconds:g}s"
 
 
 def timeout_finished(flight: InFlight) -> Finished:
