@@ -32,7 +32,10 @@ from stabilize.errors import (
 )
 from stabilize.events.recorder import emit_progress
 from stabilize.models import (
+    JoinType,
+    SplitType,
     StageExecution,
+    StragglerPolicy,
     TaskExecution,
     Workflow,
     WorkflowStatus,
@@ -45,6 +48,7 @@ from stabilize.persistence import (
 )
 from stabilize.queue import Queue, SqliteQueue
 from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
+from stabilize.reducers import apply_output_reducers, get_reducer, register_reducer
 from stabilize.tasks import (
     CallableTask,
     NoOpTask,
@@ -62,6 +66,7 @@ __all__ = [
     "CallableTask",
     "CircularDependencyError",
     "InvalidStageGraphError",
+    "JoinType",
     "NoOpTask",
     "Orchestrator",
     "PermanentError",
@@ -69,10 +74,12 @@ __all__ = [
     "QueueProcessor",
     "QueueProcessorConfig",
     "RetryableTask",
+    "SplitType",
     "SqliteQueue",
     "SqliteWorkflowStore",
     "StabilizeError",
     "StageExecution",
+    "StragglerPolicy",
     "Task",
     "TaskError",
     "TaskExecution",
@@ -87,9 +94,12 @@ __all__ = [
     "WorkflowStore",
     "WorkflowValidationError",
     "__version__",
+    "apply_output_reducers",
     "emit_progress",
+    "get_reducer",
     "is_permanent",
     "is_transient",
+    "register_reducer",
 ]
 
 

@@ -51,7 +51,64 @@ def validate_graph(stages: Sequence[StageExecution]) -> None:
                     kind="unknown_ref",
                     ref_id=stage.ref_id,
                 )
+    children: dict[str, set[str]] = {s.ref_id: set() for s in stages}
+    for stage in stages:
+        for req in stage.requisite_stage_ref_ids:
+            children[req].add(stage.ref_id)
+    for stage in stages:
+        _validate_flow(stage, children[stage.ref_id])
     _topological_order(stages)
+
+
+def _validate_flow(stage: StageExecution, children: set[str]) -> None:
+    """Check a stage's join and split settings and its condition expressions."""
+    from stabilize.expressions import ExpressionError, compile_expression
+    from stabilize.models.stage import JoinType, SplitType
+
+    ref = stage.ref_id
+    if stage.join_type is JoinType.N_OF_M:
+        n = len(stage.requisite_stage_ref_ids)
+        if not 1 <= stage.join_threshold <= n:
+            raise InvalidStageGraphError(
+                f"stage {ref!r}: join_threshold must be between 1 and its {n} requisites "
+                f"for an N_OF_M join, got {stage.join_threshold}",
+                kind="bad_join_threshold",
+                ref_id=ref,
+            )
+    conditions: dict[str, object] = dict(stage.split_conditions)
+    if conditions and stage.split_type is not SplitType.OR:
+        raise InvalidStageGraphError(
+            f"stage {ref!r}: split_conditions need split_type=SplitType.OR",
+            kind="bad_split_condition",
+            ref_id=ref,
+        )
+    enabled = stage.context.get("stageEnabled")
+    for target in conditions:
+        if target not in children:
+            raise InvalidStageGraphError(
+                f"stage {ref!r}: split_conditions names {target!r}, which does not require {ref!r}",
+                kind="bad_split_condition",
+                ref_id=ref,
+            )
+    if enabled is not None:
+        conditions["stageEnabled"] = enabled
+    for target, condition in conditions.items():
+        source = condition.get("expression") if isinstance(condition, dict) else condition
+        if isinstance(source, bool):
+            continue
+        if not isinstance(source, str):
+            raise InvalidStageGraphError(
+                f"stage {ref!r}: condition for {target!r} must be a bool or an expression "
+                f"string, not {type(source).__name__}",
+                kind="bad_expression",
+                ref_id=ref,
+            )
+        try:
+            compile_expression(source)
+        except ExpressionError as exc:
+            raise InvalidStageGraphError(
+                f"stage {ref!r}: condition for {target!r}: {exc}", kind="bad_expression", ref_id=ref
+            ) from None
 
 
 def _topological_order(stages: Sequence[StageExecution]) -> list[StageExecution]:

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stabilize.engine.messages import RUN_TASK, Effects, Message
-from stabilize.models.stage import StageExecution
+from stabilize.expressions import ExpressionError, is_true
+from stabilize.models.stage import JoinType, StageExecution, StragglerPolicy
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
+from stabilize.reducers import apply_output_reducers
 
 S = WorkflowStatus
 
@@ -247,6 +249,17 @@ def _next_task(stage: StageExecution, task: TaskExecution) -> TaskExecution | No
 
 
 def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+    enabled = stage.context.get("stageEnabled")
+    if enabled is not None:
+        try:
+            run = is_true(enabled, wf.task_context(stage))
+        except ExpressionError as exc:
+            mark_stage(wf, stage, S.RUNNING)
+            _complete_stage(wf, stage, S.TERMINAL, now, fx, error=f"stageEnabled: {exc}")
+            return
+        if not run:
+            _skip_stage(wf, stage, "disabled", now, fx)
+            return
     mark_stage(wf, stage, S.RUNNING)
     stage.start_time = now
     stage.end_time = None
@@ -269,6 +282,17 @@ def _start_task(
     fx.messages.append(_run_task(wf, stage, task, 0))
 
 
+def _skip_stage(wf: Workflow, stage: StageExecution, reason: str, now: int, fx: Effects) -> None:
+    """End a stage SKIPPED without running it; ``reason`` says why (see DEAD_REASONS)."""
+    mark_stage(wf, stage, S.SKIPPED)
+    stage.status_reason = reason
+    stage.end_time = now
+    fx.touch(stage)
+    fx.emit("stage.skipped", "stage", stage.id, status=S.SKIPPED.value, reason=reason)
+    _propagate(wf, stage, now, fx)
+    _maybe_complete_workflow(wf, now, fx)
+
+
 def _complete_stage(
     wf: Workflow,
     stage: StageExecution,
@@ -278,6 +302,11 @@ def _complete_stage(
     *,
     error: str | None,
 ) -> None:
+    if stage.split_conditions and status in (S.SUCCEEDED, S.FAILED_CONTINUE):
+        try:
+            stage.branches_not_taken = _branches_not_taken(wf, stage)
+        except ExpressionError as exc:
+            status, error = S.TERMINAL, f"stage {stage.ref_id!r}: split condition: {exc}"
     mark_stage(wf, stage, status)
     stage.end_time = now
     fx.touch(stage)
@@ -291,17 +320,117 @@ def _complete_stage(
         if wf.error is None:
             wf.error = f"stage {stage.ref_id!r} ended {status.value}"
         return
-    _start_ready_children(wf, stage, now, fx)
+    _propagate(wf, stage, now, fx)
+    multi_merge = stage.join_type is JoinType.MULTI_MERGE
+    if multi_merge and stage.multi_merge_pending > 0 and not wf.status.is_complete:
+        pending = stage.multi_merge_pending - 1
+        _restart_stage(wf, stage, now, fx)
+        stage.multi_merge_pending = pending
+        return
     _maybe_complete_workflow(wf, now, fx)
 
 
-def _start_ready_children(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+def _branches_not_taken(wf: Workflow, stage: StageExecution) -> list[str]:
+    env = {**wf.task_context(stage), **stage.outputs}
+    return sorted(
+        ref for ref, condition in stage.split_conditions.items() if not is_true(condition, env)
+    )
+
+
+def _restart_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+    mark_stage(wf, stage, S.NOT_STARTED)
+    stage.reset()
+    _start_stage(wf, stage, now, fx)
+
+
+def _edge_live(parent: StageExecution, child: StageExecution) -> bool:
+    """True when ``parent`` finished and activated ``child`` (succeeded, branch taken)."""
+    if parent.status not in (S.SUCCEEDED, S.FAILED_CONTINUE, S.SKIPPED) or parent.is_dead:
+        return False
+    return child.ref_id not in parent.branches_not_taken
+
+
+def _propagate(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+    """Let every child of a finished stage react: start, wait, skip, or merge late."""
+    for child in wf.index.downstream[stage.ref_id]:
+        if wf.status.is_complete:
+            return
+        _consider(wf, child, stage, now, fx)
+
+
+def _consider(
+    wf: Workflow, child: StageExecution, trigger: StageExecution, now: int, fx: Effects
+) -> None:
     index = wf.index
-    for child in index.downstream[stage.ref_id]:
-        if child.status is S.NOT_STARTED and index.pending_upstream[child.ref_id] == 0:
-            _start_stage(wf, child, now, fx)
-            if wf.status.is_complete:
-                return
+    ups = index.upstream[child.ref_id]
+    all_done = index.pending_upstream[child.ref_id] == 0
+    join = child.join_type
+    if child.status is S.NOT_STARTED:
+        if all_done and not any(_edge_live(u, child) for u in ups):
+            _skip_stage(wf, child, "branch_not_taken", now, fx)
+        elif join in (JoinType.AND, JoinType.OR):
+            if all_done:
+                _start_stage(wf, child, now, fx)
+        elif join is JoinType.MULTI_MERGE:
+            if _edge_live(trigger, child):
+                _start_stage(wf, child, now, fx)
+        else:
+            need = 1 if join is JoinType.DISCRIMINATOR else child.join_threshold
+            succeeded = sum(1 for u in ups if _edge_live(u, child))
+            if succeeded >= need:
+                fx.emit("join.fired", "stage", child.id, succeeded=succeeded, needed=need)
+                if child.straggler_policy is StragglerPolicy.CANCEL:
+                    _cancel_stragglers(wf, child, now, fx)
+                _start_stage(wf, child, now, fx)
+            elif all_done:
+                mark_stage(wf, child, S.RUNNING)
+                message = (
+                    f"join {child.ref_id!r} needed {need} of its {len(ups)} requisites to "
+                    f"succeed, but only {succeeded} did"
+                )
+                _complete_stage(wf, child, S.TERMINAL, now, fx, error=message)
+        return
+    if not _edge_live(trigger, child):
+        return
+    if join is JoinType.MULTI_MERGE:
+        if child.status.is_complete:
+            _restart_stage(wf, child, now, fx)
+        else:
+            child.multi_merge_pending += 1
+            fx.touch(child)
+    elif (
+        join in (JoinType.N_OF_M, JoinType.DISCRIMINATOR)
+        and child.straggler_policy is StragglerPolicy.MERGE
+        and child.output_reducers
+    ):
+        late = apply_output_reducers(
+            child.output_reducers, [u.outputs for u in wf.joined_upstream(child)]
+        )
+        child.outputs.update(late)
+        fx.touch(child)
+        fx.emit("outputs.updated", "stage", child.id, outputs=late, late_from=trigger.ref_id)
+
+
+def _cancel_stragglers(wf: Workflow, join: StageExecution, now: int, fx: Effects) -> None:
+    """Stop what still runs upstream of a join that has fired, and withdraw what has not."""
+    index = wf.index
+    for stage in index.ancestors(join.ref_id):
+        if stage.id in index.active:
+            for task in stage.tasks:
+                if task.status in (S.RUNNING, S.PAUSED, S.SUSPENDED):
+                    task.status = S.CANCELED
+                    task.end_time = now
+            mark_stage(wf, stage, S.CANCELED)
+            stage.status_reason = "straggler"
+            stage.end_time = now
+            fx.touch(stage)
+            fx.emit("stage.canceled", "stage", stage.id, status="CANCELED", reason="straggler")
+        elif stage.status is S.NOT_STARTED:
+            mark_stage(wf, stage, S.SKIPPED)
+            stage.status_reason = "withdrawn"
+            stage.end_time = now
+            fx.touch(stage)
+            fx.emit("stage.skipped", "stage", stage.id, status="SKIPPED", reason="withdrawn")
 
 
 def _maybe_complete_workflow(wf: Workflow, now: int, fx: Effects) -> None:
@@ -419,7 +548,7 @@ def _redirect(
     stage.end_time = now
     fx.emit("stage.completed", "stage", stage.id, status=S.SUCCEEDED.value, error=None)
     for done in [stage, *skipped_stages]:
-        _start_ready_children(wf, done, now, fx)
+        _propagate(wf, done, now, fx)
     _maybe_complete_workflow(wf, now, fx)
 
 

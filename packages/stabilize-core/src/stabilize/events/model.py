@@ -32,6 +32,8 @@ class EventType(StrEnum):
     TASK_PAUSED = "task.paused"
     CONTEXT_UPDATED = "context.updated"
     JUMP_EXECUTED = "jump.executed"
+    JOIN_FIRED = "join.fired"
+    OUTPUTS_UPDATED = "outputs.updated"
     CUSTOM_PROGRESS = "custom.progress"
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from stabilize.models.stage import StageExecution
+from stabilize.models.stage import JoinType, SplitType, StageExecution, StragglerPolicy
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow, WorkflowType
 
-__all__ = ["StageExecution", "TaskExecution", "Workflow", "WorkflowStatus", "WorkflowType"]
+__all__ = [
+    "JoinType",
+    "SplitType",
+    "StageExecution",
+    "StragglerPolicy",
+    "TaskExecution",
+    "Workflow",
+    "WorkflowStatus",
+    "WorkflowType",
+]

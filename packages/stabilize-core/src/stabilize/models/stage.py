@@ -4,13 +4,61 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution, new_id
 
 if TYPE_CHECKING:
+    from stabilize.cancellation import CancellationToken
     from stabilize.models.workflow import Workflow
+
+
+class JoinType(StrEnum):
+    """When a stage with several requisites may start.
+
+    ``AND``: every requisite finished (requisites on branches not taken count as finished).
+    ``OR``: the requisites on activated branches finished (the same rule, stated for
+    conditional splits). ``N_OF_M``: ``join_threshold`` requisites succeeded.
+    ``DISCRIMINATOR``: the first requisite succeeded. ``MULTI_MERGE``: once per requisite
+    that succeeds.
+    """
+
+    AND = "AND"
+    OR = "OR"
+    N_OF_M = "N_OF_M"
+    DISCRIMINATOR = "DISCRIMINATOR"
+    MULTI_MERGE = "MULTI_MERGE"
+
+
+class SplitType(StrEnum):
+    """How a stage activates its downstream stages.
+
+    ``AND``: all of them. ``OR``: those whose ``split_conditions`` entry holds (stages
+    without an entry are always activated); the others end SKIPPED as not taken.
+    """
+
+    AND = "AND"
+    OR = "OR"
+
+
+class StragglerPolicy(StrEnum):
+    """What happens to a join's requisites still running when an N_OF_M join fires.
+
+    (The same holds for a DISCRIMINATOR join.)
+    ``IGNORE`` (default): they run to completion and are ignored. ``CANCEL``: they are
+    canceled (running tasks are asked to stop). ``MERGE``: they run to completion and their
+    outputs are folded into the join's outputs through its ``output_reducers``.
+    """
+
+    IGNORE = "ignore"
+    CANCEL = "cancel"
+    MERGE = "merge"
+
+
+DEAD_REASONS = frozenset({"branch_not_taken", "withdrawn"})
+"""``status_reason`` values of a SKIPPED stage that also skip the path behind it."""
 
 
 @dataclass(eq=False)
@@ -20,6 +68,11 @@ class StageExecution:
     ``context`` holds the stage's own configuration and whatever its tasks add to it;
     ``outputs`` holds what its tasks publish. A task sees the outputs of every ancestor
     merged under the stage's own context (see :meth:`Workflow.task_context`).
+
+    The control-flow fields (``join_type``, ``join_threshold``, ``split_type``,
+    ``split_conditions``, ``output_reducers``, ``straggler_policy``) are part of the
+    definition; ``status_reason``, ``branches_not_taken`` and ``multi_merge_pending`` are
+    kept by the engine.
     """
 
     id: str = field(default_factory=new_id)
@@ -35,15 +88,33 @@ class StageExecution:
     start_time: int | None = None
     end_time: int | None = None
     version: int = 0
+    join_type: JoinType = JoinType.AND
+    join_threshold: int = 0
+    split_type: SplitType = SplitType.AND
+    split_conditions: dict[str, Any] = field(default_factory=dict)
+    output_reducers: dict[str, str] = field(default_factory=dict)
+    straggler_policy: StragglerPolicy = StragglerPolicy.IGNORE
+    status_reason: str | None = None
+    branches_not_taken: list[str] = field(default_factory=list)
+    multi_merge_pending: int = 0
     _workflow: Workflow | None = field(default=None, repr=False, compare=False)
     _progress: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
+    _cancel_token: CancellationToken | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept any iterable (lists are common in user code) but keep a set, as the spec shows.
         requisites: Any = self.requisite_stage_ref_ids
         if not isinstance(requisites, set):
             self.requisite_stage_ref_ids = set(_as_iterable(requisites))
+        self.join_type = JoinType(self.join_type)
+        self.split_type = SplitType(self.split_type)
+        self.straggler_policy = StragglerPolicy(self.straggler_policy)
+
+    @property
+    def is_dead(self) -> bool:
+        """True when the stage was skipped as part of a path that is not taken."""
+        return self.status is WorkflowStatus.SKIPPED and self.status_reason in DEAD_REASONS
 
     @property
     def execution(self) -> Workflow:
@@ -91,6 +162,9 @@ class StageExecution:
         self.start_time = None
         self.end_time = None
         self.outputs = {}
+        self.status_reason = None
+        self.branches_not_taken = []
+        self.multi_merge_pending = 0
         for task in self.tasks:
             task.reset()
 
@@ -110,6 +184,15 @@ class StageExecution:
             "start_time": self.start_time,
             "end_time": self.end_time,
             "version": self.version,
+            "join_type": self.join_type.value,
+            "join_threshold": self.join_threshold,
+            "split_type": self.split_type.value,
+            "split_conditions": self.split_conditions,
+            "output_reducers": self.output_reducers,
+            "straggler_policy": self.straggler_policy.value,
+            "status_reason": self.status_reason,
+            "branches_not_taken": self.branches_not_taken,
+            "multi_merge_pending": self.multi_merge_pending,
         }
 
     @classmethod
@@ -129,6 +212,15 @@ class StageExecution:
             start_time=data.get("start_time"),
             end_time=data.get("end_time"),
             version=data.get("version", 0),
+            join_type=JoinType(data.get("join_type", "AND")),
+            join_threshold=data.get("join_threshold", 0),
+            split_type=SplitType(data.get("split_type", "AND")),
+            split_conditions=data.get("split_conditions") or {},
+            output_reducers=data.get("output_reducers") or {},
+            straggler_policy=StragglerPolicy(data.get("straggler_policy", "ignore")),
+            status_reason=data.get("status_reason"),
+            branches_not_taken=list(data.get("branches_not_taken") or []),
+            multi_merge_pending=data.get("multi_merge_pending", 0),
         )
 
 

@@ -11,6 +11,7 @@ from stabilize.engine.graph import GraphIndex, validate_graph
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import new_id
+from stabilize.reducers import apply_output_reducers
 
 DEFAULT_MAX_JUMPS = 10
 """How many ``jump_to`` redirects one workflow may take unless ``_max_jumps`` says otherwise."""
@@ -142,13 +143,28 @@ class Workflow:
 
         The workflow context, then the outputs of every ancestor in topological order
         (nearer ancestors override farther ones; ties keep declaration order), then the
-        stage's own context on top: the stage's own keys always win.
+        keys the stage's ``output_reducers`` combine from its requisites, then the stage's
+        own context on top: the stage's own keys always win.
         """
         merged: dict[str, Any] = dict(self.context)
         for ancestor in self.index.ancestors(stage.ref_id):
             merged.update(ancestor.outputs)
+        if stage.output_reducers:
+            branches = [s.outputs for s in self.joined_upstream(stage)]
+            merged.update(apply_output_reducers(stage.output_reducers, branches))
         merged.update(stage.context)
         return merged
+
+    def joined_upstream(self, stage: StageExecution) -> list[StageExecution]:
+        """The requisites of ``stage`` that finished and activated it, in declaration order."""
+        ups = {s.ref_id for s in self.index.upstream[stage.ref_id]}
+        return [
+            s
+            for s in self.stages
+            if s.ref_id in ups
+            and s.status in (WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED_CONTINUE)
+            and stage.ref_id not in s.branches_not_taken
+        ]
 
     def get_context(self) -> dict[str, Any]:
         """The outputs of every stage merged in topological order (later stages win)."""

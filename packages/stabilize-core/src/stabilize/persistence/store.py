@@ -9,9 +9,10 @@ from typing import Any
 from stabilize.backends._base import Backend, check_workflow_json
 from stabilize.backends.sqlite import SqliteBackend
 from stabilize.engine.graph import validate_graph
-from stabilize.errors import StabilizeError, UnknownTaskTypeError
+from stabilize.errors import StabilizeError, UnknownTaskTypeError, WorkflowValidationError
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
+from stabilize.reducers import has_reducer
 
 
 class WorkflowNotFoundError(StabilizeError, KeyError):
@@ -33,6 +34,14 @@ def validate_for_submit(backend: Backend, workflow: Workflow) -> None:
     """
     validate_graph(workflow.stages)
     check_workflow_json(workflow)
+    for stage in workflow.stages:
+        for key, name in stage.output_reducers.items():
+            if not has_reducer(name):
+                raise WorkflowValidationError(
+                    f"stage {stage.ref_id!r}: output_reducers[{key!r}] names unknown reducer "
+                    f"{name!r}; register it with register_reducer() first",
+                    ref_id=stage.ref_id,
+                )
     registries = list(backend.registries)
     if not registries:
         return

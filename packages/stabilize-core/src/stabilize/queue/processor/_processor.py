@@ -94,6 +94,7 @@ class QueueProcessor:
         self._retry: list[Finished] = []
         self._last_heartbeat = time.monotonic()
         self._last_recovery = time.monotonic()
+        self._last_cancel_check = time.monotonic()
         self._recovered = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -263,6 +264,7 @@ class QueueProcessor:
 
     def _collect(self, block: float) -> list[Finished]:
         finished, self._retry = self._retry, []
+        finished.extend(self._check_cancellations())
         mono = time.monotonic()
         for flight in self._inflight.values():
             if flight.deadline is not None and not flight.abandoned and mono > flight.deadline:
@@ -478,6 +480,28 @@ class QueueProcessor:
         self._save(tx, wf, fx, now, pending, room)
 
     # -- housekeeping ---------------------------------------------------------------
+
+    def _check_cancellations(self) -> list[Finished]:
+        """Settle running tasks whose task the database no longer shows as RUNNING."""
+        interval = self.config.cancel_check_interval_seconds
+        live = [f for f in self._inflight.values() if not f.abandoned]
+        if not live or time.monotonic() - self._last_cancel_check < interval:
+            return []
+        self._last_cancel_check = time.monotonic()
+        canceled: list[InFlight] = []
+        with self.backend.read() as tx:
+            for flight in live:
+                wf = tx.workflow(flight.msg.workflow_id)
+                stage = wf.index.by_id.get(flight.stage.id) if wf is not None else None
+                task = (
+                    next((t for t in stage.tasks if t.id == flight.task_id), None)
+                    if stage
+                    else None
+                )
+                if task is None or task.status is not WorkflowStatus.RUNNING:
+                    canceled.append(flight)
+        runner = self._ensure_runner()
+        return [runner.cancel(flight) for flight in canceled]
 
     def _maybe_heartbeat(self) -> None:
         if not self.config.enable_lock_heartbeat or not self._inflight:

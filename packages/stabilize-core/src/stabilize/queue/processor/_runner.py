@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from stabilize.backends._base import dumps
+from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.engine.messages import ClaimedMessage
 from stabilize.engine.transitions import TaskOutcome
 from stabilize.errors import TaskTimeoutError, is_transient
@@ -43,6 +44,7 @@ class InFlight:
     first_start_ms: int
     deadline: float | None = None
     abandoned: bool = False
+    future: concurrent.futures.Future[Any] | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -100,6 +102,7 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
     copy._workflow = shell
     copy._progress = []
     copy._attempt_key = f"{wf.id}:{stage.id}:{task.id}:{task.retry_count}"
+    copy._cancel_token = CancellationToken()
     return copy
 
 
@@ -123,9 +126,26 @@ class Runner:
         if _is_async(flight.task):
             loop = self._event_loop()
             seconds = timeout.total_seconds() if timeout is not None else None
-            asyncio.run_coroutine_threadsafe(self._run_async(flight, seconds), loop)
+            flight.future = asyncio.run_coroutine_threadsafe(self._run_async(flight, seconds), loop)
         else:
-            self._pool.submit(self._run_sync, flight)
+            flight.future = self._pool.submit(self._run_sync, flight)
+
+    def cancel(self, flight: InFlight) -> Finished:
+        """Ask a running task to stop; return the :class:`Finished` that settles it now.
+
+        The token is set, an async task is cancelled outright, and ``on_cancel`` runs on
+        the pool; what the task returns later is dropped.
+        """
+        token = flight.stage._cancel_token
+        if token is not None:
+            token.cancel()
+        if flight.future is not None and _is_async(flight.task):
+            flight.future.cancel()
+        flight.abandoned = True
+        self._pool.submit(_hook, flight.task.on_cancel, flight.stage)
+        name = flight.stage.task_by_id(flight.task_id).name
+        error = TaskCancelledError(f"task {name!r} of stage {flight.stage.ref_id!r} was canceled")
+        return Finished(flight, error=error)
 
     def _run_sync(self, flight: InFlight) -> None:
         try:
@@ -147,6 +167,8 @@ class Runner:
         except TimeoutError:
             error = TaskTimeoutError(_timeout_message(flight, timeout))
             self.done.put(Finished(flight, error=error))
+        except asyncio.CancelledError:
+            return  # canceled by the engine, which already settled this execution
         except BaseException as exc:
             self.done.put(Finished(flight, error=exc, tb=traceback.format_exc()))
 

@@ -30,6 +30,8 @@ class QueueProcessorConfig:
         default_poll_seconds: Delay before re-running a plain task that returned ``running()``.
         stop_on_error: Stop the processor when the engine itself fails (not a task).
         shutdown_timeout_seconds: How long :meth:`stop` waits for running tasks by default.
+        cancel_check_interval_seconds: How often running tasks are checked against the
+            database for cancellation (of their workflow, stage, or as join stragglers).
         retry_delay: Delay before retrying a transaction that failed on a database error.
     """
 
@@ -48,6 +50,7 @@ class QueueProcessorConfig:
     default_poll_seconds: float = 1.0
     stop_on_error: bool = False
     shutdown_timeout_seconds: float = 60.0
+    cancel_check_interval_seconds: float = 0.5
     retry_delay: timedelta = timedelta(seconds=1)
 
     def __post_init__(self) -> None:

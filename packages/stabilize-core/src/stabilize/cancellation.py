@@ -1,0 +1,55 @@
+"""Cooperative cancellation of running tasks.
+
+When a task's workflow or stage is canceled (or its join cancels stragglers), the worker
+running it notices within ``cancel_check_interval_seconds``: it sets the stage's
+cancellation token, cancels an ``async`` task outright, calls the task's ``on_cancel``
+hook, and discards whatever the task returns. A sync task should check
+:func:`is_cancellation_requested` (or call :func:`raise_if_cancellation_requested`) in
+its long loops.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from stabilize.errors import StabilizeError
+
+if TYPE_CHECKING:
+    from stabilize.models.stage import StageExecution
+
+
+class TaskCancelledError(StabilizeError):
+    """Raised by :func:`raise_if_cancellation_requested` in a canceled task."""
+
+
+class CancellationToken:
+    """A flag the engine sets when the task holding it should stop."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the task to stop."""
+        self._event.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True once cancellation was requested."""
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until cancellation is requested or ``timeout`` passes; return the flag."""
+        return self._event.wait(timeout)
+
+
+def is_cancellation_requested(stage: StageExecution) -> bool:
+    """True when the task that received ``stage`` has been asked to stop."""
+    token = stage._cancel_token
+    return token is not None and token.is_cancelled
+
+
+def raise_if_cancellation_requested(stage: StageExecution) -> None:
+    """Raise :class:`TaskCancelledError` when the task has been asked to stop."""
+    if is_cancellation_requested(stage):
+        raise TaskCancelledError(f"stage {stage.ref_id!r} was canceled")
