@@ -221,23 +221,25 @@ class Transaction:
     def _record(self, wf: Workflow, events: list[EventDraft], now: int) -> None:
         if not events:
             return
-        rows = []
+        first = wf.event_sequence + 1
         for event in events:
             wf.event_sequence += 1
             self.recorded.append((wf.id, wf.event_sequence, event, now))
-            rows.append(
-                (
-                    wf.id,
-                    wf.event_sequence,
-                    event.event_type,
-                    event.entity_type,
-                    event.entity_id,
-                    now,
-                    dumps(event.data),
-                )
+        if self.event_table is None:
+            return  # not recording: numbered for live listeners only, nothing encoded
+        rows = [
+            (
+                wf.id,
+                first + i,
+                event.event_type,
+                event.entity_type,
+                event.entity_id,
+                now,
+                dumps(event.data),
             )
-        if self.event_table is not None:
-            self.cur.executemany(self.q["insert_event"].replace("{ev}", self.event_table), rows)
+            for i, event in enumerate(events)
+        ]
+        self.cur.executemany(self.q["insert_event"].replace("{ev}", self.event_table), rows)
 
     # -- queue -----------------------------------------------------------------------
 

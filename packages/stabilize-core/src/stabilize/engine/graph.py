@@ -187,14 +187,17 @@ class GraphIndex:
         cached = self._ancestors.get(ref_id)
         if cached is not None:
             return cached
-        found: dict[str, StageExecution] = {}
-        stack = list(self.upstream[ref_id])
-        while stack:
-            stage = stack.pop()
-            if stage.ref_id not in found:
-                found[stage.ref_id] = stage
-                stack.extend(self.upstream[stage.ref_id])
-        result = sorted(found.values(), key=lambda s: self.topo_position[s.ref_id])
+        parents = self.upstream[ref_id]
+        if len(parents) == 1:
+            # A chain: the parent's (cached) ancestors, then the parent itself.
+            result = [*self.ancestors(parents[0].ref_id), parents[0]]
+        else:
+            found: dict[str, StageExecution] = {}
+            for parent in parents:
+                found[parent.ref_id] = parent
+                for stage in self.ancestors(parent.ref_id):
+                    found[stage.ref_id] = stage
+            result = sorted(found.values(), key=lambda s: self.topo_position[s.ref_id])
         self._ancestors[ref_id] = result
         return result
 

@@ -27,6 +27,7 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, TaskSource] = {}
+        self._wrapped: dict[str, Task] = {}
 
     def register(
         self,
@@ -60,6 +61,7 @@ class TaskRegistry:
                     f"task {key!r} re-registered; the new one replaces the old", stacklevel=2
                 )
             self._entries[key] = task
+            self._wrapped.pop(key, None)
 
     def register_class(self, task_class: type[Task], aliases: Iterable[str] | None = None) -> None:
         """Register a task class under its class name."""
@@ -80,11 +82,17 @@ class TaskRegistry:
         Raises:
             TaskNotFoundError: nothing is registered, built in or offered by a plugin.
         """
+        wrapped = self._wrapped.get(name)
+        if wrapped is not None:
+            return wrapped
         source = self._resolve(name)
         if source is None:
             known = ", ".join(sorted(self.names())) or "none"
             raise TaskNotFoundError(f"no task registered as {name!r} (registered: {known})")
-        return _instantiate(name, source)
+        task = _instantiate(name, source)
+        if isinstance(task, CallableTask) and task.fn is source:
+            self._wrapped[name] = task  # a function's wrapper is stateless: build it once
+        return task
 
     def get_by_class(self, task_class: type[Task]) -> Task:
         """Return a task registered as (or as an instance of) ``task_class``."""
