@@ -6,7 +6,13 @@ import time
 from collections.abc import Callable
 
 from stabilize.engine.messages import START_WORKFLOW, Effects, Message
-from stabilize.engine.transitions import cancel_workflow, pause_workflow, resume_workflow
+from stabilize.engine.transitions import (
+    cancel_stages,
+    cancel_workflow,
+    pause_workflow,
+    region_refs,
+    resume_workflow,
+)
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowNotFoundError, WorkflowStore, validate_for_submit
 from stabilize.queue.queue import Queue
@@ -69,6 +75,38 @@ class Orchestrator:
         A task running right now finishes, but its result is discarded.
         """
         self._apply(execution, lambda wf, now: cancel_workflow(wf, user, reason, now))
+
+    def cancel_stage(
+        self, execution: Workflow | str, ref_id: str, user: str = "", reason: str = ""
+    ) -> None:
+        """Cancel one stage; the rest of the workflow carries on (see :func:`cancel_stages`).
+
+        Raises:
+            KeyError: the workflow has no stage with this ``ref_id``.
+        """
+
+        def transition(wf: Workflow, now: int) -> Effects:
+            wf.stage_by_ref_id(ref_id)
+            return cancel_stages(wf, [ref_id], user, reason, now)
+
+        self._apply(execution, transition)
+
+    def cancel_region(
+        self, execution: Workflow | str, region: str, user: str = "", reason: str = ""
+    ) -> None:
+        """Cancel every stage whose ``cancel_region`` is ``region``.
+
+        Raises:
+            KeyError: no stage of the workflow belongs to ``region``.
+        """
+
+        def transition(wf: Workflow, now: int) -> Effects:
+            refs = region_refs(wf, region)
+            if not refs:
+                raise KeyError(f"workflow {wf.id} has no stage in cancel_region {region!r}")
+            return cancel_stages(wf, refs, user, reason, now)
+
+        self._apply(execution, transition)
 
     def pause(self, execution: Workflow | str) -> None:
         """Pause a running workflow: tasks in flight finish, nothing new starts."""

@@ -106,6 +106,9 @@ class SqliteBackend(Backend):
         if self.journal_mode is not None:
             self.conn.execute(f"PRAGMA journal_mode = {self.journal_mode}")
         self.journal_mode = str(self.conn.execute("PRAGMA journal_mode").fetchone()[0]).upper()
+        if not os.environ.get("STABILIZE_SQLITE_SYNCHRONOUS", "").strip():
+            # The file may be in WAL from an earlier run without the variable set.
+            self.synchronous = "NORMAL" if self.journal_mode == "WAL" else "FULL"
         self.conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self.queries = queries("sqlite")
@@ -153,18 +156,18 @@ class SqliteBackend(Backend):
         from stabilize.events.recorder import current_event_store
 
         store = current_event_store()
-        if store is None:
-            return None
-        target = store.sqlite_path_for(self)
-        if target is None:
-            return None
+        return None if store is None else store.event_table_for(self)
+
+    def events_prefix_for_file(self, target: str) -> str:
+        """``""`` if ``target`` is this file, else attach it as ``ev`` and return ``"ev."``."""
         if target == self.path:
             return ""
-        if self._attached != target:
-            if self._attached is not None:
-                self.conn.execute("DETACH DATABASE ev")
-            self.conn.execute("ATTACH DATABASE ? AS ev", (target,))
-            self._attached = target
+        with self.lock:
+            if self._attached != target:
+                if self._attached is not None:
+                    self.conn.execute("DETACH DATABASE ev")
+                self.conn.execute("ATTACH DATABASE ? AS ev", (target,))
+                self._attached = target
         return "ev."
 
     @contextmanager

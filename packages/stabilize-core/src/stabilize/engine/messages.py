@@ -10,8 +10,9 @@ if TYPE_CHECKING:
 
 START_WORKFLOW = "StartWorkflow"
 RUN_TASK = "RunTask"
+STAGE_DEADLINE = "StageDeadline"
 
-MESSAGE_KINDS = frozenset({START_WORKFLOW, RUN_TASK})
+MESSAGE_KINDS = frozenset({START_WORKFLOW, RUN_TASK, STAGE_DEADLINE})
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ If the commit fails, the processor throws the in-memory workflow away and reload
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stabilize.engine.messages import RUN_TASK, Effects, Message
+from stabilize.engine.messages import RUN_TASK, STAGE_DEADLINE, Effects, Message
 from stabilize.expressions import ExpressionError, is_true
 from stabilize.models.stage import JoinType, StageExecution, StragglerPolicy
 from stabilize.models.status import WorkflowStatus
@@ -81,16 +82,21 @@ def start_workflow(wf: Workflow, now: int) -> Effects:
     return fx
 
 
-def prepare_task(wf: Workflow, stage_id: str, task_id: str, now: int) -> Effects | None:
+def prepare_task(
+    wf: Workflow, stage_id: str, task_id: str, now: int, run: int | None = None
+) -> Effects | None:
     """Decide whether a claimed RunTask may run its user code.
 
     Returns ``None`` when it may. Otherwise returns the effects to commit instead: the
-    message is stale (the workflow ended, the task is no longer running), or the workflow
-    is paused and the task is parked until :func:`resume_workflow`.
+    message is stale (the workflow ended, the task is no longer running, or ``run`` names
+    an older run of it), or the workflow is paused and the task is parked until
+    :func:`resume_workflow`.
     """
     stage = wf.index.by_id.get(stage_id)
     task = _find_task(stage, task_id)
     if stage is None or task is None or task.status is not S.RUNNING:
+        return Effects(stale=True)
+    if run is not None and task.version != run:
         return Effects(stale=True)
     if wf.status is S.PAUSED:
         fx = Effects()
@@ -104,7 +110,12 @@ def prepare_task(wf: Workflow, stage_id: str, task_id: str, now: int) -> Effects
 
 
 def complete_task(
-    wf: Workflow, stage_id: str, task_id: str, outcome: TaskOutcome, now: int
+    wf: Workflow,
+    stage_id: str,
+    task_id: str,
+    outcome: TaskOutcome,
+    now: int,
+    run: int | None = None,
 ) -> Effects:
     """Apply the outcome of a task execution and everything that follows from it.
 
@@ -121,6 +132,7 @@ def complete_task(
         or task.status is not S.RUNNING
         or stage.status is not S.RUNNING
         or wf.status not in (S.RUNNING, S.PAUSED)
+        or (run is not None and task.version != run)
     ):
         fx.stale = True
         return fx
@@ -177,6 +189,74 @@ def complete_task(
     return fx
 
 
+def cancel_stages(
+    wf: Workflow, refs: Iterable[str], user: str | None, reason: str | None, now: int
+) -> Effects:
+    """Cancel single stages (or a region): the rest of the workflow carries on.
+
+    Each named stage that has not finished ends CANCELED (running tasks get the
+    cooperative cancel). Downstream, a canceled stage counts like a branch not taken: a
+    join with other live requisites still runs, a stage with none is skipped.
+    """
+    fx = Effects()
+    if wf.status.is_complete:
+        fx.stale = True
+        return fx
+    index = wf.index
+    targets = [index.by_ref[r] for r in refs if r in index.by_ref]
+    targets = [s for s in targets if not s.status.is_complete]
+    for stage in sorted(targets, key=lambda s: index.topo_position[s.ref_id]):
+        _cancel_stage(wf, stage, "canceled", now, fx, user=user, note=reason)
+    for stage in targets:
+        _propagate(wf, stage, now, fx)
+    _maybe_complete_workflow(wf, now, fx)
+    return fx
+
+
+def region_refs(wf: Workflow, region: str) -> list[str]:
+    """The ``ref_id`` of every stage whose ``cancel_region`` is ``region``."""
+    return [s.ref_id for s in wf.stages if s.cancel_region == region]
+
+
+def stage_deadline(wf: Workflow, stage_id: str, started: int, now: int) -> Effects:
+    """A stage's deadline came: fail it, or route to ``deadline_route``, if it still runs.
+
+    ``started`` is the start time of the run the deadline was set for; a stage restarted
+    since (a loop) has a deadline of its own.
+    """
+    fx = Effects()
+    stage = wf.index.by_id.get(stage_id)
+    if (
+        stage is None
+        or stage.start_time != started
+        or stage.id not in wf.index.active
+        or wf.status.is_complete
+    ):
+        fx.stale = True
+        return fx
+    message = f"stage {stage.ref_id!r} exceeded its deadline of {stage.deadline_seconds:g}s"
+    running = next((t for t in stage.tasks if t.status in _LIVE_TASK), None)
+    fx.emit("stage.deadline", "stage", stage.id, route=stage.deadline_route)
+    if stage.deadline_route is None or running is None:
+        for task in stage.tasks:
+            if task.status in _LIVE_TASK:
+                task.status = S.CANCELED
+                task.end_time = now
+        if stage.status is S.SUSPENDED:
+            mark_stage(wf, stage, S.RUNNING)
+        _complete_stage(wf, stage, S.TERMINAL, now, fx, error=message)
+        return fx
+    running.status = S.RUNNING  # a suspended task is routed like a running one
+    outcome = TaskOutcome(S.REDIRECT, target_stage_ref_id=stage.deadline_route, error=message)
+    if stage.status is S.SUSPENDED:
+        mark_stage(wf, stage, S.RUNNING)
+    _redirect(wf, stage, running, outcome, now, fx)
+    if stage.status.is_complete:
+        stage.status_reason = "deadline_routed"
+    fx.touch(stage)
+    return fx
+
+
 def cancel_workflow(wf: Workflow, user: str | None, reason: str | None, now: int) -> Effects:
     """Cancel a workflow: running stages and tasks end CANCELED and nothing runs after."""
     fx = Effects()
@@ -223,6 +303,33 @@ def resume_workflow(wf: Workflow, now: int) -> Effects:
     return fx
 
 
+_LIVE_TASK = (S.RUNNING, S.PAUSED, S.SUSPENDED)
+
+
+def _cancel_stage(
+    wf: Workflow,
+    stage: StageExecution,
+    reason: str,
+    now: int,
+    fx: Effects,
+    *,
+    user: str | None = None,
+    note: str | None = None,
+) -> None:
+    """End a stage CANCELED without failing the workflow (its paths become dead)."""
+    for task in stage.tasks:
+        if task.status in _LIVE_TASK:
+            task.status = S.CANCELED
+            task.end_time = now
+    mark_stage(wf, stage, S.CANCELED)
+    stage.status_reason = reason
+    stage.end_time = now
+    fx.touch(stage)
+    fx.emit(
+        "stage.canceled", "stage", stage.id, status="CANCELED", reason=reason, user=user, note=note
+    )
+
+
 def _find_task(stage: StageExecution | None, task_id: str) -> TaskExecution | None:
     if stage is None:
         return None
@@ -239,7 +346,9 @@ def _task_event(status: WorkflowStatus) -> str:
 
 
 def _run_task(wf: Workflow, stage: StageExecution, task: TaskExecution, delay: int) -> Message:
-    return Message(RUN_TASK, wf.id, stage.id, task.id, delay_ms=delay)
+    # "run" names this run of the task: a result for an older run (before a jump or a
+    # deadline restarted it) is recognised as stale.
+    return Message(RUN_TASK, wf.id, stage.id, task.id, {"run": task.version}, delay_ms=delay)
 
 
 def _next_task(stage: StageExecution, task: TaskExecution) -> TaskExecution | None:
@@ -265,6 +374,16 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
     stage.end_time = None
     fx.touch(stage)
     fx.emit("stage.started", "stage", stage.id, ref_id=stage.ref_id)
+    if stage.deadline_seconds is not None:
+        fx.messages.append(
+            Message(
+                STAGE_DEADLINE,
+                wf.id,
+                stage.id,
+                payload={"started": now},
+                delay_ms=int(stage.deadline_seconds * 1000),
+            )
+        )
     if stage.tasks:
         _start_task(wf, stage, stage.tasks[0], now, fx)
     else:
@@ -277,6 +396,7 @@ def _start_task(
     task.status = S.RUNNING
     task.start_time = now
     task.end_time = None
+    task.version += 1
     fx.touch(stage)
     fx.emit("task.started", "task", task.id, stage_id=stage.id, name=task.name)
     fx.messages.append(_run_task(wf, stage, task, 0))
@@ -416,15 +536,7 @@ def _cancel_stragglers(wf: Workflow, join: StageExecution, now: int, fx: Effects
     index = wf.index
     for stage in index.ancestors(join.ref_id):
         if stage.id in index.active:
-            for task in stage.tasks:
-                if task.status in (S.RUNNING, S.PAUSED, S.SUSPENDED):
-                    task.status = S.CANCELED
-                    task.end_time = now
-            mark_stage(wf, stage, S.CANCELED)
-            stage.status_reason = "straggler"
-            stage.end_time = now
-            fx.touch(stage)
-            fx.emit("stage.canceled", "stage", stage.id, status="CANCELED", reason="straggler")
+            _cancel_stage(wf, stage, "straggler", now, fx)
         elif stage.status is S.NOT_STARTED:
             mark_stage(wf, stage, S.SKIPPED)
             stage.status_reason = "withdrawn"

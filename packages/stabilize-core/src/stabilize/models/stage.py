@@ -70,9 +70,10 @@ class StageExecution:
     merged under the stage's own context (see :meth:`Workflow.task_context`).
 
     The control-flow fields (``join_type``, ``join_threshold``, ``split_type``,
-    ``split_conditions``, ``output_reducers``, ``straggler_policy``) are part of the
-    definition; ``status_reason``, ``branches_not_taken`` and ``multi_merge_pending`` are
-    kept by the engine.
+    ``split_conditions``, ``output_reducers``, ``straggler_policy``, ``deadline_seconds``
+    with ``deadline_route``, ``cancel_region``) are part of the definition;
+    ``status_reason``, ``branches_not_taken`` and ``multi_merge_pending`` are kept by the
+    engine.
     """
 
     id: str = field(default_factory=new_id)
@@ -97,6 +98,9 @@ class StageExecution:
     status_reason: str | None = None
     branches_not_taken: list[str] = field(default_factory=list)
     multi_merge_pending: int = 0
+    deadline_seconds: float | None = None
+    deadline_route: str | None = None
+    cancel_region: str | None = None
     _workflow: Workflow | None = field(default=None, repr=False, compare=False)
     _progress: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
@@ -193,6 +197,9 @@ class StageExecution:
             "status_reason": self.status_reason,
             "branches_not_taken": self.branches_not_taken,
             "multi_merge_pending": self.multi_merge_pending,
+            "deadline_seconds": self.deadline_seconds,
+            "deadline_route": self.deadline_route,
+            "cancel_region": self.cancel_region,
         }
 
     @classmethod
@@ -221,6 +228,9 @@ class StageExecution:
             status_reason=data.get("status_reason"),
             branches_not_taken=list(data.get("branches_not_taken") or []),
             multi_merge_pending=data.get("multi_merge_pending", 0),
+            deadline_seconds=data.get("deadline_seconds"),
+            deadline_route=data.get("deadline_route"),
+            cancel_region=data.get("cancel_region"),
         )
 
 

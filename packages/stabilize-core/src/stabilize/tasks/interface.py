@@ -6,7 +6,7 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stabilize.models.stage import StageExecution
@@ -121,8 +121,9 @@ class NoOpTask(Task):
 
 
 class WaitTask(RetryableTask):
-    """Waits ``waitTime`` seconds (stage context) without holding a worker.
+    """Waits without holding a worker: ``waitTime`` seconds, or until ``waitUntil``.
 
+    ``waitUntil`` is epoch seconds or an ISO 8601 timestamp (UTC when it has no zone).
     The deadline is stored in the stage context (``_wait_until``), so the wait survives
     restarts: the engine re-delivers the task when the deadline comes.
     """
@@ -136,9 +137,13 @@ class WaitTask(RetryableTask):
         now = time.time()
         until = stage.context.get("_wait_until")
         if until is None:
-            wait = float(stage.context.get("waitTime", 0))
-            until = now + wait
-            if wait <= 0:
+            target = stage.context.get("waitUntil")
+            until = (
+                _epoch(target)
+                if target is not None
+                else now + float(stage.context.get("waitTime", 0))
+            )
+            if until <= now:
                 return TaskResult.success()
             return TaskResult.running(context={"_wait_until": until})
         if now >= float(until):
@@ -149,3 +154,15 @@ class WaitTask(RetryableTask):
         """Sleep until the deadline."""
         until = float(stage.context.get("_wait_until", time.time()))
         return timedelta(seconds=max(0.0, until - time.time()))
+
+
+def _epoch(value: Any) -> float:
+    """Epoch seconds from a number or an ISO 8601 string (naive means UTC)."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    raise ValueError(f"waitUntil must be epoch seconds or an ISO 8601 string, not {value!r}")

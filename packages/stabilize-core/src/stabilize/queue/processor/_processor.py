@@ -12,11 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 from stabilize.backends._base import Transaction
-from stabilize.engine.messages import RUN_TASK, START_WORKFLOW, ClaimedMessage, Effects, EventDraft
+from stabilize.engine.messages import (
+    RUN_TASK,
+    STAGE_DEADLINE,
+    START_WORKFLOW,
+    ClaimedMessage,
+    Effects,
+    EventDraft,
+)
 from stabilize.engine.transitions import (
     TaskOutcome,
     complete_task,
     prepare_task,
+    stage_deadline,
     start_workflow,
 )
 from stabilize.errors import StabilizeError, TaskNotFoundError
@@ -138,16 +146,16 @@ class QueueProcessor:
                 return processed
             try:
                 done, claimed = self._step(min(remaining, self.config.poll_frequency_ms / 1000))
+                processed += done
+                if done or claimed or self._inflight:
+                    continue
+                count, earliest = self._queue_depth()
             except Exception as exc:
                 if not self.backend.is_transient_error(exc):
                     raise
                 log.warning("database error, retrying: %s", exc)
                 time.sleep(min(self.config.retry_delay.total_seconds(), max(0.0, remaining)))
                 continue
-            processed += done
-            if done or claimed or self._inflight:
-                continue
-            count, earliest = self._queue_depth()
             if count == 0:
                 return processed
             now_ms = self._now_ms()
@@ -313,7 +321,9 @@ class QueueProcessor:
                 wf = tx.workflow(msg.workflow_id)
                 if wf is None:
                     continue
-                fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, now)
+                fx = complete_task(
+                    wf, msg.stage_id or "", msg.task_id or "", outcome, now, _run(msg)
+                )
                 progress = item.flight.stage._progress
                 if progress and not fx.stale:
                     fx.events[:0] = [
@@ -334,6 +344,8 @@ class QueueProcessor:
                 room = capacity - len(dispatch) - waiting
                 if msg.kind == START_WORKFLOW:
                     done += self._start_workflow(tx, msg, now, pending, room)
+                elif msg.kind == STAGE_DEADLINE:
+                    done += self._stage_deadline(tx, msg, now, pending, room)
                 elif msg.kind == RUN_TASK:
                     flight = self._prepare(tx, msg, now, pending, room - 1)
                     if flight is None:
@@ -403,6 +415,22 @@ class QueueProcessor:
             )
         return 1
 
+    def _stage_deadline(
+        self,
+        tx: Transaction,
+        msg: ClaimedMessage,
+        now: int,
+        pending: list[ClaimedMessage],
+        room: int,
+    ) -> int:
+        tx.ack(msg, self.owner)
+        wf = tx.workflow(msg.workflow_id)
+        started = msg.payload.get("started")
+        if wf is not None and isinstance(started, int):
+            fx = stage_deadline(wf, msg.stage_id or "", started, now)
+            self._save(tx, wf, fx, now, pending, room)
+        return 1
+
     def _unknown_task(self, wf: Workflow) -> str | None:
         for stage in wf.stages:
             for task in stage.tasks:
@@ -432,12 +460,11 @@ class QueueProcessor:
                 f"(max_attempts={self.queue.max_attempts}); its worker may keep crashing"
             )
             tx.dead_letter(msg, reason, now)
-            fx = complete_task(
-                wf, stage_id, task_id, TaskOutcome(WorkflowStatus.TERMINAL, error=reason), now
-            )
+            outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=reason)
+            fx = complete_task(wf, stage_id, task_id, outcome, now, _run(msg))
             self._save(tx, wf, fx, now, pending, room)
             return None
-        fx_or_none = prepare_task(wf, stage_id, task_id, now)
+        fx_or_none = prepare_task(wf, stage_id, task_id, now, _run(msg))
         if fx_or_none is not None:
             tx.ack(msg, self.owner)
             tx.save(wf, fx_or_none, now)
@@ -476,7 +503,7 @@ class QueueProcessor:
         room: int,
     ) -> None:
         tx.ack(msg, self.owner)
-        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, now)
+        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, now, _run(msg))
         self._save(tx, wf, fx, now, pending, room)
 
     # -- housekeeping ---------------------------------------------------------------
@@ -498,7 +525,12 @@ class QueueProcessor:
                     if stage
                     else None
                 )
-                if task is None or task.status is not WorkflowStatus.RUNNING:
+                run = _run(flight.msg)
+                if (
+                    task is None
+                    or task.status is not WorkflowStatus.RUNNING
+                    or (run is not None and task.version != run)
+                ):
                     canceled.append(flight)
         runner = self._ensure_runner()
         return [runner.cancel(flight) for flight in canceled]
@@ -545,3 +577,8 @@ class QueueProcessor:
         if runner is not None:
             with contextlib.suppress(Exception):
                 runner.shutdown(wait=False)
+
+
+def _run(msg: ClaimedMessage) -> int | None:
+    run = msg.payload.get("run")
+    return run if isinstance(run, int) else None
