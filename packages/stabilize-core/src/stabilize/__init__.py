@@ -18,6 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from stabilize._plugins import export_names, load_export
 from stabilize._version import __version__
+from stabilize.cancellation import (
+    CancellationToken,
+    TaskCancelledError,
+    is_cancellation_requested,
+    raise_if_cancellation_requested,
+)
 from stabilize.errors import (
     CircularDependencyError,
     InvalidStageGraphError,
@@ -31,6 +37,7 @@ from stabilize.errors import (
     is_transient,
 )
 from stabilize.events.recorder import emit_progress
+from stabilize.loops import LoopTask, repeat_until, while_loop
 from stabilize.models import (
     JoinType,
     SplitType,
@@ -42,11 +49,12 @@ from stabilize.models import (
 )
 from stabilize.orchestrator import Orchestrator
 from stabilize.persistence import (
+    PostgresWorkflowStore,
     SqliteWorkflowStore,
     WorkflowNotFoundError,
     WorkflowStore,
 )
-from stabilize.queue import Queue, SqliteQueue
+from stabilize.queue import PostgresQueue, Queue, SqliteQueue
 from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
 from stabilize.reducers import apply_output_reducers, get_reducer, register_reducer
 from stabilize.tasks import (
@@ -64,12 +72,16 @@ if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __g
 
 __all__ = [
     "CallableTask",
+    "CancellationToken",
     "CircularDependencyError",
     "InvalidStageGraphError",
     "JoinType",
+    "LoopTask",
     "NoOpTask",
     "Orchestrator",
     "PermanentError",
+    "PostgresQueue",
+    "PostgresWorkflowStore",
     "Queue",
     "QueueProcessor",
     "QueueProcessorConfig",
@@ -81,6 +93,7 @@ __all__ = [
     "StageExecution",
     "StragglerPolicy",
     "Task",
+    "TaskCancelledError",
     "TaskError",
     "TaskExecution",
     "TaskRegistry",
@@ -97,9 +110,13 @@ __all__ = [
     "apply_output_reducers",
     "emit_progress",
     "get_reducer",
+    "is_cancellation_requested",
     "is_permanent",
     "is_transient",
+    "raise_if_cancellation_requested",
     "register_reducer",
+    "repeat_until",
+    "while_loop",
 ]
 
 

@@ -48,7 +48,7 @@ class Cursor(Protocol):
 
 def dumps(value: Any) -> str:
     """Encode a JSON column (compact, keys in insertion order)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def check_json(value: Any, where: str, *, ref_id: str | None = None) -> None:

@@ -602,6 +602,8 @@ def _redirect(
         return
     index = wf.index
     wf.jump_count += 1
+    # Counted on the jumping stage's own context, which survives the reset of a loop.
+    stage.context["_jump_count"] = int(stage.context.get("_jump_count", 0)) + 1
     fx.workflow_changed = True
     fx.emit(
         "jump.executed",
@@ -641,9 +643,10 @@ def _redirect(
             fx,
         )
         return
-    # A forward jump: the stages between are skipped and the target runs next.
+    # A forward jump: the stages between are skipped and the target runs next. The
+    # jumping stage completes, so its outputs flow on like any stage's.
     target.context.update(outcome.context)
-    target.context.update(outcome.outputs)
+    stage.outputs.update(outcome.outputs)
     fx.touch(target)
     task.status = S.SUCCEEDED
     task.end_time = now

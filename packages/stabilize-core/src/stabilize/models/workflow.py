@@ -175,9 +175,13 @@ class Workflow:
         return merged
 
     def max_jumps(self) -> int:
-        """The bound on ``jump_to`` redirects (``context["_max_jumps"]``, default 10)."""
-        value = self.context.get("_max_jumps", DEFAULT_MAX_JUMPS)
-        return int(value)
+        """The bound on ``jump_to`` redirects of the whole workflow.
+
+        ``context["_max_jumps"]`` (default 10), plus the ``_loop_max_iterations`` that
+        structured loops (:mod:`stabilize.loops`) declare on their stages.
+        """
+        value = int(self.context.get("_max_jumps", DEFAULT_MAX_JUMPS))
+        return value + sum(int(s.context.get("_loop_max_iterations", 0)) for s in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the workflow without its stages."""

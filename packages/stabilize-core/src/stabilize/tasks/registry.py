@@ -13,7 +13,11 @@ from stabilize.tasks.interface import CallableTask, NoOpTask, Task, WaitTask
 TaskSource = type[Task] | Task | Callable[..., Any]
 T = TypeVar("T", bound=TaskSource)
 
-_BUILTINS: dict[str, type[Task]] = {"noop": NoOpTask, "wait": WaitTask}
+
+def _builtins() -> dict[str, type[Task]]:
+    from stabilize.loops import LoopTask
+
+    return {"noop": NoOpTask, "wait": WaitTask, "loop": LoopTask}
 
 
 class TaskRegistry:
@@ -110,13 +114,13 @@ class TaskRegistry:
 
     def names(self) -> list[str]:
         """The explicitly registered names and the built-ins."""
-        return sorted({*self._entries, *_BUILTINS})
+        return sorted({*self._entries, *_builtins()})
 
     def _resolve(self, name: str) -> TaskSource | None:
         source = self._entries.get(name)
         if source is not None:
             return source
-        builtin = _BUILTINS.get(name)
+        builtin = _builtins().get(name)
         if builtin is not None:
             return builtin
         from stabilize._plugins import load_task

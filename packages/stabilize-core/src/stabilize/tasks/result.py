@@ -86,9 +86,12 @@ class TaskResult:
         context: dict[str, Any] | None = None,
         outputs: dict[str, Any] | None = None,
     ) -> TaskResult:
-        """Jump to another stage: it and the stages between are reset and run again.
+        """Jump to another stage.
 
-        ``context`` is merged into the target stage's context.
+        Backward (to this stage or an ancestor): the target and the stages between are
+        reset and run again; ``context`` and ``outputs`` are merged into the target's
+        context. Forward (to a descendant): the stages between are skipped, this stage
+        completes with ``outputs`` and ``context`` is merged into the target's context.
         """
         return cls(
             WorkflowStatus.REDIRECT,

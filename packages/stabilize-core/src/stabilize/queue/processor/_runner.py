@@ -71,6 +71,7 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
                 "outputs": stage.outputs,
                 "tasks": [t.to_dict() for t in stage.tasks],
                 "workflow_context": wf.context,
+                "trigger": wf.trigger,
             }
         )
     )
@@ -96,7 +97,7 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
         name=wf.name,
         status=wf.status,
         context=data["workflow_context"],
-        trigger=dict(wf.trigger),
+        trigger=data["trigger"],
         start_time=wf.start_time,
     )
     copy._workflow = shell
@@ -241,7 +242,7 @@ def to_outcome(
     if error is not None:
         if isinstance(error, TaskTimeoutError):
             replacement = _hook(flight.task.on_timeout, stage)
-            if replacement is not None:
+            if isinstance(replacement, TaskResult):
                 return _from_result(replacement, flight, config, now_ms, where)
             return _failure(str(error), error, finished.tb)
         if is_transient(error):
