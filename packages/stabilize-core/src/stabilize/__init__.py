@@ -66,6 +66,7 @@ from stabilize.tasks import (
     TaskResult,
     WaitTask,
 )
+from stabilize.tasks.sub_workflow import SubWorkflowTask, sub_workflow_config
 
 if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __getattr__
     pass
@@ -92,6 +93,7 @@ __all__ = [
     "StabilizeError",
     "StageExecution",
     "StragglerPolicy",
+    "SubWorkflowTask",
     "Task",
     "TaskCancelledError",
     "TaskError",
@@ -116,6 +118,7 @@ __all__ = [
     "raise_if_cancellation_requested",
     "register_reducer",
     "repeat_until",
+    "sub_workflow_config",
     "while_loop",
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from stabilize.backends._base import Backend
 from stabilize.engine.messages import START_WORKFLOW, Effects, Message
 from stabilize.engine.transitions import (
     cancel_stages,
@@ -58,16 +59,7 @@ class Orchestrator:
         Raises:
             WorkflowValidationError: the workflow is invalid (nothing is written).
         """
-        now = self._now()
-        with self.backend.transaction() as tx:
-            stored = tx.workflow(execution.id)
-            if stored is None:
-                validate_for_submit(self.backend, execution)
-                tx.insert_workflow(execution, now)
-                stored = execution
-            if stored.status.is_complete or stored.start_time is not None:
-                return
-            tx.enqueue([Message(START_WORKFLOW, execution.id)], now)
+        submit_workflow(self.backend, execution, self._now())
 
     def cancel(self, execution: Workflow | str, user: str = "", reason: str = "") -> None:
         """Cancel a workflow: running stages end CANCELED, queued work is dropped.
@@ -128,14 +120,49 @@ class Orchestrator:
         self, execution: Workflow | str, transition: Callable[[Workflow, int], Effects]
     ) -> None:
         workflow_id = execution if isinstance(execution, str) else execution.id
-        now = self._now()
-        with self.backend.transaction() as tx:
-            wf = tx.workflow(workflow_id)
-            if wf is None:
-                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-            fx = transition(wf, now)
-            tx.save(wf, fx, now)
-            tx.enqueue(fx.messages, now)
+        apply_transition(self.backend, workflow_id, transition, self._now())
 
     def _now(self) -> int:
         return int(self._clock() * 1000)
+
+
+def submit_workflow(backend: Backend, workflow: Workflow, now: int) -> bool:
+    """Store ``workflow`` if it is new and queue its start, in one transaction.
+
+    Returns:
+        True when a start was queued (False: it had started or finished already).
+
+    Raises:
+        WorkflowValidationError: the workflow is invalid (nothing is written).
+    """
+    with backend.transaction() as tx:
+        stored = tx.workflow(workflow.id)
+        if stored is None:
+            validate_for_submit(backend, workflow)
+            tx.insert_workflow(workflow, now)
+            stored = workflow
+        if stored.status.is_complete or stored.start_time is not None:
+            return False
+        tx.enqueue([Message(START_WORKFLOW, workflow.id)], now)
+        return True
+
+
+def apply_transition(
+    backend: Backend,
+    workflow_id: str,
+    transition: Callable[[Workflow, int], Effects],
+    now: int,
+) -> Effects:
+    """Apply a transition to a stored workflow and commit its effects in one transaction.
+
+    Raises:
+        WorkflowNotFoundError: no workflow has this id.
+    """
+    with backend.transaction() as tx:
+        wf = tx.workflow(workflow_id)
+        if wf is None:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+        fx = transition(wf, now)
+        tx.save(wf, fx, now)
+        tx.enqueue(fx.messages, now)
+        return fx

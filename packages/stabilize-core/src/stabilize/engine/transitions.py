@@ -14,7 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stabilize.engine.messages import RUN_TASK, STAGE_DEADLINE, Effects, Message
+from stabilize.engine.messages import (
+    CANCEL_WORKFLOW,
+    RUN_TASK,
+    STAGE_DEADLINE,
+    Effects,
+    Message,
+)
 from stabilize.expressions import ExpressionError, is_true
 from stabilize.models.stage import JoinType, StageExecution, StragglerPolicy
 from stabilize.models.status import WorkflowStatus
@@ -328,6 +334,15 @@ def _cancel_stage(
     fx.emit(
         "stage.canceled", "stage", stage.id, status="CANCELED", reason=reason, user=user, note=note
     )
+    _cancel_children(wf, stage, fx)
+
+
+def _cancel_children(wf: Workflow, stage: StageExecution, fx: Effects) -> None:
+    """Cancel the sub-workflow a canceled stage was waiting for (a message to the child)."""
+    child = stage.context.get("_sub_workflow_id")
+    if isinstance(child, str):
+        payload = {"user": "stabilize", "reason": f"parent {wf.id} stage {stage.ref_id!r} ended"}
+        fx.messages.append(Message(CANCEL_WORKFLOW, child, payload=payload))
 
 
 def _find_task(stage: StageExecution | None, task_id: str) -> TaskExecution | None:
@@ -569,6 +584,7 @@ def _end_workflow(
         stage.end_time = now
         fx.touch(stage)
         fx.emit("stage.canceled", "stage", stage.id, status=S.CANCELED.value)
+        _cancel_children(wf, stage, fx)
     wf.status = status
     wf.end_time = now
     if error is not None:

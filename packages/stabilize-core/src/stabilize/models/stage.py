@@ -11,6 +11,7 @@ from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution, new_id
 
 if TYPE_CHECKING:
+    from stabilize.backends._base import Backend
     from stabilize.cancellation import CancellationToken
     from stabilize.models.workflow import Workflow
 
@@ -105,6 +106,7 @@ class StageExecution:
     _progress: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
     _cancel_token: CancellationToken | None = field(default=None, repr=False, compare=False)
+    _backend: Backend | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept any iterable (lists are common in user code) but keep a set, as the spec shows.

@@ -16,8 +16,15 @@ T = TypeVar("T", bound=TaskSource)
 
 def _builtins() -> dict[str, type[Task]]:
     from stabilize.loops import LoopTask
+    from stabilize.tasks.sub_workflow import SubWorkflowTask
 
-    return {"noop": NoOpTask, "wait": WaitTask, "loop": LoopTask}
+    return {
+        "noop": NoOpTask,
+        "wait": WaitTask,
+        "loop": LoopTask,
+        "sub_workflow": SubWorkflowTask,
+        "SubWorkflowTask": SubWorkflowTask,
+    }
 
 
 class TaskRegistry:

@@ -13,6 +13,7 @@ from typing import Any
 
 from stabilize.backends._base import Transaction
 from stabilize.engine.messages import (
+    CANCEL_WORKFLOW,
     RUN_TASK,
     STAGE_DEADLINE,
     START_WORKFLOW,
@@ -22,6 +23,7 @@ from stabilize.engine.messages import (
 )
 from stabilize.engine.transitions import (
     TaskOutcome,
+    cancel_workflow,
     complete_task,
     prepare_task,
     stage_deadline,
@@ -229,10 +231,15 @@ class QueueProcessor:
         while not self._stop.is_set():
             try:
                 done, claimed = self._step(poll)
-            except Exception:
-                log.exception("processor step failed")
-                if self.config.stop_on_error:
-                    break
+            except Exception as exc:
+                if self.backend.is_transient_error(exc):
+                    # Lost connection, deadlock, server restart: finished results are kept
+                    # in memory and committed on the next step.
+                    log.warning("database error, retrying: %s", exc)
+                else:
+                    log.exception("processor step failed")
+                    if self.config.stop_on_error:
+                        break
                 self._stop.wait(self.config.retry_delay.total_seconds())
                 continue
             if not (done or claimed or self._inflight):
@@ -346,6 +353,14 @@ class QueueProcessor:
                     done += self._start_workflow(tx, msg, now, pending, room)
                 elif msg.kind == STAGE_DEADLINE:
                     done += self._stage_deadline(tx, msg, now, pending, room)
+                elif msg.kind == CANCEL_WORKFLOW:
+                    tx.ack(msg, self.owner)
+                    done += 1
+                    child = tx.workflow(msg.workflow_id)
+                    if child is not None:
+                        user, why = msg.payload.get("user"), msg.payload.get("reason")
+                        fx = cancel_workflow(child, user, why, now)
+                        self._save(tx, child, fx, now, pending, room)
                 elif msg.kind == RUN_TASK:
                     flight = self._prepare(tx, msg, now, pending, room - 1)
                     if flight is None:
@@ -478,6 +493,7 @@ class QueueProcessor:
             self._settle(tx, wf, msg, outcome, now, pending, room)
             return None
         snapshot = snapshot_stage(wf, stage, task)
+        snapshot._backend = self.backend  # for tasks that start workflows (SubWorkflowTask)
         first_start = task.start_time if task.start_time is not None else now
         if isinstance(impl, RetryableTask):
             limit = impl.get_dynamic_timeout(snapshot).total_seconds() * 1000
