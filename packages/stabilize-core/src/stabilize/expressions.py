@@ -88,10 +88,10 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
 
 def is_true(condition: Any, context: Mapping[str, Any]) -> bool:
     """Interpret a condition: a bool, an expression string, or ``{"expression": ...}``."""
-    if isinstance(condition, bool):
-        return condition
     if isinstance(condition, Mapping) and "expression" in condition:
         condition = condition["expression"]
+    if isinstance(condition, bool):
+        return condition
     if isinstance(condition, str):
         return bool(evaluate(condition, context))
     raise ExpressionError(

@@ -338,6 +338,33 @@ class Transaction:
         self.cur.execute(self.q["release_owner"], (owner,))
         return int(self.cur.rowcount)
 
+    # -- mutual exclusion ----------------------------------------------------------------
+
+    def acquire_mutex(self, key: str, workflow_id: str, stage_id: str, now: int) -> bool:
+        """Take ``key`` for a stage, or join the line of waiters; True when taken."""
+        self.cur.execute(self.q["mutex_holder"], (key,))
+        holder = self.cur.fetchone()
+        if holder is not None:
+            if tuple(holder) == (workflow_id, stage_id):
+                return True  # a re-delivered request of the holder itself
+            self.cur.execute(self.q["mutex_wait"], (key, workflow_id, stage_id, now))
+            return False
+        self.cur.execute(self.q["mutex_try"], (key, workflow_id, stage_id, now))
+        if self.cur.rowcount == 1:
+            return True
+        self.cur.execute(self.q["mutex_wait"], (key, workflow_id, stage_id, now))
+        return False
+
+    def release_mutex(self, key: str, stage_id: str) -> tuple[str, str] | None:
+        """Give ``key`` up; return the next waiter ``(workflow_id, stage_id)``, if any."""
+        self.cur.execute(self.q["mutex_release"], (key, stage_id))
+        self.cur.execute(self.q["mutex_next_waiter"], (key,))
+        row = self.cur.fetchone()
+        if row is None:
+            return None
+        self.cur.execute(self.q["mutex_forget_waiter"], (row[0],))
+        return str(row[1]), str(row[2])
+
     def queue_depth(self) -> tuple[int, int | None]:
         """Return (number of messages, earliest delivery time in epoch ms)."""
         self.cur.execute(self.q["queue_depth"])
@@ -385,6 +412,9 @@ class Backend(ABC):
     def wait_for_work(self, timeout: float) -> None:
         """Block until new work may be due or ``timeout`` seconds pass (default: sleep)."""
         time.sleep(timeout)
+
+    def wake_waiters(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Make :meth:`wait_for_work` calls of this process return early (default: none)."""
 
     def notify_committed(self, recorded: list[tuple[str, int, EventDraft, int]]) -> None:
         """Deliver events that were just committed to in-process listeners."""

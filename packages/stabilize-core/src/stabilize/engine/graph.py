@@ -11,7 +11,14 @@ from stabilize.models.status import WorkflowStatus
 if TYPE_CHECKING:
     from stabilize.models.stage import StageExecution
 
-_ACTIVE = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.SUSPENDED, WorkflowStatus.PAUSED})
+_ACTIVE = frozenset(
+    {
+        WorkflowStatus.RUNNING,
+        WorkflowStatus.SUSPENDED,
+        WorkflowStatus.PAUSED,
+        WorkflowStatus.BUFFERED,
+    }
+)
 """Stage statuses that keep a workflow from completing."""
 
 
@@ -181,6 +188,11 @@ class GraphIndex:
             for s in stages
         }
         self.active: set[str] = {s.id for s in stages if s.status in _ACTIVE}
+        # Mutexes given up by stages that left an active status, for the transition to
+        # turn into ReleaseMutex messages.
+        self.mutex_released: list[tuple[str, str]] = []
+        # When the set of active stages last became empty within the running transition.
+        self.completion_at: int | None = None
 
     def ancestors(self, ref_id: str) -> list[StageExecution]:
         """All transitive requisites of a stage, in topological order (farthest first)."""

@@ -10,12 +10,15 @@ If the commit fails, the processor throws the in-memory workflow away and reload
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec
 
 from stabilize.engine.messages import (
+    ACQUIRE_MUTEX,
     CANCEL_WORKFLOW,
+    RELEASE_MUTEX,
     RUN_TASK,
     STAGE_DEADLINE,
     Effects,
@@ -56,6 +59,40 @@ class TaskOutcome:
     retry: bool = False
 
 
+_ACTIVE_STAGE = frozenset({S.RUNNING, S.SUSPENDED, S.PAUSED, S.BUFFERED})
+
+P = ParamSpec("P")
+
+
+def _transition(fn: Callable[P, Effects]) -> Callable[P, Effects]:
+    """Finish a public transition: complete the workflow, release mutexes.
+
+    The workflow completes if nothing is left to do, and the mutexes stages gave up become
+    ReleaseMutex messages. The completion check waits until the whole transition has run:
+    a cascade of skipped stages may empty the set of active stages while a sibling is
+    still about to start.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Effects:
+        fx = fn(*args, **kwargs)
+        wf = args[0]
+        assert isinstance(wf, Workflow)
+        index = wf.index
+        at, index.completion_at = index.completion_at, None
+        if at is not None and wf.status is S.RUNNING and not index.active:
+            wf.status = S.SUCCEEDED
+            wf.end_time = at
+            fx.workflow_changed = True
+            fx.emit("workflow.completed", "workflow", wf.id, status=S.SUCCEEDED.value)
+        for key, stage_id in index.mutex_released:
+            fx.messages.append(Message(RELEASE_MUTEX, wf.id, stage_id, payload={"key": key}))
+        index.mutex_released.clear()
+        return fx
+
+    return wrapper
+
+
 def mark_stage(wf: Workflow, stage: StageExecution, status: WorkflowStatus) -> None:
     """Set a stage's status, keeping the index's join and completion counters in step."""
     index = wf.index
@@ -65,12 +102,16 @@ def mark_stage(wf: Workflow, stage: StageExecution, status: WorkflowStatus) -> N
         delta = -1 if status.is_complete else 1
         for child in index.downstream[stage.ref_id]:
             index.pending_upstream[child.ref_id] += delta
-    if status in (S.RUNNING, S.SUSPENDED, S.PAUSED):
+    if status in _ACTIVE_STAGE:
         index.active.add(stage.id)
     else:
         index.active.discard(stage.id)
+        if stage.mutex_held and stage.mutex_key is not None:
+            stage.mutex_held = False
+            index.mutex_released.append((stage.mutex_key, stage.id))
 
 
+@_transition
 def start_workflow(wf: Workflow, now: int) -> Effects:
     """Start a NOT_STARTED workflow: every stage without requisites starts."""
     fx = Effects()
@@ -115,6 +156,7 @@ def prepare_task(
     return None
 
 
+@_transition
 def complete_task(
     wf: Workflow,
     stage_id: str,
@@ -195,6 +237,7 @@ def complete_task(
     return fx
 
 
+@_transition
 def cancel_stages(
     wf: Workflow, refs: Iterable[str], user: str | None, reason: str | None, now: int
 ) -> Effects:
@@ -219,11 +262,32 @@ def cancel_stages(
     return fx
 
 
+@_transition
+def mutex_granted(wf: Workflow, stage_id: str, now: int) -> Effects:
+    """A stage waiting for its ``mutex_key`` got it: it starts now.
+
+    If the stage no longer waits (its workflow was canceled meanwhile), the mutex is given
+    back at once.
+    """
+    fx = Effects()
+    stage = wf.index.by_id.get(stage_id)
+    if stage is None or stage.status is not S.BUFFERED or wf.status.is_complete:
+        key = stage.mutex_key if stage is not None else None
+        if key is not None:
+            fx.messages.append(Message(RELEASE_MUTEX, wf.id, stage_id, payload={"key": key}))
+        fx.stale = True
+        return fx
+    stage.mutex_held = True
+    _start_stage(wf, stage, now, fx)
+    return fx
+
+
 def region_refs(wf: Workflow, region: str) -> list[str]:
     """The ``ref_id`` of every stage whose ``cancel_region`` is ``region``."""
     return [s.ref_id for s in wf.stages if s.cancel_region == region]
 
 
+@_transition
 def stage_deadline(wf: Workflow, stage_id: str, started: int, now: int) -> Effects:
     """A stage's deadline came: fail it, or route to ``deadline_route``, if it still runs.
 
@@ -263,6 +327,7 @@ def stage_deadline(wf: Workflow, stage_id: str, started: int, now: int) -> Effec
     return fx
 
 
+@_transition
 def cancel_workflow(wf: Workflow, user: str | None, reason: str | None, now: int) -> Effects:
     """Cancel a workflow: running stages and tasks end CANCELED and nothing runs after."""
     fx = Effects()
@@ -276,6 +341,7 @@ def cancel_workflow(wf: Workflow, user: str | None, reason: str | None, now: int
     return fx
 
 
+@_transition
 def pause_workflow(wf: Workflow, now: int) -> Effects:
     """Pause a running workflow: tasks in flight finish, no new task starts."""
     fx = Effects()
@@ -289,6 +355,7 @@ def pause_workflow(wf: Workflow, now: int) -> Effects:
     return fx
 
 
+@_transition
 def resume_workflow(wf: Workflow, now: int) -> Effects:
     """Resume a paused workflow: every task parked by the pause is queued again."""
     fx = Effects()
@@ -384,6 +451,16 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
         if not run:
             _skip_stage(wf, stage, "disabled", now, fx)
             return
+    if stage.mutex_key is not None and not stage.mutex_held:
+        mark_stage(wf, stage, S.BUFFERED)
+        stage.status_reason = "waiting_for_mutex"
+        fx.touch(stage)
+        fx.emit("stage.buffered", "stage", stage.id, mutex_key=stage.mutex_key)
+        fx.messages.append(
+            Message(ACQUIRE_MUTEX, wf.id, stage.id, payload={"key": stage.mutex_key})
+        )
+        return
+    stage.status_reason = None
     mark_stage(wf, stage, S.RUNNING)
     stage.start_time = now
     stage.end_time = None
@@ -478,6 +555,14 @@ def _restart_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -
     _start_stage(wf, stage, now, fx)
 
 
+def _edge_succeeded(parent: StageExecution, child: StageExecution) -> bool:
+    """True when ``parent`` ran successfully and activated ``child`` (what joins count)."""
+    return (
+        parent.status in (S.SUCCEEDED, S.FAILED_CONTINUE)
+        and child.ref_id not in parent.branches_not_taken
+    )
+
+
 def _edge_live(parent: StageExecution, child: StageExecution) -> bool:
     """True when ``parent`` finished and activated ``child`` (succeeded, branch taken)."""
     if parent.status not in (S.SUCCEEDED, S.FAILED_CONTINUE, S.SKIPPED) or parent.is_dead:
@@ -507,16 +592,17 @@ def _consider(
             if all_done:
                 _start_stage(wf, child, now, fx)
         elif join is JoinType.MULTI_MERGE:
-            if _edge_live(trigger, child):
+            if _edge_succeeded(trigger, child):
                 _start_stage(wf, child, now, fx)
         else:
             need = 1 if join is JoinType.DISCRIMINATOR else child.join_threshold
-            succeeded = sum(1 for u in ups if _edge_live(u, child))
+            succeeded = sum(1 for u in ups if _edge_succeeded(u, child))
             if succeeded >= need:
                 fx.emit("join.fired", "stage", child.id, succeeded=succeeded, needed=need)
-                if child.straggler_policy is StragglerPolicy.CANCEL:
-                    _cancel_stragglers(wf, child, now, fx)
                 _start_stage(wf, child, now, fx)
+                if child.straggler_policy is StragglerPolicy.CANCEL and not wf.status.is_complete:
+                    for stopped in _cancel_stragglers(wf, child, now, fx):
+                        _propagate(wf, stopped, now, fx)
             elif all_done:
                 mark_stage(wf, child, S.RUNNING)
                 message = (
@@ -525,7 +611,7 @@ def _consider(
                 )
                 _complete_stage(wf, child, S.TERMINAL, now, fx, error=message)
         return
-    if not _edge_live(trigger, child):
+    if not _edge_succeeded(trigger, child):
         return
     if join is JoinType.MULTI_MERGE:
         if child.status.is_complete:
@@ -546,27 +632,33 @@ def _consider(
         fx.emit("outputs.updated", "stage", child.id, outputs=late, late_from=trigger.ref_id)
 
 
-def _cancel_stragglers(wf: Workflow, join: StageExecution, now: int, fx: Effects) -> None:
-    """Stop what still runs upstream of a join that has fired, and withdraw what has not."""
+def _cancel_stragglers(
+    wf: Workflow, join: StageExecution, now: int, fx: Effects
+) -> list[StageExecution]:
+    """Stop what still runs upstream of a join that has fired, and withdraw what has not.
+
+    Returns the stages it stopped, whose other children must then be reconsidered.
+    """
     index = wf.index
+    stopped: list[StageExecution] = []
     for stage in index.ancestors(join.ref_id):
         if stage.id in index.active:
             _cancel_stage(wf, stage, "straggler", now, fx)
+            stopped.append(stage)
         elif stage.status is S.NOT_STARTED:
+            stopped.append(stage)
             mark_stage(wf, stage, S.SKIPPED)
             stage.status_reason = "withdrawn"
             stage.end_time = now
             fx.touch(stage)
             fx.emit("stage.skipped", "stage", stage.id, status="SKIPPED", reason="withdrawn")
+    return stopped
 
 
 def _maybe_complete_workflow(wf: Workflow, now: int, fx: Effects) -> None:
-    if wf.status is not S.RUNNING or wf.index.active:
-        return
-    wf.status = S.SUCCEEDED
-    wf.end_time = now
-    fx.workflow_changed = True
-    fx.emit("workflow.completed", "workflow", wf.id, status=S.SUCCEEDED.value)
+    """Note that the workflow may be done; :func:`_transition` decides at the end."""
+    if wf.status is S.RUNNING and not wf.index.active:
+        wf.index.completion_at = now
 
 
 def _end_workflow(

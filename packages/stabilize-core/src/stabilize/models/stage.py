@@ -72,9 +72,9 @@ class StageExecution:
 
     The control-flow fields (``join_type``, ``join_threshold``, ``split_type``,
     ``split_conditions``, ``output_reducers``, ``straggler_policy``, ``deadline_seconds``
-    with ``deadline_route``, ``cancel_region``) are part of the definition;
-    ``status_reason``, ``branches_not_taken`` and ``multi_merge_pending`` are kept by the
-    engine.
+    with ``deadline_route``, ``cancel_region``, ``mutex_key``) are part of the definition;
+    ``status_reason``, ``branches_not_taken``, ``multi_merge_pending`` and ``mutex_held``
+    are kept by the engine.
     """
 
     id: str = field(default_factory=new_id)
@@ -102,6 +102,8 @@ class StageExecution:
     deadline_seconds: float | None = None
     deadline_route: str | None = None
     cancel_region: str | None = None
+    mutex_key: str | None = None
+    mutex_held: bool = False
     _workflow: Workflow | None = field(default=None, repr=False, compare=False)
     _progress: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
@@ -202,6 +204,8 @@ class StageExecution:
             "deadline_seconds": self.deadline_seconds,
             "deadline_route": self.deadline_route,
             "cancel_region": self.cancel_region,
+            "mutex_key": self.mutex_key,
+            "mutex_held": self.mutex_held,
         }
 
     @classmethod
@@ -233,6 +237,8 @@ class StageExecution:
             deadline_seconds=data.get("deadline_seconds"),
             deadline_route=data.get("deadline_route"),
             cancel_region=data.get("cancel_region"),
+            mutex_key=data.get("mutex_key"),
+            mutex_held=data.get("mutex_held", False),
         )
 
 

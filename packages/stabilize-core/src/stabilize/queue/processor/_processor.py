@@ -13,18 +13,22 @@ from typing import Any
 
 from stabilize.backends._base import Transaction
 from stabilize.engine.messages import (
+    ACQUIRE_MUTEX,
     CANCEL_WORKFLOW,
+    RELEASE_MUTEX,
     RUN_TASK,
     STAGE_DEADLINE,
     START_WORKFLOW,
     ClaimedMessage,
     Effects,
     EventDraft,
+    Message,
 )
 from stabilize.engine.transitions import (
     TaskOutcome,
     cancel_workflow,
     complete_task,
+    mutex_granted,
     prepare_task,
     stage_deadline,
     start_workflow,
@@ -183,6 +187,7 @@ class QueueProcessor:
         """Ask the background loop to stop claiming work and end after running tasks."""
         self._stopping = True
         self._stop.set()
+        self.backend.wake_waiters()
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> int:
         """Stop the background loop; running tasks finish and commit first.
@@ -202,6 +207,7 @@ class QueueProcessor:
         if thread is None or not thread.is_alive():
             self._thread = None
             self._stopping = False
+            self._stop.clear()
             self._shutdown_runner(wait=False)
         return still
 
@@ -257,6 +263,8 @@ class QueueProcessor:
     def _step(self, block: float, claim: bool = True) -> tuple[int, int]:
         """Commit finished tasks, claim new work and dispatch it; return (acked, claimed)."""
         finished = self._collect(block)
+        # A stop requested while we waited must not let this step claim new work.
+        claim = claim and not self._stop.is_set()
         live = sum(1 for f in self._inflight.values() if not f.abandoned)
         capacity = self.config.max_workers - live + len(finished) if claim else 0
         if not finished and capacity <= 0:
@@ -283,7 +291,7 @@ class QueueProcessor:
         mono = time.monotonic()
         for flight in self._inflight.values():
             if flight.deadline is not None and not flight.abandoned and mono > flight.deadline:
-                flight.abandoned = True  # its thread cannot be killed; its result is dropped
+                self._ensure_runner().abandon(flight)  # its result is dropped
                 finished.append(timeout_finished(flight))
         runner = self._runner
         if runner is None:
@@ -353,6 +361,8 @@ class QueueProcessor:
                     done += self._start_workflow(tx, msg, now, pending, room)
                 elif msg.kind == STAGE_DEADLINE:
                     done += self._stage_deadline(tx, msg, now, pending, room)
+                elif msg.kind in (ACQUIRE_MUTEX, RELEASE_MUTEX):
+                    done += self._mutex(tx, msg, now, pending, room)
                 elif msg.kind == CANCEL_WORKFLOW:
                     tx.ack(msg, self.owner)
                     done += 1
@@ -384,15 +394,7 @@ class QueueProcessor:
     ) -> None:
         tx.save(wf, fx, now)
         if fx.messages:
-            pending.extend(
-                tx.enqueue(
-                    fx.messages,
-                    now,
-                    lease_owner=self.owner,
-                    lease_until=now + self.lease_ms,
-                    lease_limit=max(0, room - sum(1 for m in pending if m.kind == RUN_TASK)),
-                )
-            )
+            self._enqueue(tx, fx.messages, now, pending, room)
 
     def _start_workflow(
         self,
@@ -445,6 +447,51 @@ class QueueProcessor:
             fx = stage_deadline(wf, msg.stage_id or "", started, now)
             self._save(tx, wf, fx, now, pending, room)
         return 1
+
+    def _mutex(
+        self,
+        tx: Transaction,
+        msg: ClaimedMessage,
+        now: int,
+        pending: list[ClaimedMessage],
+        room: int,
+    ) -> int:
+        """Take or give back a ``mutex_key`` (the lock table lives beside the queue)."""
+        tx.ack(msg, self.owner)
+        key = str(msg.payload.get("key"))
+        stage_id = msg.stage_id or ""
+        if msg.kind == RELEASE_MUTEX:
+            waiter = tx.release_mutex(key, stage_id)
+            if waiter is not None:
+                grant = Message(ACQUIRE_MUTEX, waiter[0], waiter[1], payload={"key": key})
+                self._enqueue(tx, [grant], now, pending, room)
+            return 1
+        if tx.acquire_mutex(key, msg.workflow_id, stage_id, now):
+            wf = tx.workflow(msg.workflow_id)
+            if wf is None:
+                release = Message(RELEASE_MUTEX, msg.workflow_id, stage_id, payload={"key": key})
+                self._enqueue(tx, [release], now, pending, room)
+            else:
+                self._save(tx, wf, mutex_granted(wf, stage_id, now), now, pending, room)
+        return 1
+
+    def _enqueue(
+        self,
+        tx: Transaction,
+        messages: list[Message],
+        now: int,
+        pending: list[ClaimedMessage],
+        room: int,
+    ) -> None:
+        pending.extend(
+            tx.enqueue(
+                messages,
+                now,
+                lease_owner=self.owner,
+                lease_until=now + self.lease_ms,
+                lease_limit=max(0, room - sum(1 for m in pending if m.kind == RUN_TASK)),
+            )
+        )
 
     def _unknown_task(self, wf: Workflow) -> str | None:
         for stage in wf.stages:

@@ -43,6 +43,7 @@ class InFlight:
     retry_count: int
     first_start_ms: int
     deadline: float | None = None
+    timeout: float | None = None
     abandoned: bool = False
     future: concurrent.futures.Future[Any] | None = None
     started: float = field(default_factory=time.monotonic)
@@ -119,11 +120,11 @@ class Runner:
         self._loop_thread: threading.Thread | None = None
         self._name = name
         self._lock = threading.Lock()
+        self._spares = 0
 
     def submit(self, flight: InFlight, timeout: timedelta | None) -> None:
         """Start ``flight``; its :class:`Finished` arrives on :attr:`done`."""
-        if timeout is not None:
-            flight.deadline = flight.started + timeout.total_seconds()
+        flight.timeout = timeout.total_seconds() if timeout is not None else None
         if _is_async(flight.task):
             loop = self._event_loop()
             seconds = timeout.total_seconds() if timeout is not None else None
@@ -142,13 +143,39 @@ class Runner:
             token.cancel()
         if flight.future is not None and _is_async(flight.task):
             flight.future.cancel()
-        flight.abandoned = True
+        self.abandon(flight)
         self._pool.submit(_hook, flight.task.on_cancel, flight.stage)
         name = flight.stage.task_by_id(flight.task_id).name
         error = TaskCancelledError(f"task {name!r} of stage {flight.stage.ref_id!r} was canceled")
         return Finished(flight, error=error)
 
+    def abandon(self, flight: InFlight) -> None:
+        """Stop waiting for a task whose thread cannot be stopped.
+
+        A sync task that overran its timeout or ignores a cancel keeps its thread until it
+        returns; the pool gets one more thread meanwhile, so the stuck one cannot starve
+        the tasks behind it.
+        """
+        if flight.abandoned:
+            return
+        flight.abandoned = True
+        if not _is_async(flight.task) and flight.future is not None and flight.future.running():
+            with self._lock:
+                self._pool._max_workers += 1
+                self._spares += 1
+            flight.future.add_done_callback(lambda _: self._give_back_spare())
+
+    def _give_back_spare(self) -> None:
+        with self._lock:
+            if self._spares > 0:
+                self._spares -= 1
+                self._pool._max_workers -= 1
+
     def _run_sync(self, flight: InFlight) -> None:
+        # The clock starts when the task does, not when it was queued for a thread.
+        flight.started = time.monotonic()
+        if flight.timeout is not None:
+            flight.deadline = flight.started + flight.timeout
         try:
             value = flight.task.execute(flight.stage)
             if inspect.isawaitable(value):  # a sync-looking execute that returned a coroutine

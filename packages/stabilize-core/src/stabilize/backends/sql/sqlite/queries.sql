@@ -82,3 +82,22 @@ VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: delete_workflow
 DELETE FROM workflows WHERE id = ?;
+
+-- name: mutex_holder
+SELECT workflow_id, stage_id FROM mutex_holders WHERE key = ?;
+
+-- name: mutex_try
+INSERT INTO mutex_holders (key, workflow_id, stage_id, acquired_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (key) DO NOTHING;
+
+-- name: mutex_wait
+INSERT INTO mutex_waiters (key, workflow_id, stage_id, created_at) VALUES (?, ?, ?, ?);
+
+-- name: mutex_release
+DELETE FROM mutex_holders WHERE key = ? AND stage_id = ?;
+
+-- name: mutex_next_waiter
+SELECT id, workflow_id, stage_id FROM mutex_waiters WHERE key = ? ORDER BY id LIMIT 1;
+
+-- name: mutex_forget_waiter
+DELETE FROM mutex_waiters WHERE id = ?;

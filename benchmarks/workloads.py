@@ -1,0 +1,309 @@
+"""Benchmark workloads: graphs of no-op stages run by ``QueueProcessor.process_all``.
+
+Each workload runs on a fresh SQLite file in a temporary directory. The measured region is
+``store.store`` + ``orchestrator.start`` for every workflow, then one ``process_all``. The
+workflows are built before the clock starts and checked after it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stabilize.backends._base import Transaction
+from stabilize.backends.sqlite import SqliteBackend
+from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus
+from stabilize.orchestrator import Orchestrator
+from stabilize.persistence.store import SqliteWorkflowStore
+from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
+from stabilize.queue.queue import SqliteQueue
+from stabilize.tasks.registry import TaskRegistry
+from stabilize.tasks.result import TaskResult
+
+# Small so that an idle process_all re-checks the queue quickly; while tasks run the
+# processor blocks on the runner's result queue and wakes as soon as a task finishes.
+POLL_FREQUENCY_MS = 1
+PROCESS_ALL_TIMEOUT_S = 600.0
+
+
+class StageRunCounter:
+    """Counts task executions (one task per stage, so one per stage run, loops included)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def bump(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+RUNS = StageRunCounter()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named benchmark: how to build its workflows and how many stage runs to expect."""
+
+    name: str
+    description: str
+    build: Callable[[], list[Workflow]]
+    expected_runs: int
+    width: int | None = None  # fan-out width, for the cost-per-stage-vs-width series
+
+
+# -- tasks ----------------------------------------------------------------------------
+
+
+def _noop(stage: StageExecution) -> TaskResult:
+    RUNS.bump()
+    return TaskResult.success()
+
+
+def _loop_head(stage: StageExecution) -> TaskResult:
+    """Stage ``a`` of the loop: publish which pass this is (1 unless a jump set it)."""
+    RUNS.bump()
+    return TaskResult.success(outputs={"pass": int(stage.context.get("pass", 1))})
+
+
+LOOP_PASSES = 3
+
+
+def _loop_tail(stage: StageExecution) -> TaskResult:
+    """Stage ``c`` of the loop: jump back to ``a`` until the pass counter reaches 3."""
+    RUNS.bump()
+    current = int(stage.context["pass"])
+    if current < LOOP_PASSES:
+        return TaskResult.jump_to("a", context={"pass": current + 1})
+    return TaskResult.success()
+
+
+TASKS: dict[str, Callable[[StageExecution], TaskResult]] = {
+    "bench_noop": _noop,
+    "bench_loop_head": _loop_head,
+    "bench_loop_tail": _loop_tail,
+}
+
+
+# -- graphs ---------------------------------------------------------------------------
+
+
+def _stage(ref: str, requires: set[str] | None = None, task: str = "bench_noop") -> StageExecution:
+    return StageExecution(
+        ref_id=ref,
+        type=task,
+        name=ref,
+        requisite_stage_ref_ids=requires or set(),
+        tasks=[TaskExecution.create(ref, task, stage_start=True, stage_end=True)],
+    )
+
+
+def _workflow(name: str, stages: list[StageExecution]) -> Workflow:
+    return Workflow.create(application="bench", name=name, stages=stages)
+
+
+def linear(length: int) -> Workflow:
+    """A chain s0 -> s1 -> ... of ``length`` stages."""
+    stages = [_stage("s0")]
+    stages += [_stage(f"s{i}", {f"s{i - 1}"}) for i in range(1, length)]
+    return _workflow(f"linear-{length}", stages)
+
+
+def fan_out(width: int) -> Workflow:
+    """``root`` -> ``width`` parallel stages -> ``join``."""
+    branches = [f"b{i}" for i in range(width)]
+    stages = [_stage("root")]
+    stages += [_stage(ref, {"root"}) for ref in branches]
+    stages.append(_stage("join", set(branches)))
+    return _workflow(f"fanout-{width}", stages)
+
+
+def jump_loop() -> Workflow:
+    """a -> b -> c, where c jumps back to a until the pass counter reaches 3."""
+    stages = [
+        _stage("a", task="bench_loop_head"),
+        _stage("b", {"a"}),
+        _stage("c", {"b"}, task="bench_loop_tail"),
+    ]
+    return _workflow("jump-loop", stages)
+
+
+def _fan_out_workload(width: int, description: str) -> Workload:
+    return Workload(
+        f"fanout_{width}",
+        description,
+        lambda: [fan_out(width)],
+        width + 2,
+        width=width,
+    )
+
+
+WORKLOADS: list[Workload] = [
+    Workload(
+        "linear_100",
+        "1 workflow: a chain of 100 stages",
+        lambda: [linear(100)],
+        100,
+    ),
+    _fan_out_workload(200, "1 workflow: root -> 200 parallel stages -> join"),
+    Workload(
+        "independent_50x5",
+        "50 workflows, each a chain of 5 stages",
+        lambda: [linear(5) for _ in range(50)],
+        50 * 5,
+    ),
+    Workload(
+        "jump_loop_20x3",
+        "20 workflows a -> b -> c, c jumps back to a until 3 passes (9 stage runs each)",
+        lambda: [jump_loop() for _ in range(20)],
+        20 * 3 * LOOP_PASSES,
+    ),
+    _fan_out_workload(100, "width series: root -> 100 parallel stages -> join"),
+    _fan_out_workload(400, "width series: root -> 400 parallel stages -> join"),
+]
+
+BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+# -- measurement ----------------------------------------------------------------------
+
+
+class TransactionCounter:
+    """Counts write transactions committed on a backend by wrapping its ``transaction``.
+
+    Every write to the file goes through ``backend.transaction()`` (store, orchestrator,
+    processor steps, heartbeats, recovery), so this counts all commits, not only the
+    processor's. Read-only snapshots (``backend.read()``) are counted apart.
+    """
+
+    def __init__(self, backend: SqliteBackend) -> None:
+        self.commits = 0
+        self.reads = 0
+        self.rollbacks = 0
+        write, read = backend.transaction, backend.read
+
+        @contextmanager
+        def counted_write() -> Iterator[Transaction]:
+            try:
+                with write() as tx:
+                    yield tx
+            except BaseException:
+                self.rollbacks += 1
+                raise
+            self.commits += 1
+
+        @contextmanager
+        def counted_read() -> Iterator[Transaction]:
+            with read() as tx:
+                yield tx
+            self.reads += 1
+
+        backend.transaction = counted_write  # type: ignore[method-assign]
+        backend.read = counted_read  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.commits = self.reads = self.rollbacks = 0
+
+
+def current_rss_kib() -> int:
+    """Resident set size now, from /proc (0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Setup:
+    """A fresh database with a store, queue, orchestrator and processor on it."""
+
+    store: SqliteWorkflowStore
+    orchestrator: Orchestrator
+    processor: QueueProcessor
+    counter: TransactionCounter
+
+
+def make_setup(db_path: Path, journal: str) -> Setup:
+    """Open a fresh SQLite file with ``journal`` mode and wire the engine to it."""
+    # Read by SqliteBackend when it opens the file, i.e. when the store is created below.
+    os.environ["STABILIZE_SQLITE_JOURNAL_MODE"] = journal
+    url = f"sqlite:///{db_path}"
+    store = SqliteWorkflowStore(url, create_tables=True)
+    queue = SqliteQueue(url)
+    queue._create_table()
+    registry = TaskRegistry()
+    for name, fn in TASKS.items():
+        registry.register(name, fn)
+    processor = QueueProcessor(
+        queue,
+        store=store,
+        task_registry=registry,
+        config=QueueProcessorConfig(poll_frequency_ms=POLL_FREQUENCY_MS),
+    )
+    orchestrator = Orchestrator(queue, store=store)
+    backend = store.backend
+    assert isinstance(backend, SqliteBackend)
+    return Setup(store, orchestrator, processor, TransactionCounter(backend))
+
+
+def run_once(workload: Workload, journal: str) -> dict[str, Any]:
+    """Run ``workload`` once on a fresh file; return its figures (RSS not included)."""
+    with tempfile.TemporaryDirectory(prefix="stabilize-bench-") as tmp:
+        setup = make_setup(Path(tmp) / "bench.db", journal)
+        backend = setup.store.backend
+        assert isinstance(backend, SqliteBackend)
+        workflows = workload.build()
+        rss_before = current_rss_kib()
+        RUNS.value = 0
+        setup.counter.reset()
+        started = time.perf_counter()
+        for wf in workflows:
+            setup.store.store(wf)
+            setup.orchestrator.start(wf)
+        processed = setup.processor.process_all(timeout=PROCESS_ALL_TIMEOUT_S)
+        wall = time.perf_counter() - started
+        commits, reads, rollbacks = (
+            setup.counter.commits,
+            setup.counter.reads,
+            setup.counter.rollbacks,
+        )
+        runs = RUNS.value
+        statuses = [setup.store.retrieve(wf.id).status for wf in workflows]
+        failed = [s.value for s in statuses if s is not WorkflowStatus.SUCCEEDED]
+        if failed:
+            raise RuntimeError(f"{workload.name}: {len(failed)} workflow(s) ended {failed[:3]}")
+        if runs != workload.expected_runs:
+            raise RuntimeError(
+                f"{workload.name}: {runs} stage runs, expected {workload.expected_runs}"
+            )
+        result = {
+            "workload": workload.name,
+            "workflows": len(workflows),
+            "stages_executed": runs,
+            "messages_processed": processed,
+            "wall_s": wall,
+            "stages_per_s": runs / wall,
+            "us_per_stage": 1e6 * wall / runs,
+            "commits": commits,
+            "processor_commits": setup.processor.commits,
+            "reads": reads,
+            "rollbacks": rollbacks,
+            "commits_per_stage": commits / runs,
+            "rss_before_kib": rss_before,
+            "journal_mode": backend.journal_mode,
+            "synchronous": backend.synchronous,
+            "sqlite_version": sqlite3.sqlite_version,
+        }
+        backend.close()
+    return result

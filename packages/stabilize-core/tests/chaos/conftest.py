@@ -1,0 +1,254 @@
+"""Fixtures of the crash tests: real worker processes on a WAL SQLite file.
+
+``workers`` starts ``worker.py`` processes and kills and reaps every one of them at
+teardown. ``chaos_db`` is the database a test works on: it submits workflows from the
+test process (with event recording on, so ``workflow.created`` is sequence 1), reads the
+execution log the workers append to, queries the file with plain ``sqlite3`` and waits for
+conditions with a deadline that only guards against hangs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from stabilize import (
+    Orchestrator,
+    SqliteQueue,
+    SqliteWorkflowStore,
+    StageExecution,
+    TaskExecution,
+    Workflow,
+)
+from stabilize.backends.sqlite import SqliteBackend
+from stabilize.events import SqliteEventStore, configure_event_sourcing, disable_event_sourcing
+
+WORKER = Path(__file__).with_name("worker.py")
+DEADLINE_S = 30.0  # guards against hangs only; conditions normally hold within a second
+POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One line of the execution log: a task execution as it started."""
+
+    ref: str
+    key: str
+    pid: int
+    pass_no: int
+
+    @property
+    def workflow_id(self) -> str:
+        return self.key.split(":", 1)[0]
+
+
+@dataclass
+class Worker:
+    """A running ``worker.py`` process and the files its output goes to."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    out_path: Path
+    err_path: Path
+    files: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        """Stdout and the tail of stderr, for assertion messages."""
+        out = self.out_path.read_text(errors="replace")
+        err = self.err_path.read_text(errors="replace")
+        return f"--- {self.name} (pid {self.pid}) stdout:\n{out}--- stderr:\n{err[-6000:]}"
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the process and reap it (its pid is then free)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def wait_exit(self, timeout: float = DEADLINE_S) -> int:
+        """Wait for the process to exit on its own; return its exit code."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout}s\n{self.output()}"
+            ) from None
+
+
+class Workers:
+    """Starts worker processes and, at teardown, kills and reaps those still running."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Worker] = []
+
+    def spawn(self, db: ChaosDb, mode: str, *options: str, name: str) -> Worker:
+        """Start ``worker.py DB_URL MODE`` with the database's log and release files."""
+        out_path = self.directory / f"{name}.out"
+        err_path = self.directory / f"{name}.err"
+        out = out_path.open("wb")
+        err = err_path.open("wb")
+        args = [
+            sys.executable,
+            str(WORKER),
+            db.url,
+            mode,
+            "--log",
+            str(db.log),
+            "--release",
+            str(db.release),
+            *options,
+        ]
+        env = {**os.environ, "STABILIZE_SQLITE_JOURNAL_MODE": "WAL"}
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        worker = Worker(name, proc, out_path, err_path, [out, err])
+        self.started.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.started:
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+            worker.proc.wait()
+            for f in worker.files:
+                f.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    """Worker processes of one test; every one is killed and reaped at teardown."""
+    tracker = Workers(tmp_path)
+    try:
+        yield tracker
+    finally:
+        tracker.close()
+
+
+class ChaosDb:
+    """A fresh WAL SQLite file, the workers' execution log and the files that steer them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "stabilize.db"
+        self.url = f"sqlite:///{self.path}"
+        self.log = directory / "executions.log"
+        self.release = directory / "release"
+        self.stop = directory / "stop"
+        self.log.touch()
+        self.events = SqliteEventStore(self.url, create_tables=True)
+        configure_event_sourcing(self.events)
+        self.store = SqliteWorkflowStore(self.url)
+        self.queue = SqliteQueue(self.url)
+        self.orchestrator = Orchestrator(self.queue, store=self.store)
+        assert isinstance(self.store.backend, SqliteBackend)
+        assert self.store.backend.journal_mode == "WAL"
+
+    def close(self) -> None:
+        disable_event_sourcing()
+        self.events.close()
+        self.store.backend.close()
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit(self, workflow: Workflow) -> Workflow:
+        """Store and start a workflow (its StartWorkflow message is queued)."""
+        self.store.store(workflow)
+        self.orchestrator.start(workflow)
+        return workflow
+
+    # -- observing ------------------------------------------------------------------------
+
+    def executions(self) -> list[Execution]:
+        """The execution log so far, in append order."""
+        lines = self.log.read_text().splitlines()
+        result = []
+        for line in lines:
+            ref, key, pid, pass_no = line.split("\t")
+            result.append(Execution(ref, key, int(pid), int(pass_no)))
+        return result
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a read query on a connection of its own (the file is in WAL mode)."""
+        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def status(self, workflow_id: str) -> str:
+        return str(self.query("SELECT status FROM workflows WHERE id = ?", (workflow_id,))[0][0])
+
+    def event_sequences(self, workflow_id: str) -> list[int]:
+        rows = self.query(
+            "SELECT sequence FROM events WHERE workflow_id = ? ORDER BY sequence", (workflow_id,)
+        )
+        return [int(r[0]) for r in rows]
+
+    def wait_until(
+        self,
+        condition: Callable[[], bool],
+        what: str,
+        *,
+        alive: Sequence[Worker] = (),
+        timeout: float = DEADLINE_S,
+    ) -> None:
+        """Poll ``condition`` until it holds; fail if the deadline passes or a worker dies."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            for worker in alive:
+                if worker.proc.poll() is not None:
+                    raise AssertionError(
+                        f"waiting for {what}: {worker.name} exited with "
+                        f"{worker.proc.returncode}\n{worker.output()}"
+                    )
+            if time.monotonic() > deadline:
+                outputs = "\n".join(w.output() for w in alive)
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{outputs}")
+            time.sleep(POLL_S)
+
+
+@pytest.fixture
+def chaos_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChaosDb]:
+    """A fresh WAL database under ``tmp_path`` with event recording on in this process."""
+    monkeypatch.setenv("STABILIZE_SQLITE_JOURNAL_MODE", "WAL")
+    db = ChaosDb(tmp_path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def linear_workflow(kinds: Sequence[tuple[str, str]], name: str = "chaos") -> Workflow:
+    """A chain of one-task stages given as ``(ref, task type)``, each after the previous."""
+    stages = []
+    previous: set[str] = set()
+    for ref, kind in kinds:
+        stages.append(
+            StageExecution(
+                ref_id=ref,
+                type=kind,
+                name=ref,
+                requisite_stage_ref_ids=set(previous),
+                tasks=[TaskExecution.create(ref, kind, stage_start=True, stage_end=True)],
+            )
+        )
+        previous = {ref}
+    return Workflow.create(application="chaos", name=name, stages=stages)
+
+
+@pytest.fixture
+def make_chain() -> Callable[..., Workflow]:
+    """Build a linear workflow of ``(ref, task type)`` stages (see :func:`linear_workflow`)."""
+    return linear_workflow

@@ -1,0 +1,426 @@
+"""Workflow, StageExecution and TaskExecution: construction, planning, (de)serialisation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+
+from stabilize.errors import CircularDependencyError, InvalidStageGraphError
+from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus, WorkflowType
+
+S = WorkflowStatus
+
+
+def make_stage(
+    ref: str,
+    requires: Iterable[str] = (),
+    *,
+    tasks: Sequence[str] = ("t1",),
+    context: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> StageExecution:
+    return StageExecution(
+        ref_id=ref,
+        type="test",
+        name=f"stage {ref}",
+        requisite_stage_ref_ids=set(requires),
+        context=dict(context or {}),
+        outputs=dict(outputs or {}),
+        tasks=[TaskExecution.create(name, "noop") for name in tasks],
+    )
+
+
+def make_workflow(*stages: StageExecution, context: dict[str, Any] | None = None) -> Workflow:
+    return Workflow.create("app", "wf", list(stages), context=context)
+
+
+def json_round_trip(value: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(value))
+    return result
+
+
+# --- TaskExecution ----------------------------------------------------------------------------
+
+
+def test_task_create_sets_name_class_and_defaults() -> None:
+    task = TaskExecution.create("deploy", "DeployTask", stage_start=True)
+    assert task.name == "deploy"
+    assert task.implementing_class == "DeployTask"
+    assert task.status is S.NOT_STARTED
+    assert task.stage_start is True
+    assert task.stage_end is False
+    assert task.retry_count == 0
+    assert task.task_exception_details == {}
+
+
+def test_task_ids_are_unique() -> None:
+    assert TaskExecution.create("a", "noop").id != TaskExecution.create("a", "noop").id
+
+
+def test_task_round_trip_keeps_every_field() -> None:
+    task = TaskExecution(
+        name="poll",
+        implementing_class="PollTask",
+        status=S.TERMINAL,
+        start_time=10,
+        end_time=20,
+        stage_start=True,
+        stage_end=True,
+        loop_start=True,
+        loop_end=True,
+        task_exception_details={"message": "boom", "exception_type": "ValueError"},
+        retry_count=3,
+        version=7,
+    )
+    data = json_round_trip(task.to_dict())
+    back = TaskExecution.from_dict(data)
+    assert back.to_dict() == task.to_dict()
+    assert back.status is S.TERMINAL
+    assert data["status"] == "TERMINAL"
+
+
+def test_task_reset_forgets_the_run() -> None:
+    task = TaskExecution(
+        name="t",
+        implementing_class="noop",
+        status=S.TERMINAL,
+        start_time=1,
+        end_time=2,
+        task_exception_details={"message": "x"},
+        retry_count=4,
+    )
+    task.reset()
+    assert task.status is S.NOT_STARTED
+    assert (task.start_time, task.end_time) == (None, None)
+    assert task.task_exception_details == {}
+    assert task.retry_count == 0
+
+
+# --- StageExecution ---------------------------------------------------------------------------
+
+
+def test_requisites_given_as_list_become_a_set() -> None:
+    stage = StageExecution(ref_id="b", requisite_stage_ref_ids=["a", "c", "a"])  # type: ignore[arg-type]
+    assert stage.requisite_stage_ref_ids == {"a", "c"}
+    assert isinstance(stage.requisite_stage_ref_ids, set)
+
+
+def test_requisites_given_as_tuple_or_single_string_or_none() -> None:
+    assert StageExecution(ref_id="b", requisite_stage_ref_ids=("a",)).requisite_stage_ref_ids == {  # type: ignore[arg-type]
+        "a"
+    }
+    assert StageExecution(ref_id="b", requisite_stage_ref_ids="ab").requisite_stage_ref_ids == {  # type: ignore[arg-type]
+        "ab"
+    }
+    assert StageExecution(ref_id="b", requisite_stage_ref_ids=None).requisite_stage_ref_ids == set()  # type: ignore[arg-type]
+
+
+def test_stage_round_trip_keeps_every_field() -> None:
+    stage = make_stage("b", ["a", "z"], tasks=("t1", "t2"), context={"n": [1, 2]}, outputs={"o": 1})
+    stage.status = S.RUNNING
+    stage.start_time = 5
+    stage.end_time = 6
+    stage.parent_stage_id = "parent"
+    stage.version = 2
+    data = json_round_trip(stage.to_dict())
+    assert data["requisite_stage_ref_ids"] == ["a", "z"]
+    back = StageExecution.from_dict(data)
+    assert back.to_dict() == stage.to_dict()
+    assert back.requisite_stage_ref_ids == {"a", "z"}
+    assert back.status is S.RUNNING
+    assert [t.name for t in back.tasks] == ["t1", "t2"]
+    assert [t.id for t in back.tasks] == [t.id for t in stage.tasks]
+
+
+def test_detached_stage_has_no_execution() -> None:
+    stage = make_stage("a")
+    assert stage.workflow_id is None
+    with pytest.raises(RuntimeError, match="'a' is not attached"):
+        _ = stage.execution
+
+
+def test_idempotency_key_exists_only_on_a_task_snapshot() -> None:
+    with pytest.raises(RuntimeError, match="idempotency_key"):
+        _ = make_stage("a").idempotency_key
+
+
+def test_task_by_id() -> None:
+    stage = make_stage("a", tasks=("t1", "t2"))
+    second = stage.tasks[1]
+    assert stage.task_by_id(second.id) is second
+    with pytest.raises(KeyError, match="has no task 'nope'"):
+        stage.task_by_id("nope")
+
+
+def test_upstream_and_downstream_stages_in_declaration_order() -> None:
+    wf = make_workflow(
+        make_stage("a"), make_stage("b"), make_stage("c", ["b", "a"]), make_stage("d", ["a"])
+    )
+    a, c = wf.stage_by_ref_id("a"), wf.stage_by_ref_id("c")
+    assert [s.ref_id for s in c.upstream_stages()] == ["a", "b"]
+    assert [s.ref_id for s in a.downstream_stages()] == ["c", "d"]
+    assert c.execution is wf
+    assert c.workflow_id == wf.id
+
+
+def test_stage_reset_clears_status_times_outputs_and_tasks_but_keeps_context() -> None:
+    stage = make_stage("a", tasks=("t1", "t2"), context={"keep": 1}, outputs={"drop": 1})
+    stage.status = S.SUCCEEDED
+    stage.start_time, stage.end_time = 1, 2
+    for t in stage.tasks:
+        t.status = S.SUCCEEDED
+        t.retry_count = 2
+    stage.reset()
+    after: dict[str, Any] = stage.to_dict()
+    assert after["status"] == "NOT_STARTED"
+    assert (after["start_time"], after["end_time"]) == (None, None)
+    assert stage.outputs == {}
+    assert stage.context == {"keep": 1}
+    assert all(t.status is S.NOT_STARTED and t.retry_count == 0 for t in stage.tasks)
+
+
+# --- Workflow.create and planning -------------------------------------------------------------
+
+
+def test_create_attaches_stages_and_copies_trigger_and_context() -> None:
+    trigger = {"user": "ann"}
+    context = {"region": "eu"}
+    stages = [make_stage("a"), make_stage("b", ["a"])]
+    wf = Workflow.create(
+        "app", "deploy", stages, trigger=trigger, pipeline_config_id="cfg", context=context
+    )
+    assert (wf.application, wf.name, wf.pipeline_config_id) == ("app", "deploy", "cfg")
+    assert wf.status is S.NOT_STARTED
+    assert wf.type is WorkflowType.PIPELINE
+    assert wf.stages == stages
+    assert all(s.execution is wf for s in wf.stages)
+    assert wf.trigger == {"user": "ann"}
+    assert wf.context == {"region": "eu"}
+    trigger["user"] = "bob"
+    context["region"] = "us"
+    assert wf.trigger == {"user": "ann"}
+    assert wf.context == {"region": "eu"}
+
+
+def test_create_orchestration_sets_type() -> None:
+    wf = Workflow.create_orchestration("app", "o", [make_stage("a")])
+    assert wf.type is WorkflowType.ORCHESTRATION
+
+
+def test_create_validates_the_graph() -> None:
+    with pytest.raises(InvalidStageGraphError) as info:
+        Workflow.create("app", "wf", [make_stage("a", ["ghost"])])
+    assert info.value.kind == "unknown_ref"
+    with pytest.raises(CircularDependencyError):
+        Workflow.create("app", "wf", [make_stage("a", ["b"]), make_stage("b", ["a"])])
+
+
+def test_planning_flags_first_and_last_task() -> None:
+    stage = make_stage("a", tasks=("t1", "t2", "t3"))
+    # wrong flags on input are corrected by planning
+    stage.tasks[1].stage_start = True
+    stage.tasks[1].stage_end = True
+    make_workflow(stage)
+    flags = [(t.stage_start, t.stage_end) for t in stage.tasks]
+    assert flags == [(True, False), (False, False), (False, True)]
+
+
+def test_planning_flags_single_task_is_first_and_last() -> None:
+    stage = make_stage("a", tasks=("only",))
+    make_workflow(stage)
+    assert (stage.tasks[0].stage_start, stage.tasks[0].stage_end) == (True, True)
+
+
+def test_initial_and_top_level_stages() -> None:
+    child = make_stage("c", ["a"])
+    child.parent_stage_id = "p"
+    wf = make_workflow(make_stage("a"), make_stage("b"), child)
+    assert [s.ref_id for s in wf.initial_stages()] == ["a", "b"]
+    assert [s.ref_id for s in wf.top_level_stages()] == ["a", "b"]
+
+
+def test_stage_lookups() -> None:
+    wf = make_workflow(make_stage("a"), make_stage("b", ["a"]))
+    b = wf.stages[1]
+    assert wf.stage_by_ref_id("b") is b
+    assert wf.stage_by_id(b.id) is b
+    with pytest.raises(KeyError, match="no stage 'zz'"):
+        wf.stage_by_ref_id("zz")
+    with pytest.raises(KeyError, match="no stage with id 'zz'"):
+        wf.stage_by_id("zz")
+
+
+def test_index_is_cached_until_invalidated() -> None:
+    wf = make_workflow(make_stage("a"))
+    first = wf.index
+    assert wf.index is first
+    wf.stages.append(make_stage("b", ["a"]))
+    wf.invalidate_index()
+    assert wf.index is not first
+    assert "b" in wf.index.by_ref
+
+
+def test_max_jumps_default_and_override() -> None:
+    assert make_workflow(make_stage("a")).max_jumps() == 10
+    assert make_workflow(make_stage("a"), context={"_max_jumps": "3"}).max_jumps() == 3
+
+
+# --- Workflow round trip ----------------------------------------------------------------------
+
+
+def test_workflow_round_trip() -> None:
+    wf = Workflow.create(
+        "app",
+        "deploy",
+        [make_stage("a", outputs={"x": 1}), make_stage("b", ["a"], tasks=("t1", "t2"))],
+        trigger={"by": "cron"},
+        pipeline_config_id="cfg",
+        context={"region": "eu"},
+    )
+    wf.type = WorkflowType.ORCHESTRATION
+    wf.status = S.CANCELED
+    wf.start_time, wf.end_time = 100, 200
+    wf.is_canceled = True
+    wf.canceled_by = "ann"
+    wf.cancellation_reason = "because"
+    wf.paused = True
+    wf.jump_count = 3
+    wf.error = "oops"
+    data = json_round_trip(wf.to_dict())
+    stages = [StageExecution.from_dict(json_round_trip(s.to_dict())) for s in wf.stages]
+    back = Workflow.from_dict(data, stages, version=9, event_sequence=4)
+    assert back.to_dict() == wf.to_dict()
+    assert back.version == 9
+    assert back.event_sequence == 4
+    assert back.type is WorkflowType.ORCHESTRATION
+    assert back.status is S.CANCELED
+    assert [s.to_dict() for s in back.stages] == [s.to_dict() for s in wf.stages]
+    assert all(s.execution is back for s in back.stages)
+    assert back.stage_by_ref_id("b").requisite_stage_ref_ids == {"a"}
+
+
+def test_workflow_to_dict_is_json_ready_and_leaves_stages_out() -> None:
+    wf = make_workflow(make_stage("a"))
+    data = wf.to_dict()
+    assert "stages" not in data
+    assert json.loads(json.dumps(data)) == data
+    assert data["status"] == "NOT_STARTED"
+    assert data["type"] == "PIPELINE"
+
+
+# --- task_context: what a task sees -----------------------------------------------------------
+
+
+def test_task_context_chain_workflow_then_ancestors_then_own() -> None:
+    wf = make_workflow(
+        make_stage("a", outputs={"k": "a", "only_a": 1}),
+        make_stage("b", ["a"], outputs={"k": "b"}),
+        make_stage("c", ["b"], context={"own": True}),
+        context={"k": "wf", "g": 1},
+    )
+    merged = wf.task_context(wf.stage_by_ref_id("c"))
+    assert merged == {"k": "b", "g": 1, "only_a": 1, "own": True}
+
+
+def test_task_context_nearer_ancestor_wins_even_when_declared_first() -> None:
+    wf = make_workflow(
+        make_stage("c", ["b"]),
+        make_stage("b", ["a"], outputs={"k": "b"}),
+        make_stage("a", outputs={"k": "a"}),
+    )
+    assert wf.task_context(wf.stage_by_ref_id("c"))["k"] == "b"
+
+
+def test_task_context_own_keys_win_over_ancestors_and_workflow() -> None:
+    wf = make_workflow(
+        make_stage("a", outputs={"k": "a"}),
+        make_stage("b", ["a"], context={"k": "mine"}),
+        context={"k": "wf"},
+    )
+    assert wf.task_context(wf.stage_by_ref_id("b"))["k"] == "mine"
+
+
+def test_task_context_ancestor_outputs_override_workflow_context() -> None:
+    wf = make_workflow(
+        make_stage("a", outputs={"k": "a"}), make_stage("b", ["a"]), context={"k": "wf"}
+    )
+    assert wf.task_context(wf.stage_by_ref_id("b"))["k"] == "a"
+
+
+def test_task_context_excludes_non_ancestors() -> None:
+    wf = make_workflow(
+        make_stage("a", outputs={"from_a": 1}),
+        make_stage("side", outputs={"from_side": 1}),
+        make_stage("b", ["a"]),
+        make_stage("after", ["b"], outputs={"from_after": 1}),
+    )
+    merged = wf.task_context(wf.stage_by_ref_id("b"))
+    assert merged == {"from_a": 1}
+
+
+def test_task_context_of_a_stage_without_ancestors_is_workflow_plus_own() -> None:
+    wf = make_workflow(make_stage("a", context={"own": 1}, outputs={"out": 1}), context={"g": 2})
+    assert wf.task_context(wf.stages[0]) == {"g": 2, "own": 1}
+
+
+def diamond(order: Sequence[str], d_requires: Sequence[str] = ("b", "c")) -> Workflow:
+    """a -> b, a -> c, (b, c) -> d, declared in ``order``."""
+    stages = {
+        "a": make_stage("a", outputs={"k": "a", "only_a": 1}),
+        "b": make_stage("b", ["a"], outputs={"k": "b", "kb": "b"}),
+        "c": make_stage("c", ["a"], outputs={"k": "c", "kb": "c"}),
+        "d": make_stage("d", list(d_requires)),
+    }
+    return make_workflow(*(stages[ref] for ref in order))
+
+
+def test_task_context_diamond_later_declared_branch_wins_the_tie() -> None:
+    wf = diamond(["a", "b", "c", "d"])
+    merged = wf.task_context(wf.stage_by_ref_id("d"))
+    assert merged == {"k": "c", "only_a": 1, "kb": "c"}
+
+
+def test_task_context_diamond_tie_follows_declaration_order() -> None:
+    wf = diamond(["a", "c", "b", "d"])
+    merged = wf.task_context(wf.stage_by_ref_id("d"))
+    assert merged == {"k": "b", "only_a": 1, "kb": "b"}
+
+
+def test_task_context_is_deterministic_whatever_the_requisite_order() -> None:
+    seen = []
+    for requires in (("b", "c"), ("c", "b"), ("c", "b", "c")):
+        wf = diamond(["a", "b", "c", "d"], requires)
+        d = wf.stage_by_ref_id("d")
+        first = list(wf.task_context(d).items())
+        assert list(wf.task_context(d).items()) == first  # same call, same answer
+        seen.append(first)
+    assert seen[0] == seen[1] == seen[2]
+    assert dict(seen[0])["k"] == "c"
+
+
+def test_task_context_returns_a_new_dict_and_leaves_the_model_alone() -> None:
+    wf = make_workflow(
+        make_stage("a", outputs={"k": "a"}),
+        make_stage("b", ["a"], context={"own": 1}),
+        context={"g": 1},
+    )
+    b = wf.stage_by_ref_id("b")
+    merged = wf.task_context(b)
+    merged["g"] = "changed"
+    merged["new"] = 1
+    assert wf.context == {"g": 1}
+    assert b.context == {"own": 1}
+    assert wf.stage_by_ref_id("a").outputs == {"k": "a"}
+
+
+def test_get_context_merges_all_outputs_in_topological_order() -> None:
+    wf = make_workflow(
+        make_stage("c", ["b"], outputs={"k": "c"}),
+        make_stage("b", ["a"], outputs={"k": "b", "kb": 1}),
+        make_stage("a", outputs={"k": "a", "ka": 1}),
+        context={"not": "included"},
+    )
+    assert wf.get_context() == {"k": "c", "kb": 1, "ka": 1}

@@ -1,0 +1,292 @@
+"""TaskRegistry: registration forms, lookups, aliases, duplicates, built-ins (tasks/registry.py)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from stabilize.errors import TaskNotFoundError
+from stabilize.models import StageExecution, WorkflowStatus
+from stabilize.tasks import CallableTask, NoOpTask, Task, TaskRegistry, TaskResult, WaitTask
+
+S = WorkflowStatus
+
+
+class Hello(Task):
+    def execute(self, stage: StageExecution) -> TaskResult:
+        return TaskResult.success({"hello": stage.ref_id})
+
+
+class Aliased(Task):
+    aliases = ["aka", "also"]
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        return TaskResult.success()
+
+
+class AliasedInstance(Task):
+    @property
+    def aliases(self) -> list[str]:
+        return ["inst-alias"]
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        return TaskResult.success()
+
+
+def a_stage() -> StageExecution:
+    return StageExecution(ref_id="s1", context={"n": 2})
+
+
+@pytest.fixture(autouse=True)
+def no_plugins(fake_plugins: Any) -> None:
+    """No installed plugin can answer a lookup in these tests."""
+
+
+def test_class_gives_a_new_instance_per_get() -> None:
+    registry = TaskRegistry()
+    registry.register("hello", Hello)
+    first, second = registry.get("hello"), registry.get("hello")
+    assert isinstance(first, Hello)
+    assert isinstance(second, Hello)
+    assert first is not second
+
+
+def test_register_a_class_alone_uses_its_name() -> None:
+    registry = TaskRegistry()
+    registry.register(Hello)
+    assert isinstance(registry.get("Hello"), Hello)
+    registry.register_class(Aliased)
+    assert isinstance(registry.get("Aliased"), Aliased)
+
+
+def test_instance_is_shared() -> None:
+    registry = TaskRegistry()
+    task = Hello()
+    registry.register("hello", task)
+    assert registry.get("hello") is task
+    assert registry.get("hello") is task
+
+
+def test_plain_function_is_wrapped_and_gets_the_stage() -> None:
+    registry = TaskRegistry()
+    seen: list[StageExecution] = []
+
+    def double(stage: StageExecution) -> dict[str, Any]:
+        seen.append(stage)
+        return {"double": stage.context["n"] * 2}
+
+    registry.register("double", double)
+    task = registry.get("double")
+    assert isinstance(task, CallableTask)
+    assert task.name == "double"
+    stage = a_stage()
+    result = task.execute(stage)
+    assert isinstance(result, TaskResult)
+    assert result.status is S.SUCCEEDED
+    assert result.outputs == {"double": 4}
+    assert seen == [stage]
+
+
+def test_function_returning_none_is_a_success_without_outputs() -> None:
+    registry = TaskRegistry()
+    registry.register("none", lambda stage: None)
+    result = registry.get("none").execute(a_stage())
+    assert isinstance(result, TaskResult)
+    assert (result.status, result.outputs, result.context) == (S.SUCCEEDED, {}, {})
+
+
+def test_function_returning_a_task_result_passes_it_through() -> None:
+    registry = TaskRegistry()
+    wanted = TaskResult.terminal("no")
+    registry.register("fail", lambda stage: wanted)
+    assert registry.get("fail").execute(a_stage()) is wanted
+
+
+def test_function_returning_the_wrong_type_raises_a_clear_type_error() -> None:
+    registry = TaskRegistry()
+
+    def bad(stage: StageExecution) -> int:
+        return 42
+
+    registry.register("bad", bad)
+    with pytest.raises(
+        TypeError, match=r"callable task 'bad' returned int; expected a TaskResult, a dict"
+    ):
+        registry.get("bad").execute(a_stage())
+
+
+async def test_async_function_is_wrapped_as_an_async_task() -> None:
+    registry = TaskRegistry()
+
+    async def fetch(stage: StageExecution) -> dict[str, Any]:
+        return {"ref": stage.ref_id}
+
+    registry.register("fetch", fetch)
+    task = registry.get("fetch")
+    assert isinstance(task, CallableTask)
+    assert inspect.iscoroutinefunction(task.execute)
+    pending = task.execute(a_stage())
+    assert inspect.isawaitable(pending)
+    result = await pending
+    assert isinstance(result, TaskResult)
+    assert result.outputs == {"ref": "s1"}
+
+
+async def test_async_function_wrong_type_raises() -> None:
+    registry = TaskRegistry()
+
+    async def bad(stage: StageExecution) -> str:
+        return "nope"
+
+    registry.register("bad", bad)
+    pending = registry.get("bad").execute(a_stage())
+    assert inspect.isawaitable(pending)
+    with pytest.raises(TypeError, match="returned str"):
+        await pending
+
+
+def test_zero_argument_factory_is_called_for_each_get() -> None:
+    registry = TaskRegistry()
+    registry.register("made", lambda: Hello())
+    first, second = registry.get("made"), registry.get("made")
+    assert isinstance(first, Hello)
+    assert first is not second
+
+
+def test_factory_returning_a_non_task_raises() -> None:
+    registry = TaskRegistry()
+    registry.register("made", lambda: 5)
+    with pytest.raises(TypeError, match="task factory 'made' returned int, not a Task"):
+        registry.get("made")
+
+
+def test_aliases_given_at_registration() -> None:
+    registry = TaskRegistry()
+    registry.register("hello", Hello, aliases=["hi", "hey"])
+    for name in ("hello", "hi", "hey"):
+        assert isinstance(registry.get(name), Hello)
+    assert {"hello", "hi", "hey"} <= set(registry.names())
+
+
+def test_aliases_declared_on_the_class_and_the_instance() -> None:
+    registry = TaskRegistry()
+    registry.register("aliased", Aliased)
+    assert isinstance(registry.get("aka"), Aliased)
+    assert isinstance(registry.get("also"), Aliased)
+    instance = AliasedInstance()
+    registry.register("inst", instance)
+    assert registry.get("inst-alias") is instance
+
+
+def test_decorator_registers_and_returns_the_source() -> None:
+    registry = TaskRegistry()
+
+    @registry.task("greet", aliases=["g"])
+    def greet(stage: StageExecution) -> None:
+        return None
+
+    assert callable(greet)
+    assert isinstance(registry.get("greet"), CallableTask)
+    assert isinstance(registry.get("g"), CallableTask)
+
+
+def test_strict_duplicate_raises() -> None:
+    registry = TaskRegistry()
+    registry.register("hello", Hello)
+    with pytest.raises(ValueError, match="task 'hello' is already registered"):
+        registry.register("hello", NoOpTask, strict=True)
+    assert isinstance(registry.get("hello"), Hello)
+
+
+def test_strict_duplicate_alias_raises() -> None:
+    registry = TaskRegistry()
+    registry.register("hello", Hello, aliases=["hi"])
+    with pytest.raises(ValueError, match="task 'hi' is already registered"):
+        registry.register("other", NoOpTask, aliases=["hi"], strict=True)
+
+
+def test_duplicate_warns_and_replaces() -> None:
+    registry = TaskRegistry()
+    registry.register("hello", Hello)
+    with pytest.warns(UserWarning, match="task 'hello' re-registered"):
+        registry.register("hello", NoOpTask)
+    assert isinstance(registry.get("hello"), NoOpTask)
+
+
+def test_registering_the_same_source_again_is_silent() -> None:
+    registry = TaskRegistry()
+    task = Hello()
+    registry.register("hello", task)
+    registry.register("hello", task)  # warnings are errors in this suite
+    registry.register("h2", Hello)
+    registry.register("h2", Hello, strict=True)
+    assert registry.get("hello") is task
+
+
+def test_registration_refuses_bad_names_and_sources() -> None:
+    registry = TaskRegistry()
+    with pytest.raises(ValueError, match="non-empty string"):
+        registry.register("", Hello)
+
+    class NotATask:
+        pass
+
+    with pytest.raises(TypeError, match=r"class NotATask does not subclass stabilize\.Task"):
+        registry.register("x", NotATask)
+    with pytest.raises(TypeError, match="expected a Task class, instance or callable"):
+        registry.register("x", 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="task is required"):
+        registry.register("x")
+    assert "x" not in registry
+
+
+def test_builtins() -> None:
+    registry = TaskRegistry()
+    assert isinstance(registry.get("noop"), NoOpTask)
+    assert isinstance(registry.get("wait"), WaitTask)
+    assert registry.names() == ["SubWorkflowTask", "loop", "noop", "sub_workflow", "wait"]
+    assert registry.has("noop")
+    assert "wait" in registry
+    result = registry.get("noop").execute(a_stage())
+    assert isinstance(result, TaskResult)
+    assert result.status is S.SUCCEEDED
+
+
+def test_explicit_registration_shadows_a_builtin() -> None:
+    registry = TaskRegistry()
+    registry.register("noop", Hello)  # built-ins are not entries: no warning
+    assert isinstance(registry.get("noop"), Hello)
+
+
+def test_wait_builtin_with_no_wait_time_succeeds_at_once() -> None:
+    result = WaitTask().execute(StageExecution(ref_id="w", context={"waitTime": 0}))
+    assert result.status is S.SUCCEEDED
+
+
+def test_unknown_name_lists_the_registered_names() -> None:
+    registry = TaskRegistry()
+    registry.register("zeta", Hello)
+    registry.register("alpha", NoOpTask)
+    with pytest.raises(TaskNotFoundError) as info:
+        registry.get("missing")
+    assert str(info.value) == (
+        "no task registered as 'missing' (registered: SubWorkflowTask, alpha, loop, noop, "
+        "sub_workflow, wait, zeta)"
+    )
+    assert isinstance(info.value, KeyError)
+    assert not registry.has("missing")
+    assert "missing" not in registry
+    assert 3 not in registry
+
+
+def test_get_by_class() -> None:
+    registry = TaskRegistry()
+    instance = Hello()
+    registry.register("hello", instance)
+    registry.register("aliased", Aliased)
+    assert registry.get_by_class(Hello) is instance
+    assert isinstance(registry.get_by_class(Aliased), Aliased)
+    with pytest.raises(TaskNotFoundError, match="no task of class WaitTask"):
+        registry.get_by_class(WaitTask)

@@ -1,0 +1,139 @@
+"""TaskResult constructors, the builder and merge_outputs (tasks/result.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stabilize.models import WorkflowStatus
+from stabilize.tasks.result import TaskResult, TaskResultBuilder
+
+S = WorkflowStatus
+
+
+def fields(result: TaskResult) -> tuple[Any, ...]:
+    return (
+        result.status,
+        result.context,
+        result.outputs,
+        result.target_stage_ref_id,
+        result.error,
+    )
+
+
+def test_success() -> None:
+    assert fields(TaskResult.success()) == (S.SUCCEEDED, {}, {}, None, None)
+    assert fields(TaskResult.success({"o": 1}, {"c": 2})) == (
+        S.SUCCEEDED,
+        {"c": 2},
+        {"o": 1},
+        None,
+        None,
+    )
+    assert fields(TaskResult.success(outputs={"o": 1}, context={"c": 2})) == (
+        S.SUCCEEDED,
+        {"c": 2},
+        {"o": 1},
+        None,
+        None,
+    )
+
+
+def test_constructors_copy_the_dicts_they_are_given() -> None:
+    outputs = {"o": 1}
+    context = {"c": 1}
+    result = TaskResult.success(outputs, context)
+    outputs["o"] = 2
+    context["extra"] = 1
+    assert result.outputs == {"o": 1}
+    assert result.context == {"c": 1}
+
+
+def test_running() -> None:
+    assert fields(TaskResult.running()) == (S.RUNNING, {}, {}, None, None)
+    assert fields(TaskResult.running({"poll": 1})) == (S.RUNNING, {"poll": 1}, {}, None, None)
+
+
+def test_terminal_and_its_failure_alias() -> None:
+    assert fields(TaskResult.terminal("boom")) == (S.TERMINAL, {}, {}, None, "boom")
+    assert fields(TaskResult.terminal("boom", {"c": 1})) == (S.TERMINAL, {"c": 1}, {}, None, "boom")
+    assert fields(TaskResult.failure("bad")) == (S.TERMINAL, {}, {}, None, "bad")
+
+
+def test_failed_continue() -> None:
+    assert fields(TaskResult.failed_continue("meh")) == (S.FAILED_CONTINUE, {}, {}, None, "meh")
+    assert fields(TaskResult.failed_continue("meh", {"o": 1}, {"c": 1})) == (
+        S.FAILED_CONTINUE,
+        {"c": 1},
+        {"o": 1},
+        None,
+        "meh",
+    )
+
+
+def test_skipped_canceled_stopped() -> None:
+    assert fields(TaskResult.skipped()) == (S.SKIPPED, {}, {}, None, None)
+    assert fields(TaskResult.canceled()) == (S.CANCELED, {}, {}, None, None)
+    assert fields(TaskResult.canceled({"o": 1})) == (S.CANCELED, {}, {"o": 1}, None, None)
+    assert fields(TaskResult.stopped()) == (S.STOPPED, {}, {}, None, None)
+    assert fields(TaskResult.stopped({"o": 1})) == (S.STOPPED, {}, {"o": 1}, None, None)
+
+
+def test_suspend() -> None:
+    assert fields(TaskResult.suspend()) == (S.SUSPENDED, {}, {}, None, None)
+    assert fields(TaskResult.suspend({"wait": "x"})) == (S.SUSPENDED, {"wait": "x"}, {}, None, None)
+
+
+def test_redirect_has_no_target() -> None:
+    assert fields(TaskResult.redirect({"r": 1})) == (S.REDIRECT, {"r": 1}, {}, None, None)
+    assert fields(TaskResult.redirect()) == (S.REDIRECT, {}, {}, None, None)
+
+
+def test_jump_to() -> None:
+    assert fields(TaskResult.jump_to("build")) == (S.REDIRECT, {}, {}, "build", None)
+    assert fields(TaskResult.jump_to("build", {"c": 1}, {"o": 2})) == (
+        S.REDIRECT,
+        {"c": 1},
+        {"o": 2},
+        "build",
+        None,
+    )
+
+
+def test_builder() -> None:
+    builder = TaskResult.builder(S.SUCCEEDED)
+    assert isinstance(builder, TaskResultBuilder)
+    result = (
+        builder.context({"a": 1}).add_context("b", 2).outputs({"x": 1}).add_output("y", 2).build()
+    )
+    assert fields(result) == (S.SUCCEEDED, {"a": 1, "b": 2}, {"x": 1, "y": 2}, None, None)
+
+
+def test_builder_context_and_outputs_replace_and_copy() -> None:
+    source = {"a": 1}
+    result = (
+        TaskResultBuilder(S.TERMINAL)
+        .add_context("gone", 1)
+        .context(source)
+        .add_output("gone", 1)
+        .outputs({"kept": 1})
+        .build()
+    )
+    source["later"] = 1
+    assert result.status is S.TERMINAL
+    assert result.context == {"a": 1}
+    assert result.outputs == {"kept": 1}
+
+
+def test_builder_without_anything_added() -> None:
+    assert fields(TaskResult.builder(S.RUNNING).build()) == (S.RUNNING, {}, {}, None, None)
+
+
+def test_merge_outputs_returns_a_copy_with_the_new_keys_winning() -> None:
+    original = TaskResult.failed_continue("meh", {"a": 1, "b": 1}, {"c": 1})
+    original.target_stage_ref_id = "t"
+    merged = original.merge_outputs({"b": 2, "n": 3})
+    assert fields(merged) == (S.FAILED_CONTINUE, {"c": 1}, {"a": 1, "b": 2, "n": 3}, "t", "meh")
+    assert merged is not original
+    assert original.outputs == {"a": 1, "b": 1}
+    merged.context["x"] = 1
+    assert original.context == {"c": 1}
