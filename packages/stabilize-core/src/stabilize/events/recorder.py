@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stabilize.backends.sql import resource_text
 from stabilize.events.bus import get_event_bus
@@ -16,6 +16,31 @@ from stabilize.events.model import Event, EventType
 if TYPE_CHECKING:
     from stabilize.backends._base import Backend
     from stabilize.models.stage import StageExecution
+
+
+class EventStore(Protocol):
+    """Where recorded events are kept (:class:`SqliteEventStore`, ``PostgresEventStore``)."""
+
+    def event_table_for(self, backend: Backend) -> str | None:
+        """The prefix of the ``events`` table inside ``backend``'s transactions.
+
+        ``""`` when the table is in the backend's own database (and schema), a qualifier
+        such as ``"ev."`` when it is reachable from the same transaction, or None when
+        events of that backend cannot be recorded atomically here (nothing is recorded).
+        """
+        ...
+
+    def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
+        """Events of one workflow with ``sequence > since``, in order."""
+        ...
+
+    def count(self) -> int:
+        """The number of events stored."""
+        ...
+
+    def close(self) -> None:
+        """Release this store's own connections."""
+        ...
 
 
 class SqliteEventStore:
@@ -44,6 +69,14 @@ class SqliteEventStore:
             script = resource_text("sqlite", "events_0001.sql").replace("{schema}", "")
             with self._lock:
                 self._conn.executescript(script)
+
+    def event_table_for(self, backend: Backend) -> str | None:
+        """``""`` for the engine's own file, ``"ev."`` for another one (attached), else None."""
+        from stabilize.backends.sqlite import SqliteBackend
+
+        if not isinstance(backend, SqliteBackend):
+            return None
+        return backend.events_prefix_for_file(self.path)
 
     def sqlite_path_for(self, backend: Backend) -> str | None:
         """The file events of ``backend`` go to (None: not a SQLite backend)."""
@@ -78,7 +111,7 @@ class SqliteEventStore:
 class EventRecorder:
     """The active event-recording configuration (see :func:`configure_event_sourcing`)."""
 
-    event_store: SqliteEventStore
+    event_store: EventStore
     publish_to_bus: bool = True
 
 
@@ -87,7 +120,7 @@ _recorder: EventRecorder | None = None
 
 
 def configure_event_sourcing(
-    event_store: SqliteEventStore, publish_to_bus: bool = True, bus_max_workers: int = 4
+    event_store: EventStore, publish_to_bus: bool = True, bus_max_workers: int = 4
 ) -> EventRecorder:
     """Record every workflow, stage and task transition from now on.
 
@@ -112,7 +145,7 @@ def disable_event_sourcing() -> None:
         _recorder = None
 
 
-def current_event_store() -> SqliteEventStore | None:
+def current_event_store() -> EventStore | None:
     """The configured event store, if recording is on."""
     recorder = _recorder
     return recorder.event_store if recorder is not None else None
