@@ -34,10 +34,25 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "bool": bool,
     "round": round,
 }
+_MAX_SEQUENCE = 100_000
+"""The longest string or list an expression may build (``"a" * n`` is bounded)."""
+
+
+def _multiply(a: Any, b: Any) -> Any:
+    for seq, n in ((a, b), (b, a)):
+        if (
+            isinstance(seq, str | list | tuple)
+            and isinstance(n, int)
+            and len(seq) * n > _MAX_SEQUENCE
+        ):
+            raise ExpressionError(f"result longer than {_MAX_SEQUENCE} items")
+    return operator.mul(a, b)
+
+
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
+    ast.Mult: _multiply,
     ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
@@ -114,6 +129,7 @@ _ALLOWED = (
     ast.Load,
     ast.Constant,
     ast.Subscript,
+    ast.Slice,
     ast.List,
     ast.Tuple,
     ast.Dict,
@@ -137,6 +153,10 @@ def _check_node(node: ast.AST, source: str) -> None:
             )
         if node.keywords:
             raise ExpressionError(f"expression {source!r}: keyword arguments are not allowed")
+    if isinstance(node, ast.Dict) and any(k is None for k in node.keys):
+        raise ExpressionError(f"expression {source!r}: ** unpacking is not allowed")
+    if isinstance(node, ast.Starred):
+        raise ExpressionError(f"expression {source!r}: * unpacking is not allowed")
 
 
 def _eval(node: ast.AST, ctx: Mapping[str, Any], source: str) -> Any:
@@ -180,8 +200,15 @@ def _eval(node: ast.AST, ctx: Mapping[str, Any], source: str) -> Any:
     if isinstance(node, ast.Subscript):
         container = _eval(node.value, ctx, source)
         return container[_eval(node.slice, ctx, source)]
-    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+    if isinstance(node, ast.Slice):
+        parts = (node.lower, node.upper, node.step)
+        return slice(*(None if p is None else _eval(p, ctx, source) for p in parts))
+    if isinstance(node, ast.List):
         return [_eval(e, ctx, source) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_eval(e, ctx, source) for e in node.elts)
+    if isinstance(node, ast.Set):
+        return {_eval(e, ctx, source) for e in node.elts}
     if isinstance(node, ast.Dict):
         return {
             _eval(k, ctx, source): _eval(v, ctx, source)

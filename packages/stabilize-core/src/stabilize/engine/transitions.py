@@ -446,7 +446,8 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
             run = is_true(enabled, wf.task_context(stage))
         except ExpressionError as exc:
             mark_stage(wf, stage, S.RUNNING)
-            _complete_stage(wf, stage, S.TERMINAL, now, fx, error=f"stageEnabled: {exc}")
+            message = f"stage {stage.ref_id!r}: stageEnabled: {exc}"
+            _complete_stage(wf, stage, S.TERMINAL, now, fx, error=message)
             return
         if not run:
             _skip_stage(wf, stage, "disabled", now, fx)
