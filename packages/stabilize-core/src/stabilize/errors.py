@@ -58,6 +58,10 @@ class ContextSerializationError(WorkflowValidationError):
     """A context or output value cannot be stored as JSON."""
 
 
+class SignalError(StabilizeError, ValueError):
+    """A signal could not be delivered: no such stage, or it no longer takes signals."""
+
+
 class TaskError(StabilizeError):
     """Base class of the errors a task raises to tell the engine how to proceed.
 

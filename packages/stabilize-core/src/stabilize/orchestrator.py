@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from stabilize.backends._base import Backend
 from stabilize.engine.messages import START_WORKFLOW, Effects, Message
@@ -13,6 +14,7 @@ from stabilize.engine.transitions import (
     pause_workflow,
     region_refs,
     resume_workflow,
+    signal_stage,
 )
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowNotFoundError, WorkflowStore, validate_for_submit
@@ -97,6 +99,28 @@ class Orchestrator:
             if not refs:
                 raise KeyError(f"workflow {wf.id} has no stage in cancel_region {region!r}")
             return cancel_stages(wf, refs, user, reason, now)
+
+        self._apply(execution, transition)
+
+    def signal(
+        self,
+        execution: Workflow | str,
+        stage: str,
+        name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        persistent: bool = True,
+        user: str | None = None,
+    ) -> None:
+        """Send a named signal to a stage (by id or ``ref_id``); see :func:`signal_stage`.
+
+        Raises:
+            SignalError: the stage does not exist, has finished, or is not waiting and the
+                signal is not persistent. Nothing is changed then.
+        """
+
+        def transition(wf: Workflow, now: int) -> Effects:
+            return signal_stage(wf, stage, name, data, now, persistent=persistent, user=user)
 
         self._apply(execution, transition)
 

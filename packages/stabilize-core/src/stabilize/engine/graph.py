@@ -64,6 +64,13 @@ def validate_graph(stages: Sequence[StageExecution]) -> None:
             children[req].add(stage.ref_id)
     for stage in stages:
         _validate_flow(stage, children[stage.ref_id])
+        milestone = stage.milestone_ref_id
+        if milestone is not None and (milestone == stage.ref_id or milestone not in seen):
+            raise InvalidStageGraphError(
+                f"stage {stage.ref_id!r}: milestone_ref_id {milestone!r} must name another stage",
+                kind="bad_milestone",
+                ref_id=stage.ref_id,
+            )
     _topological_order(stages)
 
 
@@ -193,6 +200,8 @@ class GraphIndex:
         self.mutex_released: list[tuple[str, str]] = []
         # When the set of active stages last became empty within the running transition.
         self.completion_at: int | None = None
+        # Ready stages waiting for their milestone stage to reach its state.
+        self.milestone_waiting: set[str] = set()
 
     def ancestors(self, ref_id: str) -> list[StageExecution]:
         """All transitive requisites of a stage, in topological order (farthest first)."""

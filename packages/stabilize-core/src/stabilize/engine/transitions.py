@@ -11,6 +11,7 @@ If the commit fails, the processor throws the in-memory workflow away and reload
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec
@@ -24,6 +25,7 @@ from stabilize.engine.messages import (
     Effects,
     Message,
 )
+from stabilize.errors import SignalError
 from stabilize.expressions import ExpressionError, is_true
 from stabilize.models.stage import JoinType, StageExecution, StragglerPolicy
 from stabilize.models.status import WorkflowStatus
@@ -72,6 +74,7 @@ def _transition(fn: Callable[P, Effects]) -> Callable[P, Effects]:
     a cascade of skipped stages may empty the set of active stages while a sibling is
     still about to start.
     """
+    position = list(inspect.signature(fn).parameters).index("now")
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Effects:
@@ -79,6 +82,15 @@ def _transition(fn: Callable[P, Effects]) -> Callable[P, Effects]:
         wf = args[0]
         assert isinstance(wf, Workflow)
         index = wf.index
+        if index.milestone_waiting and not wf.status.is_complete:
+            now = kwargs["now"] if "now" in kwargs else args[position]
+            assert isinstance(now, int)
+            for ref in sorted(index.milestone_waiting, key=index.topo_position.__getitem__):
+                waiting = index.by_ref[ref]
+                if waiting.status is S.NOT_STARTED:
+                    _start_stage(wf, waiting, now, fx)
+                else:
+                    index.milestone_waiting.discard(ref)
         at, index.completion_at = index.completion_at, None
         if at is not None and wf.status is S.RUNNING and not index.active:
             wf.status = S.SUCCEEDED
@@ -227,7 +239,11 @@ def complete_task(
     if status is S.SUSPENDED:
         mark_stage(wf, stage, S.SUSPENDED)
         fx.emit("stage.suspended", "stage", stage.id)
+        if stage.pending_signals:
+            _deliver_signal(wf, stage, stage.pending_signals.pop(0), now, fx)
         return fx
+    if stage.deferred_choice_group is not None:
+        _choose(wf, stage, now, fx)
     if status is S.SUCCEEDED:
         following = _next_task(stage, task)
         if following is not None:
@@ -280,6 +296,100 @@ def mutex_granted(wf: Workflow, stage_id: str, now: int) -> Effects:
     stage.mutex_held = True
     _start_stage(wf, stage, now, fx)
     return fx
+
+
+@_transition
+def signal_stage(
+    wf: Workflow,
+    stage_id: str,
+    name: str,
+    data: dict[str, Any] | None,
+    now: int,
+    *,
+    persistent: bool = True,
+    user: str | None = None,
+) -> Effects:
+    """Deliver a named signal to a stage (the engine's durable suspend-and-resume).
+
+    A SUSPENDED stage resumes at once: its suspended task runs again with
+    ``_signal_name``, ``_signal_data`` and ``_signal_user`` in its context. A stage that
+    has not suspended yet keeps a persistent signal and receives it when it suspends.
+    In a ``deferred_choice_group``, the first stage to get a signal wins.
+
+    Raises:
+        SignalError: the stage does not exist, has finished, or is not waiting and the
+            signal is not persistent.
+    """
+    fx = Effects()
+    stage = wf.index.by_id.get(stage_id) or wf.index.by_ref.get(stage_id)
+    if stage is None:
+        raise SignalError(f"workflow {wf.id} has no stage {stage_id!r}")
+    if wf.status.is_complete or stage.status.is_complete:
+        state = stage.status if not wf.status.is_complete else wf.status
+        raise SignalError(
+            f"stage {stage.ref_id!r} of workflow {wf.id} takes no more signals: it is {state.value}"
+        )
+    signal = {"name": name, "data": dict(data or {}), "user": user, "at": now}
+    if stage.status is S.SUSPENDED:
+        _deliver_signal(wf, stage, signal, now, fx)
+    elif persistent:
+        stage.pending_signals.append(signal)
+        fx.touch(stage)
+        fx.emit("signal.queued", "stage", stage.id, name=name, data=signal["data"], user=user)
+    else:
+        raise SignalError(
+            f"stage {stage.ref_id!r} is not waiting for a signal (it is {stage.status.value}) "
+            "and the signal is not persistent"
+        )
+    return fx
+
+
+def _deliver_signal(
+    wf: Workflow, stage: StageExecution, signal: dict[str, Any], now: int, fx: Effects
+) -> None:
+    task = next(t for t in stage.tasks if t.status is S.SUSPENDED)
+    stage.context["_signal_name"] = signal["name"]
+    stage.context["_signal_data"] = signal["data"]
+    stage.context["_signal_user"] = signal.get("user")
+    task.status = S.RUNNING
+    task.version += 1
+    mark_stage(wf, stage, S.RUNNING)
+    fx.touch(stage)
+    fx.emit(
+        "stage.resumed",
+        "stage",
+        stage.id,
+        signal=signal["name"],
+        data=signal["data"],
+        user=signal.get("user"),
+    )
+    fx.messages.append(_run_task(wf, stage, task, 0))
+    if stage.deferred_choice_group is not None:
+        _choose(wf, stage, now, fx)
+
+
+def _choose(wf: Workflow, chosen: StageExecution, now: int, fx: Effects) -> None:
+    """Deferred choice: ``chosen`` was triggered first; withdraw the rest of its group."""
+    group = chosen.deferred_choice_group
+    rivals = [
+        s
+        for s in wf.stages
+        if s.deferred_choice_group == group and s is not chosen and not s.status.is_complete
+    ]
+    if not rivals:
+        return
+    fx.emit("choice.made", "stage", chosen.id, group=group, chosen=chosen.ref_id)
+    for rival in rivals:
+        if rival.status is S.NOT_STARTED:
+            mark_stage(wf, rival, S.SKIPPED)
+            rival.status_reason = "withdrawn"
+            rival.end_time = now
+            fx.touch(rival)
+            fx.emit("stage.skipped", "stage", rival.id, status="SKIPPED", reason="withdrawn")
+        else:
+            _cancel_stage(wf, rival, "withdrawn", now, fx)
+    for rival in rivals:
+        _propagate(wf, rival, now, fx)
 
 
 def region_refs(wf: Workflow, region: str) -> list[str]:
@@ -440,6 +550,15 @@ def _next_task(stage: StageExecution, task: TaskExecution) -> TaskExecution | No
 
 
 def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+    if stage.milestone_ref_id is not None:
+        verdict = _milestone(wf, stage)
+        if verdict == "wait":
+            wf.index.milestone_waiting.add(stage.ref_id)
+            return
+        wf.index.milestone_waiting.discard(stage.ref_id)
+        if verdict == "passed":
+            _skip_stage(wf, stage, "milestone_passed", now, fx)
+            return
     enabled = stage.context.get("stageEnabled")
     if enabled is not None:
         try:
@@ -481,6 +600,19 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
         _start_task(wf, stage, stage.tasks[0], now, fx)
     else:
         _complete_stage(wf, stage, S.SUCCEEDED, now, fx, error=None)
+
+
+def _milestone(wf: Workflow, stage: StageExecution) -> str:
+    """Whether a stage may start given its milestone: ``run``, ``passed`` or ``wait``.
+
+    ``run`` while the milestone stage is in the state, ``passed`` once it has finished in
+    another state, ``wait`` before.
+    """
+    assert stage.milestone_ref_id is not None
+    milestone = wf.index.by_ref[stage.milestone_ref_id]
+    if milestone.status is stage.milestone_status:
+        return "run"
+    return "passed" if milestone.status.is_complete else "wait"
 
 
 def _start_task(

@@ -72,9 +72,10 @@ class StageExecution:
 
     The control-flow fields (``join_type``, ``join_threshold``, ``split_type``,
     ``split_conditions``, ``output_reducers``, ``straggler_policy``, ``deadline_seconds``
-    with ``deadline_route``, ``cancel_region``, ``mutex_key``) are part of the definition;
-    ``status_reason``, ``branches_not_taken``, ``multi_merge_pending`` and ``mutex_held``
-    are kept by the engine.
+    with ``deadline_route``, ``cancel_region``, ``mutex_key``, ``deferred_choice_group``,
+    ``milestone_ref_id`` with ``milestone_status``) are part of the definition;
+    ``status_reason``, ``branches_not_taken``, ``multi_merge_pending``, ``mutex_held`` and
+    ``pending_signals`` are kept by the engine.
     """
 
     id: str = field(default_factory=new_id)
@@ -104,6 +105,10 @@ class StageExecution:
     cancel_region: str | None = None
     mutex_key: str | None = None
     mutex_held: bool = False
+    deferred_choice_group: str | None = None
+    milestone_ref_id: str | None = None
+    milestone_status: WorkflowStatus = WorkflowStatus.RUNNING
+    pending_signals: list[dict[str, Any]] = field(default_factory=list)
     _workflow: Workflow | None = field(default=None, repr=False, compare=False)
     _progress: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
@@ -116,6 +121,7 @@ class StageExecution:
         if not isinstance(requisites, set):
             self.requisite_stage_ref_ids = set(_as_iterable(requisites))
         self.join_type = JoinType(self.join_type)
+        self.milestone_status = WorkflowStatus(self.milestone_status)
         self.split_type = SplitType(self.split_type)
         self.straggler_policy = StragglerPolicy(self.straggler_policy)
 
@@ -173,6 +179,7 @@ class StageExecution:
         self.status_reason = None
         self.branches_not_taken = []
         self.multi_merge_pending = 0
+        self.pending_signals = []
         for task in self.tasks:
             task.reset()
 
@@ -206,6 +213,10 @@ class StageExecution:
             "cancel_region": self.cancel_region,
             "mutex_key": self.mutex_key,
             "mutex_held": self.mutex_held,
+            "deferred_choice_group": self.deferred_choice_group,
+            "milestone_ref_id": self.milestone_ref_id,
+            "milestone_status": self.milestone_status.value,
+            "pending_signals": self.pending_signals,
         }
 
     @classmethod
@@ -239,6 +250,10 @@ class StageExecution:
             cancel_region=data.get("cancel_region"),
             mutex_key=data.get("mutex_key"),
             mutex_held=data.get("mutex_held", False),
+            deferred_choice_group=data.get("deferred_choice_group"),
+            milestone_ref_id=data.get("milestone_ref_id"),
+            milestone_status=WorkflowStatus(data.get("milestone_status", "RUNNING")),
+            pending_signals=list(data.get("pending_signals") or []),
         )
 
 

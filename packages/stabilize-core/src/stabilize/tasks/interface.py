@@ -120,6 +120,27 @@ class NoOpTask(Task):
         return TaskResult.success()
 
 
+class SignalWaitTask(Task):
+    """Suspends its stage until a signal arrives (registered as ``wait_for_signal``).
+
+    Outputs ``signal`` (its name), ``signal_data`` and ``signal_user``. Send the signal
+    with :meth:`stabilize.Orchestrator.signal`.
+    """
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        """Suspend, or finish with the signal that resumed the stage."""
+        name = stage.context.get("_signal_name")
+        if name is None:
+            return TaskResult.suspend()
+        return TaskResult.success(
+            outputs={
+                "signal": name,
+                "signal_data": stage.context.get("_signal_data") or {},
+                "signal_user": stage.context.get("_signal_user"),
+            }
+        )
+
+
 class WaitTask(RetryableTask):
     """Waits without holding a worker: ``waitTime`` seconds, or until ``waitUntil``.
 

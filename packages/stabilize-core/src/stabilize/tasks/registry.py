@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from stabilize.errors import TaskNotFoundError
-from stabilize.tasks.interface import CallableTask, NoOpTask, Task, WaitTask
+from stabilize.tasks.interface import CallableTask, NoOpTask, SignalWaitTask, Task, WaitTask
 
 TaskSource = type[Task] | Task | Callable[..., Any]
 T = TypeVar("T", bound=TaskSource)
@@ -21,6 +21,7 @@ def _builtins() -> dict[str, type[Task]]:
     return {
         "noop": NoOpTask,
         "wait": WaitTask,
+        "wait_for_signal": SignalWaitTask,
         "loop": LoopTask,
         "sub_workflow": SubWorkflowTask,
         "SubWorkflowTask": SubWorkflowTask,
