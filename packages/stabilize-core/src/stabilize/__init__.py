@@ -28,6 +28,7 @@ from stabilize.errors import (
     CircularDependencyError,
     InvalidStageGraphError,
     PermanentError,
+    SignalError,
     StabilizeError,
     TaskError,
     TaskTimeoutError,
@@ -40,6 +41,7 @@ from stabilize.events.recorder import emit_progress
 from stabilize.loops import LoopTask, repeat_until, while_loop
 from stabilize.models import (
     JoinType,
+    MultiInstanceConfig,
     SplitType,
     StageExecution,
     StragglerPolicy,
@@ -78,6 +80,7 @@ __all__ = [
     "InvalidStageGraphError",
     "JoinType",
     "LoopTask",
+    "MultiInstanceConfig",
     "NoOpTask",
     "Orchestrator",
     "PermanentError",
@@ -87,6 +90,7 @@ __all__ = [
     "QueueProcessor",
     "QueueProcessorConfig",
     "RetryableTask",
+    "SignalError",
     "SplitType",
     "SqliteQueue",
     "SqliteWorkflowStore",

@@ -246,7 +246,14 @@ def test_builtins() -> None:
     registry = TaskRegistry()
     assert isinstance(registry.get("noop"), NoOpTask)
     assert isinstance(registry.get("wait"), WaitTask)
-    assert registry.names() == ["SubWorkflowTask", "loop", "noop", "sub_workflow", "wait"]
+    assert registry.names() == [
+        "SubWorkflowTask",
+        "loop",
+        "noop",
+        "sub_workflow",
+        "wait",
+        "wait_for_signal",
+    ]
     assert registry.has("noop")
     assert "wait" in registry
     result = registry.get("noop").execute(a_stage())
@@ -273,7 +280,7 @@ def test_unknown_name_lists_the_registered_names() -> None:
         registry.get("missing")
     assert str(info.value) == (
         "no task registered as 'missing' (registered: SubWorkflowTask, alpha, loop, noop, "
-        "sub_workflow, wait, zeta)"
+        "sub_workflow, wait, wait_for_signal, zeta)"
     )
     assert isinstance(info.value, KeyError)
     assert not registry.has("missing")

@@ -118,10 +118,13 @@ class Transaction:
     normally and rolls back (and forgets cached workflows it touched) otherwise.
     """
 
-    def __init__(self, backend: Backend, cur: Cursor, queries: dict[str, str]) -> None:
+    def __init__(
+        self, backend: Backend, cur: Cursor, queries: dict[str, str], *, read_only: bool = False
+    ) -> None:
         self.backend = backend
         self.cur = cur
         self.q = queries
+        self.read_only = read_only
         self.touched: dict[str, Workflow] = {}
         self.recorded: list[tuple[str, int, EventDraft, int]] = []
         self.event_table: str | None = backend.event_table_prefix()
@@ -129,9 +132,18 @@ class Transaction:
     # -- workflows -------------------------------------------------------------------
 
     def workflow(self, workflow_id: str) -> Workflow | None:
-        """Load a workflow for a transition (from the cache when it is current)."""
+        """Load a workflow for a transition (from the cache when it is current).
+
+        In a read-only transaction (:meth:`Backend.read`) this is a fresh copy: nothing is
+        locked there, so a cached object another thread is changing must not be shared.
+        """
         if workflow_id in self.touched:
             return self.touched[workflow_id]
+        if self.read_only:
+            fresh = self.read_workflow(workflow_id)
+            if fresh is not None:
+                self.touched[workflow_id] = fresh
+            return fresh
         self.cur.execute(self.q["workflow_version"], (workflow_id,))
         row = self.cur.fetchone()
         if row is None:
@@ -193,12 +205,23 @@ class Transaction:
         """Write what a transition changed: rows, messages, events, one version bump."""
         if fx.drop_messages:
             self.cur.execute(self.q["drop_workflow_messages"], (wf.id,))
-        if not (fx.stages or fx.workflow_changed or fx.events or fx.messages):
+        if not (fx.stages or fx.workflow_changed or fx.events or fx.messages or fx.new_stages):
             return
-        if fx.stages:
+        if fx.new_stages:
+            position = {s.id: i for i, s in enumerate(wf.stages)}
+            self.cur.executemany(
+                self.q["insert_stage"],
+                [
+                    (s.id, wf.id, position[s.id], s.ref_id, s.status.value, dumps(s.to_dict()))
+                    for s in fx.new_stages
+                ],
+            )
+        new = {s.id for s in fx.new_stages}
+        updated = [s for s in fx.stages.values() if s.id not in new]
+        if updated:
             self.cur.executemany(
                 self.q["update_stage"],
-                [(s.status.value, dumps(s.to_dict()), s.id) for s in fx.stages.values()],
+                [(s.status.value, dumps(s.to_dict()), s.id) for s in updated],
             )
         self._record(wf, fx.events, now)
         wf.version += 1

@@ -200,7 +200,7 @@ class SqliteBackend(Backend):
             cur = self.conn.cursor()
             cur.execute("BEGIN")
             try:
-                yield Transaction(self, cur, self.queries)
+                yield Transaction(self, cur, self.queries, read_only=True)
             finally:
                 if self.conn.in_transaction:
                     cur.execute("COMMIT")

@@ -80,6 +80,16 @@ def _validate_flow(stage: StageExecution, children: set[str]) -> None:
     from stabilize.models.stage import JoinType, SplitType
 
     ref = stage.ref_id
+    mi = stage.mi_config
+    if mi is not None and (
+        not mi.items_key or not stage.tasks or mi.max_concurrency < 0 or mi.join_threshold < 0
+    ):
+        raise InvalidStageGraphError(
+            f"stage {ref!r}: mi_config needs an items_key, tasks to run per item, and "
+            "max_concurrency and join_threshold of at least 0",
+            kind="bad_multi_instance",
+            ref_id=ref,
+        )
     if stage.join_type is JoinType.N_OF_M:
         n = len(stage.requisite_stage_ref_ids)
         if not 1 <= stage.join_threshold <= n:
@@ -221,6 +231,23 @@ class GraphIndex:
             result = sorted(found.values(), key=lambda s: self.topo_position[s.ref_id])
         self._ancestors[ref_id] = result
         return result
+
+    def add(self, stage: StageExecution) -> None:
+        """Index a stage added at run time (an instance of a dynamic fan-out)."""
+        self.by_ref[stage.ref_id] = stage
+        self.by_id[stage.id] = stage
+        self.upstream[stage.ref_id] = [
+            self.by_ref[r] for r in sorted(stage.requisite_stage_ref_ids) if r in self.by_ref
+        ]
+        self.downstream[stage.ref_id] = []
+        for up in self.upstream[stage.ref_id]:
+            self.downstream[up.ref_id].append(stage)
+        self.topo_position[stage.ref_id] = len(self.topo_position)
+        self.pending_upstream[stage.ref_id] = sum(
+            1 for up in self.upstream[stage.ref_id] if not up.status.is_complete
+        )
+        if stage.status in _ACTIVE:
+            self.active.add(stage.id)
 
     def descendants(self, ref_id: str) -> set[str]:
         """The ``ref_id`` of every stage that transitively depends on this one."""

@@ -67,6 +67,7 @@ class Effects:
         events: Events to record in the same transaction.
         drop_messages: Delete every other queued message of the workflow (it ended).
         stale: The consumed message no longer applied; only its ack is committed.
+        new_stages: Stages added at run time (dynamic fan-out instances), to insert.
     """
 
     stages: dict[str, StageExecution] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class Effects:
     events: list[EventDraft] = field(default_factory=list)
     drop_messages: bool = False
     stale: bool = False
+    new_stages: list[StageExecution] = field(default_factory=list)
 
     def touch(self, stage: StageExecution) -> None:
         """Mark ``stage`` as changed."""

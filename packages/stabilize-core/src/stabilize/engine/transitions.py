@@ -586,6 +586,9 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
     stage.end_time = None
     fx.touch(stage)
     fx.emit("stage.started", "stage", stage.id, ref_id=stage.ref_id)
+    if stage.mi_config is not None:
+        _expand(wf, stage, now, fx)
+        return
     if stage.deadline_seconds is not None:
         fx.messages.append(
             Message(
@@ -705,7 +708,13 @@ def _edge_live(parent: StageExecution, child: StageExecution) -> bool:
 
 def _propagate(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
     """Let every child of a finished stage react: start, wait, skip, or merge late."""
+    if stage.parent_stage_id is not None:
+        parent = wf.index.by_id.get(stage.parent_stage_id)
+        if parent is not None and parent.mi_config is not None:
+            _instance_done(wf, parent, now, fx)
     for child in wf.index.downstream[stage.ref_id]:
+        if child.parent_stage_id is not None:
+            continue  # instances are started by their fan-out stage, never by requisites
         if wf.status.is_complete:
             return
         _consider(wf, child, stage, now, fx)
@@ -763,6 +772,108 @@ def _consider(
         child.outputs.update(late)
         fx.touch(child)
         fx.emit("outputs.updated", "stage", child.id, outputs=late, late_from=trigger.ref_id)
+
+
+def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
+    """Dynamic fan-out: add one instance stage per item and start as many as allowed."""
+    config = stage.mi_config
+    assert config is not None
+    items = wf.task_context(stage).get(config.items_key)
+    if not isinstance(items, list):
+        message = (
+            f"stage {stage.ref_id!r}: mi_config.items_key {config.items_key!r} must name a "
+            f"list in the stage's context, found {type(items).__name__}"
+        )
+        _complete_stage(wf, stage, S.TERMINAL, now, fx, error=message)
+        return
+    # Instance ids derive from the workflow version: unique per expansion, deterministic.
+    generation = f"{stage.id}.{wf.version}"
+    stage.context["_mi_generation"] = generation
+    if not items:
+        stage.outputs["instances"] = []
+        _complete_stage(wf, stage, S.SUCCEEDED, now, fx, error=None)
+        return
+    instances = []
+    for i, item in enumerate(items):
+        inst_id = f"{generation}.{i}"
+        ref = f"{stage.ref_id}[{i}]"
+        if ref in wf.index.by_ref:  # a fan-out run again by a loop
+            ref = f"{ref}@{wf.version}"
+        instance = StageExecution(
+            id=inst_id,
+            ref_id=ref,
+            type=stage.type,
+            name=f"{stage.name or stage.ref_id} [{i}]",
+            context={
+                **{k: v for k, v in stage.context.items() if not k.startswith("_mi_")},
+                config.item_key: item,
+                "_mi_index": i,
+            },
+            tasks=[
+                TaskExecution(
+                    id=f"{inst_id}.{j}",
+                    name=t.name,
+                    implementing_class=t.implementing_class,
+                    stage_start=t.stage_start,
+                    stage_end=t.stage_end,
+                )
+                for j, t in enumerate(stage.tasks)
+            ],
+            requisite_stage_ref_ids=set(stage.requisite_stage_ref_ids),
+            parent_stage_id=stage.id,
+        )
+        instance._workflow = wf
+        wf.stages.append(instance)
+        wf.index.add(instance)
+        fx.new_stages.append(instance)
+        instances.append(instance)
+    fx.emit("stage.expanded", "stage", stage.id, instances=len(instances))
+    limit = config.max_concurrency or len(instances)
+    for instance in instances[:limit]:
+        _start_stage(wf, instance, now, fx)
+
+
+def _instance_done(wf: Workflow, parent: StageExecution, now: int, fx: Effects) -> None:
+    """An instance of a fan-out finished: start the next, or complete the fan-out stage."""
+    config = parent.mi_config
+    if parent.status is not S.RUNNING or config is None or wf.status.is_complete:
+        return
+    prefix = f"{parent.context.get('_mi_generation')}."
+    instances = [s for s in wf.stages if s.parent_stage_id == parent.id and s.id.startswith(prefix)]
+    succeeded = [s for s in instances if s.status in (S.SUCCEEDED, S.FAILED_CONTINUE)]
+    finished = sum(1 for s in instances if s.status.is_complete)
+    need = config.join_threshold or len(instances)
+    if len(succeeded) < need and finished < len(instances):
+        running = sum(1 for s in instances if s.id in wf.index.active)
+        limit = config.max_concurrency or len(instances)
+        for instance in instances:
+            if running >= limit:
+                break
+            if instance.status is S.NOT_STARTED:
+                _start_stage(wf, instance, now, fx)
+                running += 1
+        return
+    for instance in instances:
+        if instance.id in wf.index.active:
+            _cancel_stage(wf, instance, "straggler", now, fx)
+        elif instance.status is S.NOT_STARTED:
+            mark_stage(wf, instance, S.SKIPPED)
+            instance.status_reason = "withdrawn"
+            fx.touch(instance)
+    if len(succeeded) < need:
+        message = (
+            f"stage {parent.ref_id!r}: {need} of its {len(instances)} instances had to "
+            f"succeed, but only {len(succeeded)} did"
+        )
+        _complete_stage(wf, parent, S.TERMINAL, now, fx, error=message)
+        return
+    winners = {s.id for s in succeeded}
+    parent.outputs["instances"] = [s.outputs if s.id in winners else None for s in instances]
+    if parent.output_reducers:
+        parent.outputs.update(
+            apply_output_reducers(parent.output_reducers, [s.outputs for s in succeeded])
+        )
+    _complete_stage(wf, parent, S.SUCCEEDED, now, fx, error=None)
 
 
 def _cancel_stragglers(

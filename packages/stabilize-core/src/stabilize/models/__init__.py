@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from stabilize.models.stage import JoinType, SplitType, StageExecution, StragglerPolicy
+from stabilize.models.stage import (
+    JoinType,
+    MultiInstanceConfig,
+    SplitType,
+    StageExecution,
+    StragglerPolicy,
+)
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow, WorkflowType
 
 __all__ = [
     "JoinType",
+    "MultiInstanceConfig",
     "SplitType",
     "StageExecution",
     "StragglerPolicy",

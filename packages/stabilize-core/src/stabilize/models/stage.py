@@ -58,6 +58,44 @@ class StragglerPolicy(StrEnum):
     MERGE = "merge"
 
 
+@dataclass
+class MultiInstanceConfig:
+    """Run a stage once per item of a list known only at run time (dynamic fan-out).
+
+    Attributes:
+        items_key: The key of the stage's task context (its own context or an upstream
+            output) that holds the list.
+        item_key: The context key under which each instance sees its item.
+        max_concurrency: The most instances running at once (0: no limit).
+        join_threshold: The stage completes when this many instances succeeded (0: all);
+            instances still running then are canceled, those not started withdrawn.
+    """
+
+    items_key: str
+    item_key: str = "item"
+    max_concurrency: int = 0
+    join_threshold: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "items_key": self.items_key,
+            "item_key": self.item_key,
+            "max_concurrency": self.max_concurrency,
+            "join_threshold": self.join_threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MultiInstanceConfig:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            items_key=data["items_key"],
+            item_key=data.get("item_key", "item"),
+            max_concurrency=data.get("max_concurrency", 0),
+            join_threshold=data.get("join_threshold", 0),
+        )
+
+
 DEAD_REASONS = frozenset({"branch_not_taken", "withdrawn"})
 """``status_reason`` values of a SKIPPED stage that also skip the path behind it."""
 
@@ -73,7 +111,8 @@ class StageExecution:
     The control-flow fields (``join_type``, ``join_threshold``, ``split_type``,
     ``split_conditions``, ``output_reducers``, ``straggler_policy``, ``deadline_seconds``
     with ``deadline_route``, ``cancel_region``, ``mutex_key``, ``deferred_choice_group``,
-    ``milestone_ref_id`` with ``milestone_status``) are part of the definition;
+    ``milestone_ref_id`` with ``milestone_status``, ``mi_config``) are part of the
+    definition;
     ``status_reason``, ``branches_not_taken``, ``multi_merge_pending``, ``mutex_held`` and
     ``pending_signals`` are kept by the engine.
     """
@@ -109,6 +148,7 @@ class StageExecution:
     milestone_ref_id: str | None = None
     milestone_status: WorkflowStatus = WorkflowStatus.RUNNING
     pending_signals: list[dict[str, Any]] = field(default_factory=list)
+    mi_config: MultiInstanceConfig | None = None
     _workflow: Workflow | None = field(default=None, repr=False, compare=False)
     _progress: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
@@ -217,6 +257,7 @@ class StageExecution:
             "milestone_ref_id": self.milestone_ref_id,
             "milestone_status": self.milestone_status.value,
             "pending_signals": self.pending_signals,
+            "mi_config": self.mi_config.to_dict() if self.mi_config is not None else None,
         }
 
     @classmethod
@@ -254,6 +295,9 @@ class StageExecution:
             milestone_ref_id=data.get("milestone_ref_id"),
             milestone_status=WorkflowStatus(data.get("milestone_status", "RUNNING")),
             pending_signals=list(data.get("pending_signals") or []),
+            mi_config=MultiInstanceConfig.from_dict(data["mi_config"])
+            if data.get("mi_config")
+            else None,
         )
 
 

@@ -255,9 +255,12 @@ class QueueProcessor:
         while self.active_count and time.monotonic() < drain_until:
             try:
                 self._step(poll, claim=False)
-            except Exception:
-                log.exception("processor step failed while stopping")
-                break
+            except Exception as exc:
+                if not self.backend.is_transient_error(exc):
+                    log.exception("processor step failed while stopping")
+                    break
+                log.warning("database error while stopping, retrying: %s", exc)
+                time.sleep(self.config.retry_delay.total_seconds())
         self._shutdown_runner(wait=False)
 
     def _step(self, block: float, claim: bool = True) -> tuple[int, int]:
