@@ -452,6 +452,19 @@ def cancel_workflow(wf: Workflow, user: str | None, reason: str | None, now: int
 
 
 @_transition
+def fail_workflow(wf: Workflow, error: str, now: int) -> Effects:
+    """End a workflow that cannot run (say, a task type no worker knows) TERMINAL."""
+    fx = Effects()
+    if wf.status.is_complete:
+        fx.stale = True
+        return fx
+    if wf.start_time is None:
+        wf.start_time = now
+    _end_workflow(wf, S.TERMINAL, now, fx, error=error)
+    return fx
+
+
+@_transition
 def pause_workflow(wf: Workflow, now: int) -> Effects:
     """Pause a running workflow: tasks in flight finish, no new task starts."""
     fx = Effects()

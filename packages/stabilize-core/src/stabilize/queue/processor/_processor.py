@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from stabilize.backends._base import Transaction
@@ -28,12 +29,13 @@ from stabilize.engine.transitions import (
     TaskOutcome,
     cancel_workflow,
     complete_task,
+    fail_workflow,
     mutex_granted,
     prepare_task,
     stage_deadline,
     start_workflow,
 )
-from stabilize.errors import StabilizeError, TaskNotFoundError
+from stabilize.errors import StabilizeError
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
@@ -322,179 +324,99 @@ class QueueProcessor:
 
     def _commit(
         self, finished: list[Finished], capacity: int, now: int
-    ) -> tuple[int, list[tuple[InFlight, Any]]]:
-        until = now + self.lease_ms
-        done = 0
-        dispatch: list[tuple[InFlight, Any]] = []
+    ) -> tuple[int, list[tuple[InFlight, timedelta | None]]]:
+        """Run one transaction of the loop.
+
+        It commits finished results, claims due work and settles what needs no user code.
+        Returns the number of messages acknowledged and the executions to dispatch.
+        """
         with self.backend.transaction() as tx:
-            pending: list[ClaimedMessage] = []
+            batch = _Batch(tx, self.owner, self.lease_ms, capacity, now)
             for item in finished:
-                msg = item.flight.msg
-                outcome = to_outcome(item, self.config, now, self._random.random)
-                if not tx.ack(msg, self.owner):
-                    # Its workflow ended (and dropped it) or another worker adopted it.
-                    log.info("message %s is no longer leased to us; result dropped", msg.id)
-                    continue
-                done += 1
-                wf = tx.workflow(msg.workflow_id)
-                if wf is None:
-                    continue
-                fx = complete_task(
-                    wf, msg.stage_id or "", msg.task_id or "", outcome, now, _run(msg)
-                )
-                progress = item.flight.stage._progress
-                if progress and not fx.stale:
-                    fx.events[:0] = [
-                        EventDraft("custom.progress", "stage", item.flight.stage.id, p)
-                        for p in progress
-                    ]
-                self._save(tx, wf, fx, now, pending, capacity)
-            budget = capacity - len(pending)
+                self._commit_result(batch, item)
+            budget = capacity - len(batch.pending)
             if budget > 0:
-                pending.extend(
-                    tx.claim(self.owner, now, until, min(budget, self.config.claim_batch_size))
+                until = now + self.lease_ms
+                claimed = tx.claim(
+                    self.owner, now, until, min(budget, self.config.claim_batch_size)
                 )
-            i = 0
-            while i < len(pending):
-                msg = pending[i]
-                i += 1
-                waiting = sum(1 for m in pending[i:] if m.kind == RUN_TASK)
-                room = capacity - len(dispatch) - waiting
-                if msg.kind == START_WORKFLOW:
-                    done += self._start_workflow(tx, msg, now, pending, room)
-                elif msg.kind == STAGE_DEADLINE:
-                    done += self._stage_deadline(tx, msg, now, pending, room)
+                batch.pending.extend(claimed)
+            while batch.next < len(batch.pending):
+                msg = batch.pending[batch.next]
+                batch.next += 1
+                if msg.kind == RUN_TASK:
+                    flight = self._prepare(batch, msg)
+                    if flight is not None:
+                        batch.dispatch.append(flight)
+                        continue
                 elif msg.kind in (ACQUIRE_MUTEX, RELEASE_MUTEX):
-                    done += self._mutex(tx, msg, now, pending, room)
-                elif msg.kind == CANCEL_WORKFLOW:
-                    tx.ack(msg, self.owner)
-                    done += 1
-                    child = tx.workflow(msg.workflow_id)
-                    if child is not None:
-                        user, why = msg.payload.get("user"), msg.payload.get("reason")
-                        fx = cancel_workflow(child, user, why, now)
-                        self._save(tx, child, fx, now, pending, room)
-                elif msg.kind == RUN_TASK:
-                    flight = self._prepare(tx, msg, now, pending, room - 1)
-                    if flight is None:
-                        done += 1
-                    else:
-                        dispatch.append(flight)
+                    self._mutex(batch, msg)
+                elif msg.kind in (START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW):
+                    self._inline(batch, msg)
                 else:
                     tx.dead_letter(msg, f"unknown message kind {msg.kind!r}", now)
-                    done += 1
+                batch.done += 1
         self.commits += 1
-        return done, dispatch
+        return batch.done, batch.dispatch
 
-    def _save(
-        self,
-        tx: Transaction,
-        wf: Workflow,
-        fx: Effects,
-        now: int,
-        pending: list[ClaimedMessage],
-        room: int,
-    ) -> None:
-        tx.save(wf, fx, now)
-        if fx.messages:
-            self._enqueue(tx, fx.messages, now, pending, room)
-
-    def _start_workflow(
-        self,
-        tx: Transaction,
-        msg: ClaimedMessage,
-        now: int,
-        pending: list[ClaimedMessage],
-        room: int,
-    ) -> int:
-        tx.ack(msg, self.owner)
-        wf = tx.workflow(msg.workflow_id)
+    def _commit_result(self, batch: _Batch, item: Finished) -> None:
+        msg = item.flight.msg
+        outcome = to_outcome(item, self.config, batch.now, self._random.random)
+        if not batch.tx.ack(msg, self.owner):
+            # Its workflow ended (and dropped it) or another worker adopted it.
+            log.info("message %s is no longer leased to us; result dropped", msg.id)
+            return
+        batch.done += 1
+        wf = batch.tx.workflow(msg.workflow_id)
         if wf is None:
-            return 1
-        missing = self._unknown_task(wf)
-        if missing is not None and wf.status is WorkflowStatus.NOT_STARTED:
-            fx = Effects(workflow_changed=True)
-            wf.status = WorkflowStatus.TERMINAL
-            wf.error = missing
-            wf.start_time = wf.end_time = now
-            fx.emit("workflow.failed", "workflow", wf.id, status="TERMINAL", error=missing)
-            tx.save(wf, fx, now)
-            return 1
-        fx = start_workflow(wf, now)
-        # Messages made here join the same transaction's worklist, already leased to us.
-        tx.save(wf, fx, now)
-        if fx.messages:
-            pending.extend(
-                tx.enqueue(
-                    fx.messages,
-                    now,
-                    lease_owner=self.owner,
-                    lease_until=now + self.lease_ms,
-                    lease_limit=max(0, room),
-                )
-            )
-        return 1
+            return
+        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, batch.now, _run(msg))
+        progress = item.flight.stage._progress
+        if progress and not fx.stale:
+            fx.events[:0] = [
+                EventDraft("custom.progress", "stage", item.flight.stage.id, p) for p in progress
+            ]
+        batch.save(wf, fx)
 
-    def _stage_deadline(
-        self,
-        tx: Transaction,
-        msg: ClaimedMessage,
-        now: int,
-        pending: list[ClaimedMessage],
-        room: int,
-    ) -> int:
-        tx.ack(msg, self.owner)
-        wf = tx.workflow(msg.workflow_id)
-        started = msg.payload.get("started")
-        if wf is not None and isinstance(started, int):
-            fx = stage_deadline(wf, msg.stage_id or "", started, now)
-            self._save(tx, wf, fx, now, pending, room)
-        return 1
+    def _inline(self, batch: _Batch, msg: ClaimedMessage) -> None:
+        """Apply a message whose transition needs no user code, in this transaction."""
+        batch.tx.ack(msg, self.owner)
+        wf = batch.tx.workflow(msg.workflow_id)
+        if wf is None:
+            return
+        now = batch.now
+        if msg.kind == START_WORKFLOW:
+            missing = self._unknown_task(wf)
+            if missing is not None:
+                batch.save(wf, fail_workflow(wf, missing, now))
+            else:
+                batch.save(wf, start_workflow(wf, now))
+        elif msg.kind == STAGE_DEADLINE:
+            started = msg.payload.get("started")
+            if isinstance(started, int):
+                batch.save(wf, stage_deadline(wf, msg.stage_id or "", started, now))
+        else:
+            user, why = msg.payload.get("user"), msg.payload.get("reason")
+            batch.save(wf, cancel_workflow(wf, user, why, now))
 
-    def _mutex(
-        self,
-        tx: Transaction,
-        msg: ClaimedMessage,
-        now: int,
-        pending: list[ClaimedMessage],
-        room: int,
-    ) -> int:
+    def _mutex(self, batch: _Batch, msg: ClaimedMessage) -> None:
         """Take or give back a ``mutex_key`` (the lock table lives beside the queue)."""
+        tx, now = batch.tx, batch.now
         tx.ack(msg, self.owner)
         key = str(msg.payload.get("key"))
         stage_id = msg.stage_id or ""
         if msg.kind == RELEASE_MUTEX:
             waiter = tx.release_mutex(key, stage_id)
             if waiter is not None:
-                grant = Message(ACQUIRE_MUTEX, waiter[0], waiter[1], payload={"key": key})
-                self._enqueue(tx, [grant], now, pending, room)
-            return 1
-        if tx.acquire_mutex(key, msg.workflow_id, stage_id, now):
-            wf = tx.workflow(msg.workflow_id)
-            if wf is None:
-                release = Message(RELEASE_MUTEX, msg.workflow_id, stage_id, payload={"key": key})
-                self._enqueue(tx, [release], now, pending, room)
-            else:
-                self._save(tx, wf, mutex_granted(wf, stage_id, now), now, pending, room)
-        return 1
-
-    def _enqueue(
-        self,
-        tx: Transaction,
-        messages: list[Message],
-        now: int,
-        pending: list[ClaimedMessage],
-        room: int,
-    ) -> None:
-        pending.extend(
-            tx.enqueue(
-                messages,
-                now,
-                lease_owner=self.owner,
-                lease_until=now + self.lease_ms,
-                lease_limit=max(0, room - sum(1 for m in pending if m.kind == RUN_TASK)),
-            )
-        )
+                batch.enqueue([Message(ACQUIRE_MUTEX, waiter[0], waiter[1], payload={"key": key})])
+            return
+        if not tx.acquire_mutex(key, msg.workflow_id, stage_id, now):
+            return
+        wf = tx.workflow(msg.workflow_id)
+        if wf is None:
+            batch.enqueue([Message(RELEASE_MUTEX, msg.workflow_id, stage_id, payload={"key": key})])
+        else:
+            batch.save(wf, mutex_granted(wf, stage_id, now))
 
     def _unknown_task(self, wf: Workflow) -> str | None:
         for stage in wf.stages:
@@ -506,14 +428,10 @@ class QueueProcessor:
         return None
 
     def _prepare(
-        self,
-        tx: Transaction,
-        msg: ClaimedMessage,
-        now: int,
-        pending: list[ClaimedMessage],
-        room: int,
-    ) -> tuple[InFlight, Any] | None:
+        self, batch: _Batch, msg: ClaimedMessage
+    ) -> tuple[InFlight, timedelta | None] | None:
         """Check a claimed RunTask; return what to dispatch, or None if settled here."""
+        tx, now = batch.tx, batch.now
         wf = tx.workflow(msg.workflow_id)
         if wf is None:
             tx.delete_message(msg.id)
@@ -526,21 +444,19 @@ class QueueProcessor:
             )
             tx.dead_letter(msg, reason, now)
             outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=reason)
-            fx = complete_task(wf, stage_id, task_id, outcome, now, _run(msg))
-            self._save(tx, wf, fx, now, pending, room)
+            batch.save(wf, complete_task(wf, stage_id, task_id, outcome, now, _run(msg)))
             return None
-        fx_or_none = prepare_task(wf, stage_id, task_id, now, _run(msg))
-        if fx_or_none is not None:
+        parked = prepare_task(wf, stage_id, task_id, now, _run(msg))
+        if parked is not None:
             tx.ack(msg, self.owner)
-            tx.save(wf, fx_or_none, now)
+            batch.save(wf, parked)
             return None
         stage = wf.stage_by_id(stage_id)
         task = stage.task_by_id(task_id)
         try:
             impl = self.task_registry.get(task.implementing_class)
-        except (TaskNotFoundError, StabilizeError, TypeError) as exc:
-            outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=str(exc))
-            self._settle(tx, wf, msg, outcome, now, pending, room)
+        except (StabilizeError, TypeError) as exc:
+            self._settle(batch, wf, msg, str(exc))
             return None
         snapshot = snapshot_stage(wf, stage, task)
         snapshot._backend = self.backend  # for tasks that start workflows (SubWorkflowTask)
@@ -548,29 +464,23 @@ class QueueProcessor:
         if isinstance(impl, RetryableTask):
             limit = impl.get_dynamic_timeout(snapshot).total_seconds() * 1000
             if now - first_start > limit:
-                message = (
+                self._settle(
+                    batch,
+                    wf,
+                    msg,
                     f"task {task.name!r} of stage {stage.ref_id!r} exceeded its timeout of "
-                    f"{limit / 1000:g}s"
+                    f"{limit / 1000:g}s",
                 )
-                outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=message)
-                self._settle(tx, wf, msg, outcome, now, pending, room)
                 return None
         flight = InFlight(msg, impl, snapshot, task_id, task.retry_count, first_start)
         return flight, impl.get_execution_timeout(snapshot)
 
-    def _settle(
-        self,
-        tx: Transaction,
-        wf: Workflow,
-        msg: ClaimedMessage,
-        outcome: TaskOutcome,
-        now: int,
-        pending: list[ClaimedMessage],
-        room: int,
-    ) -> None:
-        tx.ack(msg, self.owner)
-        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, now, _run(msg))
-        self._save(tx, wf, fx, now, pending, room)
+    def _settle(self, batch: _Batch, wf: Workflow, msg: ClaimedMessage, error: str) -> None:
+        """Fail a claimed task without running it."""
+        batch.tx.ack(msg, self.owner)
+        outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=error)
+        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, batch.now, _run(msg))
+        batch.save(wf, fx)
 
     # -- housekeeping ---------------------------------------------------------------
 
@@ -643,6 +553,45 @@ class QueueProcessor:
         if runner is not None:
             with contextlib.suppress(Exception):
                 runner.shutdown(wait=False)
+
+
+class _Batch:
+    """The work of one transaction: what it settles here and what it hands to user code.
+
+    New RunTask messages are inserted already leased to this worker while it has room:
+    ``capacity`` less what is dispatched and what is still waiting in ``pending``.
+    """
+
+    def __init__(self, tx: Transaction, owner: str, lease_ms: int, capacity: int, now: int) -> None:
+        self.tx = tx
+        self.owner = owner
+        self.lease_ms = lease_ms
+        self.capacity = capacity
+        self.now = now
+        self.pending: list[ClaimedMessage] = []
+        self.next = 0
+        self.dispatch: list[tuple[InFlight, timedelta | None]] = []
+        self.done = 0
+
+    def room(self) -> int:
+        waiting = sum(1 for m in self.pending[self.next :] if m.kind == RUN_TASK)
+        return self.capacity - len(self.dispatch) - waiting
+
+    def enqueue(self, messages: list[Message]) -> None:
+        self.pending.extend(
+            self.tx.enqueue(
+                messages,
+                self.now,
+                lease_owner=self.owner,
+                lease_until=self.now + self.lease_ms,
+                lease_limit=max(0, self.room()),
+            )
+        )
+
+    def save(self, wf: Workflow, fx: Effects) -> None:
+        self.tx.save(wf, fx, self.now)
+        if fx.messages:
+            self.enqueue(fx.messages)
 
 
 def _run(msg: ClaimedMessage) -> int | None:

@@ -1,0 +1,77 @@
+"""The public surface of ``stabilize``: a change to it must be deliberate."""
+
+from __future__ import annotations
+
+import stabilize
+
+EXPECTED = [
+    "CallableTask",
+    "CancellationToken",
+    "CircularDependencyError",
+    "InvalidStageGraphError",
+    "JoinType",
+    "LoopTask",
+    "MultiInstanceConfig",
+    "NoOpTask",
+    "Orchestrator",
+    "PermanentError",
+    "PostgresQueue",
+    "PostgresWorkflowStore",
+    "Queue",
+    "QueueProcessor",
+    "QueueProcessorConfig",
+    "RetryableTask",
+    "SignalError",
+    "SplitType",
+    "SqliteQueue",
+    "SqliteWorkflowStore",
+    "StabilizeError",
+    "StageExecution",
+    "StragglerPolicy",
+    "SubWorkflowTask",
+    "Task",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskExecution",
+    "TaskRegistry",
+    "TaskResult",
+    "TaskTimeoutError",
+    "TransientError",
+    "WaitTask",
+    "Workflow",
+    "WorkflowNotFoundError",
+    "WorkflowStatus",
+    "WorkflowStore",
+    "WorkflowValidationError",
+    "__version__",
+    "apply_output_reducers",
+    "emit_progress",
+    "get_reducer",
+    "is_cancellation_requested",
+    "is_permanent",
+    "is_transient",
+    "raise_if_cancellation_requested",
+    "register_reducer",
+    "repeat_until",
+    "sub_workflow_config",
+    "while_loop",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert stabilize.__all__ == EXPECTED
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in stabilize.__all__:
+        assert getattr(stabilize, name) is not None
+
+
+def test_spec_paths_import() -> None:
+    # Paths the original package's README uses besides the facade.
+    from stabilize.events import SqliteEventStore, configure_event_sourcing
+    from stabilize.queue.processor.config import QueueProcessorConfig
+
+    assert QueueProcessorConfig is stabilize.QueueProcessorConfig
+    assert callable(configure_event_sourcing)
+    assert SqliteEventStore is not None
