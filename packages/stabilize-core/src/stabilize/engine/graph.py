@@ -211,7 +211,11 @@ class GraphIndex:
         # When the set of active stages last became empty within the running transition.
         self.completion_at: int | None = None
         # Ready stages waiting for their milestone stage to reach its state.
-        self.milestone_waiting: set[str] = set()
+        self.milestone_waiting: set[str] = {
+            s.ref_id
+            for s in stages
+            if s.status is WorkflowStatus.NOT_STARTED and s.status_reason == "waiting_for_milestone"
+        }
 
     def ancestors(self, ref_id: str) -> list[StageExecution]:
         """All transitive requisites of a stage, in topological order (farthest first)."""

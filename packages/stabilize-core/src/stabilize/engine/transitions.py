@@ -566,7 +566,11 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
     if stage.milestone_ref_id is not None:
         verdict = _milestone(wf, stage)
         if verdict == "wait":
+            # Recorded on the stage too, so that a reload (another worker) keeps waiting.
             wf.index.milestone_waiting.add(stage.ref_id)
+            if stage.status_reason != "waiting_for_milestone":
+                stage.status_reason = "waiting_for_milestone"
+                fx.touch(stage)
             return
         wf.index.milestone_waiting.discard(stage.ref_id)
         if verdict == "passed":
