@@ -15,6 +15,7 @@ import pytest
 
 from stabilize import (
     InvalidStageGraphError,
+    JoinType,
     MultiInstanceConfig,
     SignalError,
     StageExecution,
@@ -922,3 +923,59 @@ def test_loops_refuse_bad_bodies(
 def test_loops_refuse_a_bad_condition() -> None:
     with pytest.raises(ExpressionError):
         repeat_until("loop", [stage("x")], "__import__('os')", 3)
+
+
+# -- fixes found while documenting -------------------------------------------------------
+
+
+def test_canceling_a_fan_out_stage_cancels_its_instances() -> None:
+    run = Run(
+        stage("fan", mi_config=MultiInstanceConfig(items_key="items", max_concurrency=1)),
+        context={"items": [1, 2, 3]},
+    )
+    assert [run[f"fan[{i}]"].status for i in range(3)] == [S.RUNNING, S.NOT_STARTED, S.NOT_STARTED]
+    run.keep(cancel_stages(run.wf, ["fan"], "me", "stop", run.tick()))
+    assert run.status()["fan"] == ("CANCELED", "canceled")
+    assert run.status()["fan[0]"] == ("CANCELED", "canceled")
+    assert run.status()["fan[1]"] == ("SKIPPED", "withdrawn")
+    assert run.status()["fan[2]"] == ("SKIPPED", "withdrawn")
+    assert run.wf_status() is S.SUCCEEDED  # nothing is left running
+
+
+def test_a_fan_out_stage_gets_its_deadline() -> None:
+    run = Run(
+        stage("fan", mi_config=MultiInstanceConfig(items_key="items"), deadline_seconds=2.0),
+        context={"items": [1]},
+    )
+    deadlines = run.messages(STAGE_DEADLINE)
+    assert [(m.stage_id, m.delay_ms) for m in deadlines] == [(run["fan"].id, 2000)]
+
+
+def test_a_straggler_failing_after_its_discriminator_fired_is_ignored() -> None:
+    run = Run(
+        stage("a"),
+        stage("b", ["a"]),
+        stage("c", ["a"]),
+        stage("j", ["b", "c"], join_type=JoinType.DISCRIMINATOR),
+    )
+    run.finish("a")
+    run.finish("b")
+    assert run.st("j") is S.RUNNING
+    run.finish("j")
+    run.finish("c", S.TERMINAL, error="late failure")
+    assert run.status()["c"] == ("TERMINAL", "late_straggler")
+    assert run.wf_status() is S.SUCCEEDED
+
+
+def test_a_failing_branch_that_still_matters_fails_the_workflow() -> None:
+    run = Run(
+        stage("a"),
+        stage("b", ["a"]),
+        stage("c", ["a"]),
+        stage("side", ["c"]),
+        stage("j", ["b", "c"], join_type=JoinType.DISCRIMINATOR),
+    )
+    run.finish("a")
+    run.finish("b")
+    run.finish("c", S.TERMINAL, error="feeds side too")
+    assert run.wf_status() is S.TERMINAL

@@ -525,6 +525,15 @@ def _cancel_stage(
         "stage.canceled", "stage", stage.id, status="CANCELED", reason=reason, user=user, note=note
     )
     _cancel_children(wf, stage, fx)
+    if stage.mi_config is not None:
+        for instance in _instances(wf, stage):
+            if instance.id in wf.index.active:
+                _cancel_stage(wf, instance, reason, now, fx, user=user, note=note)
+            elif instance.status is S.NOT_STARTED:
+                mark_stage(wf, instance, S.SKIPPED)
+                instance.status_reason = "withdrawn"
+                instance.end_time = now
+                fx.touch(instance)
 
 
 def _cancel_children(wf: Workflow, stage: StageExecution, fx: Effects) -> None:
@@ -603,9 +612,6 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
     stage.end_time = None
     fx.touch(stage)
     fx.emit("stage.started", "stage", stage.id, ref_id=stage.ref_id)
-    if stage.mi_config is not None:
-        _expand(wf, stage, now, fx)
-        return
     if stage.deadline_seconds is not None:
         fx.messages.append(
             Message(
@@ -616,6 +622,9 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
                 delay_ms=int(stage.deadline_seconds * 1000),
             )
         )
+    if stage.mi_config is not None:
+        _expand(wf, stage, now, fx)
+        return
     if stage.tasks:
         _start_task(wf, stage, stage.tasks[0], now, fx)
     else:
@@ -680,7 +689,11 @@ def _complete_stage(
         S.CANCELED: "stage.canceled",
     }.get(status, "stage.failed" if status.is_failure else "stage.completed")
     fx.emit(event, "stage", stage.id, status=status.value, error=error)
-    if status.is_halt:
+    if status.is_halt and _only_feeds_fired_joins(wf, stage):
+        # A straggler of a quorum or first-wins join that already fired: its failure can
+        # change nothing downstream, so it is recorded and otherwise ignored.
+        stage.status_reason = "late_straggler"
+    elif status.is_halt:
         _end_workflow(wf, status, now, fx, error=error)
         if wf.error is None:
             wf.error = f"stage {stage.ref_id!r} ended {status.value}"
@@ -693,6 +706,26 @@ def _complete_stage(
         stage.multi_merge_pending = pending
         return
     _maybe_complete_workflow(wf, now, fx)
+
+
+def _only_feeds_fired_joins(wf: Workflow, stage: StageExecution) -> bool:
+    """True when every path from ``stage`` ends in a quorum join that already fired.
+
+    A quorum join is N_OF_M or DISCRIMINATOR; the paths may pass through stages that have
+    not started.
+    """
+    children = wf.index.downstream[stage.ref_id]
+    if not children:
+        return False
+    for child in children:
+        fired = child.join_type in (JoinType.N_OF_M, JoinType.DISCRIMINATOR) and (
+            child.status is not S.NOT_STARTED
+        )
+        if fired:
+            continue
+        if child.status is not S.NOT_STARTED or not _only_feeds_fired_joins(wf, child):
+            return False
+    return True
 
 
 def _branches_not_taken(wf: Workflow, stage: StageExecution) -> list[str]:
@@ -850,13 +883,18 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
         _start_stage(wf, instance, now, fx)
 
 
+def _instances(wf: Workflow, parent: StageExecution) -> list[StageExecution]:
+    """The instances of the fan-out stage's current run, in item order."""
+    prefix = f"{parent.context.get('_mi_generation')}."
+    return [s for s in wf.stages if s.parent_stage_id == parent.id and s.id.startswith(prefix)]
+
+
 def _instance_done(wf: Workflow, parent: StageExecution, now: int, fx: Effects) -> None:
     """An instance of a fan-out finished: start the next, or complete the fan-out stage."""
     config = parent.mi_config
     if parent.status is not S.RUNNING or config is None or wf.status.is_complete:
         return
-    prefix = f"{parent.context.get('_mi_generation')}."
-    instances = [s for s in wf.stages if s.parent_stage_id == parent.id and s.id.startswith(prefix)]
+    instances = _instances(wf, parent)
     succeeded = [s for s in instances if s.status in (S.SUCCEEDED, S.FAILED_CONTINUE)]
     finished = sum(1 for s in instances if s.status.is_complete)
     need = config.join_threshold or len(instances)
