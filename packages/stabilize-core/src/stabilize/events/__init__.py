@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from stabilize.events.bus import EventBus, get_event_bus
 from stabilize.events.model import Event, EventType
+from stabilize.events.postgres import PostgresEventStore
 from stabilize.events.recorder import (
     EventRecorder,
+    EventStore,
     SqliteEventStore,
     configure_event_sourcing,
     current_event_store,
@@ -17,7 +19,9 @@ __all__ = [
     "Event",
     "EventBus",
     "EventRecorder",
+    "EventStore",
     "EventType",
+    "PostgresEventStore",
     "SqliteEventStore",
     "configure_event_sourcing",
     "current_event_store",

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
-from stabilize.persistence.store import SqliteWorkflowStore, WorkflowNotFoundError, WorkflowStore
+from stabilize.backends.postgres import PoolOptions
+from stabilize.persistence.store import (
+    PostgresWorkflowStore,
+    SqliteWorkflowStore,
+    WorkflowNotFoundError,
+    WorkflowStore,
+)
 
-__all__ = ["SqliteWorkflowStore", "WorkflowNotFoundError", "WorkflowStore"]
+__all__ = [
+    "PoolOptions",
+    "PostgresWorkflowStore",
+    "SqliteWorkflowStore",
+    "WorkflowNotFoundError",
+    "WorkflowStore",
+]

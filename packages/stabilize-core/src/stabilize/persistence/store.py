@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stabilize.backends._base import Backend, check_workflow_json
 from stabilize.backends.sqlite import SqliteBackend
@@ -13,6 +13,9 @@ from stabilize.errors import StabilizeError, UnknownTaskTypeError, WorkflowValid
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.reducers import has_reducer
+
+if TYPE_CHECKING:
+    from stabilize.backends.postgres import PoolOptions
 
 
 class WorkflowNotFoundError(StabilizeError, KeyError):
@@ -200,3 +203,51 @@ class SqliteWorkflowStore(WorkflowStore):
     def __init__(self, connection_string: str, create_tables: bool = False) -> None:
         super().__init__(SqliteBackend.for_url(connection_string))
         self.connection_string = connection_string
+
+
+class PostgresWorkflowStore(WorkflowStore):
+    """Workflow state in a PostgreSQL schema, shared by any number of worker processes.
+
+    The store and a :class:`~stabilize.queue.PostgresQueue` on the same URL and schema
+    share one connection pool in a process, so state and messages commit together.
+
+    Args:
+        connection_string: ``postgresql://user:password@host:5432/dbname``.
+        schema: The schema holding the tables (``None``: the connection's default, usually
+            ``public``); created if missing when ``create_tables`` is True.
+        options: Connection-pool settings (:class:`~stabilize.backends.postgres.PoolOptions`).
+        create_tables: Apply pending migrations on first use (under an advisory lock, so
+            workers starting at once are safe); otherwise the schema must be current
+            (``stabilize mg-up``).
+        health_timeout: Seconds :meth:`is_healthy` waits for the database.
+
+    Raises:
+        ImportError: psycopg is not installed (``pip install "stabilize-core[postgres]"``).
+        SchemaVersionError: the schema is newer than this stabilize, or not current and
+            ``create_tables`` is False.
+    """
+
+    def __init__(
+        self,
+        connection_string: str,
+        schema: str | None = None,
+        options: PoolOptions | None = None,
+        create_tables: bool = True,
+        health_timeout: float = 2.0,
+    ) -> None:
+        from stabilize.backends.postgres import PostgresBackend
+
+        super().__init__(
+            PostgresBackend.for_url(connection_string, schema, options, create_tables=create_tables)
+        )
+        self.connection_string = connection_string
+        self.schema = schema
+        self.health_timeout = health_timeout
+
+    def is_healthy(self) -> bool:
+        """True when the database answers within ``health_timeout`` seconds."""
+        from stabilize.backends.postgres import PostgresBackend
+
+        backend = self.backend
+        assert isinstance(backend, PostgresBackend)
+        return backend.ping(self.health_timeout)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from stabilize.queue.queue import Queue, SqliteQueue
+from stabilize.queue.queue import PostgresQueue, Queue, SqliteQueue
 
-__all__ = ["Queue", "SqliteQueue"]
+__all__ = ["PostgresQueue", "Queue", "SqliteQueue"]

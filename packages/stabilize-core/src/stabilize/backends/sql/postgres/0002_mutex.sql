@@ -1,0 +1,17 @@
+-- stabilize PostgreSQL schema, version 2: mutual exclusion across workflows (mutex_key).
+
+CREATE TABLE mutex_holders (
+    key         TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    stage_id    TEXT NOT NULL,
+    acquired_at BIGINT NOT NULL
+);
+
+CREATE TABLE mutex_waiters (
+    id          BIGSERIAL PRIMARY KEY,
+    key         TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    stage_id    TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX mutex_waiters_by_key ON mutex_waiters (key, id);

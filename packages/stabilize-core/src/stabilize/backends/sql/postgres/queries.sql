@@ -1,0 +1,116 @@
+-- Named queries of the PostgreSQL backend. Parameters are positional (%s); the backend
+-- replaces {channel} with the schema's NOTIFY channel and {ev} with the events table prefix.
+
+-- name: workflow_version
+SELECT version FROM workflows WHERE id = %s FOR UPDATE;
+
+-- name: load_workflow
+SELECT body, version, event_seq FROM workflows WHERE id = %s;
+
+-- name: load_stages
+SELECT body FROM stages WHERE workflow_id = %s ORDER BY position;
+
+-- name: insert_workflow
+INSERT INTO workflows (id, application, name, status, created_at, updated_at, version, event_seq, body)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s);
+
+-- name: insert_stage
+INSERT INTO stages (id, workflow_id, position, ref_id, status, body) VALUES (%s, %s, %s, %s, %s, %s);
+
+-- name: update_workflow
+UPDATE workflows SET status = %s, body = %s, version = %s, updated_at = %s, event_seq = %s WHERE id = %s;
+
+-- name: bump_workflow
+UPDATE workflows SET version = %s, updated_at = %s, event_seq = %s WHERE id = %s;
+
+-- name: update_stage
+UPDATE stages SET status = %s, body = %s WHERE id = %s;
+
+-- name: enqueue
+-- A message nobody leased on insert wakes idle workers (delivered at commit, deduplicated).
+WITH inserted AS (
+    INSERT INTO queue_messages
+        (workflow_id, kind, stage_id, task_id, payload, deliver_at, attempts, lease_owner,
+         lease_token, lease_until, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    RETURNING id, lease_owner
+)
+SELECT id, CASE WHEN lease_owner IS NULL THEN pg_notify('{channel}', '') END FROM inserted;
+
+-- name: ack
+DELETE FROM queue_messages WHERE id = %s AND lease_token = %s AND lease_owner = %s;
+
+-- name: delete_message
+DELETE FROM queue_messages WHERE id = %s;
+
+-- name: select_ready
+SELECT id, workflow_id, kind, stage_id, task_id, payload, attempts, lease_token
+FROM queue_messages
+WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s)
+ORDER BY deliver_at, id
+LIMIT %s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lease
+UPDATE queue_messages
+SET lease_owner = %s, lease_token = lease_token + 1, lease_until = %s, attempts = attempts + 1
+WHERE id = %s
+RETURNING lease_token, attempts;
+
+-- name: drop_workflow_messages
+DELETE FROM queue_messages WHERE workflow_id = %s;
+
+-- name: extend_lease
+UPDATE queue_messages SET lease_until = %s WHERE id = %s AND lease_token = %s AND lease_owner = %s;
+
+-- name: lease_owners
+SELECT DISTINCT lease_owner FROM queue_messages WHERE lease_owner IS NOT NULL AND lease_until >= %s;
+
+-- name: release_owner
+UPDATE queue_messages SET lease_until = NULL WHERE lease_owner = %s;
+
+-- name: dead_letter
+INSERT INTO dead_letters (id, workflow_id, kind, stage_id, task_id, payload, attempts, reason, created_at)
+SELECT id, workflow_id, kind, stage_id, task_id, payload, attempts, %s, %s FROM queue_messages WHERE id = %s;
+
+-- name: queue_depth
+SELECT count(*), min(deliver_at) FROM queue_messages;
+
+-- name: count_ready
+SELECT count(*) FROM queue_messages WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s);
+
+-- name: workflow_exists
+SELECT 1 FROM workflows WHERE id = %s;
+
+-- name: insert_event
+INSERT INTO {ev}events (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data)
+VALUES (%s, %s, %s, %s, %s, %s, %s);
+
+-- name: delete_workflow
+DELETE FROM workflows WHERE id = %s;
+
+-- name: next_due
+-- When an idle worker should look again: the earliest delivery or lease expiry.
+SELECT min(GREATEST(deliver_at, COALESCE(lease_until + 1, 0))) FROM queue_messages;
+
+-- name: mutex_holder
+-- Locks the holder row, so that a concurrent release waits for this transaction and
+-- then sees the waiter it may have added.
+SELECT workflow_id, stage_id FROM mutex_holders WHERE key = %s FOR UPDATE;
+
+-- name: mutex_try
+INSERT INTO mutex_holders (key, workflow_id, stage_id, acquired_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (key) DO NOTHING;
+
+-- name: mutex_wait
+INSERT INTO mutex_waiters (key, workflow_id, stage_id, created_at) VALUES (%s, %s, %s, %s);
+
+-- name: mutex_release
+DELETE FROM mutex_holders WHERE key = %s AND stage_id = %s;
+
+-- name: mutex_next_waiter
+SELECT id, workflow_id, stage_id FROM mutex_waiters WHERE key = %s ORDER BY id LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: mutex_forget_waiter
+DELETE FROM mutex_waiters WHERE id = %s;

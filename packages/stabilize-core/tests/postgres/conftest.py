@@ -1,0 +1,331 @@
+"""Fixtures of the PostgreSQL tests: a real server, a fresh schema per test.
+
+The server comes from ``STABILIZE_TEST_PG_URL`` (e.g. ``postgresql://root@127.0.0.1:5432/test``);
+without it every test here is skipped with a message saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+import pytest
+from psycopg import sql
+from ulid import ULID
+
+from stabilize import (
+    Orchestrator,
+    PostgresQueue,
+    PostgresWorkflowStore,
+    QueueProcessor,
+    QueueProcessorConfig,
+    SqliteQueue,
+    SqliteWorkflowStore,
+    StageExecution,
+    TaskExecution,
+    TaskRegistry,
+    Workflow,
+)
+from stabilize.backends.postgres import PoolOptions, PostgresBackend
+from stabilize.events import disable_event_sourcing
+from stabilize.persistence import WorkflowStore
+from stabilize.queue import Queue
+
+PG_URL_ENV = "STABILIZE_TEST_PG_URL"
+HANG_GUARD = 30.0
+"""Seconds a condition may take before a test gives up (guards hangs only)."""
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = HANG_GUARD) -> None:
+    """Poll ``condition`` until it holds; the deadline only guards against hangs."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def new_schema_name() -> str:
+    """A schema name no other test uses: ``t_<ulid>`` in lower case."""
+    return f"t_{str(ULID()).lower()}"
+
+
+def close_backends(schema: str) -> None:
+    """Close every backend of this process on ``schema`` (pools and listeners)."""
+    for key, backend in list(PostgresBackend._instances.items()):
+        if key[1] == schema:
+            backend.close()
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a schema and everything in it."""
+    close_backends(schema)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The test server's URL, or skip: the variable is unset."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        pytest.skip(f"{PG_URL_ENV} is not set: PostgreSQL tests need a server URL")
+    return url
+
+
+@pytest.fixture
+def pg_schema(pg_url: str) -> Iterator[str]:
+    """A fresh, empty schema for this test, dropped with everything in it at teardown."""
+    schema = new_schema_name()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    yield schema
+    drop_schema(pg_url, schema)
+
+
+@pytest.fixture
+def fresh_schema_name(pg_url: str) -> Iterator[str]:
+    """A schema name that does not exist yet (dropped at teardown if a test created it)."""
+    schema = new_schema_name()
+    yield schema
+    drop_schema(pg_url, schema)
+
+
+@pytest.fixture(autouse=True)
+def reset_event_sourcing() -> Iterator[None]:
+    """Never let one test's event recording leak into the next."""
+    disable_event_sourcing()
+    yield
+    disable_event_sourcing()
+
+
+class PgQuery(Protocol):
+    """The ``pg_query`` fixture."""
+
+    def __call__(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+
+
+@pytest.fixture
+def pg_query(pg_url: str, pg_schema: str) -> PgQuery:
+    """Run a query on the test schema through a connection of its own (not the engine's)."""
+
+    def query(query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(pg_url, autocommit=True, options=f"-csearch_path={pg_schema}") as c:
+            cur = c.execute(query.encode(), params)
+            return list(cur.fetchall()) if cur.description else []
+
+    return query
+
+
+# -- an engine on either backend ------------------------------------------------------
+
+
+@dataclass
+class EngineTarget:
+    """Where an engine's database is: a SQLite file, or a PostgreSQL URL and schema."""
+
+    kind: str
+    url: str
+    schema: str | None = None
+
+    def store(self) -> WorkflowStore:
+        """The workflow store of this database."""
+        if self.kind == "postgres":
+            return PostgresWorkflowStore(self.url, schema=self.schema)
+        return SqliteWorkflowStore(self.url, create_tables=True)
+
+    def queue(self, **kwargs: Any) -> Queue:
+        """The queue of this database (``lock_duration``, ``max_attempts`` pass through)."""
+        if self.kind == "postgres":
+            return PostgresQueue(self.url, schema=self.schema, **kwargs)
+        return SqliteQueue(self.url, **kwargs)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngineTarget]:
+    """The same test on a fresh SQLite file and on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield EngineTarget("sqlite", f"sqlite:///{tmp_path / 'wf.db'}")
+        return
+    url = request.getfixturevalue("pg_url")
+    schema = new_schema_name()
+    yield EngineTarget("postgres", url, schema)
+    drop_schema(url, schema)
+
+
+@dataclass
+class Engine:
+    """Store, queue, registry, processor and orchestrator on one database."""
+
+    target: EngineTarget
+    store: WorkflowStore
+    queue: Queue
+    registry: TaskRegistry
+    processor: QueueProcessor
+    orchestrator: Orchestrator
+    extra: list[QueueProcessor] = field(default_factory=list)
+
+    def run(self, workflow: Workflow, timeout: float = HANG_GUARD) -> Workflow:
+        """Store, start and run a workflow to the end; return its stored state."""
+        self.store.store(workflow)
+        self.orchestrator.start(workflow)
+        self.processor.process_all(timeout=timeout)
+        return self.store.retrieve(workflow.id)
+
+    def another_processor(self, config: QueueProcessorConfig | None = None) -> QueueProcessor:
+        """One more processor on the same database (stopped at teardown)."""
+        processor = QueueProcessor(
+            self.queue,
+            store=self.store,
+            task_registry=self.registry,
+            config=config or self.processor.config,
+        )
+        self.extra.append(processor)
+        return processor
+
+
+class MakeEngine(Protocol):
+    """The ``make_engine`` fixture of this directory."""
+
+    def __call__(
+        self,
+        target: EngineTarget | None = None,
+        config: QueueProcessorConfig | None = None,
+        *,
+        registry: TaskRegistry | None = None,
+        lock_duration: timedelta = ...,
+        max_attempts: int = ...,
+    ) -> Engine: ...
+
+
+def _make_engine_fixture(default: Callable[[], EngineTarget]) -> Iterator[MakeEngine]:
+    made: list[Engine] = []
+
+    def make(
+        target: EngineTarget | None = None,
+        config: QueueProcessorConfig | None = None,
+        *,
+        registry: TaskRegistry | None = None,
+        lock_duration: timedelta = timedelta(seconds=60),
+        max_attempts: int = 10,
+    ) -> Engine:
+        target = target or default()
+        store = target.store()
+        queue = target.queue(lock_duration=lock_duration, max_attempts=max_attempts)
+        registry = registry if registry is not None else TaskRegistry()
+        config = config or QueueProcessorConfig(poll_frequency_ms=10)
+        processor = QueueProcessor(queue, store=store, task_registry=registry, config=config)
+        engine = Engine(target, store, queue, registry, processor, Orchestrator(queue, store))
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        for processor in [engine.processor, *engine.extra]:
+            processor.stop(wait=True, timeout=10)
+
+
+@pytest.fixture
+def make_engine(engine_url: EngineTarget) -> Iterator[MakeEngine]:
+    """Build an engine on the parametrised backend (SQLite and PostgreSQL)."""
+    yield from _make_engine_fixture(lambda: engine_url)
+
+
+@pytest.fixture
+def make_pg_engine(pg_url: str, pg_schema: str) -> Iterator[MakeEngine]:
+    """Build an engine on this test's PostgreSQL schema."""
+    yield from _make_engine_fixture(lambda: EngineTarget("postgres", pg_url, pg_schema))
+
+
+@pytest.fixture
+def pool_options() -> PoolOptions:
+    """Small pools: many tests run, each with its own schema and pool."""
+    return PoolOptions(min_size=1, max_size=4)
+
+
+# -- workflows --------------------------------------------------------------------------
+
+
+class Build:
+    """Builders of stages and workflows (the ``build`` fixture)."""
+
+    @staticmethod
+    def stage(
+        ref: str,
+        task: str,
+        requires: Iterable[str] = (),
+        context: dict[str, Any] | None = None,
+    ) -> StageExecution:
+        """A one-task stage whose task type is ``task``."""
+        return StageExecution(
+            ref_id=ref,
+            type=task,
+            name=ref,
+            context=dict(context or {}),
+            requisite_stage_ref_ids=set(requires),
+            tasks=[TaskExecution.create(f"{ref}.{task}", task)],
+        )
+
+    @staticmethod
+    def workflow(*stages: StageExecution, name: str = "pg", **context: Any) -> Workflow:
+        """A workflow of the given stages."""
+        return Workflow.create(application="tests", name=name, stages=stages, context=context)
+
+    def chain(self, task: str, length: int, name: str = "chain") -> Workflow:
+        """``length`` stages in a line, each running ``task``."""
+        refs = [f"s{i}" for i in range(length)]
+        return self.workflow(
+            *(self.stage(r, task, refs[i - 1 : i]) for i, r in enumerate(refs)), name=name
+        )
+
+
+@pytest.fixture
+def build() -> Build:
+    """Stage and workflow builders."""
+    return Build()
+
+
+class Executions:
+    """Counts task executions by (workflow id, stage ref), safely across threads."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.keys: list[str] = []
+        self._lock = threading.Lock()
+
+    def record(self, s: StageExecution) -> None:
+        with self._lock:
+            self.counts[(s.workflow_id or "", s.ref_id)] += 1
+            self.keys.append(s.idempotency_key)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+
+@pytest.fixture
+def executions() -> Executions:
+    """A thread-safe execution counter for tasks."""
+    return Executions()
+
+
+@pytest.fixture
+def poll() -> Callable[..., None]:
+    """``poll(condition, what)``: wait for a condition with a hang guard."""
+    return wait_until
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """An event blocked tasks wait on; set at teardown so no thread lingers."""
+    event = threading.Event()
+    yield event
+    event.set()

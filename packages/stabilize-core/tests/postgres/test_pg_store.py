@@ -1,0 +1,156 @@
+"""PostgresWorkflowStore and PostgresQueue on a real server: storing, listing, sharing."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from stabilize import (
+    PostgresQueue,
+    PostgresWorkflowStore,
+    QueueProcessor,
+    SqliteQueue,
+    TaskRegistry,
+    WorkflowNotFoundError,
+    WorkflowStatus,
+)
+from stabilize.backends.postgres import PoolOptions, PostgresBackend, notify_channel
+
+pytestmark = pytest.mark.postgres
+
+
+def test_store_retrieve_roundtrip(pg_url, pg_schema, build):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema)
+    wf = build.workflow(
+        build.stage("a", "noop", context={"n": 1, "nested": {"k": ["v", 2]}}),
+        build.stage("b", "noop", {"a"}),
+        name="roundtrip",
+        owner="ops",
+    )
+
+    store.store(wf)
+    got = store.retrieve(wf.id)
+
+    assert got is not wf
+    assert got.id == wf.id
+    assert got.name == "roundtrip"
+    assert got.context == {"owner": "ops"}
+    assert got.status is WorkflowStatus.NOT_STARTED
+    assert [s.ref_id for s in got.stages] == ["a", "b"]
+    assert got.stage_by_ref_id("a").context == {"n": 1, "nested": {"k": ["v", 2]}}
+    assert got.stage_by_ref_id("b").requisite_stage_ref_ids == {"a"}
+    assert store.exists(wf.id)
+
+
+def test_retrieve_unknown_id_raises(pg_url, pg_schema):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema)
+
+    with pytest.raises(WorkflowNotFoundError, match="nope"):
+        store.retrieve("nope")
+    assert not store.exists("nope")
+
+
+def test_storing_twice_is_refused(pg_url, pg_schema, build):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema)
+    wf = build.workflow(build.stage("a", "noop"))
+    store.store(wf)
+
+    with pytest.raises(ValueError, match="already stored"):
+        store.store(wf)
+
+
+def test_list_count_filter_and_delete(pg_url, pg_schema, build):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema)
+    made = [build.workflow(build.stage("a", "noop"), name=f"job_{i}%") for i in range(5)]
+    for wf in made:
+        store.store(wf)
+
+    listed = store.list_workflows(application="tests")
+    assert [w.id for w in listed] == [w.id for w in reversed(made)]
+    assert [w.id for w in store.list_workflows(limit=2, offset=1)] == [made[3].id, made[2].id]
+    assert [w.id for w in store.list_workflows(name="job_3%")] == [made[3].id]
+    assert store.list_workflows(name="job_3_") == []
+    assert store.count() == 5
+    assert store.count(application="tests", status=WorkflowStatus.NOT_STARTED) == 5
+    assert store.count(status=[WorkflowStatus.RUNNING, WorkflowStatus.SUCCEEDED]) == 0
+    assert store.list_workflows(application="other") == []
+
+    store.delete(made[0].id)
+
+    assert store.count() == 4
+    assert not store.exists(made[0].id)
+
+
+def test_store_and_queue_of_one_schema_share_a_backend(pg_url, pg_schema):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema)
+    queue = PostgresQueue(pg_url, schema=pg_schema)
+
+    assert store.backend is queue.backend
+    QueueProcessor(queue, store=store, task_registry=TaskRegistry())  # accepted
+
+
+def test_store_and_queue_of_different_schemas_are_refused(pg_url, pg_schema, fresh_schema_name):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema)
+    queue = PostgresQueue(pg_url, schema=fresh_schema_name)
+
+    assert store.backend is not queue.backend
+    with pytest.raises(ValueError, match="same database"):
+        QueueProcessor(queue, store=store)
+
+
+def test_a_postgres_store_with_a_sqlite_queue_is_refused(pg_url, pg_schema, tmp_path):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema)
+    queue = SqliteQueue(f"sqlite:///{tmp_path / 'q.db'}")
+
+    with pytest.raises(ValueError, match="same database"):
+        QueueProcessor(queue, store=store)
+
+
+def test_queue_table_name_other_than_the_default_is_refused(pg_url, pg_schema):
+    with pytest.raises(ValueError, match="queue_messages"):
+        PostgresQueue(pg_url, table_name="jobs", schema=pg_schema)
+
+
+def test_location_hides_the_password(pg_url, pg_schema):
+    with_password = make_conninfo(pg_url, password="s3cr3t")  # trust auth ignores it
+    backend = PostgresBackend(with_password, pg_schema)
+    try:
+        assert "s3cr3t" not in backend.location
+        assert pg_schema in backend.location
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("bad", ["1abc", "has space", "semi;colon", "x" * 64, 'q"uote'])
+def test_invalid_schema_names_are_refused(pg_url, bad):
+    with pytest.raises(ValueError, match="invalid schema name"):
+        PostgresWorkflowStore(pg_url, schema=bad)
+
+
+def test_is_healthy(pg_url, pg_schema):
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema, health_timeout=5.0)
+
+    assert store.is_healthy()
+
+
+def test_pool_options_are_validated():
+    with pytest.raises(ValueError, match="min_size"):
+        PoolOptions(min_size=5, max_size=2)
+
+
+def test_pool_options_reach_the_pool(pg_url, pg_schema):
+    store = PostgresWorkflowStore(
+        pg_url, schema=pg_schema, options=PoolOptions(min_size=0, max_size=3)
+    )
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+
+    assert (backend.pool.min_size, backend.pool.max_size) == (0, 3)
+
+
+def test_notify_channels_differ_by_schema_and_are_legal():
+    assert notify_channel("a") != notify_channel("b")
+    assert notify_channel(None) == "stabilize_public"
+    long = notify_channel("s" * 63)
+    assert len(long) <= 63
+    assert long != notify_channel("s" * 62 + "t")
