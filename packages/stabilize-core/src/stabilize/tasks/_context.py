@@ -1,0 +1,144 @@
+"""Reading a built-in task's configuration from the stage context, with clear errors.
+
+Every built-in task (shell, HTTP, Python, Docker, SSH) validates its keys up front
+through :class:`ContextReader`: a missing or malformed key fails the task at once with a
+:class:`TaskConfigError` naming the task and the key, before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from stabilize.errors import PermanentError
+
+T = TypeVar("T")
+
+_MISSING: Any = object()
+
+
+class TaskConfigError(PermanentError):
+    """A built-in task's context key is missing or has the wrong type or value."""
+
+
+class ContextReader:
+    """Typed access to a stage context on behalf of one task.
+
+    Args:
+        context: The stage context the task received.
+        task: The task's name, used in error messages (``"ShellTask"``).
+    """
+
+    def __init__(self, context: Mapping[str, Any], task: str) -> None:
+        self.context = context
+        self.task = task
+
+    def error(self, key: str, problem: str) -> TaskConfigError:
+        """An error saying that context key ``key`` has ``problem``."""
+        return TaskConfigError(f"{self.task}: context key {key!r} {problem}")
+
+    def has(self, key: str) -> bool:
+        """True when ``key`` is present and not None."""
+        return self.context.get(key) is not None
+
+    def raw(self, key: str, default: Any = _MISSING) -> Any:
+        """The value as it is; a missing required key raises."""
+        value = self.context.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise self.error(key, "is required")
+            return default
+        return value
+
+    def text(self, key: str, default: Any = _MISSING) -> Any:
+        """A string."""
+        value = self.raw(key, default)
+        if value is default:
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, not {type(value).__name__}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean (``true``/``false`` strings are accepted too)."""
+        value = self.raw(key, default)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise self.error(key, f"must be true or false, not {value!r}")
+
+    def number(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        minimum: float | None = None,
+        integer: bool = False,
+    ) -> Any:
+        """A number (an int when ``integer``), at least ``minimum`` when given."""
+        value = self.raw(key, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"must be a number, not {type(value).__name__}")
+        if integer and not (isinstance(value, int) or float(value).is_integer()):
+            raise self.error(key, f"must be a whole number, not {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"must be at least {minimum:g}, not {value!r}")
+        return int(value) if integer else value
+
+    def text_list(self, key: str, default: Any = _MISSING) -> Any:
+        """A list of strings."""
+        value = self.raw(key, default)
+        if value is default:
+            return value
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "must be a list of strings")
+        return list(value)
+
+    def text_map(self, key: str, default: Any = _MISSING) -> Any:
+        """A mapping of strings to strings (numbers and booleans are turned into text)."""
+        value = self.raw(key, default)
+        if value is default:
+            return value
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"must be a mapping, not {type(value).__name__}")
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or isinstance(v, dict | list | tuple) or v is None:
+                raise self.error(key, f"must map strings to strings; entry {k!r} does not")
+            out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+        return out
+
+    def choice(self, key: str, choices: Iterable[str], default: Any = _MISSING) -> Any:
+        """One of ``choices``."""
+        value = self.text(key, default)
+        allowed = list(choices)
+        if value is not default and value not in allowed:
+            raise self.error(key, f"must be one of {allowed}, not {value!r}")
+        return value
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each secret value in ``text`` with ``***``."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def secret_values(reader: ContextReader, key: str = "secrets") -> list[str]:
+    """The values to mask: ``secrets`` lists context keys whose values are secret."""
+    names = reader.text_list(key, [])
+    values = []
+    for name in names:
+        value = reader.context.get(name)
+        if value is not None:
+            values.append(str(value))
+    return values
+
+
+def cap_output(data: bytes, limit: int) -> tuple[str, bool]:
+    """Decode at most ``limit`` bytes (UTF-8, replacing bad bytes); say if cut."""
+    truncated = len(data) > limit
+    return data[:limit].decode("utf-8", errors="replace"), truncated
