@@ -14,9 +14,18 @@ STAGE_DEADLINE = "StageDeadline"
 CANCEL_WORKFLOW = "CancelWorkflow"
 ACQUIRE_MUTEX = "AcquireMutex"
 RELEASE_MUTEX = "ReleaseMutex"
+SIGNAL_TIMEOUT = "SignalTimeout"
 
 MESSAGE_KINDS = frozenset(
-    {START_WORKFLOW, RUN_TASK, STAGE_DEADLINE, CANCEL_WORKFLOW, ACQUIRE_MUTEX, RELEASE_MUTEX}
+    {
+        START_WORKFLOW,
+        RUN_TASK,
+        STAGE_DEADLINE,
+        CANCEL_WORKFLOW,
+        ACQUIRE_MUTEX,
+        RELEASE_MUTEX,
+        SIGNAL_TIMEOUT,
+    }
 )
 
 

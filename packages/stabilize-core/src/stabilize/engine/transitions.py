@@ -21,6 +21,7 @@ from stabilize.engine.messages import (
     CANCEL_WORKFLOW,
     RELEASE_MUTEX,
     RUN_TASK,
+    SIGNAL_TIMEOUT,
     STAGE_DEADLINE,
     Effects,
     Message,
@@ -60,6 +61,10 @@ class TaskOutcome:
     delay_ms: int = 0
     retry: bool = False
 
+
+SIGNAL_TIMEOUT_KEY = "_signal_timeout_seconds"
+"""Context key a suspending task sets (in its result's context) to be resumed with the
+signal ``timeout`` after that many seconds if no other signal came first."""
 
 _ACTIVE_STAGE = frozenset({S.RUNNING, S.SUSPENDED, S.PAUSED, S.BUFFERED})
 
@@ -238,9 +243,22 @@ def complete_task(
     )
     if status is S.SUSPENDED:
         mark_stage(wf, stage, S.SUSPENDED)
-        fx.emit("stage.suspended", "stage", stage.id)
+        wait = outcome.context.get(SIGNAL_TIMEOUT_KEY)
+        fx.emit("stage.suspended", "stage", stage.id, timeout_seconds=wait)
         if stage.pending_signals:
             _deliver_signal(wf, stage, stage.pending_signals.pop(0), now, fx)
+        elif isinstance(wait, int | float) and not isinstance(wait, bool) and wait >= 0:
+            # A durable timer: if no signal comes first, a "timeout" signal resumes it.
+            fx.messages.append(
+                Message(
+                    SIGNAL_TIMEOUT,
+                    wf.id,
+                    stage.id,
+                    task.id,
+                    {"run": task.version},
+                    delay_ms=int(wait * 1000),
+                )
+            )
         return fx
     if stage.deferred_choice_group is not None:
         _choose(wf, stage, now, fx)
@@ -341,6 +359,30 @@ def signal_stage(
             f"stage {stage.ref_id!r} is not waiting for a signal (it is {stage.status.value}) "
             "and the signal is not persistent"
         )
+    return fx
+
+
+@_transition
+def signal_timeout(wf: Workflow, stage_id: str, task_id: str, run: int, now: int) -> Effects:
+    """A suspended task's timer ran out: resume it with the signal ``timeout``.
+
+    Stale when the task was resumed (or restarted) since it suspended with that timer.
+    """
+    fx = Effects()
+    stage = wf.index.by_id.get(stage_id)
+    task = _find_task(stage, task_id)
+    if (
+        stage is None
+        or task is None
+        or stage.status is not S.SUSPENDED
+        or task.status is not S.SUSPENDED
+        or task.version != run
+        or wf.status.is_complete
+    ):
+        fx.stale = True
+        return fx
+    signal: dict[str, Any] = {"name": "timeout", "data": {}, "user": None, "at": now}
+    _deliver_signal(wf, stage, signal, now, fx)
     return fx
 
 

@@ -18,6 +18,7 @@ from stabilize.engine.messages import (
     CANCEL_WORKFLOW,
     RELEASE_MUTEX,
     RUN_TASK,
+    SIGNAL_TIMEOUT,
     STAGE_DEADLINE,
     START_WORKFLOW,
     ClaimedMessage,
@@ -32,6 +33,7 @@ from stabilize.engine.transitions import (
     fail_workflow,
     mutex_granted,
     prepare_task,
+    signal_timeout,
     stage_deadline,
     start_workflow,
 )
@@ -351,7 +353,7 @@ class QueueProcessor:
                         continue
                 elif msg.kind in (ACQUIRE_MUTEX, RELEASE_MUTEX):
                     self._mutex(batch, msg)
-                elif msg.kind in (START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW):
+                elif msg.kind in (START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW, SIGNAL_TIMEOUT):
                     self._inline(batch, msg)
                 else:
                     tx.dead_letter(msg, f"unknown message kind {msg.kind!r}", now)
@@ -395,6 +397,11 @@ class QueueProcessor:
             started = msg.payload.get("started")
             if isinstance(started, int):
                 batch.save(wf, stage_deadline(wf, msg.stage_id or "", started, now))
+        elif msg.kind == SIGNAL_TIMEOUT:
+            run = _run(msg)
+            if run is not None:
+                fx = signal_timeout(wf, msg.stage_id or "", msg.task_id or "", run, now)
+                batch.save(wf, fx)
         else:
             user, why = msg.payload.get("user"), msg.payload.get("reason")
             batch.save(wf, cancel_workflow(wf, user, why, now))
