@@ -205,6 +205,11 @@ class Transaction:
         """Write what a transition changed: rows, messages, events, one version bump."""
         if fx.drop_messages:
             self.cur.execute(self.q["drop_workflow_messages"], (wf.id,))
+        elif fx.drop_timers:
+            self.cur.executemany(
+                self.q["drop_stage_messages"],
+                [(wf.id, stage_id, kind) for kind, stage_id in fx.drop_timers],
+            )
         if not (fx.stages or fx.workflow_changed or fx.events or fx.messages or fx.new_stages):
             return
         if fx.new_stages:

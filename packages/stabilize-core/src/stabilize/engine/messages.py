@@ -77,6 +77,8 @@ class Effects:
         drop_messages: Delete every other queued message of the workflow (it ended).
         stale: The consumed message no longer applied; only its ack is committed.
         new_stages: Stages added at run time (dynamic fan-out instances), to insert.
+        drop_timers: ``(kind, stage_id)`` of delayed messages that no longer matter (a
+            deadline of a finished stage, the timeout of a signal that came).
     """
 
     stages: dict[str, StageExecution] = field(default_factory=dict)
@@ -86,6 +88,7 @@ class Effects:
     drop_messages: bool = False
     stale: bool = False
     new_stages: list[StageExecution] = field(default_factory=list)
+    drop_timers: list[tuple[str, str]] = field(default_factory=list)
 
     def touch(self, stage: StageExecution) -> None:
         """Mark ``stage`` as changed."""

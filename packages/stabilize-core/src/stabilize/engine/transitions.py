@@ -390,6 +390,7 @@ def _deliver_signal(
     wf: Workflow, stage: StageExecution, signal: dict[str, Any], now: int, fx: Effects
 ) -> None:
     task = next(t for t in stage.tasks if t.status is S.SUSPENDED)
+    fx.drop_timers.append((SIGNAL_TIMEOUT, stage.id))
     stage.context["_signal_name"] = signal["name"]
     stage.context["_signal_data"] = signal["data"]
     stage.context["_signal_user"] = signal.get("user")
@@ -563,6 +564,7 @@ def _cancel_stage(
     stage.status_reason = reason
     stage.end_time = now
     fx.touch(stage)
+    fx.drop_timers.extend([(STAGE_DEADLINE, stage.id), (SIGNAL_TIMEOUT, stage.id)])
     fx.emit(
         "stage.canceled", "stage", stage.id, status="CANCELED", reason=reason, user=user, note=note
     )
@@ -726,6 +728,8 @@ def _complete_stage(
     mark_stage(wf, stage, status)
     stage.end_time = now
     fx.touch(stage)
+    if stage.deadline_seconds is not None:
+        fx.drop_timers.append((STAGE_DEADLINE, stage.id))
     event = {
         S.SKIPPED: "stage.skipped",
         S.CANCELED: "stage.canceled",

@@ -140,7 +140,9 @@ class QueueProcessor:
     def process_all(self, timeout: float = 60.0) -> int:
         """Process until the queue is empty and no task runs, or ``timeout`` seconds pass.
 
-        Delayed messages (retries, polls, waits) are waited for while the timeout allows.
+        Delayed messages (retries, polls, waits) are waited for while the timeout allows;
+        it returns at once when the only work left is due after the timeout (a suspended
+        approval's timer, say).
 
         Returns:
             The number of messages processed.
@@ -170,6 +172,8 @@ class QueueProcessor:
                 return processed
             now_ms = self._now_ms()
             wait = (earliest - now_ms) / 1000 if earliest is not None else 0.0
+            if wait > remaining:
+                return processed
             pause = min(max(wait, self.config.poll_frequency_ms / 1000), remaining)
             self.backend.wait_for_work(max(0.0, min(pause, 1.0)))
 

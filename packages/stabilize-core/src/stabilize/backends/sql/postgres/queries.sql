@@ -114,3 +114,6 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: mutex_forget_waiter
 DELETE FROM mutex_waiters WHERE id = %s;
+
+-- name: drop_stage_messages
+DELETE FROM queue_messages WHERE workflow_id = %s AND stage_id = %s AND kind = %s;

@@ -101,3 +101,6 @@ SELECT id, workflow_id, stage_id FROM mutex_waiters WHERE key = ? ORDER BY id LI
 
 -- name: mutex_forget_waiter
 DELETE FROM mutex_waiters WHERE id = ?;
+
+-- name: drop_stage_messages
+DELETE FROM queue_messages WHERE workflow_id = ? AND stage_id = ? AND kind = ?;

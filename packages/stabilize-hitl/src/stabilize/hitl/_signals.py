@@ -1,0 +1,126 @@
+"""Sending decisions and signals to waiting stages."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from stabilize.engine.messages import Effects
+from stabilize.engine.transitions import signal_stage
+from stabilize.models.stage import StageExecution
+from stabilize.models.workflow import Workflow
+from stabilize.orchestrator import apply_transition
+from stabilize.persistence.store import WorkflowStore
+from stabilize.queue.queue import Queue
+
+APPROVE = "approve"
+REJECT = "reject"
+
+
+def approve(
+    queue: Queue,
+    execution_id: str,
+    stage_id: str,
+    data: dict[str, Any] | None = None,
+    *,
+    user: str | None = None,
+    note: str | None = None,
+    execution_type: str = "PIPELINE",
+    store: WorkflowStore | None = None,
+) -> None:
+    """Approve a waiting approval gate; its workflow carries on.
+
+    Args:
+        queue: The queue of the gate's database.
+        execution_id: The workflow id.
+        stage_id: The gate's stage id (or ``ref_id``).
+        data: Anything to pass along; the gate outputs it as ``approval``.
+        user: Who approves (default: ``data["user"]``); recorded in the event log.
+        note: A note recorded with the decision.
+        execution_type: Accepted for compatibility.
+        store: Accepted for compatibility (the queue's database is used).
+
+    Raises:
+        SignalError: the workflow has no such stage, or the stage is not waiting (not yet
+            suspended, already decided, or finished). Nothing is changed then.
+    """
+    _decide(queue, execution_id, stage_id, APPROVE, data, user, note)
+
+
+def reject(
+    queue: Queue,
+    execution_id: str,
+    stage_id: str,
+    data: dict[str, Any] | None = None,
+    *,
+    user: str | None = None,
+    note: str | None = None,
+    execution_type: str = "PIPELINE",
+    store: WorkflowStore | None = None,
+) -> None:
+    """Reject a waiting approval gate: it fails (or continues, if the gate says so).
+
+    Takes the same arguments and raises the same errors as :func:`approve`.
+    """
+    _decide(queue, execution_id, stage_id, REJECT, data, user, note)
+
+
+def send_signal(
+    queue: Queue,
+    execution_id: str,
+    stage_id: str,
+    signal_name: str,
+    signal_data: dict[str, Any] | None = None,
+    *,
+    persistent: bool = True,
+    user: str | None = None,
+    execution_type: str = "PIPELINE",
+    store: WorkflowStore | None = None,
+) -> None:
+    """Send a named signal to a stage.
+
+    A suspended stage resumes at once. With ``persistent`` (the default), a signal sent
+    before the stage suspends is kept and delivered when it does.
+
+    Raises:
+        SignalError: no such stage, the stage finished, or it is not waiting and the
+            signal is not persistent.
+    """
+
+    def transition(wf: Workflow, now: int) -> Effects:
+        return signal_stage(
+            wf, stage_id, signal_name, signal_data, now, persistent=persistent, user=user
+        )
+
+    apply_transition(queue.backend, execution_id, transition, int(time.time() * 1000))
+
+
+def get_signal(stage: StageExecution) -> tuple[str | None, dict[str, Any]]:
+    """The signal that resumed the task holding ``stage``: ``(name, data)``, or ``(None, {})``."""
+    name = stage.context.get("_signal_name")
+    data = stage.context.get("_signal_data") or {}
+    return (name if isinstance(name, str) else None), dict(data)
+
+
+def _decide(
+    queue: Queue,
+    execution_id: str,
+    stage_id: str,
+    decision: str,
+    data: dict[str, Any] | None,
+    user: str | None,
+    note: str | None,
+) -> None:
+    payload = dict(data or {})
+    if note is not None:
+        payload["note"] = note
+    who = user if user is not None else payload.get("user")
+    send_signal(
+        queue,
+        execution_id,
+        stage_id,
+        decision,
+        payload,
+        persistent=False,
+        user=str(who) if who is not None else None,
+    )
