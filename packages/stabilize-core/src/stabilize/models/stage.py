@@ -154,6 +154,7 @@ class StageExecution:
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
     _cancel_token: CancellationToken | None = field(default=None, repr=False, compare=False)
     _backend: Backend | None = field(default=None, repr=False, compare=False)
+    _own_keys: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept any iterable (lists are common in user code) but keep a set, as the spec shows.
@@ -193,6 +194,17 @@ class StageExecution:
         if self._attempt_key is None:
             raise RuntimeError("idempotency_key exists only on the stage a task receives")
         return self._attempt_key
+
+    def own_context(self) -> dict[str, Any]:
+        """The keys the stage itself set, without those inherited from its ancestors.
+
+        On the copy a task receives, ``context`` also holds every ancestor's outputs;
+        built-in tasks read their configuration from here so that an upstream output
+        named like a setting (``headers``, ``body``) cannot change a request.
+        """
+        if self._own_keys is None:
+            return dict(self.context)
+        return {k: v for k, v in self.context.items() if k in self._own_keys}
 
     def upstream_stages(self) -> list[StageExecution]:
         """The stages this stage directly depends on, in declaration order."""

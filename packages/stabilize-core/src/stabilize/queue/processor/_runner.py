@@ -102,6 +102,7 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
         start_time=wf.start_time,
     )
     copy._workflow = shell
+    copy._own_keys = frozenset(stage.context)
     copy._progress = []
     copy._attempt_key = f"{wf.id}:{stage.id}:{task.id}:{task.retry_count}"
     copy._cancel_token = CancellationToken()
