@@ -68,6 +68,11 @@ from stabilize.tasks import (
     TaskResult,
     WaitTask,
 )
+from stabilize.tasks.docker import DockerTask
+from stabilize.tasks.http import HTTPTask
+from stabilize.tasks.python_task import PythonTask
+from stabilize.tasks.shell import ShellTask
+from stabilize.tasks.ssh import SSHTask
 from stabilize.tasks.sub_workflow import SubWorkflowTask, sub_workflow_config
 
 if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __getattr__
@@ -77,6 +82,8 @@ __all__ = [
     "CallableTask",
     "CancellationToken",
     "CircularDependencyError",
+    "DockerTask",
+    "HTTPTask",
     "InvalidStageGraphError",
     "JoinType",
     "LoopTask",
@@ -86,10 +93,13 @@ __all__ = [
     "PermanentError",
     "PostgresQueue",
     "PostgresWorkflowStore",
+    "PythonTask",
     "Queue",
     "QueueProcessor",
     "QueueProcessorConfig",
     "RetryableTask",
+    "SSHTask",
+    "ShellTask",
     "SignalError",
     "SplitType",
     "SqliteQueue",

@@ -248,8 +248,13 @@ def test_builtins() -> None:
     assert isinstance(registry.get("wait"), WaitTask)
     assert registry.names() == [
         "SubWorkflowTask",
+        "docker",
+        "http",
         "loop",
         "noop",
+        "python",
+        "shell",
+        "ssh",
         "sub_workflow",
         "wait",
         "wait_for_signal",
@@ -279,8 +284,8 @@ def test_unknown_name_lists_the_registered_names() -> None:
     with pytest.raises(TaskNotFoundError) as info:
         registry.get("missing")
     assert str(info.value) == (
-        "no task registered as 'missing' (registered: SubWorkflowTask, alpha, loop, noop, "
-        "sub_workflow, wait, wait_for_signal, zeta)"
+        "no task registered as 'missing' (registered: SubWorkflowTask, alpha, docker, http, "
+        "loop, noop, python, shell, ssh, sub_workflow, wait, wait_for_signal, zeta)"
     )
     assert isinstance(info.value, KeyError)
     assert not registry.has("missing")

@@ -16,9 +16,19 @@ T = TypeVar("T", bound=TaskSource)
 
 def _builtins() -> dict[str, type[Task]]:
     from stabilize.loops import LoopTask
+    from stabilize.tasks.docker import DockerTask
+    from stabilize.tasks.http import HTTPTask
+    from stabilize.tasks.python_task import PythonTask
+    from stabilize.tasks.shell import ShellTask
+    from stabilize.tasks.ssh import SSHTask
     from stabilize.tasks.sub_workflow import SubWorkflowTask
 
     return {
+        "shell": ShellTask,
+        "http": HTTPTask,
+        "python": PythonTask,
+        "docker": DockerTask,
+        "ssh": SSHTask,
         "noop": NoOpTask,
         "wait": WaitTask,
         "wait_for_signal": SignalWaitTask,
