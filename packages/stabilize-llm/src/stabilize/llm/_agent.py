@@ -1,0 +1,210 @@
+"""AgentLoopTask: a bounded ReAct loop whose every step is checkpointed durably."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from stabilize.events.recorder import emit_progress
+from stabilize.llm._client import LLMClient
+from stabilize.llm._llm_task import call_model
+from stabilize.llm._stage import (
+    call_options,
+    check_budget,
+    client_for,
+    estimate_tokens,
+    initial_messages,
+    raised_budget_outputs,
+    take_budget_decision,
+    usage_outputs,
+)
+from stabilize.llm._tools import ToolRegistry
+from stabilize.llm._types import ChatMessage, ToolCall, Usage
+from stabilize.models.stage import StageExecution
+from stabilize.tasks._context import ContextReader
+from stabilize.tasks.interface import RetryableTask
+from stabilize.tasks.result import TaskResult
+
+STATE_KEY = "_agent"
+DEFAULT_TIMEOUT = timedelta(days=7)
+
+
+class AgentLoopTask(RetryableTask):
+    """A tool-using agent: the model calls tools until it gives an answer.
+
+    Registered as ``agent``, ``react_agent`` and ``agent_loop``.
+
+    Each execution of the task takes exactly one step, a model call or a tool call, and
+    returns ``running`` with the loop's state (``_agent`` in the stage context: the
+    conversation, the step number, the tool calls still to make, the invocations and the
+    usage). The engine commits that checkpoint and runs the task again at once. A worker
+    that dies mid-loop therefore costs at most the step it was taking: the next worker
+    resumes from the last committed step and repeats no completed model or tool call.
+
+    Every tool call is numbered when the model asks for it, and gets the idempotency key
+    ``"<workflow id>:<stage id>:<step>"``; a tool with an ``idempotency_key`` parameter
+    receives it. A call interrupted by a crash runs again with the same key, so the
+    external service can recognise the repeat. Each call is recorded in
+    ``tool_invocations`` as ``pending`` when the model asks for it and ``done`` (or
+    ``error``) with its result once it ran.
+
+    Context keys: those of :class:`LLMTask` (``prompt``/``messages``, ``system``,
+    ``temperature``, ``options``, ``model``, ``stream``, budgets), plus
+    ``max_iterations`` (model calls, default 8), ``output_key`` (default ``answer``) and
+    ``agent_timeout_seconds`` (the whole loop, default seven days, so that a stage waiting
+    for a budget decision has time).
+
+    Outputs: ``{output_key}``, ``tool_invocations`` (``tool``, ``arguments``, ``result``,
+    ``idempotency_key``, ``step``, ``status``), ``iterations``, ``usage``, and the usage
+    outputs of :class:`LLMTask`. Reaching ``max_iterations`` without an answer ends the
+    stage FAILED_CONTINUE. Tool errors and invalid arguments are fed back to the model as
+    ``"ERROR: ..."`` results; a tool raising :class:`~stabilize.TransientError` is retried.
+
+    Args:
+        client: The model client (default: built from the stage context).
+        tools: The tools the model may call.
+    """
+
+    def __init__(self, client: LLMClient | None = None, tools: ToolRegistry | None = None) -> None:
+        self.client = client
+        self.tools = tools if tools is not None else ToolRegistry()
+
+    @property
+    def aliases(self) -> list[str]:
+        """``react_agent`` and ``agent_loop``."""
+        return ["react_agent", "agent_loop"]
+
+    def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
+        """Run the next step at once: the pause is only the checkpoint's commit."""
+        return timedelta(0)
+
+    def get_timeout(self) -> timedelta:
+        """Seven days for the whole loop (``agent_timeout_seconds`` overrides it)."""
+        return DEFAULT_TIMEOUT
+
+    def get_dynamic_timeout(self, stage: StageExecution) -> timedelta:
+        """``agent_timeout_seconds`` from the stage context, else :meth:`get_timeout`."""
+        seconds = ContextReader(stage.context, "AgentLoopTask").number(
+            "agent_timeout_seconds", None, minimum=0
+        )
+        return timedelta(seconds=seconds) if seconds is not None else self.get_timeout()
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        """Take the next step of the loop."""
+        reader = ContextReader(stage.context, "AgentLoopTask")
+        output_key = reader.text("output_key", "answer")
+        max_iterations = reader.number("max_iterations", 8, minimum=1, integer=True)
+        stream = reader.flag("stream", False)
+        options = call_options(reader, self.client)
+        raw_state = stage.context.get(STATE_KEY)
+        state = dict(raw_state) if isinstance(raw_state, dict) else _fresh(reader)
+        usage = Usage.from_dict(state["usage"])
+        decided, context = take_budget_decision(
+            stage, reader, _outputs(stage, state, output_key, None)
+        )
+        if decided is not None:
+            return decided
+        if state["pending"]:
+            self._run_tool(stage, state)
+            return TaskResult.running(context={**context, STATE_KEY: state})
+        if state["iterations"] >= max_iterations:
+            error = (
+                f"agent stage {stage.ref_id!r} reached max_iterations ({max_iterations}) "
+                "without a final answer"
+            )
+            outputs = _outputs(stage, state, output_key, _last_text(state))
+            return TaskResult.failed_continue(error, outputs=outputs, context=context)
+        messages = [ChatMessage.from_dict(m) for m in state["messages"]]
+        schemas = self.tools.schemas() or None
+        suspended = check_budget(stage, reader, usage, estimate_tokens(messages, schemas))
+        if suspended is not None:
+            suspended.context.update({**context, STATE_KEY: state})
+            return suspended
+        client = client_for(reader, self.client)
+        try:
+            response = call_model(stage, client, messages, schemas, options, stream)
+        finally:
+            if client is not self.client:
+                client.close()
+        state["step"] += 1
+        state["iterations"] += 1
+        state["usage"] = (usage + response.usage).to_dict()
+        calls = []
+        for call in response.tool_calls:
+            state["step"] += 1
+            step = state["step"]
+            calls.append(ToolCall(call.name, call.arguments, call.id or f"call_{step}"))
+            key = f"{stage.workflow_id}:{stage.id}:{step}"
+            state["pending"].append({"step": step, "idempotency_key": key})
+            state["invocations"].append(
+                {
+                    "tool": call.name,
+                    "arguments": call.arguments,
+                    "result": None,
+                    "idempotency_key": key,
+                    "step": step,
+                    "call_id": calls[-1].id,
+                    "status": "pending",
+                }
+            )
+        state["messages"].append(ChatMessage("assistant", response.content, calls).to_dict())
+        emit_progress(
+            stage,
+            f"model call {state['iterations']}",
+            step=state["step"] - len(calls),
+            tool_calls=[c.name for c in calls],
+        )
+        if calls:
+            return TaskResult.running(context={**context, STATE_KEY: state})
+        outputs = _outputs(stage, state, output_key, response.content)
+        return TaskResult.success(outputs=outputs, context={**context, STATE_KEY: state})
+
+    def _run_tool(self, stage: StageExecution, state: dict[str, Any]) -> None:
+        """Make the first pending tool call and record its result in ``state``."""
+        pending = state["pending"][0]
+        record = next(i for i in state["invocations"] if i["step"] == pending["step"])
+        call = ToolCall(record["tool"], record["arguments"], record["call_id"])
+        # A TransientError escapes here, before anything is recorded: the engine retries
+        # this same call, with the same idempotency key.
+        result = self.tools.dispatch(call, pending["idempotency_key"])
+        state["pending"] = state["pending"][1:]
+        record["result"] = result.content
+        record["status"] = "error" if result.is_error else "done"
+        state["messages"].append(
+            ChatMessage("tool", result.content, tool_call_id=call.id, name=call.name).to_dict()
+        )
+        emit_progress(
+            stage, f"tool {call.name}", step=record["step"], tool=call.name, error=result.is_error
+        )
+
+
+def _fresh(reader: ContextReader) -> dict[str, Any]:
+    return {
+        "messages": [m.to_dict() for m in initial_messages(reader)],
+        "step": 0,
+        "iterations": 0,
+        "pending": [],
+        "invocations": [],
+        "usage": Usage().to_dict(),
+    }
+
+
+def _last_text(state: dict[str, Any]) -> str | None:
+    for message in reversed(state["messages"]):
+        if message.get("role") == "assistant" and message.get("content"):
+            return str(message["content"])
+    return None
+
+
+def _outputs(
+    stage: StageExecution, state: dict[str, Any], output_key: str, answer: str | None
+) -> dict[str, Any]:
+    usage = Usage.from_dict(state["usage"])
+    return {
+        output_key: answer,
+        "tool_invocations": state["invocations"],
+        "iterations": state["iterations"],
+        "usage": usage.to_dict(),
+        **usage_outputs(stage, usage),
+        **raised_budget_outputs(stage),
+    }

@@ -1,0 +1,270 @@
+"""Tools: plain functions a model may call, with schemas, validation and dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import json
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, overload
+
+from stabilize.errors import TransientError
+from stabilize.llm._schema import ArgumentError, parse_docstring, signature_of
+from stabilize.llm._types import ToolCall
+
+
+@dataclass
+class ToolResult:
+    """What a tool call produced, as fed back to the model.
+
+    Attributes:
+        content: The text the model reads (a JSON dump when the tool returned data, or
+            ``"ERROR: ..."``).
+        is_error: True when the call failed or its arguments were invalid.
+    """
+
+    content: str
+    is_error: bool = False
+
+
+class Tool:
+    """A function a model may call, with its name, description and parameter schema.
+
+    Calling a :class:`Tool` calls the function, so a decorated function stays usable as
+    before. Parameters named ``idempotency_key`` are hidden from the model and filled in
+    by the agent with a key stable across crashes and retries (pass it on to the external
+    service so a repeated call is recognised).
+
+    Args:
+        fn: The function (plain or ``async def``).
+        name: The name the model sees (default: the function's name).
+        description: What the tool does (default: the docstring's description).
+    """
+
+    def __init__(
+        self, fn: Callable[..., Any], name: str | None = None, description: str | None = None
+    ) -> None:
+        doc = parse_docstring(fn.__doc__)
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.description = description or doc.summary or self.name
+        self.signature = signature_of(fn, doc.args)
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The JSON schema of the arguments."""
+        return self.signature.parameters
+
+    @property
+    def accepts_idempotency_key(self) -> bool:
+        """True when the function takes an ``idempotency_key`` parameter."""
+        return "idempotency_key" in self.signature.injected
+
+    def schema(self) -> dict[str, Any]:
+        """The tool in the OpenAI ``tools`` format (Ollama takes the same)."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+    def invoke(self, arguments: Mapping[str, Any], idempotency_key: str | None = None) -> Any:
+        """Validate ``arguments`` and call the function (an async one is run to completion).
+
+        Raises:
+            ArgumentError: the arguments do not fit the signature (nothing was called).
+        """
+        kwargs = self.signature.validate(arguments)
+        if self.accepts_idempotency_key:
+            kwargs["idempotency_key"] = idempotency_key
+        value = self.fn(**kwargs)
+        if inspect.isawaitable(value):
+            value = _run(_await(value))
+        return value
+
+    async def ainvoke(
+        self, arguments: Mapping[str, Any], idempotency_key: str | None = None
+    ) -> Any:
+        """Like :meth:`invoke`, awaiting an async function on the running loop."""
+        kwargs = self.signature.validate(arguments)
+        if self.accepts_idempotency_key:
+            kwargs["idempotency_key"] = idempotency_key
+        value = self.fn(**kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a function into a :class:`Tool`: ``@tool`` or ``@tool(name=..., description=...)``.
+
+    The schema comes from the type hints (str, int, float, bool, Optional, defaults,
+    Literal, Enum, ``list[...]``, ``dict[...]``, pydantic models) and the Google-style
+    docstring (the description, and ``Args:`` for each parameter).
+    """
+    if fn is not None:
+        return Tool(fn, name, description)
+
+    def decorate(f: Callable[..., Any]) -> Tool:
+        return Tool(f, name, description)
+
+    return decorate
+
+
+class ToolRegistry:
+    """The tools an agent may use, looked up by name.
+
+    ``ToolRegistry().add(lookup).add(send_email)`` (``add`` returns the registry).
+    """
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def add(
+        self,
+        fn: Tool | Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> ToolRegistry:
+        """Add a tool (a :class:`Tool` or a plain function); return the registry.
+
+        Raises:
+            ValueError: another tool already has that name.
+        """
+        item = fn if isinstance(fn, Tool) and name is None and description is None else None
+        if item is None:
+            base = fn.fn if isinstance(fn, Tool) else fn
+            item = Tool(base, name or (fn.name if isinstance(fn, Tool) else None), description)
+        if item.name in self._tools:
+            raise ValueError(f"a tool named {item.name!r} is already registered")
+        self._tools[item.name] = item
+        return self
+
+    def get(self, name: str) -> Tool | None:
+        """The tool called ``name``, if any."""
+        return self._tools.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        """The tool names, in the order they were added."""
+        return list(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """Every tool in the OpenAI ``tools`` format."""
+        return [t.schema() for t in self._tools.values()]
+
+    def dispatch(
+        self, call: ToolCall | Mapping[str, Any], idempotency_key: str | None = None
+    ) -> ToolResult:
+        """Run one tool call and return what to feed back to the model.
+
+        An unknown tool, invalid arguments or an exception in the tool become an
+        ``"ERROR: ..."`` result, so that the model can correct itself. A
+        :class:`~stabilize.TransientError` raised by the tool propagates, so that the
+        engine retries the call (with the same idempotency key).
+        """
+        found = self._lookup(call)
+        if isinstance(found, ToolResult):
+            return found
+        item, arguments = found
+        try:
+            value = item.invoke(arguments, idempotency_key)
+        except ArgumentError as exc:
+            return ToolResult(f"ERROR: invalid arguments for tool {item.name!r}: {exc}", True)
+        except TransientError:
+            raise
+        except Exception as exc:
+            return ToolResult(f"ERROR: {type(exc).__name__}: {exc}", True)
+        return ToolResult(render(value))
+
+    async def adispatch(
+        self, call: ToolCall | Mapping[str, Any], idempotency_key: str | None = None
+    ) -> ToolResult:
+        """Like :meth:`dispatch`, on the running event loop."""
+        found = self._lookup(call)
+        if isinstance(found, ToolResult):
+            return found
+        item, arguments = found
+        try:
+            value = await item.ainvoke(arguments, idempotency_key)
+        except ArgumentError as exc:
+            return ToolResult(f"ERROR: invalid arguments for tool {item.name!r}: {exc}", True)
+        except TransientError:
+            raise
+        except Exception as exc:
+            return ToolResult(f"ERROR: {type(exc).__name__}: {exc}", True)
+        return ToolResult(render(value))
+
+    def _lookup(
+        self, call: ToolCall | Mapping[str, Any]
+    ) -> tuple[Tool, dict[str, Any]] | ToolResult:
+        parsed = call if isinstance(call, ToolCall) else ToolCall.from_dict(call)
+        item = self._tools.get(parsed.name)
+        if item is None:
+            known = ", ".join(self._tools) or "none"
+            return ToolResult(f"ERROR: unknown tool {parsed.name!r} (available: {known})", True)
+        return item, dict(parsed.arguments)
+
+
+def render(value: Any) -> str:
+    """A tool's return value as text for the model (strings as they are, the rest as JSON)."""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
