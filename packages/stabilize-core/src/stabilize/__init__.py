@@ -76,7 +76,16 @@ from stabilize.tasks.ssh import SSHTask
 from stabilize.tasks.sub_workflow import SubWorkflowTask, sub_workflow_config
 
 if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __getattr__
-    pass
+    from stabilize.hitl import ApprovalTask as ApprovalTask
+    from stabilize.hitl import approve as approve
+    from stabilize.hitl import get_signal as get_signal
+    from stabilize.hitl import reject as reject
+    from stabilize.hitl import send_signal as send_signal
+    from stabilize.llm import AgentLoopTask as AgentLoopTask
+    from stabilize.llm import LLMClient as LLMClient
+    from stabilize.llm import LLMTask as LLMTask
+    from stabilize.llm import ToolRegistry as ToolRegistry
+    from stabilize.llm import tool as tool
 
 __all__ = [
     "CallableTask",
