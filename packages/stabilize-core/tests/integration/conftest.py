@@ -1,30 +1,34 @@
-"""Fixtures of the integration tests: a real engine on a fresh SQLite file per test."""
+"""Fixtures of the integration tests: a real engine on a fresh database per test.
+
+``make_engine`` builds the engine on the ``backend`` fixture's database (tests/conftest.py):
+a fresh SQLite file, and a fresh PostgreSQL schema (``-m "not postgres"`` runs SQLite only;
+without ``STABILIZE_TEST_PG_URL`` the PostgreSQL params skip). A test that only makes sense
+on SQLite says so with ``@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)``
+and a comment giving the reason.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
-    TaskRegistry,
-    Workflow,
-)
-from stabilize.backends.sqlite import SqliteBackend, sqlite_path
+from stabilize import Orchestrator, QueueProcessor, TaskRegistry, Workflow
+from stabilize.backends._base import Backend
+from stabilize.backends.sqlite import sqlite_path
 from stabilize.events import disable_event_sourcing
+from stabilize.persistence import WorkflowStore
+from stabilize.queue import Queue
 from stabilize.queue.processor.config import QueueProcessorConfig
+
+if TYPE_CHECKING:
+    from conftest import Database
 
 HANG_GUARD = 30.0
 """Seconds a condition may take before a test gives up (guards hangs only)."""
@@ -45,24 +49,35 @@ class FakeClock:
 
 @dataclass
 class Engine:
-    """Everything the spec's example builds, for one database file."""
+    """Everything the spec's example builds, on one database (SQLite or PostgreSQL)."""
 
-    url: str
-    store: SqliteWorkflowStore
-    queue: SqliteQueue
+    db: Database
+    store: WorkflowStore
+    queue: Queue
     registry: TaskRegistry
     processor: QueueProcessor
     orchestrator: Orchestrator
     extra: list[QueueProcessor] = field(default_factory=list)
 
     @property
+    def url(self) -> str:
+        return self.db.url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.db.is_postgres
+
+    @property
     def path(self) -> str:
+        """The SQLite file (SQLite only)."""
+        assert not self.db.is_postgres, "a PostgreSQL engine has no file"
         return sqlite_path(self.url)
 
     @property
-    def backend(self) -> SqliteBackend:
+    def backend(self) -> Backend:
+        """The backend the store and the queue share."""
         backend = self.store.backend
-        assert isinstance(backend, SqliteBackend)
+        assert backend is self.queue.backend
         return backend
 
     def run(self, workflow: Workflow, timeout: float = HANG_GUARD) -> Workflow:
@@ -73,9 +88,15 @@ class Engine:
         return self.store.retrieve(workflow.id)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Read the file through a connection of its own (not the engine's)."""
-        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as conn:
-            return list(conn.execute(sql, params).fetchall())
+        """Run a read-only query through the backend (write ``?``: it becomes the
+        backend's own placeholder)."""
+        backend = self.backend
+        with backend.read() as tx:
+            if params:
+                tx.cur.execute(sql.replace("?", backend.placeholder), params)
+            else:
+                tx.cur.execute(sql)
+            return [tuple(row) for row in tx.cur.fetchall()]
 
     def count(self, table: str) -> int:
         """Rows in ``table``."""
@@ -85,13 +106,20 @@ class Engine:
         """Rows in each engine table."""
         return {t: self.count(t) for t in ("workflows", "stages", "queue_messages")}
 
+    def tables(self) -> set[str]:
+        """The names of the tables of this database (of the schema on PostgreSQL)."""
+        if self.is_postgres:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = ?"
+            return {r[0] for r in self.query(sql, (self.db.schema,))}
+        return {r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type='table'")}
+
 
 class MakeEngine(Protocol):
     """The ``make_engine`` fixture."""
 
     def __call__(
         self,
-        url: str | None = None,
+        db: Database | None = None,
         config: QueueProcessorConfig | None = None,
         *,
         registry: TaskRegistry | None = None,
@@ -112,7 +140,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = HANG_G
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
-    """A fresh SQLite file for this test."""
+    """A fresh SQLite file for this test (the ``backend`` fixture's file on SQLite)."""
     return f"sqlite:///{tmp_path / 'wf.db'}"
 
 
@@ -148,12 +176,13 @@ def poll() -> Callable[..., None]:
 
 
 @pytest.fixture
-def make_engine(db_url: str) -> Iterator[MakeEngine]:
-    """Build store, queue, registry, processor and orchestrator for a URL and a config."""
+def make_engine(backend: Database) -> Iterator[MakeEngine]:
+    """Build store, queue, registry, processor and orchestrator on a database (by default
+    the ``backend`` fixture's: every test using this runs on SQLite and on PostgreSQL)."""
     made: list[Engine] = []
 
     def make(
-        url: str | None = None,
+        db: Database | None = None,
         config: QueueProcessorConfig | None = None,
         *,
         registry: TaskRegistry | None = None,
@@ -161,10 +190,9 @@ def make_engine(db_url: str) -> Iterator[MakeEngine]:
         lock_duration: timedelta = timedelta(seconds=60),
         max_attempts: int = 10,
     ) -> Engine:
-        url = url or db_url
-        store = SqliteWorkflowStore(url, create_tables=True)
-        queue = SqliteQueue(url, lock_duration=lock_duration, max_attempts=max_attempts)
-        queue._create_table()
+        db = db or backend
+        store = db.store()
+        queue = db.queue(lock_duration=lock_duration, max_attempts=max_attempts)
         registry = registry if registry is not None else TaskRegistry()
         config = config or QueueProcessorConfig(poll_frequency_ms=10)
         kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
@@ -172,7 +200,7 @@ def make_engine(db_url: str) -> Iterator[MakeEngine]:
             queue, store=store, task_registry=registry, config=config, **kwargs
         )
         orchestrator = Orchestrator(queue, store=store, **kwargs)
-        engine = Engine(url, store, queue, registry, processor, orchestrator)
+        engine = Engine(db, store, queue, registry, processor, orchestrator)
         made.append(engine)
         return engine
 

@@ -1,4 +1,4 @@
-"""A worker process for the cross-process mutex test of test_state_patterns_sqlite.py (not a test).
+"""A worker process for the cross-process mutex test of test_state_patterns_engine.py (not a test).
 
 Usage::
 

@@ -1,8 +1,9 @@
-"""Control flow end to end on a real SQLite file: splits, joins, policies, reducers, loops.
+"""Control flow end to end on SQLite and PostgreSQL: splits, joins, policies, reducers, loops.
 
 Each test runs real tasks through ``QueueProcessor`` and checks what the stored workflow
 and the task executions show. The races release two (or three) upstream branches at the
-same instant, under several worker threads and under three worker processes, and check
+same instant, under several worker threads (both backends) and under three worker processes
+(SQLite in WAL mode; PostgreSQL worker processes are tested in tests/postgres), and check
 that a discriminator or a quorum fires exactly once per workflow.
 """
 
@@ -40,7 +41,7 @@ from stabilize import (
     register_reducer,
 )
 from stabilize.cancellation import is_cancellation_requested
-from stabilize.events import SqliteEventStore, configure_event_sourcing
+from stabilize.events import configure_event_sourcing
 from stabilize.queue.processor.config import QueueProcessorConfig
 
 S = WorkflowStatus
@@ -592,7 +593,7 @@ def race(make_engine: Any, runs: Executions, branches: list[str], **join: Any) -
     """Run 20 workflows whose branches finish together; each join must run exactly once."""
     workers = 4
     engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=5, max_workers=workers))
-    events = SqliteEventStore(engine.url, create_tables=True)
+    events = engine.db.event_store()
     configure_event_sourcing(events)
     barriers = Barriers(len(branches))
 
@@ -705,6 +706,8 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+# SQLite only (no ``backend``): flow_worker.py takes a SQLite URL and the race needs WAL;
+# worker processes on PostgreSQL are covered by tests/postgres/test_pg_multiprocess.py.
 @pytest.mark.parametrize(
     ("branches", "join", "threads"),
     [

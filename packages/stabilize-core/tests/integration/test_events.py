@@ -1,24 +1,29 @@
-"""Event sourcing: transitions recorded in the engine's transaction, and the live bus."""
+"""Event sourcing: transitions recorded in the engine's transaction, and the live bus.
+
+On SQLite events go to the engine's file or to another file (attached); on PostgreSQL to the
+engine's schema or to another schema of the same database.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from stabilize import StageExecution, TaskExecution, TaskResult, Workflow, emit_progress
 from stabilize.events import (
     Event,
-    SqliteEventStore,
+    EventStore,
     configure_event_sourcing,
     current_event_store,
     disable_event_sourcing,
     get_event_bus,
 )
+
+if TYPE_CHECKING:
+    from conftest import Database, Databases
 
 LIFECYCLE = {
     "workflow.created",
@@ -53,14 +58,16 @@ def two_stages() -> Workflow:
     )
 
 
-@pytest.fixture(params=["same-file", "separate-file"])
-def event_url(request: pytest.FixtureRequest, db_url: str, tmp_path: Any) -> str:
-    return db_url if request.param == "same-file" else f"sqlite:///{tmp_path / 'events.db'}"
+@pytest.fixture(params=["same-database", "separate-database"])
+def event_db(request: pytest.FixtureRequest, backend: Database, databases: Databases) -> Database:
+    """Where events go: the engine's own file/schema, or another file/schema."""
+    return backend if request.param == "same-database" else databases.new("events")
 
 
 @pytest.fixture
-def recording(event_url: str) -> Iterator[SqliteEventStore]:
-    store = SqliteEventStore(event_url, create_tables=True)
+def recording(event_db: Database) -> Iterator[EventStore]:
+    """Event recording on, into ``event_db`` (a SqliteEventStore or a PostgresEventStore)."""
+    store = event_db.event_store()
     configure_event_sourcing(store)
     yield store
     disable_event_sourcing()
@@ -89,7 +96,7 @@ def listen() -> Iterator[Any]:
 
 
 def test_transitions_are_recorded_with_contiguous_sequences(
-    make_engine: Any, recording: SqliteEventStore
+    make_engine: Any, recording: EventStore
 ) -> None:
     engine = make_engine()
     engine.registry.register("work", lambda s: TaskResult.success(outputs={s.ref_id: 1}))
@@ -115,9 +122,9 @@ def test_transitions_are_recorded_with_contiguous_sequences(
     assert recording.get_events(wf.id, since=1, limit=2) == events[1:3]
 
 
-def test_separate_file_keeps_the_engine_file_free_of_events(make_engine, db_url, tmp_path):
-    events_path = tmp_path / "only-events.db"
-    store = SqliteEventStore(f"sqlite:///{events_path}", create_tables=True)
+def test_separate_database_keeps_the_engine_database_free_of_events(make_engine, databases):
+    other = databases.new("only-events")
+    store = other.event_store()
     configure_event_sourcing(store)
     try:
         engine = make_engine()
@@ -125,16 +132,17 @@ def test_separate_file_keeps_the_engine_file_free_of_events(make_engine, db_url,
         wf = two_stages()
         engine.run(wf)
         recorded = store.get_events(wf.id)
+        stored = store.count()
     finally:
         disable_event_sourcing()
         store.close()
 
     assert recorded
-    tables = {r[0] for r in engine.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert "events" not in tables
-    with contextlib.closing(sqlite3.connect(events_path)) as conn:
-        count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    assert count == len(recorded)
+    assert stored == len(recorded)
+    if engine.is_postgres:
+        assert engine.count("events") == 0  # every schema has the table (migration 0001)
+    else:
+        assert "events" not in engine.tables()  # a SQLite file gets it only when asked
 
 
 def test_failure_events_are_recorded(make_engine, recording):
@@ -219,8 +227,7 @@ def test_no_event_rows_when_recording_is_off(make_engine, listen):
     result = engine.run(wf)
 
     assert result.status.value == "SUCCEEDED"
-    tables = {r[0] for r in engine.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "events" in tables:
+    if "events" in engine.tables():
         assert engine.count("events") == 0
     assert [e.data["message"] for e in received if e.event_type == "custom.progress"] == [
         "tick",

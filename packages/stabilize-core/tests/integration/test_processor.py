@@ -1,4 +1,4 @@
-"""The queue processor on a real SQLite file: data flow, parallelism, retries, failures."""
+"""The queue processor on SQLite and PostgreSQL: data flow, parallelism, retries, failures."""
 
 from __future__ import annotations
 
@@ -204,9 +204,9 @@ def test_diamond_own_keys_win_and_merge_is_deterministic(make_engine):
     }
 
 
-def test_diamond_merge_does_not_depend_on_completion_order(make_engine, tmp_path):
-    seen_b_first = _diamond(make_engine(f"sqlite:///{tmp_path / 'one.db'}"), first="b")
-    seen_c_first = _diamond(make_engine(f"sqlite:///{tmp_path / 'two.db'}"), first="c")
+def test_diamond_merge_does_not_depend_on_completion_order(make_engine, databases):
+    seen_b_first = _diamond(make_engine(databases.new("one")), first="b")
+    seen_c_first = _diamond(make_engine(databases.new("two")), first="c")
 
     assert seen_b_first == seen_c_first
     assert seen_c_first["shared"] == "c"
@@ -806,11 +806,11 @@ def test_execute_returning_something_else_fails_terminal(make_engine):
     assert "TaskResult" in message
 
 
-def test_unknown_task_type_at_run_time_fails_the_workflow(db_url):
-    from stabilize import Orchestrator, QueueProcessor, SqliteQueue, SqliteWorkflowStore
+def test_unknown_task_type_at_run_time_fails_the_workflow(backend):
+    from stabilize import Orchestrator, QueueProcessor
 
-    store = SqliteWorkflowStore(db_url)
-    queue = SqliteQueue(db_url)
+    store = backend.store()
+    queue = backend.queue()
     wf = workflow(stage("m", "missing"))
     store.store(wf)  # no processor attached yet: nothing to check against
     Orchestrator(queue, store=store).start(wf)

@@ -17,8 +17,9 @@ from stabilize import StageExecution, TaskExecution, Workflow, WorkflowStatus
 from stabilize.cancellation import CancellationToken
 from stabilize.errors import TransientError
 from stabilize.queue.processor.config import QueueProcessorConfig
+from stabilize.tasks._process import run_process
 from stabilize.tasks.result import TaskResult
-from stabilize.tasks.shell import ShellTask, run_process
+from stabilize.tasks.shell import ShellTask
 
 S = WorkflowStatus
 HANG_GUARD = 30.0

@@ -1,4 +1,4 @@
-"""The workflow store on a real SQLite file: round trips, listings, validation refusals."""
+"""The workflow store on SQLite and PostgreSQL: round trips, listings, validation refusals."""
 
 from __future__ import annotations
 

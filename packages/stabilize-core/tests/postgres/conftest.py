@@ -6,20 +6,16 @@ without it every test here is skipped with a message saying so.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 import pytest
-from psycopg import sql
-from ulid import ULID
 
 from stabilize import (
     Orchestrator,
@@ -34,12 +30,14 @@ from stabilize import (
     TaskRegistry,
     Workflow,
 )
-from stabilize.backends.postgres import PoolOptions, PostgresBackend
+from stabilize.backends.postgres import PoolOptions
 from stabilize.events import disable_event_sourcing
 from stabilize.persistence import WorkflowStore
 from stabilize.queue import Queue
 
-PG_URL_ENV = "STABILIZE_TEST_PG_URL"
+if TYPE_CHECKING:
+    from conftest import Database, PgSchemas
+
 HANG_GUARD = 30.0
 """Seconds a condition may take before a test gives up (guards hangs only)."""
 
@@ -53,50 +51,20 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = HANG_G
         time.sleep(0.005)
 
 
-def new_schema_name() -> str:
-    """A schema name no other test uses: ``t_<ulid>`` in lower case."""
-    return f"t_{str(ULID()).lower()}"
-
-
-def close_backends(schema: str) -> None:
-    """Close every backend of this process on ``schema`` (pools and listeners)."""
-    for key, backend in list(PostgresBackend._instances.items()):
-        if key[1] == schema:
-            backend.close()
-
-
-def drop_schema(url: str, schema: str) -> None:
-    """Drop a schema and everything in it."""
-    close_backends(schema)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The test server's URL, or skip: the variable is unset."""
-    url = os.environ.get(PG_URL_ENV)
-    if not url:
-        pytest.skip(f"{PG_URL_ENV} is not set: PostgreSQL tests need a server URL")
-    return url
+# ``pg_url`` (skips without STABILIZE_TEST_PG_URL), ``pg_schemas`` and ``backend`` are
+# fixtures of tests/conftest.py, shared with the integration tests.
 
 
 @pytest.fixture
-def pg_schema(pg_url: str) -> Iterator[str]:
+def pg_schema(pg_schemas: PgSchemas) -> str:
     """A fresh, empty schema for this test, dropped with everything in it at teardown."""
-    schema = new_schema_name()
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    yield schema
-    drop_schema(pg_url, schema)
+    return pg_schemas.create()
 
 
 @pytest.fixture
-def fresh_schema_name(pg_url: str) -> Iterator[str]:
+def fresh_schema_name(pg_schemas: PgSchemas) -> str:
     """A schema name that does not exist yet (dropped at teardown if a test created it)."""
-    schema = new_schema_name()
-    yield schema
-    drop_schema(pg_url, schema)
+    return pg_schemas.name()
 
 
 @pytest.fixture(autouse=True)
@@ -149,16 +117,10 @@ class EngineTarget:
         return SqliteQueue(self.url, **kwargs)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngineTarget]:
+@pytest.fixture
+def engine_url(backend: Database) -> EngineTarget:
     """The same test on a fresh SQLite file and on a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield EngineTarget("sqlite", f"sqlite:///{tmp_path / 'wf.db'}")
-        return
-    url = request.getfixturevalue("pg_url")
-    schema = new_schema_name()
-    yield EngineTarget("postgres", url, schema)
-    drop_schema(url, schema)
+    return EngineTarget(backend.kind, backend.url, backend.schema)
 
 
 @dataclass

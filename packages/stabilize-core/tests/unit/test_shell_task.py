@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from stabilize import StageExecution
-from stabilize.tasks._context import TaskConfigError
-from stabilize.tasks.shell import ShellTask, fill_placeholders, mask_capped, render_command
+from stabilize.tasks._context import TaskConfigError, mask_capped
+from stabilize.tasks._placeholders import fill_placeholders, render_command
+from stabilize.tasks.shell import ShellTask
 
 EVIL = [
     "x; touch /tmp/pwned",

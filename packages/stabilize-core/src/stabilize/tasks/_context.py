@@ -7,7 +7,8 @@ through :class:`ContextReader`: a missing or malformed key fails the task at onc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from stabilize.errors import PermanentError
@@ -127,6 +128,33 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def mask_capped(text: str, secrets: Sequence[str], cut_end: bool, cut_start: bool = False) -> str:
+    """Mask ``secrets`` in ``text``, including a secret cut in half where the text was cut.
+
+    Args:
+        text: The captured text.
+        secrets: The values to hide.
+        cut_end: The text was cut at its end (its end may hold a secret's beginning).
+        cut_start: The text was cut at its start (its start may hold a secret's end).
+
+    Returns:
+        The text with every secret (and secret fragment at a cut) replaced by ``***``.
+    """
+    text = mask(text, secrets)
+    for secret in (s for s in secrets if s):
+        if cut_end:
+            for n in range(min(len(secret) - 1, len(text)), 0, -1):
+                if text.endswith(secret[:n]):
+                    text = text[:-n] + "***"
+                    break
+        if cut_start:
+            for n in range(min(len(secret) - 1, len(text)), 0, -1):
+                if text.startswith(secret[-n:]):
+                    text = "***" + text[n:]
+                    break
+    return text
+
+
 def secret_values(reader: ContextReader, key: str = "secrets") -> list[str]:
     """The values to mask: ``secrets`` lists context keys whose values are secret."""
     names = reader.text_list(key, [])
@@ -142,3 +170,27 @@ def cap_output(data: bytes, limit: int) -> tuple[str, bool]:
     """Decode at most ``limit`` bytes (UTF-8, replacing bad bytes); say if cut."""
     truncated = len(data) > limit
     return data[:limit].decode("utf-8", errors="replace"), truncated
+
+
+def read_env(reader: ContextReader) -> dict[str, str]:
+    """``env`` merged over ``os.environ`` (or alone when ``inherit_env`` is false)."""
+    extra: dict[str, str] = reader.text_map("env", {})
+    base = dict(os.environ) if reader.flag("inherit_env", True) else {}
+    base.update(extra)
+    return base
+
+
+def read_cwd(reader: ContextReader) -> str | None:
+    """``cwd``, which must be an existing directory."""
+    cwd: str | None = reader.text("cwd", None)
+    if cwd is not None and not os.path.isdir(cwd):
+        raise reader.error("cwd", f"must be an existing directory, not {cwd!r}")
+    return cwd
+
+
+def timeout_of(context: Mapping[str, Any], default: float) -> float:
+    """``timeout`` read leniently (for sizing the engine's limit; execute validates it)."""
+    value = context.get("timeout")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return default

@@ -9,6 +9,7 @@ option. ``privileged`` and dangerous capabilities need an explicit opt-in. See
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import tempfile
 from collections.abc import Mapping
@@ -17,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from stabilize.models.stage import StageExecution
-from stabilize.models.status import WorkflowStatus
-from stabilize.tasks._context import ContextReader, mask, secret_values
-from stabilize.tasks._process import ProcessResult, find_executable, run_process, tail
-from stabilize.tasks.interface import Task
+from stabilize.tasks._context import ContextReader, secret_values
+from stabilize.tasks._process import ProcessResult, find_executable, run_process
+from stabilize.tasks._process_task import ProcessTask, cannot_start, failure, masked_streams, tail
 from stabilize.tasks.result import TaskResult
 
 TASK = "DockerTask"
@@ -433,12 +433,15 @@ def engine_unreachable(stderr: str) -> bool:
 # -- the task -----------------------------------------------------------------------------
 
 
-class DockerTask(Task):
+class DockerTask(ProcessTask):
     """Run one docker CLI command from the stage context.
 
     Args:
         docker_path: The docker executable (a name looked up on ``PATH`` or a path);
             the ``docker_path`` context key overrides it. Default ``"docker"``.
+
+    Attributes:
+        kill_grace: Seconds between SIGTERM and SIGKILL when the CLI's group is stopped.
     """
 
     def __init__(self, docker_path: str | None = None) -> None:
@@ -459,12 +462,10 @@ class DockerTask(Task):
             cidfile = str(Path(tmp) / "container.id")
             iidfile = str(Path(tmp) / "image.id")
             argv = plan.argv(docker, cidfile=cidfile, iidfile=iidfile)
-            result = run_process(
-                argv,
-                timeout=plan.timeout,
-                max_output=plan.max_output,
-                cancel_token=stage._cancel_token,
-            )
+            try:
+                result = self.run(stage, argv, timeout=plan.timeout, max_output=plan.max_output)
+            except OSError as exc:
+                return cannot_start(TASK, docker, exc)
             container_id = _read_id(cidfile)
             image_id = _read_id(iidfile)
             if (result.timed_out or result.cancelled) and container_id:
@@ -483,7 +484,8 @@ def _read_id(path: str) -> str | None:
 
 def _stop_container(docker: str, container_id: str, *, remove: bool) -> None:
     argv = [docker, "rm", "--force", container_id] if remove else [docker, "kill", container_id]
-    run_process(argv, timeout=30, max_output=4096)
+    with contextlib.suppress(OSError):
+        run_process(argv, timeout=30, max_output=4096)
 
 
 def _result(
@@ -494,8 +496,7 @@ def _result(
     container_id: str | None,
     image_id: str | None,
 ) -> TaskResult:
-    stdout = mask(result.stdout, secrets)
-    stderr = mask(result.stderr, secrets)
+    stdout, stderr = masked_streams(result, secrets)
     outputs: dict[str, Any] = {
         "stdout": stdout,
         "stderr": stderr,
@@ -510,25 +511,19 @@ def _result(
     if result.cancelled:
         return TaskResult.canceled(outputs)
     if result.timed_out:
-        return _failed(f"{what} timed out after {plan.timeout:g}s and was killed", outputs)
+        return failure(f"{what} timed out after {plan.timeout:g}s and was killed", outputs)
     if result.exit_code == 0:
         return TaskResult.success(outputs=outputs)
     own_error = plan.action != "run" or result.exit_code == _DOCKER_OWN_ERROR
     if own_error and engine_unreachable(stderr):
-        return _failed(
+        return failure(
             f"{TASK}: the Docker engine is not reachable (the docker CLI could not connect "
             f"to a Docker daemon; is one running, and do DOCKER_HOST / the docker context "
             f"point at it?): {tail(stderr)}",
             outputs,
         )
     message = f"{what} exited with code {result.exit_code}: {tail(stderr) or '(no stderr)'}"
-    if plan.continue_on_failure:
-        return TaskResult.failed_continue(message, outputs=outputs)
-    return _failed(message, outputs)
-
-
-def _failed(message: str, outputs: dict[str, Any]) -> TaskResult:
-    return TaskResult(WorkflowStatus.TERMINAL, outputs=outputs, error=message)
+    return failure(message, outputs, plan.continue_on_failure)
 
 
 __all__ = [

@@ -33,25 +33,25 @@ from typing import Any
 
 from stabilize.errors import TransientError
 from stabilize.models.stage import StageExecution
-from stabilize.models.status import WorkflowStatus
-from stabilize.tasks._context import ContextReader, TaskConfigError, mask, secret_values
-from stabilize.tasks.interface import Task
-from stabilize.tasks.result import TaskResult
-from stabilize.tasks.shell import (
-    DEFAULT_MAX_OUTPUT_SIZE,
-    DEFAULT_TIMEOUT,
-    ENGINE_TIMEOUT_MARGIN,
-    KILL_GRACE_SECONDS,
-    TAIL_BYTES,
-    ensure_token,
-    mask_capped,
+from stabilize.tasks._context import (
+    ContextReader,
+    TaskConfigError,
+    mask,
     read_cwd,
     read_env,
-    run_process,
-    stderr_tail,
-    stop_on_hook,
+    secret_values,
     timeout_of,
 )
+from stabilize.tasks._process import DEFAULT_MAX_OUTPUT_SIZE
+from stabilize.tasks._process_task import (
+    DEFAULT_TIMEOUT,
+    ProcessTask,
+    cannot_start,
+    failure,
+    masked_streams,
+    stderr_tail,
+)
+from stabilize.tasks.result import TaskResult
 
 __all__ = ["PythonTask", "load_callable"]
 
@@ -158,7 +158,7 @@ def _adapt(value: Any, path: str) -> TaskResult:
     return TaskResult.success(outputs={"result": value})
 
 
-class PythonTask(Task):
+class PythonTask(ProcessTask):
     """Run a Python callable in-process, or a script in a subprocess; register as ``"python"``.
 
     Context keys: ``callable`` (+ ``call_with``), or ``script`` / ``script_file`` /
@@ -173,25 +173,14 @@ class PythonTask(Task):
         kill_grace: Seconds between SIGTERM and SIGKILL when the child's group is stopped.
     """
 
-    kill_grace: float = KILL_GRACE_SECONDS
     name = "PythonTask"
 
     def get_execution_timeout(self, stage: StageExecution) -> timedelta | None:
         """``timeout`` for a callable; a little more for a subprocess, which the task kills."""
-        seconds = timeout_of(stage.context)
+        seconds = timeout_of(stage.context, DEFAULT_TIMEOUT)
         if stage.context.get("callable") is not None:
             return timedelta(seconds=seconds)
-        return timedelta(seconds=seconds + self.kill_grace + ENGINE_TIMEOUT_MARGIN)
-
-    def on_timeout(self, stage: StageExecution) -> TaskResult | None:
-        """The engine gave up on the execution: stop the child process group."""
-        stop_on_hook(stage)
-        return None
-
-    def on_cancel(self, stage: StageExecution) -> TaskResult | None:
-        """The stage was canceled: stop the child process group."""
-        stop_on_hook(stage)
-        return None
+        return self.engine_limit(seconds)
 
     def execute(self, stage: StageExecution) -> TaskResult:
         """Validate the configuration and run the code.
@@ -257,45 +246,38 @@ class PythonTask(Task):
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(payload, fh, default=str)
             argv = [python, "-c", _BOOTSTRAP, input_path, result_path, mode, target, *args]
-            outcome = run_process(
-                argv,
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                max_output_size=limit,
-                token=ensure_token(stage),
-                kill_grace=self.kill_grace,
-            )
+            try:
+                run = self.run(stage, argv, cwd=cwd, env=env, timeout=timeout, max_output=limit)
+            except OSError as exc:
+                return cannot_start(self.name, python, exc, secrets, keep_going)
             result, result_error = _read_result(result_path)
 
         what = {"script": "script", "file": f"script {target!r}", "function": target}[mode]
-        if outcome.start_error is not None:
-            error = f"{self.name}: could not start {python!r}: {outcome.start_error}"
-            return _fail(error, {}, keep_going)
+        stdout, stderr = masked_streams(run, secrets)
         outputs: dict[str, Any] = {
-            "stdout": mask_capped(_decode(outcome.stdout), secrets, outcome.stdout_truncated),
-            "stderr": mask_capped(_decode(outcome.stderr), secrets, outcome.stderr_truncated),
-            "exit_code": outcome.returncode,
+            "stdout": stdout,
+            "stderr": stderr,
+            "exit_code": run.returncode,
             "result": result,
-            "truncated": outcome.truncated,
+            "truncated": run.truncated,
         }
-        if outcome.canceled:
+        if run.cancelled:
             return TaskResult.canceled(outputs)
-        if outcome.timed_out:
+        if run.timed_out:
             error = f"{self.name}: {what} timed out after {timeout:g}s and was killed"
-        elif outcome.returncode == 0 and result_error is None:
+        elif run.returncode == 0 and result_error is None:
             return TaskResult.success(outputs=outputs)
-        elif outcome.returncode == 0:
+        elif run.returncode == 0:
             error = f"{self.name}: {what} ended without a result: {result_error}"
         else:
-            error = f"{self.name}: {what} failed with exit code {outcome.returncode}"
-        tail = stderr_tail(outcome, secrets, TAIL_BYTES)
+            error = f"{self.name}: {what} failed with exit code {run.returncode}"
+        tail = stderr_tail(run, secrets)
         if tail:
             error += f"; stderr (end): {tail}"
         error = mask(error, secrets)
         if restart:
-            raise TransientError(error, code=outcome.returncode)
-        return _fail(error, outputs, keep_going)
+            raise TransientError(error, code=run.returncode)
+        return failure(error, outputs, keep_going)
 
 
 def _args(reader: ContextReader) -> list[str]:
@@ -314,10 +296,6 @@ def _inputs(reader: ContextReader) -> dict[str, Any]:
     return dict(value)
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 def _read_result(path: str) -> tuple[Any, str | None]:
     """The child's RESULT, or None and why it is missing."""
     try:
@@ -327,12 +305,6 @@ def _read_result(path: str) -> tuple[Any, str | None]:
         return None, "the result file was not written"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return None, f"the result file is unreadable: {exc}"
-
-
-def _fail(error: str, outputs: dict[str, Any], keep_going: bool) -> TaskResult:
-    if keep_going:
-        return TaskResult.failed_continue(error, outputs=outputs)
-    return TaskResult(WorkflowStatus.TERMINAL, outputs=outputs, error=error)
 
 
 async def _await(value: Any) -> Any:

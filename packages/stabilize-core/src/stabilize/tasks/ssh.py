@@ -16,10 +16,9 @@ from typing import Any
 
 from stabilize.errors import TransientError
 from stabilize.models.stage import StageExecution
-from stabilize.models.status import WorkflowStatus
-from stabilize.tasks._context import ContextReader, mask, secret_values
-from stabilize.tasks._process import find_executable, run_process, tail
-from stabilize.tasks.interface import Task
+from stabilize.tasks._context import ContextReader, secret_values
+from stabilize.tasks._process import find_executable
+from stabilize.tasks._process_task import ProcessTask, cannot_start, failure, masked_streams, tail
 from stabilize.tasks.result import TaskResult
 
 TASK = "SSHTask"
@@ -150,12 +149,15 @@ def plan_ssh(context: Mapping[str, Any]) -> SSHPlan:
     )
 
 
-class SSHTask(Task):
+class SSHTask(ProcessTask):
     """Run ``command`` on ``host`` over ssh.
 
     Args:
         ssh_path: The ssh executable (a name looked up on ``PATH`` or a path); the
             ``ssh_path`` context key overrides it. Default ``"ssh"``.
+
+    Attributes:
+        kill_grace: Seconds between SIGTERM and SIGKILL when the local ssh's group is stopped.
     """
 
     def __init__(self, ssh_path: str | None = None) -> None:
@@ -172,15 +174,15 @@ class SSHTask(Task):
             return TaskResult.terminal(
                 f"{TASK}: the ssh client is not installed ({name} not found on PATH)"
             )
-        result = run_process(
-            plan.argv(ssh),
-            timeout=plan.timeout,
-            max_output=plan.max_output,
-            cancel_token=stage._cancel_token,
-        )
-        stderr = mask(result.stderr, secrets)
+        try:
+            result = self.run(
+                stage, plan.argv(ssh), timeout=plan.timeout, max_output=plan.max_output
+            )
+        except OSError as exc:
+            return cannot_start(TASK, ssh, exc)
+        stdout, stderr = masked_streams(result, secrets)
         outputs: dict[str, Any] = {
-            "stdout": mask(result.stdout, secrets),
+            "stdout": stdout,
             "stderr": stderr,
             "exit_code": result.exit_code,
             "host": plan.host,
@@ -192,7 +194,7 @@ class SSHTask(Task):
         if result.cancelled:
             return TaskResult.canceled(outputs)
         if result.timed_out:
-            return _failed(
+            return failure(
                 f"{TASK}: the command on {where} timed out after {plan.timeout:g}s; "
                 "the local ssh process was killed",
                 outputs,
@@ -206,18 +208,12 @@ class SSHTask(Task):
             )
             if plan.retry_on_connection_error:
                 raise TransientError(message)
-            return _failed(message, outputs)
+            return failure(message, outputs)
         message = (
             f"{TASK}: the command on {where} exited with code {result.exit_code}: "
             f"{tail(stderr) or '(no stderr)'}"
         )
-        if plan.continue_on_failure:
-            return TaskResult.failed_continue(message, outputs=outputs)
-        return _failed(message, outputs)
-
-
-def _failed(message: str, outputs: dict[str, Any]) -> TaskResult:
-    return TaskResult(WorkflowStatus.TERMINAL, outputs=outputs, error=message)
+        return failure(message, outputs, plan.continue_on_failure)
 
 
 __all__ = ["SSHPlan", "SSHTask", "plan_ssh"]

@@ -1,5 +1,7 @@
 """State-based patterns, timers, cancellation, sub-workflows, loops and dynamic fan-out, end to
-end on a fresh SQLite file per test.
+end on a fresh SQLite file and on a fresh PostgreSQL schema per test (the ``backend`` fixture).
+The tests with three worker processes run on SQLite in WAL mode (their worker scripts take a
+SQLite URL; worker processes on PostgreSQL are tested in tests/postgres).
 
 Real tasks run through ``QueueProcessor``; the tests check what the stored workflows show and
 what the tasks recorded. Tasks that must stay running wait on their cancellation token (the
@@ -350,9 +352,13 @@ class Critical:
             )
             if holder != [(s.workflow_id, s.id)]:
                 self.problems.append(f"{s.workflow_id}/{s.ref_id} ran while {holder} held {key}")
+            mutex_key = (
+                "body::jsonb ->> 'mutex_key'"
+                if self.engine.is_postgres
+                else "json_extract(body, '$.mutex_key')"
+            )
             running = self.engine.query(
-                "SELECT count(*) FROM stages WHERE status = 'RUNNING' "
-                "AND json_extract(body, '$.mutex_key') = ?",
+                f"SELECT count(*) FROM stages WHERE status = 'RUNNING' AND {mutex_key} = ?",
                 (key,),
             )[0][0]
             if running != 1:
@@ -452,6 +458,9 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
     w.close()
 
 
+# SQLite only (no ``backend``): mutex_worker.py takes a SQLite URL and reads the file directly.
+# The mutex runs on both backends in test_mutex_stages_never_run_together_across_workflows
+# (eight threads, one process); PostgreSQL worker processes are tested in tests/postgres.
 def test_mutex_holds_across_three_worker_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
 ) -> None:
@@ -846,6 +855,7 @@ def test_sub_workflow_recursion_bound(make_engine: MakeEngine) -> None:
     assert engine.count("workflows") == 2  # the grandchild was never created
 
 
+# SQLite only (no ``backend``), as the mutex test above: the worker script takes a SQLite URL.
 def test_sub_workflows_run_across_two_worker_processes(tmp_path: Path, workers: Workers) -> None:
     db = tmp_path / "sub.db"
     url = f"sqlite:///{db}"

@@ -1,0 +1,68 @@
+"""Signals and deferred choice inside a transition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stabilize.engine._flow import (
+    S,
+    _cancel_stage,
+    _propagate,
+    _run_task,
+    mark_stage,
+)
+from stabilize.engine.messages import (
+    SIGNAL_TIMEOUT,
+    Effects,
+)
+from stabilize.models.stage import StageExecution
+from stabilize.models.workflow import Workflow
+
+
+def _deliver_signal(
+    wf: Workflow, stage: StageExecution, signal: dict[str, Any], now: int, fx: Effects
+) -> None:
+    task = next(t for t in stage.tasks if t.status is S.SUSPENDED)
+    fx.drop_timers.append((SIGNAL_TIMEOUT, stage.id))
+    stage.context["_signal_name"] = signal["name"]
+    stage.context["_signal_data"] = signal["data"]
+    stage.context["_signal_user"] = signal.get("user")
+    task.status = S.RUNNING
+    task.version += 1
+    mark_stage(wf, stage, S.RUNNING)
+    fx.touch(stage)
+    fx.emit(
+        "stage.resumed",
+        "stage",
+        stage.id,
+        signal=signal["name"],
+        data=signal["data"],
+        user=signal.get("user"),
+    )
+    fx.messages.append(_run_task(wf, stage, task, 0))
+    if stage.deferred_choice_group is not None:
+        _choose(wf, stage, now, fx)
+
+
+def _choose(wf: Workflow, chosen: StageExecution, now: int, fx: Effects) -> None:
+    """Deferred choice: ``chosen`` was triggered first; withdraw the rest of its group."""
+    group = chosen.deferred_choice_group
+    rivals = [
+        s
+        for s in wf.stages
+        if s.deferred_choice_group == group and s is not chosen and not s.status.is_complete
+    ]
+    if not rivals:
+        return
+    fx.emit("choice.made", "stage", chosen.id, group=group, chosen=chosen.ref_id)
+    for rival in rivals:
+        if rival.status is S.NOT_STARTED:
+            mark_stage(wf, rival, S.SKIPPED)
+            rival.status_reason = "withdrawn"
+            rival.end_time = now
+            fx.touch(rival)
+            fx.emit("stage.skipped", "stage", rival.id, status="SKIPPED", reason="withdrawn")
+        else:
+            _cancel_stage(wf, rival, "withdrawn", now, fx)
+    for rival in rivals:
+        _propagate(wf, rival, now, fx)
