@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
 from stabilize.errors import ContextSerializationError
+from stabilize.events.diff import diff
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 
@@ -163,12 +164,23 @@ class Transaction:
         if row is None:
             return None
         self.cur.execute(self.q["load_stages"], (workflow_id,))
-        stages = [StageExecution.from_dict(json.loads(r[0])) for r in self.cur.fetchall()]
-        return Workflow.from_dict(json.loads(row[0]), stages, row[1], row[2])
+        stages = []
+        for (body,) in self.cur.fetchall():
+            data = json.loads(body)
+            stage = StageExecution.from_dict(data)
+            stage._persisted = data
+            stages.append(stage)
+        data = json.loads(row[0])
+        wf = Workflow.from_dict(data, stages, row[1], row[2])
+        wf._persisted = data
+        return wf
 
     def insert_workflow(self, wf: Workflow, now: int) -> None:
         """Store a new workflow and its stages (version 1) and record ``workflow.created``."""
         wf.version = 1
+        wf._persisted = json.loads(dumps(wf.to_dict()))
+        for stage in wf.stages:
+            stage._persisted = json.loads(dumps(stage.to_dict()))
         fx = Effects()
         fx.emit(
             "workflow.created",
@@ -212,30 +224,38 @@ class Transaction:
             )
         if not (fx.stages or fx.workflow_changed or fx.events or fx.messages or fx.new_stages):
             return
-        if fx.new_stages:
+        recording = self.event_table is not None
+        added = {s.id: s.to_dict() for s in fx.new_stages}
+        if added:
             position = {s.id: i for i, s in enumerate(wf.stages)}
             self.cur.executemany(
                 self.q["insert_stage"],
                 [
-                    (s.id, wf.id, position[s.id], s.ref_id, s.status.value, dumps(s.to_dict()))
+                    (s.id, wf.id, position[s.id], s.ref_id, s.status.value, dumps(added[s.id]))
                     for s in fx.new_stages
                 ],
             )
-        new = {s.id for s in fx.new_stages}
-        updated = [s for s in fx.stages.values() if s.id not in new]
-        if updated:
+        bodies = {s.id: dumps(s.to_dict()) for s in fx.stages.values() if s.id not in added}
+        if bodies:
             self.cur.executemany(
                 self.q["update_stage"],
-                [(s.status.value, dumps(s.to_dict()), s.id) for s in updated],
+                [(fx.stages[i].status.value, text, i) for i, text in bodies.items()],
             )
-        self._record(wf, fx.events, now)
+        wf_body = dumps(wf.to_dict()) if fx.workflow_changed else None
+        events = fx.events
+        change = _state_change(wf, wf_body, bodies, added, fx, diffs=recording)
+        if change:
+            # First in the transition: at the sequence of any lifecycle event, the state
+            # it announces is already there.
+            events = [EventDraft("state.changed", "workflow", wf.id, change), *events]
+        self._record(wf, events, now)
         wf.version += 1
-        if fx.workflow_changed:
+        if wf_body is not None:
             self.cur.execute(
                 self.q["update_workflow"],
                 (
                     wf.status.value,
-                    dumps(wf.to_dict()),
+                    wf_body,
                     wf.version,
                     now,
                     wf.event_sequence,
@@ -398,6 +418,44 @@ class Transaction:
         self.cur.execute(self.q["queue_depth"])
         count, earliest = self.cur.fetchone()
         return int(count), earliest
+
+
+def _state_change(
+    wf: Workflow,
+    wf_body: str | None,
+    bodies: dict[str, str],
+    added: dict[str, dict[str, Any]],
+    fx: Effects,
+    *,
+    diffs: bool,
+) -> dict[str, Any]:
+    """What a transition changed, as diffs of the rows: the event that makes replay exact.
+
+    Only the changed keys are stored (never whole copies of a context), so the log grows
+    with the size of the changes. Each row written becomes the baseline of the next diff
+    (a private copy: the models are changed in place). When events are not recorded no
+    baseline is kept, and the first diff after recording starts holds the whole row.
+    """
+    change: dict[str, Any] = {}
+    if wf_body is not None:
+        current = json.loads(wf_body) if diffs else None
+        if current is not None and (wf_diff := diff(wf._persisted or {}, current)):
+            change["workflow"] = wf_diff
+        wf._persisted = current
+    stage_diffs: dict[str, Any] = {}
+    for stage_id, body in bodies.items():
+        stage = fx.stages[stage_id]
+        current = json.loads(body) if diffs else None
+        if current is not None and (stage_diff := diff(stage._persisted or {}, current)):
+            stage_diffs[stage_id] = stage_diff
+        stage._persisted = current
+    if stage_diffs:
+        change["stages"] = stage_diffs
+    for stage in fx.new_stages:
+        stage._persisted = json.loads(dumps(added[stage.id])) if diffs else None
+    if diffs and added:
+        change["added"] = [json.loads(dumps(a)) for a in added.values()]
+    return change
 
 
 class Backend(ABC):

@@ -14,14 +14,17 @@ from stabilize.events.recorder import (
     disable_event_sourcing,
     emit_progress,
 )
+from stabilize.events.replay import EventReplayer, ReplayError
 
 __all__ = [
     "Event",
     "EventBus",
     "EventRecorder",
+    "EventReplayer",
     "EventStore",
     "EventType",
     "PostgresEventStore",
+    "ReplayError",
     "SqliteEventStore",
     "configure_event_sourcing",
     "current_event_store",

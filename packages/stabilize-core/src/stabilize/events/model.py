@@ -35,6 +35,7 @@ class EventType(StrEnum):
     JOIN_FIRED = "join.fired"
     OUTPUTS_UPDATED = "outputs.updated"
     CUSTOM_PROGRESS = "custom.progress"
+    STATE_CHANGED = "state.changed"
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ class StageExecution:
     _cancel_token: CancellationToken | None = field(default=None, repr=False, compare=False)
     _backend: Backend | None = field(default=None, repr=False, compare=False)
     _own_keys: frozenset[str] | None = field(default=None, repr=False, compare=False)
+    _persisted: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept any iterable (lists are common in user code) but keep a set, as the spec shows.
