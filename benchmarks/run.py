@@ -2,12 +2,15 @@
 
 Usage (from the repository root)::
 
-    uv run python benchmarks/run.py [--only NAME[,NAME...]] [--journal WAL|DELETE]
-                                    [--repeat N] [--json [PATH]]
-    uv run python benchmarks/run.py --profile NAME [--profile-top N]
+    uv run python benchmarks/run.py [--backend sqlite|postgres] [--pg-url URL]
+                                    [--only NAME[,NAME...]] [--journal WAL|DELETE]
+                                    [--workers 1,2,4] [--repeat N] [--json [PATH]]
+    uv run python benchmarks/run.py --profile NAME [--profile-top N] [--backend ...]
 
 Every repetition of every workload runs in a fresh child process
 (``run.py --child NAME``) so that its peak RSS is its own; the child prints one JSON line.
+``workers_200`` submits 200 small workflows, then starts N worker processes
+(``run.py --worker``) at once and times them until the last workflow has SUCCEEDED.
 """
 
 from __future__ import annotations
@@ -27,7 +30,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workloads import BY_NAME, WORKLOADS, run_once
+from workloads import (
+    BY_NAME,
+    WORKERS_STAGES_PER_WORKFLOW,
+    WORKERS_WORKFLOWS,
+    WORKERS_WORKLOAD,
+    WORKLOADS,
+    Database,
+    Target,
+    count_succeeded,
+    database_info,
+    default_pg_url,
+    fresh_database,
+    machine_cpu,
+    make_setup,
+    run_once,
+    submit_workers_200,
+    worker_drain,
+)
 
 HERE = Path(__file__).resolve()
 
@@ -39,22 +59,144 @@ TARGET_PEAK_RSS_MB = 100.0
 TARGET_WIDTH_RATIO = 1.25
 THROUGHPUT_WORKLOADS = ("linear_100", "fanout_200")
 WIDTH_SERIES = ("fanout_100", "fanout_200", "fanout_400")
+# workers_200 (issue 4: PostgreSQL, 2 cores): stages/s with 1 and with 4 worker processes.
+TARGET_WORKERS_1 = 1000.0
+TARGET_WORKERS_4 = 2000.0
+WORKERS_POLL_S = 0.02
+WORKER_START_TIMEOUT_S = 60.0
 
 
-def child(name: str, journal: str) -> int:
-    """Run one workload once and print its figures as one JSON line."""
-    result = run_once(BY_NAME[name], journal)
-    # Linux reports ru_maxrss in KiB (macOS in bytes).
+def peak_rss_kib() -> int:
+    """This process's peak RSS (Linux reports ru_maxrss in KiB, macOS in bytes)."""
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["peak_rss_kib"] = maxrss // 1024 if sys.platform == "darwin" else maxrss
+    return maxrss // 1024 if sys.platform == "darwin" else maxrss
+
+
+def target_args(target: Target) -> list[str]:
+    return ["--backend", target.backend, "--journal", target.journal, "--pg-url", target.pg_url]
+
+
+def child(name: str, target: Target) -> int:
+    """Run one workload once and print its figures as one JSON line."""
+    result = run_once(BY_NAME[name], target)
+    result["peak_rss_kib"] = peak_rss_kib()
     print(json.dumps(result), flush=True)
     return 0
 
 
-def spawn(name: str, journal: str) -> dict[str, Any]:
+def worker(target: Target, location: str, poll_ms: int) -> int:
+    """One worker process of ``workers_200``: wait for ``go``, drain, print one JSON line."""
+    result = worker_drain(Database(target, location), poll_ms)
+    result["peak_rss_kib"] = peak_rss_kib()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def run_workers(n: int, target: Target, poll_ms: int) -> dict[str, Any]:
+    """One repetition of ``workers_200`` with ``n`` worker processes on a fresh database.
+
+    The 200 workflows are stored and started first (not timed). The workers open the
+    database, say ``ready`` and wait; the clock starts when all are told ``go`` at once and
+    stops at the commit of the last workflow to end SUCCEEDED (its ``updated_at``, which
+    the parent finds by polling the database every 20 ms).
+    """
+    with fresh_database(target) as db:
+        setup = make_setup(db)
+        backend = setup.store.backend
+        ids = submit_workers_200(setup)
+        submit_commits = setup.counter.commits
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(HERE), "--worker", *db.as_args(), "--poll-ms", str(poll_ms)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(n)
+        ]
+        try:
+            for proc in procs:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                if line.strip() != "ready":
+                    raise RuntimeError(
+                        f"worker {proc.pid} did not start: {line!r}\n{proc.communicate()[1]}"
+                    )
+            cpu_go = machine_cpu()
+            go = time.time()
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            deadline = time.monotonic() + 600
+            while True:
+                done, last_ms = count_succeeded(backend)
+                if done >= len(ids):
+                    break
+                exited = all(p.poll() is not None for p in procs)
+                if exited or time.monotonic() > deadline:
+                    done, last_ms = count_succeeded(backend)  # the last commit may be new
+                    if done >= len(ids):
+                        break
+                    errors = "".join(p.communicate()[1] for p in procs if exited)
+                    raise RuntimeError(
+                        f"workers_200: only {done} of {len(ids)} SUCCEEDED\n{errors}"
+                    )
+                time.sleep(WORKERS_POLL_S)
+            detected = time.time()
+            cpu_end = machine_cpu()
+            outputs = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=120)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"worker {proc.pid} failed ({proc.returncode}):\n{err}")
+                lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+                outputs.append(json.loads(lines[-1]))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        info = database_info(backend)
+        backend.close()
+    runs = sum(w["stages_executed"] for w in outputs)
+    expected = WORKERS_WORKFLOWS * WORKERS_STAGES_PER_WORKFLOW
+    if runs != expected:
+        raise RuntimeError(f"workers_200: {runs} stage runs, expected {expected}")
+    assert last_ms is not None
+    wall = last_ms / 1000 - go
+    worker_commits = sum(w["commits"] for w in outputs)
+    return {
+        "workload": WORKERS_WORKLOAD,
+        "workers": n,
+        "poll_ms": poll_ms,
+        "workflows": len(ids),
+        "stages_executed": runs,
+        "wall_s": wall,
+        "polled_wall_s": detected - go,
+        "stages_per_s": runs / wall,
+        "us_per_stage": 1e6 * wall / runs,
+        "submit_commits": submit_commits,
+        "worker_commits": worker_commits,
+        "processor_commits": sum(w["processor_commits"] for w in outputs),
+        "commits": submit_commits + worker_commits,
+        "commits_per_stage": (submit_commits + worker_commits) / runs,
+        "stages_per_worker": [w["stages_executed"] for w in outputs],
+        "peak_rss_kib": max(w["peak_rss_kib"] for w in outputs),
+        "worker_peak_rss_kib": [w["peak_rss_kib"] for w in outputs],
+        "rollbacks": sum(w["rollbacks"] for w in outputs),
+        "worker_cpu_s": sum(w["cpu_s"] for w in outputs),
+        # Busy share of all CPUs from go to detection (workers, database server, the parent).
+        "machine_busy": (cpu_end[0] - cpu_go[0]) / max(1e-9, cpu_end[1] - cpu_go[1]),
+        **info,
+    }
+
+
+def spawn(name: str, target: Target) -> dict[str, Any]:
     """Run one repetition in a fresh interpreter and return its JSON line."""
     proc = subprocess.run(
-        [sys.executable, str(HERE), "--child", name, "--journal", journal],
+        [sys.executable, str(HERE), "--child", name, *target_args(target)],
         capture_output=True,
         text=True,
         check=False,
@@ -100,10 +242,20 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISS"
 
 
+def describe_env(env: dict[str, Any]) -> str:
+    if env["backend"] == "sqlite":
+        return (
+            f"{env['database']}, journal_mode={env['journal_mode']}, "
+            f"synchronous={env['synchronous']}"
+        )
+    return f"{env['database']}, {env['synchronous']}"
+
+
 def print_report(results: list[dict[str, Any]], env: dict[str, Any]) -> None:
+    if not results:
+        return
     print(
-        f"\nstabilize benchmarks — SQLite {env['sqlite_version']}, journal_mode="
-        f"{env['journal_mode']}, synchronous={env['synchronous']}, Python {env['python']}, "
+        f"\nstabilize benchmarks — {describe_env(env)}, Python {env['python']}, "
         f"{env['cpus']} CPU(s), {env['repeats']} repetitions each (fresh process per run)\n"
     )
     header = (
@@ -147,28 +299,120 @@ def print_report(results: list[dict[str, Any]], env: dict[str, Any]) -> None:
         "fanout_200 (judged on the median), <= 2 commits per single-task stage, cost per stage "
         "flat from width 100 to 400, peak RSS < 100 MB."
     )
-    if env["journal_mode"] != "WAL":
+    if env["backend"] == "postgres":
+        print(
+            "note: these targets are the SQLite WAL ones, shown for reference; the PostgreSQL "
+            "targets are those of workers_200."
+        )
+    elif env["journal_mode"] != "WAL":
         print(
             f"note: the targets are defined for WAL; this run used {env['journal_mode']} "
             f"(synchronous={env['synchronous']}), so the verdicts are for reference only."
         )
     print(
-        "commits = every write transaction on the file during store + start + process_all "
+        "commits = every write transaction on the database during store + start + process_all "
         "(store, orchestrator and processor), divided by stage runs."
     )
 
 
-def profile(name: str, journal: str, top: int) -> int:
-    """Run one workload once in this process under cProfile and print the hotspots."""
-    run_once(BY_NAME[name], journal)  # warm-up: imports, SQL parsing caches
-    profiler = cProfile.Profile()
-    profiler.enable()
-    result = run_once(BY_NAME[name], journal)
-    profiler.disable()
+def summarise_workers(n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best and median over the repetitions of ``workers_200`` with ``n`` workers."""
+    rates = [r["stages_per_s"] for r in runs]
+    cps = [r["commits_per_stage"] for r in runs]
+    return {
+        "workload": WORKERS_WORKLOAD,
+        "workers": n,
+        "stages_executed": runs[0]["stages_executed"],
+        "repeats": len(runs),
+        "best_stages_per_s": max(rates),
+        "median_stages_per_s": statistics.median(rates),
+        "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+        "commits_per_stage": statistics.median(cps),
+        "max_commits_per_stage": max(cps),
+        "median_commits": statistics.median(r["commits"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_kib"] for r in runs) / 1024,
+        "median_worker_cpu_us_per_stage": statistics.median(
+            1e6 * r["worker_cpu_s"] / r["stages_executed"] for r in runs
+        ),
+        "median_machine_busy": statistics.median(r["machine_busy"] for r in runs),
+        "runs": runs,
+    }
+
+
+def print_workers_report(results: list[dict[str, Any]], env: dict[str, Any]) -> None:
+    if not results:
+        return
     print(
-        f"profiled {name}: {result['stages_executed']} stages in {result['wall_s']:.3f} s "
-        f"({result['stages_per_s']:,.0f} stages/s under the profiler; main thread only)"
+        f"\n{WORKERS_WORKLOAD} — {WORKERS_WORKFLOWS} workflows x {WORKERS_STAGES_PER_WORKFLOW} "
+        f"stages (chains and fan-outs), N worker processes, {describe_env(env)}, "
+        f"{env['cpus']} CPU(s), {env['repeats']} repetitions each\n"
     )
+    header = (
+        f"{'workers':>7} {'stages':>6} {'best st/s':>10} {'med st/s':>9} {'med wall s':>10} "
+        f"{'commits/st':>10} {'worker CPU µs/st':>16} {'CPU busy':>8} "
+        f"{'peak RSS MB/worker':>18}  targets"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        notes = []
+        goal = {1: TARGET_WORKERS_1, 4: TARGET_WORKERS_4}.get(r["workers"])
+        if goal is not None:
+            notes.append(f"st/s>={goal:,.0f} {verdict(r['median_stages_per_s'] >= goal)}")
+        ok = r["max_commits_per_stage"] <= TARGET_COMMITS_PER_STAGE
+        notes.append(f"commits<={TARGET_COMMITS_PER_STAGE:g} {verdict(ok)}")
+        print(
+            f"{r['workers']:>7} {r['stages_executed']:>6} {r['best_stages_per_s']:>10,.0f} "
+            f"{r['median_stages_per_s']:>9,.0f} {r['median_wall_s']:>10.3f} "
+            f"{r['commits_per_stage']:>10.2f} {r['median_worker_cpu_us_per_stage']:>16,.0f} "
+            f"{100 * r['median_machine_busy']:>7.0f}% {r['peak_rss_mb']:>18.1f}  "
+            f"{', '.join(notes)}"
+        )
+    print(
+        "\ntargets (PostgreSQL, 2 cores): >= 1,000 stages/s with 1 worker, >= 2,000 with 4, "
+        "<= 2 commits per single-task stage. Wall = workers told to go -> commit of the "
+        "last workflow; commits = submissions (store + start) + every worker transaction; "
+        "worker CPU = user + system time of the worker processes per stage; CPU busy = share "
+        "of all CPUs busy during the run (workers, database server and all)."
+    )
+
+
+def profile_drain(target: Target) -> tuple[cProfile.Profile, str]:
+    """Submit ``workers_200``, then profile one in-process ``process_all`` draining it."""
+    with fresh_database(target) as db:
+        setup = make_setup(db)
+        submit_workers_200(setup)
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        setup.processor.process_all(timeout=600)
+        profiler.disable()
+        wall = time.perf_counter() - started
+        setup.store.backend.close()
+    runs = WORKERS_WORKFLOWS * WORKERS_STAGES_PER_WORKFLOW
+    return profiler, (
+        f"profiled {WORKERS_WORKLOAD} (1 in-process worker, submissions not profiled): "
+        f"{runs} stages in {wall:.3f} s ({runs / wall:,.0f} stages/s under the profiler; "
+        "main thread only)"
+    )
+
+
+def profile(name: str, target: Target, top: int) -> int:
+    """Run one workload once in this process under cProfile and print the hotspots."""
+    if name == WORKERS_WORKLOAD:
+        profile_drain(target)  # warm-up: imports, SQL parsing caches
+        profiler, summary = profile_drain(target)
+    else:
+        run_once(BY_NAME[name], target)  # warm-up: imports, SQL parsing caches
+        profiler = cProfile.Profile()
+        profiler.enable()
+        result = run_once(BY_NAME[name], target)
+        profiler.disable()
+        summary = (
+            f"profiled {name}: {result['stages_executed']} stages in {result['wall_s']:.3f} s "
+            f"({result['stages_per_s']:,.0f} stages/s under the profiler; main thread only)"
+        )
+    print(summary)
     for key in ("cumulative", "tottime"):
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(key).print_stats(top)
@@ -178,9 +422,27 @@ def profile(name: str, journal: str, top: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--pg-url",
+        default=default_pg_url(),
+        help="PostgreSQL server (default: $STABILIZE_BENCH_PG_URL or the local test server); "
+        "every run uses a fresh schema that is dropped after it",
+    )
     parser.add_argument("--only", help="comma-separated workload names", default=None)
     parser.add_argument("--journal", choices=["WAL", "DELETE"], default="WAL")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--workers",
+        default="1,2,4",
+        help=f"worker-process counts of {WORKERS_WORKLOAD} (comma-separated)",
+    )
+    parser.add_argument(
+        "--poll-ms",
+        type=int,
+        default=50,
+        help=f"poll_frequency_ms of the {WORKERS_WORKLOAD} workers (default 50, the engine's)",
+    )
     parser.add_argument(
         "--json",
         nargs="?",
@@ -190,31 +452,52 @@ def main(argv: list[str] | None = None) -> int:
         help="also dump all results as JSON (to PATH, or stdout without one)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="NAME", help="cProfile one workload in-process")
     parser.add_argument("--profile-top", type=int, default=30)
     args = parser.parse_args(argv)
+    target = Target(args.backend, args.journal, args.pg_url)
 
+    if args.worker:
+        return worker(target, args.db, args.poll_ms)
     if args.child:
-        return child(args.child, args.journal)
+        return child(args.child, target)
     if args.profile:
-        return profile(args.profile, args.journal, args.profile_top)
+        return profile(args.profile, target, args.profile_top)
 
-    names = [w.name for w in WORKLOADS]
+    known = [w.name for w in WORKLOADS] + [WORKERS_WORKLOAD]
+    names = known
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in BY_NAME]
+        unknown = [n for n in names if n not in known]
         if unknown:
-            parser.error(f"unknown workload(s) {unknown}; known: {sorted(BY_NAME)}")
+            parser.error(f"unknown workload(s) {unknown}; known: {sorted(known)}")
+    worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
 
     results = []
     for name in names:
+        if name == WORKERS_WORKLOAD:
+            continue
         started = time.monotonic()
-        runs = [spawn(name, args.journal) for _ in range(args.repeat)]
+        runs = [spawn(name, target) for _ in range(args.repeat)]
         results.append(summarise(name, runs))
         print(f"  ran {name} x{args.repeat} in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    first = results[0]["runs"][0]
+    worker_results = []
+    if WORKERS_WORKLOAD in names:
+        for n in worker_counts:
+            started = time.monotonic()
+            runs = [run_workers(n, target, args.poll_ms) for _ in range(args.repeat)]
+            worker_results.append(summarise_workers(n, runs))
+            print(
+                f"  ran {WORKERS_WORKLOAD} with {n} worker(s) x{args.repeat} in "
+                f"{time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+    first = (results or worker_results)[0]["runs"][0]
     env = {
-        "sqlite_version": first["sqlite_version"],
+        "backend": first["backend"],
+        "database": first["database"],
         "journal_mode": first["journal_mode"],
         "synchronous": first["synchronous"],
         "python": platform.python_version(),
@@ -225,8 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
     }
     print_report(results, env)
+    print_workers_report(worker_results, env)
     if args.json is not None:
-        payload = json.dumps({"environment": env, "results": results}, indent=2)
+        payload = json.dumps(
+            {"environment": env, "results": results, "workers": worker_results}, indent=2
+        )
         if args.json == "-":
             print(payload)
         else:

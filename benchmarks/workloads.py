@@ -1,13 +1,19 @@
 """Benchmark workloads: graphs of no-op stages run by ``QueueProcessor.process_all``.
 
-Each workload runs on a fresh SQLite file in a temporary directory. The measured region is
+Each workload runs on a fresh database: a SQLite file in a temporary directory, or a fresh
+PostgreSQL schema (created for the run and dropped after it). The measured region is
 ``store.store`` + ``orchestrator.start`` for every workflow, then one ``process_all``. The
 workflows are built before the clock starts and checked after it stops.
+
+``workers_200`` is measured differently (see :func:`submit_workers_200` and ``run.py``):
+200 small workflows are submitted first, then N worker processes drain them.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import secrets
 import sqlite3
 import tempfile
 import threading
@@ -18,13 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stabilize.backends._base import Transaction
+from stabilize.backends._base import Backend, Transaction
 from stabilize.backends.sqlite import SqliteBackend
 from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus
 from stabilize.orchestrator import Orchestrator
-from stabilize.persistence.store import SqliteWorkflowStore
+from stabilize.persistence.store import (
+    PostgresWorkflowStore,
+    SqliteWorkflowStore,
+    WorkflowStore,
+)
 from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
-from stabilize.queue.queue import SqliteQueue
+from stabilize.queue.queue import PostgresQueue, Queue, SqliteQueue
 from stabilize.tasks.registry import TaskRegistry
 from stabilize.tasks.result import TaskResult
 
@@ -172,19 +182,91 @@ WORKLOADS: list[Workload] = [
 
 BY_NAME = {w.name: w for w in WORKLOADS}
 
+# The multi-process throughput workload: 200 small workflows of 5 single-task stages each,
+# half chains (s0 -> ... -> s4), half small fan-outs (root -> 3 parallel stages -> join).
+WORKERS_WORKLOAD = "workers_200"
+WORKERS_WORKFLOWS = 200
+WORKERS_STAGES_PER_WORKFLOW = 5
+
+
+def workers_200() -> list[Workflow]:
+    """The 200 workflows of ``workers_200`` (chains and fan-outs alternate)."""
+    return [linear(5) if i % 2 == 0 else fan_out(3) for i in range(WORKERS_WORKFLOWS)]
+
 
 # -- measurement ----------------------------------------------------------------------
+
+DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
+PG_URL_ENV = "STABILIZE_BENCH_PG_URL"
+
+
+def default_pg_url() -> str:
+    """The PostgreSQL server of the benchmarks: ``$STABILIZE_BENCH_PG_URL`` or the local one."""
+    return os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run's database lives: a backend kind and its settings."""
+
+    backend: str = "sqlite"  # "sqlite" or "postgres"
+    journal: str = "WAL"  # SQLite only
+    pg_url: str = DEFAULT_PG_URL  # PostgreSQL only
+
+
+@dataclass(frozen=True)
+class Database:
+    """One fresh database of a run: a SQLite file or a PostgreSQL schema."""
+
+    target: Target
+    location: str  # the SQLite file path, or the PostgreSQL schema name
+
+    def as_args(self) -> list[str]:
+        """Command-line arguments that let a worker process open this database."""
+        return [
+            "--backend",
+            self.target.backend,
+            "--journal",
+            self.target.journal,
+            "--pg-url",
+            self.target.pg_url,
+            "--db",
+            self.location,
+        ]
+
+
+@contextmanager
+def fresh_database(target: Target) -> Iterator[Database]:
+    """A new SQLite file in a temporary directory, or a new PostgreSQL schema (dropped after)."""
+    if target.backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="stabilize-bench-") as tmp:
+            yield Database(target, str(Path(tmp) / "bench.db"))
+        return
+    import psycopg
+    from psycopg import sql
+
+    from stabilize.backends.postgres import PostgresBackend
+
+    schema = f"bench_{secrets.token_hex(6)}"
+    try:
+        yield Database(target, schema)
+    finally:
+        for key, backend in list(PostgresBackend._instances.items()):
+            if key[1] == schema:
+                backend.close()
+        with psycopg.connect(target.pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 class TransactionCounter:
     """Counts write transactions committed on a backend by wrapping its ``transaction``.
 
-    Every write to the file goes through ``backend.transaction()`` (store, orchestrator,
+    Every write to the database goes through ``backend.transaction()`` (store, orchestrator,
     processor steps, heartbeats, recovery), so this counts all commits, not only the
     processor's. Read-only snapshots (``backend.read()``) are counted apart.
     """
 
-    def __init__(self, backend: SqliteBackend) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.commits = 0
         self.reads = 0
         self.rollbacks = 0
@@ -226,22 +308,30 @@ def current_rss_kib() -> int:
 
 @dataclass
 class Setup:
-    """A fresh database with a store, queue, orchestrator and processor on it."""
+    """A database with a store, queue, orchestrator and processor on it."""
 
-    store: SqliteWorkflowStore
+    store: WorkflowStore
+    queue: Queue
     orchestrator: Orchestrator
     processor: QueueProcessor
     counter: TransactionCounter
 
 
-def make_setup(db_path: Path, journal: str) -> Setup:
-    """Open a fresh SQLite file with ``journal`` mode and wire the engine to it."""
-    # Read by SqliteBackend when it opens the file, i.e. when the store is created below.
-    os.environ["STABILIZE_SQLITE_JOURNAL_MODE"] = journal
-    url = f"sqlite:///{db_path}"
-    store = SqliteWorkflowStore(url, create_tables=True)
-    queue = SqliteQueue(url)
-    queue._create_table()
+def make_setup(db: Database, poll_ms: int = POLL_FREQUENCY_MS) -> Setup:
+    """Open ``db`` (creating its tables) and wire the engine to it."""
+    store: WorkflowStore
+    queue: Queue
+    if db.target.backend == "sqlite":
+        # Read by SqliteBackend when it opens the file, i.e. when the store is created below.
+        os.environ["STABILIZE_SQLITE_JOURNAL_MODE"] = db.target.journal
+        url = f"sqlite:///{db.location}"
+        store = SqliteWorkflowStore(url, create_tables=True)
+        sqlite_queue = SqliteQueue(url)
+        sqlite_queue._create_table()
+        queue = sqlite_queue
+    else:
+        store = PostgresWorkflowStore(db.target.pg_url, schema=db.location, create_tables=True)
+        queue = PostgresQueue(db.target.pg_url, schema=db.location)
     registry = TaskRegistry()
     for name, fn in TASKS.items():
         registry.register(name, fn)
@@ -249,20 +339,41 @@ def make_setup(db_path: Path, journal: str) -> Setup:
         queue,
         store=store,
         task_registry=registry,
-        config=QueueProcessorConfig(poll_frequency_ms=POLL_FREQUENCY_MS),
+        config=QueueProcessorConfig(poll_frequency_ms=poll_ms),
     )
     orchestrator = Orchestrator(queue, store=store)
-    backend = store.backend
-    assert isinstance(backend, SqliteBackend)
-    return Setup(store, orchestrator, processor, TransactionCounter(backend))
+    return Setup(store, queue, orchestrator, processor, TransactionCounter(store.backend))
 
 
-def run_once(workload: Workload, journal: str) -> dict[str, Any]:
-    """Run ``workload`` once on a fresh file; return its figures (RSS not included)."""
-    with tempfile.TemporaryDirectory(prefix="stabilize-bench-") as tmp:
-        setup = make_setup(Path(tmp) / "bench.db", journal)
+def database_info(backend: Backend) -> dict[str, Any]:
+    """What the run's database is and how durable its commits are."""
+    if isinstance(backend, SqliteBackend):
+        return {
+            "backend": "sqlite",
+            "database": f"SQLite {sqlite3.sqlite_version}",
+            "journal_mode": backend.journal_mode,
+            "synchronous": backend.synchronous,
+            "sqlite_version": sqlite3.sqlite_version,
+        }
+    with backend.read() as tx:
+        tx.cur.execute(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit')"
+        )
+        version, sync = tx.cur.fetchone()
+    return {
+        "backend": "postgres",
+        "database": f"PostgreSQL {version}",
+        "journal_mode": None,
+        "synchronous": f"synchronous_commit={sync}",
+        "server_version": version,
+    }
+
+
+def run_once(workload: Workload, target: Target) -> dict[str, Any]:
+    """Run ``workload`` once on a fresh database; return its figures (RSS not included)."""
+    with fresh_database(target) as db:
+        setup = make_setup(db)
         backend = setup.store.backend
-        assert isinstance(backend, SqliteBackend)
         workflows = workload.build()
         rss_before = current_rss_kib()
         RUNS.value = 0
@@ -301,9 +412,78 @@ def run_once(workload: Workload, journal: str) -> dict[str, Any]:
             "rollbacks": rollbacks,
             "commits_per_stage": commits / runs,
             "rss_before_kib": rss_before,
-            "journal_mode": backend.journal_mode,
-            "synchronous": backend.synchronous,
-            "sqlite_version": sqlite3.sqlite_version,
+            **database_info(backend),
         }
         backend.close()
+    return result
+
+
+# -- workers_200: several worker processes ---------------------------------------------
+
+
+def submit_workers_200(setup: Setup) -> list[str]:
+    """Store and start the 200 workflows of ``workers_200``; return their ids."""
+    ids = []
+    for wf in workers_200():
+        setup.store.store(wf)
+        setup.orchestrator.start(wf)
+        ids.append(wf.id)
+    return ids
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (0s elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / tick, total / tick
+
+
+def count_succeeded(backend: Backend) -> tuple[int, int | None]:
+    """(workflows SUCCEEDED, the latest ``updated_at`` among them in epoch ms)."""
+    with backend.read() as tx:
+        tx.cur.execute("SELECT count(*), max(updated_at) FROM workflows WHERE status = 'SUCCEEDED'")
+        count, last = tx.cur.fetchone()
+    return int(count), last
+
+
+def worker_drain(db: Database, poll_ms: int) -> dict[str, Any]:
+    """Body of one worker process: open the database, say ready, wait for ``go``, drain.
+
+    Prints ``ready`` once the engine is open, reads one line from stdin (the start signal)
+    and runs ``process_all`` until the queue is empty and nothing runs. ``poll_ms`` is the
+    processor's ``poll_frequency_ms``: how long an idle worker waits before it looks again
+    (on PostgreSQL a NOTIFY of new work ends the wait early).
+    """
+    import sys
+
+    setup = make_setup(db, poll_ms)
+    rss_before = current_rss_kib()
+    RUNS.value = 0
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = before.ru_utime + before.ru_stime
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started = time.time()
+    processed = setup.processor.process_all(timeout=PROCESS_ALL_TIMEOUT_S)
+    finished = time.time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "pid": os.getpid(),
+        "stages_executed": RUNS.value,
+        "messages_processed": processed,
+        "processor_commits": setup.processor.commits,
+        "commits": setup.counter.commits,
+        "rollbacks": setup.counter.rollbacks,
+        "reads": setup.counter.reads,
+        "started": started,
+        "finished": finished,
+        "rss_before_kib": rss_before,
+        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
+    }
+    setup.store.backend.close()
     return result

@@ -28,6 +28,7 @@ UPDATE stages SET status = %s, body = %s WHERE id = %s;
 
 -- name: enqueue
 -- A message nobody leased on insert wakes idle workers (delivered at commit, deduplicated).
+-- The backend repeats the VALUES row to insert several messages with one statement.
 WITH inserted AS (
     INSERT INTO queue_messages
         (workflow_id, kind, stage_id, task_id, payload, deliver_at, attempts, lease_owner,
@@ -37,8 +38,19 @@ WITH inserted AS (
 )
 SELECT id, CASE WHEN lease_owner IS NULL THEN pg_notify('{channel}', '') END FROM inserted;
 
+-- name: ack_and_lock
+-- Acknowledge a message and lock its workflow row (as workflow_version does), returning
+-- the workflow's version (NULL if it is gone); no row when the lease no longer held.
+WITH acked AS (
+    DELETE FROM queue_messages WHERE id = %s AND lease_token = %s AND lease_owner = %s
+    RETURNING workflow_id
+)
+SELECT (SELECT version FROM workflows WHERE id = acked.workflow_id FOR UPDATE) FROM acked;
+
 -- name: ack
-DELETE FROM queue_messages WHERE id = %s AND lease_token = %s AND lease_owner = %s;
+-- Returns the id when the lease still held (the fence), so that a pipelined transaction
+-- reads the outcome without a separate row count.
+DELETE FROM queue_messages WHERE id = %s AND lease_token = %s AND lease_owner = %s RETURNING id;
 
 -- name: delete_message
 DELETE FROM queue_messages WHERE id = %s;
@@ -50,6 +62,33 @@ WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s)
 ORDER BY deliver_at, id
 LIMIT %s
 FOR UPDATE SKIP LOCKED;
+
+-- name: claim
+-- Select and lease in one statement: rows other workers hold locked are skipped; the
+-- caller orders the result by (deliver_at, id), the order of select_ready.
+WITH ready AS (
+    SELECT id
+    FROM queue_messages
+    WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s)
+    ORDER BY deliver_at, id
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE queue_messages AS q
+SET lease_owner = %s, lease_token = q.lease_token + 1, lease_until = %s,
+    attempts = q.attempts + 1
+FROM ready
+WHERE q.id = ready.id
+RETURNING q.id, q.workflow_id, q.kind, q.stage_id, q.task_id, q.payload, q.attempts,
+          q.lease_token, q.deliver_at;
+
+-- name: extend_leases
+-- Several leases of one owner in one statement; returns the ids still held.
+UPDATE queue_messages AS q
+SET lease_until = %s
+FROM unnest(%s::bigint[], %s::bigint[]) AS l (id, token)
+WHERE q.id = l.id AND q.lease_token = l.token AND q.lease_owner = %s
+RETURNING q.id;
 
 -- name: lease
 UPDATE queue_messages
