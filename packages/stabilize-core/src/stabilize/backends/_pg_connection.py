@@ -1,0 +1,203 @@
+"""Connecting to PostgreSQL: URLs, schema and channel names, pool settings, LISTEN connections.
+
+psycopg is imported only when a connection is opened: ``pip install "stabilize-core[postgres]"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import select
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+log = logging.getLogger("stabilize.postgres")
+
+INSTALL_HINT = 'PostgreSQL support needs psycopg: pip install "stabilize-core[postgres]"'
+DEFAULT_SCHEMA = "public"
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def require_psycopg() -> None:
+    """Import psycopg and psycopg_pool, or raise an ImportError saying how to install them."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
+
+
+def is_postgres_url(url: str) -> bool:
+    """True for ``postgresql://`` and ``postgres://`` URLs."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def check_schema_name(schema: str | None) -> str | None:
+    """Return ``schema`` if it is a plain SQL identifier (letters, digits, ``_``).
+
+    Raises:
+        ValueError: the name needs quoting or is longer than PostgreSQL allows.
+    """
+    if schema is not None and not _SCHEMA_NAME.match(schema):
+        raise ValueError(
+            f"invalid schema name {schema!r}: use letters, digits and underscores "
+            "(at most 63, not starting with a digit)"
+        )
+    return schema
+
+
+def _short_name(prefix: str, name: str) -> str:
+    """``prefix + name``, hashed down to a legal identifier when longer than 63 bytes."""
+    full = f"{prefix}{name}"
+    if len(full.encode()) <= 63:
+        return full
+    return f"{prefix}{hashlib.blake2b(name.encode(), digest_size=12).hexdigest()}"
+
+
+def notify_channel(schema: str | None) -> str:
+    """The NOTIFY channel of a schema (channels are database-wide, so derived from it)."""
+    return _short_name("stabilize_", schema or DEFAULT_SCHEMA)
+
+
+@dataclass
+class PoolOptions:
+    """Connection-pool settings of a PostgreSQL backend.
+
+    Attributes:
+        min_size: Connections kept open.
+        max_size: Most connections opened at once.
+        acquire_timeout: Seconds to wait for a free connection before failing
+            (``None``: 30).
+        connect_kwargs: Extra ``psycopg.connect`` keyword arguments (e.g. ``connect_timeout``).
+        configure: Called with each new connection before it is used.
+    """
+
+    min_size: int = 1
+    max_size: int = 10
+    acquire_timeout: float | None = None
+    connect_kwargs: Mapping[str, Any] | None = None
+    configure: Callable[[psycopg.Connection[Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
+            raise ValueError(
+                f"need 0 <= min_size <= max_size and max_size >= 1, got "
+                f"min_size={self.min_size}, max_size={self.max_size}"
+            )
+
+
+def connect_kwargs(schema: str | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``psycopg.connect`` keyword arguments: ``extra`` plus ``search_path`` for the schema."""
+    kwargs = dict(extra or {})
+    if schema is not None:
+        given = str(kwargs.get("options", ""))
+        kwargs["options"] = f"{given} -csearch_path={check_schema_name(schema)}".strip()
+    return kwargs
+
+
+def connect(
+    url: str,
+    schema: str | None = None,
+    *,
+    autocommit: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> psycopg.Connection[Any]:
+    """Open a connection whose ``search_path`` is ``schema`` (outside any pool)."""
+    require_psycopg()
+    import psycopg
+
+    return psycopg.connect(url, autocommit=autocommit, **connect_kwargs(schema, extra))
+
+
+def describe(url: str, schema: str | None) -> str:
+    """The URL without its password, and the schema (for messages)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    where = f"schema {schema or DEFAULT_SCHEMA}"
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        return f"<PostgreSQL> ({where})"
+    params.pop("password", None)
+    return f"{make_conninfo('', **params)} ({where})"
+
+
+def _release(pool: ConnectionPool[Any], listeners: list[_Listener]) -> None:
+    """Close what a garbage-collected backend left open.
+
+    The pool is closed from a thread of its own: the collection may run in one of the
+    pool's worker threads, which cannot join themselves.
+    """
+    for listener in list(listeners):
+        listener.close()
+    try:
+        threading.Thread(target=pool.close, name="stabilize-pool-close", daemon=True).start()
+    except RuntimeError:  # interpreter shutdown: no new threads
+        pool.close()
+
+
+class _Listener:
+    """A connection that LISTENs on the channel, and a socket pair to interrupt its wait."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def wait(self, timeout: float) -> None:
+        """Return on a notification, on :meth:`wake`, or after ``timeout`` seconds."""
+        # Notifications received while another statement ran are already buffered.
+        if sum(1 for _ in self.conn.notifies(timeout=0)):
+            return
+        if timeout > 0:
+            wake_fd = self._wake_r.fileno()
+            ready, _, _ = select.select([self.conn.fileno(), wake_fd], [], [], timeout)
+            if wake_fd in ready:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+        for _ in self.conn.notifies(timeout=0):  # consume what arrived
+            pass
+
+    def wake(self) -> None:
+        """Interrupt :meth:`wait` (now, or the next one if none runs)."""
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"x")
+
+    def close(self) -> None:
+        """Close the connection and the socket pair."""
+        self.conn.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _reset_connection(conn: psycopg.Connection[Any]) -> None:
+    """Undo what :meth:`PostgresBackend.read` set before a connection is reused."""
+    conn.isolation_level = None
+    conn.read_only = None
+
+
+def _repeatable_read() -> Any:
+    from psycopg import IsolationLevel
+
+    return IsolationLevel.REPEATABLE_READ
+
+
+def _quiet_rollback(conn: psycopg.Connection[Any]) -> None:
+    import psycopg
+
+    if conn.closed:
+        return
+    try:
+        conn.rollback()
+    except psycopg.Error:  # the connection broke; the pool discards it
+        log.debug("rollback failed", exc_info=True)
