@@ -1,0 +1,57 @@
+"""The items a workflow stream yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stabilize.events.model import Event
+
+TERMINAL_EVENTS = frozenset({"workflow.completed", "workflow.failed", "workflow.canceled"})
+"""Event types after which a workflow's stream has nothing more to say."""
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One event of a workflow, as a stream delivers it.
+
+    Attributes:
+        event_type: One of :class:`stabilize.events.EventType` (as a string).
+        entity_type: ``workflow``, ``stage`` or ``task``.
+        entity_id: The id of that entity.
+        workflow_id: The workflow it belongs to.
+        data: What changed.
+        sequence: Its number in the workflow's log (1, 2, 3, ...); 0 for a live progress
+            update that is not recorded yet.
+        timestamp: Commit (or, for live progress, emission) time in epoch milliseconds.
+        source: ``"log"`` when read from the event log, ``"live"`` when delivered in-process
+            as it happened (progress updates).
+    """
+
+    event_type: str
+    entity_type: str
+    entity_id: str
+    workflow_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+    sequence: int = 0
+    timestamp: int = 0
+    source: Literal["live", "log"] = "log"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for ``workflow.completed``, ``workflow.failed`` and ``workflow.canceled``."""
+        return self.event_type in TERMINAL_EVENTS
+
+    @classmethod
+    def from_event(cls, event: Event, source: Literal["live", "log"] = "log") -> StreamItem:
+        """The item of a recorded (or live) event."""
+        return cls(
+            event_type=event.event_type,
+            entity_type=event.entity_type,
+            entity_id=event.entity_id,
+            workflow_id=event.workflow_id,
+            data=event.data,
+            sequence=event.sequence,
+            timestamp=event.timestamp,
+            source=source,
+        )
