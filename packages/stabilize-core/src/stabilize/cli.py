@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from importlib.metadata import EntryPoint
 from typing import Any
 
@@ -107,12 +108,37 @@ def _cmd_mg_status(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_purge(ns: argparse.Namespace) -> int:
+    from stabilize.connect import open_database
+    from stabilize.errors import StabilizeError
+
+    try:
+        store, _queue = open_database(ns.db_url, ns.schema)
+        count = store.purge(
+            ns.older_than,
+            keep_events=ns.keep_events,
+            batch_size=ns.batch_size,
+            application=ns.application,
+            dry_run=ns.dry_run,
+        )
+    except (StabilizeError, ImportError, ValueError) as exc:
+        print(f"{PROG} purge: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a driver error: bad host, password, database...
+        print(f"{PROG} purge: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    verb = "would delete" if ns.dry_run else "deleted"
+    print(f"{verb} {count} workflow{'' if count == 1 else 's'}")
+    return 0
+
+
 # name -> (summary, handler); a plugin can never replace one of these.
 _BUILTINS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "version": ("print the version of stabilize-core", _cmd_version),
     "demo": ("run a small workflow on a local SQLite file and show its progress", _cmd_demo),
     "mg-up": ("apply pending schema migrations to a database", _cmd_mg_up),
     "mg-status": ("show a database's schema version and pending migrations", _cmd_mg_status),
+    "purge": ("delete completed workflows older than a given age", _cmd_purge),
 }
 
 
@@ -128,7 +154,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, (summary, handler) in _BUILTINS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
         sub.set_defaults(handler=handler)
-        if name in ("mg-up", "mg-status"):
+        if name in ("mg-up", "mg-status", "purge"):
             sub.add_argument(
                 "--db-url",
                 metavar="URL",
@@ -141,6 +167,8 @@ def _build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help="PostgreSQL schema (default: the connection's, usually public)",
             )
+        if name == "purge":
+            _add_purge_arguments(sub)
         if name == "demo":
             sub.add_argument(
                 "--db",
@@ -161,6 +189,39 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, ep in sorted(_plugin_commands().items()):
         commands.add_parser(name, help=f"(from {describe_dist(ep)})", add_help=False)
     return parser
+
+
+def _add_purge_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=_duration,
+        required=True,
+        help="delete workflows that ended longer ago than this: 30d, 12h, 45m or 90s",
+    )
+    sub.add_argument(
+        "--keep-events",
+        action="store_true",
+        help="keep the workflows' events (default: delete them with the workflows)",
+    )
+    sub.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=_positive_int,
+        default=500,
+        help="workflows deleted per transaction (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--application",
+        metavar="APP",
+        default=None,
+        help="only this application's workflows",
+    )
+    sub.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the workflows that would be deleted, delete nothing",
+    )
 
 
 def _plugin_commands() -> dict[str, EntryPoint]:
@@ -203,3 +264,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def _duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``45m`` or ``90s`` as a timedelta."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in _DURATION_UNITS or not number.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (write a whole number and a unit: 30d, 12h, 45m, 90s)"
+        )
+    return timedelta(**{_DURATION_UNITS[unit]: int(number)})

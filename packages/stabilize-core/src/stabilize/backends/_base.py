@@ -287,7 +287,11 @@ class Transaction:
             )
             for i, event in enumerate(events)
         ]
-        self.cur.executemany(self.q["insert_event"].replace("{ev}", self.event_table), rows)
+        self.cur.executemany(self._insert_event_sql(self.event_table), rows)
+
+    def _insert_event_sql(self, event_table: str) -> str:
+        """The ``insert_event`` statement for the events table at ``event_table``."""
+        return self.q["insert_event"].replace("{ev}", event_table)
 
     # -- queue -----------------------------------------------------------------------
 

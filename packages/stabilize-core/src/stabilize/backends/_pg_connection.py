@@ -68,6 +68,15 @@ def notify_channel(schema: str | None) -> str:
     return _short_name("stabilize_", schema or DEFAULT_SCHEMA)
 
 
+def event_channel(schema: str | None) -> str:
+    """The NOTIFY channel of the events recorded in a schema (one per workflow and commit).
+
+    Separate from :func:`notify_channel`, so that recorded events do not wake idle queue
+    workers; the ``.`` (never part of a schema name) keeps the two apart.
+    """
+    return _short_name("stabilize_events.", schema or DEFAULT_SCHEMA)
+
+
 @dataclass
 class PoolOptions:
     """Connection-pool settings of a PostgreSQL backend.

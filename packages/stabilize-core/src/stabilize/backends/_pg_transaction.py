@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stabilize.backends._base import Backend, Cursor, Transaction, dumps
+from stabilize.backends._pg_connection import event_channel
 from stabilize.backends._pg_cursor import _PipelinedCursor
 from stabilize.engine.messages import (
     CANCEL_WORKFLOW,
@@ -53,6 +54,16 @@ class PostgresTransaction(Transaction):
         super().__init__(backend, cur, queries, read_only=read_only)
         self._versions: dict[str, Any] = {}
         """Versions read (and rows locked) by :meth:`ack`, for the next :meth:`workflow`."""
+
+    # -- events ------------------------------------------------------------------------
+
+    def _insert_event_sql(self, event_table: str) -> str:
+        """``insert_event``, notifying the events channel of the log's schema."""
+        # event_table is "" (this schema) or '"<schema>".' (see PostgresEventStore).
+        here: str | None = getattr(self.backend, "current_schema", None)
+        schema = event_table[1:-2] if event_table else here
+        channel = event_channel(schema).replace("'", "''")
+        return super()._insert_event_sql(event_table).replace("{ev_channel}", f"'{channel}'")
 
     # -- workflows ---------------------------------------------------------------------
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
+import time
 from typing import TYPE_CHECKING, Any
 
+from stabilize.backends._pg_connection import _Listener, event_channel
 from stabilize.backends.postgres import PoolOptions, PostgresBackend
 from stabilize.events.model import Event
 
 if TYPE_CHECKING:
+    import psycopg
+
     from stabilize.backends._base import Backend
 
 
@@ -64,6 +70,31 @@ class PostgresEventStore:
             rows = tx.cur.fetchall()
         return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this log.
+
+        Each commit that records events of a workflow sends its id there (a channel of its
+        own: queue workers do not listen to it).
+        """
+        return event_channel(self.backend.current_schema)
+
+    def listen(self, workflow_id: str | None = None) -> EventListener:
+        """A dedicated connection listening on :attr:`channel` (close it when done).
+
+        Args:
+            workflow_id: Wake only for this workflow's events (``None``: any workflow).
+        """
+        from psycopg import sql
+
+        conn = self.backend.connect(autocommit=True)
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        except BaseException:
+            conn.close()
+            raise
+        return EventListener(conn, workflow_id)
+
     def count(self) -> int:
         """The number of events stored."""
         with self.backend.read() as tx:
@@ -72,3 +103,50 @@ class PostgresEventStore:
 
     def close(self) -> None:
         """Nothing to release: the connection pool belongs to the shared backend."""
+
+
+class EventListener(_Listener):
+    """A connection LISTENing for recorded events (from :meth:`PostgresEventStore.listen`).
+
+    Notifications are sent at commit, by the engine of any process; one that is lost (the
+    connection broke, or it was sent before ``LISTEN``) is not sent again, so a reader
+    still reads the log at least every so often.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], workflow_id: str | None = None) -> None:
+        super().__init__(conn)
+        self.workflow_id = workflow_id
+
+    def _relevant(self) -> bool:
+        """Consume the buffered notifications; True if one is about our workflow."""
+        payloads = [n.payload for n in self.conn.notifies(timeout=0)]
+        if self.workflow_id is None:
+            return bool(payloads)
+        return self.workflow_id in payloads
+
+    def wait_for_events(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for events of the workflow to commit.
+
+        Returns:
+            True on such a notification, False after the timeout or on :meth:`wake`.
+
+        Raises:
+            psycopg.Error, OSError: the connection failed (close this listener).
+        """
+        deadline = time.monotonic() + timeout
+        wake_fd = self._wake_r.fileno()
+        while True:
+            if self._relevant():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([self.conn.fileno(), wake_fd], [], [], remaining)
+            if wake_fd in ready:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+                return self._relevant()
+
+    def wait(self, timeout: float) -> None:
+        """:meth:`wait_for_events`, ignoring its result."""
+        self.wait_for_events(timeout)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from stabilize.backends._base import Backend, check_workflow_json
+from stabilize.backends._base import Backend, Transaction, check_workflow_json
 from stabilize.backends.sqlite import SqliteBackend
 from stabilize.engine.graph import validate_graph
 from stabilize.errors import StabilizeError, UnknownTaskTypeError, WorkflowValidationError
@@ -138,11 +139,70 @@ class WorkflowStore:
         return int(rows[0][0])
 
     def delete(self, workflow_id: str) -> None:
-        """Delete a workflow, its stages and its queued messages."""
+        """Delete a workflow with its stages, queued messages, mutex waits and events.
+
+        Events go from this database's own ``events`` table (not from an event log kept
+        in another database).
+        """
         with self.backend.transaction() as tx:
-            tx.cur.execute(tx.q["drop_workflow_messages"], (workflow_id,))
-            tx.cur.execute(tx.q["delete_workflow"], (workflow_id,))
+            _delete_workflows(tx, [workflow_id], keep_events=False)
         self.backend.cache.evict(workflow_id)
+
+    def purge(
+        self,
+        older_than: timedelta,
+        *,
+        keep_events: bool = False,
+        batch_size: int = 500,
+        application: str | None = None,
+        now: float | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete completed workflows that ended more than ``older_than`` ago.
+
+        Only workflows in a final status (SUCCEEDED, TERMINAL, CANCELED, STOPPED...) are
+        touched; running, paused and suspended ones never are. Each batch is one short
+        transaction (on PostgreSQL rows other transactions hold are skipped, not waited
+        for), so workers keep running while a purge goes on.
+
+        Args:
+            older_than: How long ago a workflow must have last changed (ended).
+            keep_events: Keep the workflows' rows in this database's ``events`` table.
+            batch_size: Workflows deleted per transaction.
+            application: Only this application's workflows.
+            now: The current time in epoch seconds (default: the clock).
+            dry_run: Count what would be deleted, delete nothing.
+
+        Returns:
+            How many workflows were deleted (or would be, with ``dry_run``).
+
+        Raises:
+            ValueError: ``older_than`` is negative or ``batch_size`` is below 1.
+        """
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        current = time.time() if now is None else now
+        cutoff = int((current - older_than.total_seconds()) * 1000)
+        where, params = _purge_filter(self.backend.placeholder, cutoff, application)
+        if dry_run:
+            return int(self._query(f"SELECT count(*) FROM workflows{where}", params)[0][0])
+        p = self.backend.placeholder
+        lock = " FOR UPDATE SKIP LOCKED" if self.backend.dialect == "postgres" else ""
+        select = f"SELECT id FROM workflows{where} ORDER BY updated_at, id LIMIT {p}{lock}"
+        deleted = 0
+        while True:
+            with self.backend.transaction() as tx:
+                tx.cur.execute(select, (*params, batch_size))
+                ids = [row[0] for row in tx.cur.fetchall()]
+                if ids:
+                    _delete_workflows(tx, ids, keep_events=keep_events)
+            for workflow_id in ids:
+                self.backend.cache.evict(workflow_id)
+            deleted += len(ids)
+            if len(ids) < batch_size:
+                return deleted
 
     def stage_outputs(self, workflow_id: str) -> dict[str, dict[str, Any]]:
         """The outputs of every stage of a workflow, by ``ref_id``."""
@@ -166,6 +226,33 @@ class WorkflowStore:
         with self.backend.read() as tx:
             tx.cur.execute(sql, params)
             return list(tx.cur.fetchall())
+
+
+def _delete_workflows(tx: Transaction, ids: list[str], *, keep_events: bool) -> None:
+    """Delete workflows (stages cascade), their messages and mutex waits.
+
+    Unless ``keep_events``, their rows in this database's own ``events`` table go too.
+    """
+    rows = [(workflow_id,) for workflow_id in ids]
+    tx.cur.executemany(tx.q["drop_workflow_messages"], rows)
+    tx.cur.executemany(tx.q["drop_workflow_mutex_waiters"], rows)
+    if not keep_events:
+        tx.cur.execute(tx.q["events_table_exists"])
+        if tx.cur.fetchone() is not None:
+            tx.cur.executemany(tx.q["delete_workflow_events"], rows)
+    tx.cur.executemany(tx.q["delete_workflow"], rows)
+
+
+_FINAL_STATUSES = tuple(s.value for s in WorkflowStatus if s.is_complete)
+
+
+def _purge_filter(p: str, cutoff_ms: int, application: str | None) -> tuple[str, tuple[Any, ...]]:
+    where = f" WHERE status IN ({', '.join(p for _ in _FINAL_STATUSES)}) AND updated_at < {p}"
+    params: list[Any] = [*_FINAL_STATUSES, cutoff_ms]
+    if application is not None:
+        where += f" AND application = {p}"
+        params.append(application)
+    return where, tuple(params)
 
 
 def _filters(

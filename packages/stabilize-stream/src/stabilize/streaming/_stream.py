@@ -4,9 +4,11 @@ What a reader sees:
 
 - Every event recorded in the workflow's log, once, in sequence order, with
   ``source="log"``. The stream tails the log itself (``sequence > last seen``, ordered,
-  in batches: a range scan of the ``events`` primary key), so events committed by workers
-  in *other* processes arrive within ``poll_interval``; commits made in this process wake
-  the stream at once through the event bus.
+  in batches: a range scan of the ``events`` primary key). Commits made in this process
+  wake the stream at once through the event bus. Commits of workers in *other* processes
+  wake it at once on PostgreSQL (a ``LISTEN`` connection of the stream receives the
+  ``NOTIFY`` the engine sends with each commit that records events) and arrive within
+  ``poll_interval`` otherwise (SQLite, or a lost notification).
 - Progress updates (``emit_progress``) from tasks running in *this* process as soon as
   they are emitted: ``event_type="custom.progress"``, ``sequence=0``, ``source="live"``.
   They are recorded with the task's result; the recorded copy of an update this stream
@@ -34,12 +36,16 @@ import threading
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from stabilize.events import PostgresEventStore
 from stabilize.events.bus import get_event_bus
 from stabilize.events.model import Event
 from stabilize.events.recorder import EventStore, current_event_store
 from stabilize.streaming._item import StreamItem
+
+if TYPE_CHECKING:
+    from stabilize.events.postgres import EventListener
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,8 @@ class WorkflowStream:
             decides: from the beginning with ``include_history=True``, else from the
             current end of the log.
         poll_interval: Seconds between reads of the log when nothing woke the stream
-            (bounds the delay for events committed by other processes).
+            (bounds the delay for events committed by other processes; on PostgreSQL
+            their notifications wake the stream earlier).
         batch_size: Most events read per query.
 
     Raises:
@@ -113,6 +120,7 @@ class WorkflowStream:
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._listeners: set[EventListener] = set()  # LISTEN connections of pump threads
         self._closed = False
 
     # -- public API ------------------------------------------------------------------
@@ -326,8 +334,14 @@ class WorkflowStream:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self._wake.set()
+        self._wake_up()
         return thread
+
+    def _wake_up(self) -> None:
+        """Make the pump read the log now (also interrupts a wait for a notification)."""
+        self._wake.set()
+        for listener in list(self._listeners):
+            listener.wake()
 
     def _log_end(self) -> int:
         since = 0
@@ -344,20 +358,67 @@ class WorkflowStream:
                 self._live.append(StreamItem.from_event(event, source="live"))
         # Committed events are read from the log (that keeps one order and no gap);
         # their publication only says that there is something to read.
-        self._wake.set()
+        self._wake_up()
+
+    def _listen(self, stop: threading.Event) -> EventListener | None:
+        """A LISTEN connection for this workflow's commits (PostgreSQL), or None."""
+        if not isinstance(self.event_store, PostgresEventStore):
+            return None
+        try:
+            listener = self.event_store.listen(self.workflow_id)
+        except Exception:
+            log.debug("cannot listen for events of %s", self.workflow_id, exc_info=True)
+            return None
+        with self._lock:
+            self._listeners.add(listener)
+        if stop.is_set():  # stopped before the listener could be woken
+            listener.wake()
+        return listener
+
+    def _drop_listener(self, listener: EventListener) -> None:
+        with self._lock:
+            self._listeners.discard(listener)
+        with contextlib.suppress(Exception):
+            listener.close()
+
+    def _sleep(self, listener: EventListener | None) -> EventListener | None:
+        """Wait for a wake-up or ``poll_interval``; returns the listener still usable."""
+        if listener is None or self._wake.is_set():
+            self._wake.wait(self.poll_interval)
+            return listener
+        try:
+            listener.wait_for_events(self.poll_interval)
+        except Exception:
+            # The connection broke: read the log now, listen again on the next pass.
+            log.debug("listening for events of %s failed", self.workflow_id, exc_info=True)
+            self._drop_listener(listener)
+            return None
+        return listener
 
     def _run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
-            with self._pump_lock:
-                if stop.is_set():
-                    return
-                try:
-                    self._pass()
-                except Exception:
-                    # A failed read (database restarting, busy file) is retried next pass.
-                    log.warning("reading events of %s failed", self.workflow_id, exc_info=True)
+        # LISTEN before the first read: a later commit is then either read or notified.
+        listener = self._listen(stop)
+        listening = isinstance(self.event_store, PostgresEventStore)
+        try:
+            while not stop.is_set():
+                if listening and listener is None:
+                    listener = self._listen(stop)
+                listener = self._sleep(listener)
+                self._pump(stop)
+        finally:
+            if listener is not None:
+                self._drop_listener(listener)
+
+    def _pump(self, stop: threading.Event) -> None:
+        self._wake.clear()
+        with self._pump_lock:
+            if stop.is_set():
+                return
+            try:
+                self._pass()
+            except Exception:
+                # A failed read (database restarting, busy file) is retried next pass.
+                log.warning("reading events of %s failed", self.workflow_id, exc_info=True)
 
     def _pass(self) -> None:
         """Deliver buffered live items, then everything new in the log (under ``_pump_lock``)."""

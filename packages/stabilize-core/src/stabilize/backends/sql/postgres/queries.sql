@@ -122,8 +122,15 @@ SELECT count(*) FROM queue_messages WHERE deliver_at <= %s AND (lease_until IS N
 SELECT 1 FROM workflows WHERE id = %s;
 
 -- name: insert_event
-INSERT INTO {ev}events (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data)
-VALUES (%s, %s, %s, %s, %s, %s, %s);
+-- Also notifies the events channel of the log's schema with the workflow id (sent at
+-- commit; identical notifications of one transaction are sent once), which wakes streams
+-- in other processes ({ev_channel} is that channel, as a literal).
+WITH inserted AS (
+    INSERT INTO {ev}events (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    RETURNING workflow_id
+)
+SELECT pg_notify({ev_channel}, workflow_id) FROM inserted;
 
 -- name: delete_workflow
 DELETE FROM workflows WHERE id = %s;
@@ -156,3 +163,13 @@ DELETE FROM mutex_waiters WHERE id = %s;
 
 -- name: drop_stage_messages
 DELETE FROM queue_messages WHERE workflow_id = %s AND stage_id = %s AND kind = %s;
+
+-- name: drop_workflow_mutex_waiters
+DELETE FROM mutex_waiters WHERE workflow_id = %s;
+
+-- name: events_table_exists
+-- The engine's own events table of this schema (search_path names it).
+SELECT 1 WHERE to_regclass('events') IS NOT NULL;
+
+-- name: delete_workflow_events
+DELETE FROM events WHERE workflow_id = %s;

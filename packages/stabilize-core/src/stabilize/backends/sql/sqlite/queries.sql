@@ -104,3 +104,13 @@ DELETE FROM mutex_waiters WHERE id = ?;
 
 -- name: drop_stage_messages
 DELETE FROM queue_messages WHERE workflow_id = ? AND stage_id = ? AND kind = ?;
+
+-- name: drop_workflow_mutex_waiters
+DELETE FROM mutex_waiters WHERE workflow_id = ?;
+
+-- name: events_table_exists
+-- The engine's own events table of this file (absent until an event store created it).
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events';
+
+-- name: delete_workflow_events
+DELETE FROM events WHERE workflow_id = ?;
