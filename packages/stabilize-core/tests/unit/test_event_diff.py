@@ -15,6 +15,13 @@ CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"ctx": {"x": 1}}, {"ctx": "replaced by text"}),
     ({"ctx": "text"}, {"ctx": {"x": 1}}),
     ({"status": "RUNNING", "outputs": {}}, {"status": "SUCCEEDED", "outputs": {"k": [1]}}),
+    ({"log": [1, 2]}, {"log": [1, 2, 3, 4]}),
+    ({"log": [1, 2]}, {"log": [2, 3]}),
+    ({"log": [1, 2]}, {"log": [1]}),
+    (
+        {"ctx": {"_agent": {"messages": [{"r": "u"}]}}},
+        {"ctx": {"_agent": {"messages": [{"r": "u"}, {"r": "a"}]}}},
+    ),
 ]
 
 
@@ -35,3 +42,9 @@ def test_apply_does_not_share_state_with_the_change() -> None:
     rebuilt = apply({}, change)
     rebuilt["items"].append(3)
     assert change == {"set": {"items": [1, 2]}}
+
+
+def test_a_growing_list_records_only_its_new_items() -> None:
+    old = {"messages": [{"role": "user", "content": "x" * 500}]}
+    new = {"messages": [*old["messages"], {"role": "assistant", "content": "hi"}]}
+    assert diff(old, new) == {"append": {"messages": [{"role": "assistant", "content": "hi"}]}}

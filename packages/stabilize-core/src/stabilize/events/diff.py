@@ -1,7 +1,9 @@
 """Differences between two JSON documents, and applying them (for exact replay).
 
 A diff only holds what changed: ``{"set": {key: new value}, "unset": [key, ...],
-"sub": {key: nested diff}}`` where both sides of a key are objects. Applying the diff of
+"sub": {key: nested diff}, "append": {key: [new items]}}`` where ``sub`` is used when both
+sides of a key are objects and ``append`` when a list only grew at its end (a
+conversation, a log), so that growing lists cost their new items only. Applying the diff of
 ``old`` to ``new`` to a copy of ``old`` gives ``new`` exactly.
 """
 
@@ -15,6 +17,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """What changed from ``old`` to ``new`` (empty when nothing did)."""
     changed: dict[str, Any] = {}
     nested: dict[str, Any] = {}
+    appended: dict[str, Any] = {}
     for key, value in new.items():
         if key not in old:
             changed[key] = value
@@ -24,6 +27,13 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(before, dict) and isinstance(value, dict):
             nested[key] = diff(before, value)
+        elif (
+            isinstance(before, list)
+            and isinstance(value, list)
+            and len(value) > len(before)
+            and value[: len(before)] == before
+        ):
+            appended[key] = value[len(before) :]
         else:
             changed[key] = value
     removed = [key for key in old if key not in new]
@@ -34,6 +44,8 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         out["unset"] = removed
     if nested:
         out["sub"] = nested
+    if appended:
+        out["append"] = appended
     return out
 
 
@@ -47,4 +59,7 @@ def apply(document: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     for key, sub in change.get("sub", {}).items():
         inner = out.get(key)
         out[key] = apply(inner if isinstance(inner, dict) else {}, sub)
+    for key, items in change.get("append", {}).items():
+        head = out.get(key)
+        out[key] = [*(head if isinstance(head, list) else []), *copy.deepcopy(items)]
     return out
