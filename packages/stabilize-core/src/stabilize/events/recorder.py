@@ -78,10 +78,6 @@ class SqliteEventStore:
             return None
         return backend.events_prefix_for_file(self.path)
 
-    def sqlite_path_for(self, backend: Backend) -> str | None:
-        """The file events of ``backend`` go to (None: not a SQLite backend)."""
-        return self.path if backend.dialect == "sqlite" else None
-
     def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
         """Events of one workflow with ``sequence > since``, in order."""
         sql = (
