@@ -73,7 +73,16 @@ def peak_rss_kib() -> int:
 
 
 def target_args(target: Target) -> list[str]:
-    return ["--backend", target.backend, "--journal", target.journal, "--pg-url", target.pg_url]
+    return [
+        "--backend",
+        target.backend,
+        "--journal",
+        target.journal,
+        "--pg-url",
+        target.pg_url,
+        "--events",
+        target.events,
+    ]
 
 
 def child(name: str, target: Target) -> int:
@@ -246,9 +255,9 @@ def describe_env(env: dict[str, Any]) -> str:
     if env["backend"] == "sqlite":
         return (
             f"{env['database']}, journal_mode={env['journal_mode']}, "
-            f"synchronous={env['synchronous']}"
+            f"synchronous={env['synchronous']}, event recording {env['events']}"
         )
-    return f"{env['database']}, {env['synchronous']}"
+    return f"{env['database']}, {env['synchronous']}, event recording {env['events']}"
 
 
 def print_report(results: list[dict[str, Any]], env: dict[str, Any]) -> None:
@@ -431,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", help="comma-separated workload names", default=None)
     parser.add_argument("--journal", choices=["WAL", "DELETE"], default="WAL")
+    parser.add_argument(
+        "--events",
+        choices=["on", "off"],
+        default="on",
+        help="record every transition in the event log (the default) or not",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--workers",
@@ -457,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="NAME", help="cProfile one workload in-process")
     parser.add_argument("--profile-top", type=int, default=30)
     args = parser.parse_args(argv)
-    target = Target(args.backend, args.journal, args.pg_url)
+    target = Target(args.backend, args.journal, args.pg_url, args.events)
 
     if args.worker:
         return worker(target, args.db, args.poll_ms)
@@ -500,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         "database": first["database"],
         "journal_mode": first["journal_mode"],
         "synchronous": first["synchronous"],
+        "events": args.events,
         "python": platform.python_version(),
         "cpus": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")

@@ -26,6 +26,12 @@ from typing import Any
 
 from stabilize.backends._base import Backend, Transaction
 from stabilize.backends.sqlite import SqliteBackend
+from stabilize.events import (
+    PostgresEventStore,
+    SqliteEventStore,
+    configure_event_sourcing,
+    disable_event_sourcing,
+)
 from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus
 from stabilize.orchestrator import Orchestrator
 from stabilize.persistence.store import (
@@ -212,6 +218,7 @@ class Target:
     backend: str = "sqlite"  # "sqlite" or "postgres"
     journal: str = "WAL"  # SQLite only
     pg_url: str = DEFAULT_PG_URL  # PostgreSQL only
+    events: str = "on"  # "on": record every transition in the engine's database; "off": don't
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,8 @@ class Database:
             self.target.journal,
             "--pg-url",
             self.target.pg_url,
+            "--events",
+            self.target.events,
             "--db",
             self.location,
         ]
@@ -332,6 +341,14 @@ def make_setup(db: Database, poll_ms: int = POLL_FREQUENCY_MS) -> Setup:
     else:
         store = PostgresWorkflowStore(db.target.pg_url, schema=db.location, create_tables=True)
         queue = PostgresQueue(db.target.pg_url, schema=db.location)
+    if db.target.events == "on":
+        configure_event_sourcing(
+            SqliteEventStore(f"sqlite:///{db.location}")
+            if db.target.backend == "sqlite"
+            else PostgresEventStore(db.target.pg_url, schema=db.location)
+        )
+    else:
+        disable_event_sourcing()
     registry = TaskRegistry()
     for name, fn in TASKS.items():
         registry.register(name, fn)

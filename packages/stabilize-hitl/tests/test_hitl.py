@@ -27,7 +27,7 @@ from stabilize import (
     approve,
     reject,
 )
-from stabilize.events import SqliteEventStore, configure_event_sourcing, disable_event_sourcing
+from stabilize.events import SqliteEventStore, configure_event_sourcing
 from stabilize.hitl import get_signal, send_signal
 
 S = WorkflowStatus
@@ -61,7 +61,7 @@ def engine(tmp_path: Path) -> Engine:
 @pytest.fixture(autouse=True)
 def no_event_sourcing() -> object:
     yield None
-    disable_event_sourcing()
+    configure_event_sourcing()
 
 
 def gated(**gate_context: object) -> Workflow:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from stabilize.events import disable_event_sourcing
+from stabilize.events import configure_event_sourcing
 
 HANG_GUARD = 30.0  # seconds: only guards against hangs, never asserted on
 
@@ -289,7 +289,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(autouse=True)
 def no_event_sourcing() -> Iterator[None]:
     yield
-    disable_event_sourcing()
+    configure_event_sourcing()
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,6 @@ from stabilize.events import (
     PostgresEventStore,
     SqliteEventStore,
     configure_event_sourcing,
-    disable_event_sourcing,
     emit_progress,
 )
 from stabilize.persistence import WorkflowStore
@@ -174,7 +173,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamEngine]
         engine.gate.set()
         for processor in engine.processors:
             processor.stop(wait=True, timeout=HANG_GUARD)
-        disable_event_sourcing()
+        configure_event_sourcing()
         engine.events.close()
         if schema is not None:
             _drop_schema(url, schema)
@@ -183,6 +182,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamEngine]
 @pytest.fixture(autouse=True)
 def no_event_sourcing_leak() -> Iterator[None]:
     """Never let one test's event recording leak into the next."""
-    disable_event_sourcing()
+    configure_event_sourcing()
     yield
-    disable_event_sourcing()
+    configure_event_sourcing()

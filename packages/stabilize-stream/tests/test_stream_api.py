@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import stabilize
 import stabilize.streaming
-from stabilize.events import SqliteEventStore, disable_event_sourcing
+from stabilize import SqliteWorkflowStore, StageExecution, Workflow
+from stabilize.events import SqliteEventStore, configure_event_sourcing, disable_event_sourcing
 from stabilize.streaming import StreamError, StreamItem, WorkflowStream
 
 
@@ -27,10 +29,42 @@ def test_exported_through_stabilize() -> None:
     assert stabilize.StreamItem is StreamItem
 
 
-def test_stream_needs_an_event_log() -> None:
+def test_stream_without_a_store_needs_a_database_holding_the_workflow(tmp_path: Path) -> None:
+    # Two engines' files are open in this process; neither holds the workflow.
+    first = SqliteWorkflowStore(f"sqlite:///{tmp_path}/a.db")
+    second = SqliteWorkflowStore(f"sqlite:///{tmp_path}/b.db")
+    with pytest.raises(StreamError, match="no event log holds workflow 'nope'"):
+        WorkflowStream("nope")
+    first.backend.close()
+    second.backend.close()
+
+
+def test_stream_without_a_store_finds_the_database_of_the_workflow(tmp_path: Path) -> None:
+    first = SqliteWorkflowStore(f"sqlite:///{tmp_path}/a.db")
+    second = SqliteWorkflowStore(f"sqlite:///{tmp_path}/b.db")
+    wf = Workflow.create(
+        application="app", name="w", stages=[StageExecution(ref_id="s", type="t", name="s")]
+    )
+    second.store(wf)
+    with WorkflowStream(wf.id) as stream:
+        assert [i.event_type for i in stream.replay()] == ["workflow.created"]
+    first.backend.close()
+    second.backend.close()
+
+
+def test_disabled_recording_writes_no_events(tmp_path: Path) -> None:
+    store = SqliteWorkflowStore(f"sqlite:///{tmp_path}/a.db")
     disable_event_sourcing()
-    with pytest.raises(StreamError, match="configure_event_sourcing"):
-        WorkflowStream("wf")
+    try:
+        wf = Workflow.create(
+            application="app", name="w", stages=[StageExecution(ref_id="s", type="t", name="s")]
+        )
+        store.store(wf)
+    finally:
+        configure_event_sourcing()
+    with WorkflowStream(wf.id) as stream:
+        assert stream.replay() == []
+    store.backend.close()
 
 
 def test_closed_stream_refuses_consumers(tmp_path: object) -> None:

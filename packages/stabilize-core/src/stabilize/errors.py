@@ -137,6 +137,10 @@ class SchemaVersionError(StabilizeError):
     """The database schema is newer than this version of stabilize understands."""
 
 
+class EventStoreError(StabilizeError):
+    """The event log cannot answer a query (for example, it has no ``workflows`` table)."""
+
+
 def is_transient(error: BaseException) -> bool:
     """Return True when ``error`` should be retried.
 

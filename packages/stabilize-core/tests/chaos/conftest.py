@@ -31,7 +31,11 @@ from stabilize import (
     Workflow,
 )
 from stabilize.backends.sqlite import SqliteBackend
-from stabilize.events import SqliteEventStore, configure_event_sourcing, disable_event_sourcing
+from stabilize.events import (
+    Event,
+    SqliteEventStore,
+    configure_event_sourcing,
+)
 
 WORKER = Path(__file__).with_name("worker.py")
 DEADLINE_S = 30.0  # guards against hangs only; conditions normally hold within a second
@@ -159,7 +163,7 @@ class ChaosDb:
         assert self.store.backend.journal_mode == "WAL"
 
     def close(self) -> None:
-        disable_event_sourcing()
+        configure_event_sourcing()
         self.events.close()
         self.store.backend.close()
 
@@ -190,11 +194,12 @@ class ChaosDb:
     def status(self, workflow_id: str) -> str:
         return str(self.query("SELECT status FROM workflows WHERE id = ?", (workflow_id,))[0][0])
 
+    def recorded(self, workflow_id: str) -> list[Event]:
+        """The recorded events of a workflow."""
+        return self.events.get_events(workflow_id)
+
     def event_sequences(self, workflow_id: str) -> list[int]:
-        rows = self.query(
-            "SELECT sequence FROM events WHERE workflow_id = ? ORDER BY sequence", (workflow_id,)
-        )
-        return [int(r[0]) for r in rows]
+        return [e.sequence for e in self.recorded(workflow_id)]
 
     def wait_until(
         self,

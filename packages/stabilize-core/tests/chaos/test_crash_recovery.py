@@ -25,13 +25,7 @@ def assert_events_gapless(chaos_db: Any, workflow_id: str) -> None:
     assert sequences == list(range(1, len(sequences) + 1))
     stored = chaos_db.query("SELECT event_seq FROM workflows WHERE id = ?", (workflow_id,))
     assert stored == [(len(sequences),)]
-    types = [
-        r[0]
-        for r in chaos_db.query(
-            "SELECT event_type FROM events WHERE workflow_id = ? ORDER BY sequence",
-            (workflow_id,),
-        )
-    ]
+    types = [e.event_type for e in chaos_db.recorded(workflow_id)]
     assert types[0] == "workflow.created"
     assert types[-1] == "workflow.completed"
     assert types.count("workflow.completed") == 1

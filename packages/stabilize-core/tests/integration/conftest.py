@@ -22,7 +22,7 @@ import pytest
 from stabilize import Orchestrator, QueueProcessor, TaskRegistry, Workflow
 from stabilize.backends._base import Backend
 from stabilize.backends.sqlite import sqlite_path
-from stabilize.events import disable_event_sourcing
+from stabilize.events import configure_event_sourcing
 from stabilize.persistence import WorkflowStore
 from stabilize.queue import Queue
 from stabilize.queue.processor.config import QueueProcessorConfig
@@ -147,9 +147,9 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture(autouse=True)
 def reset_event_sourcing() -> Iterator[None]:
     """Never let one test's event recording leak into the next."""
-    disable_event_sourcing()
+    configure_event_sourcing()
     yield
-    disable_event_sourcing()
+    configure_event_sourcing()
 
 
 @pytest.fixture

@@ -7,19 +7,25 @@ engine's schema or to another schema of the same database.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from stabilize import StageExecution, TaskExecution, TaskResult, Workflow, emit_progress
+from stabilize.errors import EventStoreError
 from stabilize.events import (
     Event,
     EventStore,
+    SqliteEventStore,
     configure_event_sourcing,
     current_event_store,
+    default_event_store,
     disable_event_sourcing,
     get_event_bus,
+    open_event_store,
+    recording_enabled,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +76,7 @@ def recording(event_db: Database) -> Iterator[EventStore]:
     store = event_db.event_store()
     configure_event_sourcing(store)
     yield store
-    disable_event_sourcing()
+    configure_event_sourcing()
     store.close()
 
 
@@ -134,15 +140,12 @@ def test_separate_database_keeps_the_engine_database_free_of_events(make_engine,
         recorded = store.get_events(wf.id)
         stored = store.count()
     finally:
-        disable_event_sourcing()
+        configure_event_sourcing()
         store.close()
 
     assert recorded
     assert stored == len(recorded)
-    if engine.is_postgres:
-        assert engine.count("events") == 0  # every schema has the table (migration 0001)
-    else:
-        assert "events" not in engine.tables()  # a SQLite file gets it only when asked
+    assert engine.count("events") == 0  # every database has the table (recording's default)
 
 
 def test_failure_events_are_recorded(make_engine, recording):
@@ -212,9 +215,28 @@ def test_bus_delivers_committed_events_in_sequence(make_engine, recording, liste
     assert [e.sequence for e in lifecycle] == [e.sequence for e in recording.get_events(wf.id)]
 
 
-def test_no_event_rows_when_recording_is_off(make_engine, listen):
+def test_recording_is_on_by_default_into_the_engine_database(make_engine, backend):
     engine = make_engine()
     assert current_event_store() is None
+    assert recording_enabled()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    wf = two_stages()
+
+    engine.run(wf)
+
+    log = default_event_store(wf.id)
+    assert log is not None
+    types = [e.event_type for e in log.get_events(wf.id)]
+    assert types[0] == "workflow.created"
+    assert types[-1] == "workflow.completed"
+    assert [e.sequence for e in log.get_events(wf.id)] == list(range(1, len(types) + 1))
+    assert engine.db.event_store().get_events(wf.id) == log.get_events(wf.id)
+
+
+def test_no_event_rows_when_recording_is_off(make_engine, listen):
+    engine = make_engine()
+    disable_event_sourcing()
+    assert not recording_enabled()
     wf = two_stages()
     received = listen(wf.id)
 
@@ -227,10 +249,61 @@ def test_no_event_rows_when_recording_is_off(make_engine, listen):
     result = engine.run(wf)
 
     assert result.status.value == "SUCCEEDED"
-    if "events" in engine.tables():
-        assert engine.count("events") == 0
+    assert engine.count("events") == 0
     assert [e.data["message"] for e in received if e.event_type == "custom.progress"] == [
         "tick",
         "tick",
     ]
     assert "workflow.completed" in {e.event_type for e in received}
+
+
+def test_reading_from_any_sequence_unpacks_transition_rows(make_engine, backend):
+    engine = make_engine()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    wf = two_stages()
+    engine.run(wf)
+    log = backend.event_store()
+    everything = log.get_events(wf.id)
+    assert [e.sequence for e in everything] == list(range(1, len(everything) + 1))
+    # Several events per transition share one row; every cut point still reads exactly.
+    assert engine.count("events") < len(everything) == log.count()
+    for since in range(len(everything) + 1):
+        assert log.get_events(wf.id, since) == everything[since:]
+        assert log.get_events(wf.id, since, limit=2) == everything[since : since + 2]
+    assert log.get_events("no such workflow") == []
+
+
+def test_recent_heads_names_the_workflows_that_changed(make_engine, backend):
+    engine = make_engine()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    first, second = two_stages(), two_stages()
+    second.application = "other"
+    started = int(time.time() * 1000)
+    engine.run(first)
+    engine.run(second)
+    log = backend.event_store()
+    last = {wf.id: log.get_events(wf.id)[-1].sequence for wf in (first, second)}
+
+    assert log.recent_heads(started) == last
+    assert log.recent_heads(started, application="other") == {second.id: last[second.id]}
+    assert log.recent_heads(started, application="nobody") == {}
+    assert log.recent_heads(int(time.time() * 1000) + 60_000) == {}
+
+
+def test_open_event_store_reads_the_log_of_a_url(make_engine, backend):
+    engine = make_engine()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    wf = two_stages()
+    engine.run(wf)
+    log = open_event_store(backend.url, schema=backend.schema)
+    assert log.get_events(wf.id) == backend.event_store().get_events(wf.id)
+    if not backend.is_postgres:
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            open_event_store(backend.url, schema="s")
+
+
+def test_a_separate_sqlite_log_cannot_filter_by_application(tmp_path):
+    log = SqliteEventStore(f"sqlite:///{tmp_path / 'only-events.db'}")
+    with pytest.raises(EventStoreError, match="application"):
+        log.recent_heads(0, application="a")
+    log.close()

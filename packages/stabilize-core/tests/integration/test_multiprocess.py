@@ -32,7 +32,7 @@ from stabilize import (
     WorkflowStatus,
 )
 from stabilize.backends.sqlite import SqliteBackend
-from stabilize.events import SqliteEventStore, configure_event_sourcing, disable_event_sourcing
+from stabilize.events import SqliteEventStore, configure_event_sourcing
 
 WORKER = Path(__file__).parent.parent / "chaos" / "worker.py"
 WORKERS = 3
@@ -166,7 +166,7 @@ def wal_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield path
     finally:
-        disable_event_sourcing()
+        configure_event_sourcing()
         events.close()
 
 
@@ -229,15 +229,9 @@ def test_three_processes_drain_thirty_workflows_each_task_once(wal_db, procs, tm
     assert loop_passes == {(ref, p): PER_SHAPE for ref in LOOP for p in range(1, PASSES + 1)}
     assert {pid for _, _, pid, _ in executions} == pids  # at least 2: all three did work
 
+    log = SqliteEventStore(f"sqlite:///{wal_db}", create_tables=False)
     for wf_id in shapes:
-        sequences = [
-            r[0]
-            for r in query(
-                wal_db,
-                "SELECT sequence FROM events WHERE workflow_id = ? ORDER BY sequence",
-                (wf_id,),
-            )
-        ]
+        sequences = [e.sequence for e in log.get_events(wf_id)]
         assert sequences == list(range(1, len(sequences) + 1)), wf_id
         assert query(wal_db, "SELECT event_seq FROM workflows WHERE id = ?", (wf_id,)) == [
             (len(sequences),)

@@ -21,7 +21,12 @@ from stabilize import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize.events import EventReplayer, ReplayError, configure_event_sourcing
+from stabilize.events import (
+    EventReplayer,
+    ReplayError,
+    configure_event_sourcing,
+    disable_event_sourcing,
+)
 
 S = WorkflowStatus
 
@@ -207,6 +212,7 @@ def test_time_travel_history_and_comparison(make_engine, backend):
 def test_replay_without_a_creation_event_is_refused(make_engine, backend):
     engine = make_engine(registry=registry())
     wf = Workflow.create("replay", "unrecorded", [stage("a", "work")])
+    disable_event_sourcing()
     engine.run(wf)  # recorded nothing: event sourcing is off
     events = backend.event_store()
     with pytest.raises(ReplayError, match=r"workflow\.created"):

@@ -149,3 +149,47 @@ def test_store_and_queue_on_different_files_are_refused(tmp_path):
 def test_queue_refuses_another_table_name(tmp_path):
     with pytest.raises(ValueError, match="queue_messages"):
         SqliteQueue(f"sqlite:///{tmp_path / 'x.db'}", table_name="other")
+
+
+OLD_EVENTS_TABLE = """
+CREATE TABLE events (
+    workflow_id TEXT NOT NULL, sequence INTEGER NOT NULL, event_type TEXT NOT NULL,
+    entity_type TEXT NOT NULL, entity_id TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    data TEXT NOT NULL, PRIMARY KEY (workflow_id, sequence)
+) WITHOUT ROWID
+"""
+
+
+def test_a_version_2_file_with_an_old_event_log_is_upgraded_in_place(tmp_path):
+    from stabilize.backends.sql import migrations
+    from stabilize.events import SqliteEventStore
+
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for _version, script in migrations("sqlite")[:2]:
+            conn.executescript(script)
+        conn.execute(OLD_EVENTS_TABLE)  # what SqliteEventStore created before version 3
+        conn.execute(
+            "INSERT INTO events VALUES ('wf', 1, 'workflow.created', 'workflow', 'wf', 5, ?)",
+            ('{"workflow": {}}',),
+        )
+        conn.execute("PRAGMA user_version = 2")
+        conn.commit()
+
+    store = SqliteWorkflowStore(f"sqlite:///{path}")
+    log = SqliteEventStore(f"sqlite:///{path}", create_tables=False)
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        assert "last_sequence" in columns
+        (event,) = log.get_events("wf")
+        assert (event.sequence, event.event_type, event.data) == (
+            1,
+            "workflow.created",
+            {"workflow": {}},
+        )
+        assert log.count() == 1
+    finally:
+        log.close()
+        store.backend.close()

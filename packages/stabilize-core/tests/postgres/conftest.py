@@ -31,7 +31,7 @@ from stabilize import (
     Workflow,
 )
 from stabilize.backends.postgres import PoolOptions
-from stabilize.events import disable_event_sourcing
+from stabilize.events import configure_event_sourcing
 from stabilize.persistence import WorkflowStore
 from stabilize.queue import Queue
 
@@ -70,9 +70,9 @@ def fresh_schema_name(pg_schemas: PgSchemas) -> str:
 @pytest.fixture(autouse=True)
 def reset_event_sourcing() -> Iterator[None]:
     """Never let one test's event recording leak into the next."""
-    disable_event_sourcing()
+    configure_event_sourcing()
     yield
-    disable_event_sourcing()
+    configure_event_sourcing()
 
 
 class PgQuery(Protocol):

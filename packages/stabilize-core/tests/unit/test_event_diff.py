@@ -22,6 +22,10 @@ CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
         {"ctx": {"_agent": {"messages": [{"r": "u"}]}}},
         {"ctx": {"_agent": {"messages": [{"r": "u"}, {"r": "a"}]}}},
     ),
+    ({"tasks": [{"s": 1}, {"s": 1}]}, {"tasks": [{"s": 1}, {"s": 2, "e": 3}]}),
+    ({"tasks": [{"s": 1}, 2]}, {"tasks": [{"s": 1}, 3]}),
+    ({"tasks": [{"s": 1}, {"s": 1}]}, {"tasks": [{"s": 1}, "text"]}),
+    ({"tasks": [{"s": 1}]}, {"tasks": [{"s": 1, "x": [1]}]}),
 ]
 
 
@@ -48,3 +52,11 @@ def test_a_growing_list_records_only_its_new_items() -> None:
     old = {"messages": [{"role": "user", "content": "x" * 500}]}
     new = {"messages": [*old["messages"], {"role": "assistant", "content": "hi"}]}
     assert diff(old, new) == {"append": {"messages": [{"role": "assistant", "content": "hi"}]}}
+
+
+def test_a_list_of_objects_of_one_length_records_only_the_changed_fields() -> None:
+    running = {"id": "t1", "name": "x" * 200, "status": "RUNNING", "end_time": None}
+    done = {**running, "status": "SUCCEEDED", "end_time": 5}
+    change = diff({"tasks": [running, running]}, {"tasks": [running, done]})
+    assert change == {"items": {"tasks": {"1": {"set": {"status": "SUCCEEDED", "end_time": 5}}}}}
+    assert apply({"tasks": [running, running]}, change) == {"tasks": [running, done]}

@@ -24,6 +24,7 @@ from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 
 if TYPE_CHECKING:
+    from stabilize.events.recorder import EventStore
     from stabilize.tasks.registry import TaskRegistry
 
 
@@ -267,6 +268,7 @@ class Transaction:
         self.touched[wf.id] = wf
 
     def _record(self, wf: Workflow, events: list[EventDraft], now: int) -> None:
+        """Number the events of one transition and append them as one row of the log."""
         if not events:
             return
         first = wf.event_sequence + 1
@@ -275,19 +277,9 @@ class Transaction:
             self.recorded.append((wf.id, wf.event_sequence, event, now))
         if self.event_table is None:
             return  # not recording: numbered for live listeners only, nothing encoded
-        rows = [
-            (
-                wf.id,
-                first + i,
-                event.event_type,
-                event.entity_type,
-                event.entity_id,
-                now,
-                dumps(event.data),
-            )
-            for i, event in enumerate(events)
-        ]
-        self.cur.executemany(self._insert_event_sql(self.event_table), rows)
+        self.cur.execute(
+            self._insert_event_sql(self.event_table), event_row(wf.id, first, events, now)
+        )
 
     def _insert_event_sql(self, event_table: str) -> str:
         """The ``insert_event`` statement for the events table at ``event_table``."""
@@ -424,6 +416,32 @@ class Transaction:
         return int(count), earliest
 
 
+def event_row(
+    workflow_id: str, first: int, events: Sequence[EventDraft], now: int
+) -> tuple[Any, ...]:
+    """The row of the log holding ``events`` (numbered from ``first``) of one transition.
+
+    One event is stored as itself; several as one row spanning ``first .. last_sequence``
+    whose data is the list of ``[event_type, entity_type, entity_id, data]`` (one insert
+    and one encoding per transition instead of one per event).
+    """
+    if len(events) == 1:
+        (event,) = events
+        return (
+            workflow_id,
+            first,
+            event.event_type,
+            event.entity_type,
+            event.entity_id,
+            now,
+            dumps(event.data),
+            None,
+        )
+    packed = [[e.event_type, e.entity_type, e.entity_id, e.data] for e in events]
+    last = first + len(events) - 1
+    return (workflow_id, first, "*", "workflow", workflow_id, now, dumps(packed), last)
+
+
 def _state_change(
     wf: Workflow,
     wf_body: str | None,
@@ -482,9 +500,31 @@ class Backend(ABC):
     def read(self) -> AbstractContextManager[Transaction]:
         """Open a read-only view for queries that change nothing."""
 
-    @abstractmethod
     def event_table_prefix(self) -> str | None:
         """Where events go in this database: a schema prefix, or None when not recording."""
+        from stabilize.events.recorder import event_table_for
+
+        return event_table_for(self)
+
+    @abstractmethod
+    def own_event_store(self) -> EventStore:
+        """The event log in this database (where events go unless configured otherwise)."""
+
+    @staticmethod
+    def open_backends() -> list[Backend]:
+        """The backends open in this process (SQLite files and PostgreSQL schemas)."""
+        from stabilize.backends.postgres import PostgresBackend
+        from stabilize.backends.sqlite import SqliteBackend
+
+        found: list[Backend] = list(SqliteBackend.open_instances())
+        found.extend(PostgresBackend.open_instances())
+        return found
+
+    def has_workflow(self, workflow_id: str) -> bool:
+        """True when this database holds the workflow."""
+        with self.read() as tx:
+            tx.cur.execute(tx.q["workflow_exists"], (workflow_id,))
+            return tx.cur.fetchone() is not None
 
     @abstractmethod
     def close(self) -> None:

@@ -61,6 +61,8 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
+    from stabilize.events.recorder import EventStore
+
 __all__ = [
     "DEFAULT_SCHEMA",
     "INSTALL_HINT",
@@ -143,6 +145,12 @@ class PostgresBackend(Backend):
                 backend.close()
             raise
         return backend
+
+    @classmethod
+    def open_instances(cls) -> list[PostgresBackend]:
+        """The backends of this process that are not closed, oldest first."""
+        with cls._instances_lock:
+            return [b for b in cls._instances.values() if not b.closed]
 
     def __init__(self, url: str, schema: str | None = None, options: PoolOptions | None = None):
         require_psycopg()
@@ -280,12 +288,11 @@ class PostgresBackend(Backend):
 
     # -- transactions -----------------------------------------------------------------
 
-    def event_table_prefix(self) -> str | None:
-        """Where events go: ``""`` (this schema), ``"<schema>."`` (another one) or None."""
-        from stabilize.events.recorder import current_event_store
+    def own_event_store(self) -> EventStore:
+        """The event log in this schema."""
+        from stabilize.events.postgres import PostgresEventStore
 
-        store = current_event_store()
-        return None if store is None else store.event_table_for(self)
+        return PostgresEventStore.of_backend(self)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

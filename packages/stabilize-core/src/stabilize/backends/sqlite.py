@@ -1,4 +1,4 @@
-"""The SQLite backend: one file holds workflows, stages, the queue and (optionally) events.
+"""The SQLite backend: one file holds workflows, stages, the queue and the event log.
 
 Every transaction starts with ``BEGIN IMMEDIATE``, which takes SQLite's write lock at once:
 transitions of all workflows in the file are serialised, across threads and processes, and
@@ -15,11 +15,14 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stabilize.backends._base import Backend, Transaction
 from stabilize.backends.sql import migrations, queries
-from stabilize.errors import SchemaVersionError
+from stabilize.errors import EventStoreError, SchemaVersionError
+
+if TYPE_CHECKING:
+    from stabilize.events.recorder import EventStore, SqliteEventStore
 
 JOURNAL_MODES = frozenset({"DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF"})
 SYNCHRONOUS_LEVELS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
@@ -93,6 +96,12 @@ class SqliteBackend(Backend):
                     cls._instances[path] = backend
             return backend
 
+    @classmethod
+    def open_instances(cls) -> list[SqliteBackend]:
+        """The file backends of this process, oldest first (in-memory ones are not listed)."""
+        with cls._instances_lock:
+            return list(cls._instances.values())
+
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
@@ -113,6 +122,7 @@ class SqliteBackend(Backend):
         self.conn.execute("PRAGMA foreign_keys = ON")
         self.queries = queries("sqlite")
         self._attached: str | None = None
+        self._own_events: SqliteEventStore | None = None
         self.migrate()
 
     @property
@@ -136,6 +146,7 @@ class SqliteBackend(Backend):
                     f"up to {latest}: upgrade stabilize-core to open it"
                 )
             if current == latest:
+                add_event_columns(self.conn)
                 return current
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -144,6 +155,7 @@ class SqliteBackend(Backend):
                     if version > current:
                         for statement in _statements(sql):
                             self.conn.execute(statement)
+                add_event_columns(self.conn)
                 self.conn.execute(f"PRAGMA user_version = {latest}")
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -151,12 +163,19 @@ class SqliteBackend(Backend):
                 raise
             return latest
 
-    def event_table_prefix(self) -> str | None:
-        """Where events go: ``""`` (this file), ``"ev."`` (an attached file) or None."""
-        from stabilize.events.recorder import current_event_store
+    def own_event_store(self) -> EventStore:
+        """The event log in this file, read through a connection of its own."""
+        from stabilize.events.recorder import SqliteEventStore
 
-        store = current_event_store()
-        return None if store is None else store.event_table_for(self)
+        if self.path == ":memory:":
+            raise EventStoreError(
+                "an in-memory SQLite database cannot be read from another connection: "
+                "pass event_store= explicitly or use a file"
+            )
+        with self.lock:
+            if self._own_events is None:
+                self._own_events = SqliteEventStore(f"sqlite:///{self.path}", create_tables=False)
+            return self._own_events
 
     def events_prefix_for_file(self, target: str) -> str:
         """``""`` if ``target`` is this file, else attach it as ``ev`` and return ``"ev."``."""
@@ -218,9 +237,18 @@ class SqliteBackend(Backend):
             return self.conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and the reader of :meth:`own_event_store`)."""
         with self.lock:
+            if self._own_events is not None:
+                self._own_events.close()
             self.conn.close()
+
+
+def add_event_columns(conn: sqlite3.Connection, schema: str = "main") -> None:
+    """Add the columns newer versions expect to an ``events`` table created by an older one."""
+    columns = {row[1] for row in conn.execute(f"PRAGMA {schema}.table_info(events)")}
+    if columns and "last_sequence" not in columns:
+        conn.execute(f"ALTER TABLE {schema}.events ADD COLUMN last_sequence INTEGER")
 
 
 def _statements(script: str) -> list[str]:

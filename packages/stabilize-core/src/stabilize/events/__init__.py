@@ -1,4 +1,8 @@
-"""Event recording: every transition appended in its own transaction, and a live bus."""
+"""Event recording and the live bus.
+
+Recording is on by default: each transition's events are appended to the log in the
+transaction of the transition, in the engine's own database.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,11 @@ from stabilize.events.recorder import (
     SqliteEventStore,
     configure_event_sourcing,
     current_event_store,
+    default_event_store,
     disable_event_sourcing,
     emit_progress,
+    open_event_store,
+    recording_enabled,
 )
 from stabilize.events.replay import EventReplayer, ReplayError
 
@@ -28,7 +35,10 @@ __all__ = [
     "SqliteEventStore",
     "configure_event_sourcing",
     "current_event_store",
+    "default_event_store",
     "disable_event_sourcing",
     "emit_progress",
     "get_event_bus",
+    "open_event_store",
+    "recording_enabled",
 ]

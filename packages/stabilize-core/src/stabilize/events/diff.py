@@ -1,9 +1,11 @@
 """Differences between two JSON documents, and applying them (for exact replay).
 
 A diff only holds what changed: ``{"set": {key: new value}, "unset": [key, ...],
-"sub": {key: nested diff}, "append": {key: [new items]}}`` where ``sub`` is used when both
-sides of a key are objects and ``append`` when a list only grew at its end (a
-conversation, a log), so that growing lists cost their new items only. Applying the diff of
+"sub": {key: nested diff}, "append": {key: [new items]}, "items": {key: {index: nested
+diff}}}`` where ``sub`` is used when both sides of a key are objects, ``append`` when a
+list only grew at its end (a conversation, a log), so that growing lists cost their new
+items only, and ``items`` when a list kept its length and only some of its objects changed
+(a stage's tasks). Applying the diff of
 ``old`` to ``new`` to a copy of ``old`` gives ``new`` exactly.
 """
 
@@ -18,6 +20,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     changed: dict[str, Any] = {}
     nested: dict[str, Any] = {}
     appended: dict[str, Any] = {}
+    items: dict[str, Any] = {}
     for key, value in new.items():
         if key not in old:
             changed[key] = value
@@ -27,13 +30,13 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(before, dict) and isinstance(value, dict):
             nested[key] = diff(before, value)
-        elif (
-            isinstance(before, list)
-            and isinstance(value, list)
-            and len(value) > len(before)
-            and value[: len(before)] == before
-        ):
-            appended[key] = value[len(before) :]
+        elif isinstance(before, list) and isinstance(value, list):
+            if len(value) > len(before) and value[: len(before)] == before:
+                appended[key] = value[len(before) :]
+            elif (per_item := _item_diffs(before, value)) is not None:
+                items[key] = per_item
+            else:
+                changed[key] = value
         else:
             changed[key] = value
     removed = [key for key in old if key not in new]
@@ -46,6 +49,22 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         out["sub"] = nested
     if appended:
         out["append"] = appended
+    if items:
+        out["items"] = items
+    return out
+
+
+def _item_diffs(old: list[Any], new: list[Any]) -> dict[str, Any] | None:
+    """Diffs of the changed objects of two lists of one length (None: not that shape)."""
+    if len(old) != len(new):
+        return None
+    out: dict[str, Any] = {}
+    for index, (before, after) in enumerate(zip(old, new, strict=True)):
+        if before == after:
+            continue
+        if not (isinstance(before, dict) and isinstance(after, dict)):
+            return None
+        out[str(index)] = diff(before, after)
     return out
 
 
@@ -62,4 +81,9 @@ def apply(document: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     for key, items in change.get("append", {}).items():
         head = out.get(key)
         out[key] = [*(head if isinstance(head, list) else []), *copy.deepcopy(items)]
+    for key, per_item in change.get("items", {}).items():
+        listed = list(out.get(key) or [])
+        for index, sub in per_item.items():
+            listed[int(index)] = apply(listed[int(index)], sub)
+        out[key] = listed
     return out

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import time
 from typing import TYPE_CHECKING, Any
 
 from stabilize.backends._pg_connection import _Listener, event_channel
 from stabilize.backends.postgres import PoolOptions, PostgresBackend
+from stabilize.events.log import (
+    COUNT_EVENTS_SQL,
+    recent_heads_sql,
+    select_events_params,
+    select_events_sql,
+    unpack,
+)
 from stabilize.events.model import Event
 
 if TYPE_CHECKING:
@@ -46,6 +52,15 @@ class PostgresEventStore:
         self.connection_string = connection_string
         self.schema = schema
 
+    @classmethod
+    def of_backend(cls, backend: PostgresBackend) -> PostgresEventStore:
+        """The log in the schema of an open backend (sharing its pool)."""
+        store = cls.__new__(cls)
+        store.backend = backend
+        store.connection_string = backend.url
+        store.schema = backend.schema
+        return store
+
     def event_table_for(self, backend: Backend) -> str | None:
         """``""`` in this schema, ``"<schema>".`` in another schema of the same database."""
         if not isinstance(backend, PostgresBackend) or backend.url != self.backend.url:
@@ -57,18 +72,26 @@ class PostgresEventStore:
 
     def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
         """Events of one workflow with ``sequence > since``, in order."""
-        sql = (
-            "SELECT workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data "
-            "FROM events WHERE workflow_id = %s AND sequence > %s ORDER BY sequence"
-        )
-        params: tuple[Any, ...] = (workflow_id, since)
-        if limit is not None:
-            sql += " LIMIT %s"
-            params = (*params, limit)
+        sql = select_events_sql("%s", limit=limit is not None)
+        with self.backend.read() as tx:
+            tx.cur.execute(sql, select_events_params(workflow_id, since, limit))
+            rows = tx.cur.fetchall()
+        return unpack(rows, since, limit)
+
+    def recent_heads(self, since_ms: int, application: str | None = None) -> dict[str, int]:
+        """Workflows with events recorded at or after ``since_ms``, and the last sequence of each.
+
+        Args:
+            since_ms: Epoch milliseconds (the time the engine wrote with the transition).
+            application: Only workflows of this application (from the ``workflows`` table
+                of this schema).
+        """
+        sql = recent_heads_sql("%s", application=application is not None)
+        params: tuple[Any, ...] = (since_ms,) if application is None else (since_ms, application)
         with self.backend.read() as tx:
             tx.cur.execute(sql, params)
             rows = tx.cur.fetchall()
-        return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+        return {str(wf): int(seq) for wf, seq in rows}
 
     @property
     def channel(self) -> str:
@@ -98,7 +121,7 @@ class PostgresEventStore:
     def count(self) -> int:
         """The number of events stored."""
         with self.backend.read() as tx:
-            tx.cur.execute("SELECT count(*) FROM events")
+            tx.cur.execute(COUNT_EVENTS_SQL)
             return int(tx.cur.fetchone()[0])
 
     def close(self) -> None:

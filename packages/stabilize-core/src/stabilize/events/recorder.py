@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -10,7 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stabilize.backends.sql import resource_text
+from stabilize.errors import EventStoreError
 from stabilize.events.bus import get_event_bus
+from stabilize.events.log import (
+    COUNT_EVENTS_SQL,
+    recent_heads_sql,
+    select_events_params,
+    select_events_sql,
+    unpack,
+)
 from stabilize.events.model import Event, EventType
 
 if TYPE_CHECKING:
@@ -32,6 +39,15 @@ class EventStore(Protocol):
 
     def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
         """Events of one workflow with ``sequence > since``, in order."""
+        ...
+
+    def recent_heads(self, since_ms: int, application: str | None = None) -> dict[str, int]:
+        """Workflows with events recorded at or after ``since_ms`` -> their last sequence.
+
+        ``since_ms`` compares with the time the engine wrote in each transition (its clock
+        when the transaction began, before it committed): readers that follow the log
+        through this query look back a little to cover transactions still committing.
+        """
         ...
 
     def count(self) -> int:
@@ -57,7 +73,7 @@ class SqliteEventStore:
     """
 
     def __init__(self, connection_string: str, create_tables: bool = True) -> None:
-        from stabilize.backends.sqlite import sqlite_path
+        from stabilize.backends.sqlite import add_event_columns, sqlite_path
 
         self.path = sqlite_path(connection_string)
         self._lock = threading.Lock()
@@ -69,6 +85,7 @@ class SqliteEventStore:
             script = resource_text("sqlite", "events_0001.sql").replace("{schema}", "")
             with self._lock:
                 self._conn.executescript(script)
+                add_event_columns(self._conn)
 
     def event_table_for(self, backend: Backend) -> str | None:
         """``""`` for the engine's own file, ``"ev."`` for another one (attached), else None."""
@@ -80,22 +97,40 @@ class SqliteEventStore:
 
     def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
         """Events of one workflow with ``sequence > since``, in order."""
-        sql = (
-            "SELECT workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data "
-            "FROM events WHERE workflow_id = ? AND sequence > ? ORDER BY sequence"
-        )
-        params: tuple[Any, ...] = (workflow_id, since)
-        if limit is not None:
-            sql += " LIMIT ?"
-            params = (*params, limit)
+        sql = select_events_sql("?", limit=limit is not None)
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+            rows = self._conn.execute(sql, select_events_params(workflow_id, since, limit))
+            return unpack(rows.fetchall(), since, limit)
+
+    def recent_heads(self, since_ms: int, application: str | None = None) -> dict[str, int]:
+        """Workflows with events recorded at or after ``since_ms``, and the last sequence of each.
+
+        Args:
+            since_ms: Epoch milliseconds (the time the engine wrote with the transition).
+            application: Only workflows of this application (needs the log in the
+                engine's own file, beside the ``workflows`` table).
+
+        Raises:
+            EventStoreError: ``application`` was given for a log kept in a file of its own.
+        """
+        sql = recent_heads_sql("?", application=application is not None)
+        params: tuple[Any, ...] = (since_ms,) if application is None else (since_ms, application)
+        with self._lock:
+            try:
+                rows = self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if application is not None and "workflows" in str(exc):
+                    raise EventStoreError(
+                        f"{self.path} holds no workflows table: filtering by application "
+                        "needs the event log in the engine's own database"
+                    ) from None
+                raise
+        return {str(wf): int(seq) for wf, seq in rows}
 
     def count(self) -> int:
         """The number of events stored."""
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(self._conn.execute(COUNT_EVENTS_SQL).fetchone()[0])
 
     def close(self) -> None:
         """Close this store's own connection."""
@@ -105,26 +140,36 @@ class SqliteEventStore:
 
 @dataclass
 class EventRecorder:
-    """The active event-recording configuration (see :func:`configure_event_sourcing`)."""
+    """The active event-recording configuration (see :func:`configure_event_sourcing`).
 
-    event_store: EventStore
+    Attributes:
+        event_store: Where events go; None: the ``events`` table of each engine's own
+            database (the default).
+        publish_to_bus: Deliver committed events to in-process listeners too.
+    """
+
+    event_store: EventStore | None = None
     publish_to_bus: bool = True
 
 
 _lock = threading.Lock()
-_recorder: EventRecorder | None = None
+_recorder: EventRecorder | None = EventRecorder()
+"""Recording is on by default, into the engine's own database."""
 
 
 def configure_event_sourcing(
-    event_store: EventStore, publish_to_bus: bool = True, bus_max_workers: int = 4
+    event_store: EventStore | None = None, publish_to_bus: bool = True, bus_max_workers: int = 4
 ) -> EventRecorder:
     """Record every workflow, stage and task transition from now on.
 
-    Each event is appended in the same transaction as the transition that caused it, with
-    a per-workflow sequence number.
+    Recording is on by default, into the engine's own database: call this only to keep
+    the log somewhere else (a SQLite file of its own, another PostgreSQL schema of the
+    same database), or with no store to go back to the default after
+    :func:`disable_event_sourcing`. Each transition's events are appended in the same
+    transaction as the transition, with per-workflow sequence numbers.
 
     Args:
-        event_store: Where to record.
+        event_store: Where to record (None: each engine's own database).
         publish_to_bus: Also deliver committed events to in-process listeners.
         bus_max_workers: Accepted for compatibility; delivery is synchronous.
     """
@@ -135,16 +180,88 @@ def configure_event_sourcing(
 
 
 def disable_event_sourcing() -> None:
-    """Stop recording events."""
+    """Stop recording events (live listeners in this process still get them).
+
+    Transitions then write no log rows; streams of workflows run meanwhile have a gap
+    that cannot be replayed. :func:`configure_event_sourcing` turns recording back on.
+    """
     global _recorder
     with _lock:
         _recorder = None
 
 
+def recording_enabled() -> bool:
+    """True unless :func:`disable_event_sourcing` turned recording off."""
+    return _recorder is not None
+
+
+def publishing_enabled() -> bool:
+    """True when committed events go to in-process listeners (the default)."""
+    recorder = _recorder
+    return recorder is None or recorder.publish_to_bus
+
+
 def current_event_store() -> EventStore | None:
-    """The configured event store, if recording is on."""
+    """The event store given to :func:`configure_event_sourcing`, if any.
+
+    None both when recording is off and when it goes to each engine's own database (the
+    default); :func:`default_event_store` finds the store of a workflow in both cases.
+    """
     recorder = _recorder
     return recorder.event_store if recorder is not None else None
+
+
+def event_table_for(backend: Backend) -> str | None:
+    """Where ``backend``'s transactions append events (a table prefix), or None: not at all."""
+    recorder = _recorder
+    if recorder is None:
+        return None
+    if recorder.event_store is None:
+        return ""
+    return recorder.event_store.event_table_for(backend)
+
+
+def default_event_store(workflow_id: str | None = None) -> EventStore | None:
+    """The event log a reader in this process should use for ``workflow_id``.
+
+    The store given to :func:`configure_event_sourcing` if there is one; otherwise the log
+    in the database of an engine opened in this process: the one that holds the workflow
+    (or the only one open). None when no such database is known.
+    """
+    from stabilize.backends._base import Backend
+
+    configured = current_event_store()
+    if configured is not None:
+        return configured
+    backends = Backend.open_backends()
+    if workflow_id is not None:
+        for backend in backends:
+            if backend.has_workflow(workflow_id):
+                return backend.own_event_store()
+    if len(backends) == 1:
+        return backends[0].own_event_store()
+    return None
+
+
+def open_event_store(url: str, schema: str | None = None) -> EventStore:
+    """The event log in the database ``url`` names (what ``--db-url`` options open).
+
+    Args:
+        url: ``sqlite:///path.db`` (or a path) or ``postgresql://...``.
+        schema: The PostgreSQL schema (not allowed for SQLite).
+
+    Raises:
+        ValueError: a schema was given for SQLite.
+    """
+    from stabilize.connect import is_postgres_url
+
+    if is_postgres_url(url):
+        from stabilize.events.postgres import PostgresEventStore
+
+        return PostgresEventStore(url, schema=schema)
+    if schema is not None:
+        raise ValueError("a schema applies to PostgreSQL URLs only")
+    return SqliteEventStore(url)
 
 
 def emit_progress(

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from stabilize.events import PostgresEventStore
 from stabilize.events.bus import get_event_bus
 from stabilize.events.model import Event
-from stabilize.events.recorder import EventStore, current_event_store
+from stabilize.events.recorder import EventStore, default_event_store
 from stabilize.streaming._item import StreamItem
 
 if TYPE_CHECKING:
@@ -72,8 +72,10 @@ class WorkflowStream:
 
     Args:
         workflow_id: The workflow to follow.
-        event_store: Where its events are recorded (default: the one configured with
-            :func:`stabilize.events.configure_event_sourcing`).
+        event_store: Where its events are recorded. Default: the store configured with
+            :func:`stabilize.events.configure_event_sourcing`, else the log in the
+            database of an engine opened in this process that holds the workflow
+            (recording into the engine's own database is on by default).
         since: Resume after this sequence number. ``None`` (default): the first consumer
             decides: from the beginning with ``include_history=True``, else from the
             current end of the log.
@@ -83,7 +85,7 @@ class WorkflowStream:
         batch_size: Most events read per query.
 
     Raises:
-        StreamError: No event store given and none configured.
+        StreamError: No event store given and none found for the workflow.
     """
 
     def __init__(
@@ -95,11 +97,12 @@ class WorkflowStream:
         poll_interval: float = 0.05,
         batch_size: int = 500,
     ) -> None:
-        store = event_store if event_store is not None else current_event_store()
+        store = event_store if event_store is not None else default_event_store(workflow_id)
         if store is None:
             raise StreamError(
-                "WorkflowStream needs an event log: pass event_store=, or call "
-                "stabilize.events.configure_event_sourcing(...) first"
+                f"no event log holds workflow {workflow_id!r} in this process: open its "
+                "database first (a store or queue on it), or pass event_store= "
+                "(stabilize.events.open_event_store(url) opens one from a URL)"
             )
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")

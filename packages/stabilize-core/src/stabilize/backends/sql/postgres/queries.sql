@@ -126,8 +126,9 @@ SELECT 1 FROM workflows WHERE id = %s;
 -- commit; identical notifications of one transaction are sent once), which wakes streams
 -- in other processes ({ev_channel} is that channel, as a literal).
 WITH inserted AS (
-    INSERT INTO {ev}events (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    INSERT INTO {ev}events
+    (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
     RETURNING workflow_id
 )
 SELECT pg_notify({ev_channel}, workflow_id) FROM inserted;

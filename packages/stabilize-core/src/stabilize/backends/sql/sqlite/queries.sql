@@ -77,8 +77,9 @@ SELECT count(*) FROM queue_messages WHERE deliver_at <= ? AND (lease_until IS NU
 SELECT 1 FROM workflows WHERE id = ?;
 
 -- name: insert_event
-INSERT INTO {ev}events (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+INSERT INTO {ev}events
+(workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: delete_workflow
 DELETE FROM workflows WHERE id = ?;

@@ -1,0 +1,23 @@
+-- stabilize SQLite schema, version 3: the event log in the engine's own file (recording is
+-- on by default). A file whose log was created earlier by SqliteEventStore keeps its table;
+-- the backend adds the last_sequence column to it when missing.
+--
+-- One row holds the events of one transition of one workflow: sequence .. last_sequence.
+-- A row with last_sequence NULL is one event (event_type, entity_type, entity_id, data);
+-- a row with last_sequence set has event_type '*' and data is a JSON array of
+-- [event_type, entity_type, entity_id, data] for each of its events, in sequence order.
+-- A rowid table: rows of about a kilobyte would spill to overflow pages in a WITHOUT ROWID
+-- table (whose rows live in index pages), costing a page write more per commit.
+
+CREATE TABLE IF NOT EXISTS events (
+    workflow_id   TEXT NOT NULL,
+    sequence      INTEGER NOT NULL,
+    event_type    TEXT NOT NULL,
+    entity_type   TEXT NOT NULL,
+    entity_id     TEXT NOT NULL,
+    timestamp     INTEGER NOT NULL,
+    data          TEXT NOT NULL,
+    last_sequence INTEGER,
+    PRIMARY KEY (workflow_id, sequence)
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (timestamp);
