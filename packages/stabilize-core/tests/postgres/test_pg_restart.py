@@ -316,9 +316,9 @@ def test_workers_reconnect_when_the_database_restarts_and_lose_no_transition(
     # No transition lost or applied twice: per workflow, event sequences run 1..n and each
     # stage completed exactly once.
     events: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    log = PostgresEventStore(url)
+    recorded_log = PostgresEventStore(url)
     for wf in workflows:
-        for event in log.get_events(wf.id):
+        for event in recorded_log.get_events(wf.id):
             events[wf.id].append((event.sequence, event.event_type, event.entity_id))
     event_seq = dict(query(url, "SELECT id, event_seq FROM workflows"))
     for wf in workflows:
