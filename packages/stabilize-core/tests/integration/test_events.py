@@ -27,6 +27,9 @@ from stabilize.events import (
     open_event_store,
     recording_enabled,
 )
+from stabilize.queue.processor.config import QueueProcessorConfig
+
+HANG_GUARD = 30.0
 
 if TYPE_CHECKING:
     from conftest import Database, Databases
@@ -307,3 +310,79 @@ def test_a_separate_sqlite_log_cannot_filter_by_application(tmp_path):
     with pytest.raises(EventStoreError, match="application"):
         log.recent_heads(0, application="a")
     log.close()
+
+
+def one_stage() -> Workflow:
+    return Workflow.create(
+        application="tests",
+        name="progress",
+        stages=[
+            StageExecution(
+                ref_id="a", type="work", name="a", tasks=[TaskExecution.create("a", "work")]
+            )
+        ],
+    )
+
+
+def test_progress_of_a_running_task_is_recorded_in_batches(make_engine, backend, gate, poll):
+    engine = make_engine(config=QueueProcessorConfig(progress_flush_interval_seconds=0.01))
+    wf = one_stage()
+    emitted = threading.Event()
+
+    def work(stage: StageExecution) -> TaskResult:
+        for n in range(50):
+            emit_progress(stage, "token", n=n)
+        emitted.set()
+        gate.wait(HANG_GUARD)
+        emit_progress(stage, "after the gate")
+        return TaskResult.success()
+
+    engine.registry.register("work", work)
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    engine.processor.start()
+    log = backend.event_store()
+
+    def recorded_tokens() -> list[int]:
+        return [
+            e.data["n"]
+            for e in log.get_events(wf.id)
+            if e.event_type == "custom.progress" and "n" in e.data
+        ]
+
+    # While the task still runs (blocked on the gate), its updates reach the log.
+    assert emitted.wait(HANG_GUARD)
+    poll(lambda: recorded_tokens() == list(range(50)), "the 50 updates to be recorded")
+    assert engine.store.retrieve(wf.id).status.value == "RUNNING"
+    # Batched: the 50 updates took a few commits (rows of the log), not one each.
+    assert engine.count("events") < 20
+    gate.set()
+    poll(lambda: engine.store.retrieve(wf.id).status.is_complete, "the workflow to end")
+
+    events = log.get_events(wf.id)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    progress = [e.data["message"] for e in events if e.event_type == "custom.progress"]
+    assert progress == ["token"] * 50 + ["after the gate"]  # each once, in order
+    types = [e.event_type for e in events]
+    assert types.index("task.completed") > types.index("custom.progress")
+
+
+def test_progress_flush_interval_zero_records_updates_with_the_result(make_engine, backend):
+    engine = make_engine(config=QueueProcessorConfig(progress_flush_interval_seconds=0))
+    wf = one_stage()
+
+    def work(stage: StageExecution) -> TaskResult:
+        emit_progress(stage, "one")
+        emit_progress(stage, "two")
+        return TaskResult.success()
+
+    engine.registry.register("work", work)
+    engine.run(wf)
+    events = backend.event_store().get_events(wf.id)
+    messages = [e.data["message"] for e in events if e.event_type == "custom.progress"]
+    assert messages == ["one", "two"]
+
+
+def test_negative_progress_flush_interval_is_refused():
+    with pytest.raises(ValueError, match="progress_flush_interval_seconds"):
+        QueueProcessorConfig(progress_flush_interval_seconds=-1)

@@ -270,9 +270,13 @@ def emit_progress(
     """Report progress from inside a task.
 
     Listeners in this process get a ``custom.progress`` event at once. When event recording
-    is on, the update is also recorded durably with the task's result (in the same
-    transaction), so high-rate updates cost no commit of their own; after a crash, updates
-    of the interrupted execution are lost along with the execution itself.
+    is on (the default) the update is also recorded, without a commit of its own: the
+    worker appends the updates of all its running tasks to the log in one commit every
+    ``QueueProcessorConfig.progress_flush_interval_seconds`` (0.5 s by default), and the
+    last ones with the task's result. Readers in other processes (streams, the gateway)
+    see them then. After a crash, the updates recorded before it stay in the log; those
+    emitted since the last flush are gone (live listeners saw them), and the task runs
+    again, emitting its own.
     """
     payload = {"message": message, "stage_id": stage.id, "ref_id": stage.ref_id, **data}
     buffer = stage._progress

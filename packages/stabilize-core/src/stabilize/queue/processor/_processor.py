@@ -111,6 +111,7 @@ class QueueProcessor:
         self._inflight: dict[int, InFlight] = {}
         self._retry: list[Finished] = []
         self._last_heartbeat = time.monotonic()
+        self._last_progress_flush = time.monotonic()
         self._last_recovery = time.monotonic()
         self._last_cancel_check = time.monotonic()
         self._recovered = False
@@ -280,6 +281,7 @@ class QueueProcessor:
         capacity = self.config.max_workers - live + len(finished) if claim else 0
         if not finished and capacity <= 0:
             self._maybe_heartbeat()
+            self._maybe_flush_progress()
             return 0, 0
         now = self._now_ms()
         try:
@@ -293,6 +295,7 @@ class QueueProcessor:
             self._inflight[flight.msg.id] = flight
             self._ensure_runner().submit(flight, timeout)
         self._maybe_heartbeat()
+        self._maybe_flush_progress()
         self._maybe_recover()
         return done, len(dispatch)
 
@@ -377,7 +380,7 @@ class QueueProcessor:
         if wf is None:
             return
         fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, batch.now, _run(msg))
-        progress = item.flight.stage._progress
+        progress = item.flight.unrecorded_progress()
         if progress and not fx.stale:
             fx.events[:0] = [
                 EventDraft("custom.progress", "stage", item.flight.stage.id, p) for p in progress
@@ -535,6 +538,46 @@ class QueueProcessor:
         self.commits += 1
         for msg_id in lost:
             log.warning("lease of message %s was taken over by another worker", msg_id)
+
+    def _maybe_flush_progress(self) -> None:
+        """Record the progress updates of running tasks, all in one commit, now and then.
+
+        Each task's updates are appended only while this worker still holds its lease (the
+        lease is renewed in the same transaction); the rest are recorded with its result.
+        """
+        interval = self.config.progress_flush_interval_seconds
+        if interval <= 0 or time.monotonic() - self._last_progress_flush < interval:
+            return
+        self._last_progress_flush = time.monotonic()
+        pending = [
+            (flight, updates)
+            for flight in self._inflight.values()
+            if not flight.abandoned and (updates := flight.unrecorded_progress())
+        ]
+        if not pending:
+            return
+        if self.backend.event_table_prefix() is None:
+            return  # not recording: the updates went to live listeners only
+        now = self._now_ms()
+        recorded: list[tuple[InFlight, int]] = []
+        with self.backend.transaction() as tx:
+            for flight, updates in pending:
+                msg = flight.msg
+                lease = [(msg.id, msg.lease_token)]
+                if tx.extend_leases(self.owner, lease, now + self.lease_ms):
+                    continue  # lost: the execution's updates die with it
+                wf = tx.workflow(msg.workflow_id)
+                if wf is None:
+                    continue
+                fx = Effects()
+                fx.events = [
+                    EventDraft("custom.progress", "stage", flight.stage.id, u) for u in updates
+                ]
+                tx.save(wf, fx, now)
+                recorded.append((flight, len(updates)))
+        self.commits += 1
+        for flight, count in recorded:
+            flight.progress_recorded += count
 
     def _maybe_recover(self, force: bool = False) -> None:
         interval = self.config.recovery_interval_seconds

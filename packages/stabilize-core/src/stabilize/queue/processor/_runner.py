@@ -47,6 +47,13 @@ class InFlight:
     abandoned: bool = False
     future: concurrent.futures.Future[Any] | None = None
     started: float = field(default_factory=time.monotonic)
+    progress_recorded: int = 0
+    """How many of the stage's progress updates are in the event log already."""
+
+    def unrecorded_progress(self) -> list[dict[str, Any]]:
+        """Progress updates emitted since the last recorded one (the task only appends)."""
+        progress = self.stage._progress
+        return progress[self.progress_recorded :] if progress else []
 
 
 @dataclass

@@ -33,6 +33,9 @@ class QueueProcessorConfig:
         cancel_check_interval_seconds: How often running tasks are checked against the
             database for cancellation (of their workflow, stage, or as join stragglers).
         retry_delay: Delay before retrying a transaction that failed on a database error.
+        progress_flush_interval_seconds: How often the progress updates of running tasks
+            (``emit_progress``) are recorded in the event log, all of them in one commit
+            (0: only with the task's result). Live listeners get them at once regardless.
     """
 
     poll_frequency_ms: int = 50
@@ -52,6 +55,7 @@ class QueueProcessorConfig:
     shutdown_timeout_seconds: float = 60.0
     cancel_check_interval_seconds: float = 0.5
     retry_delay: timedelta = timedelta(seconds=1)
+    progress_flush_interval_seconds: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -66,6 +70,8 @@ class QueueProcessorConfig:
             raise ValueError("transient_jitter must be in [0, 1)")
         if self.lease_duration_seconds is not None and self.lease_duration_seconds <= 0:
             raise ValueError("lease_duration_seconds must be positive")
+        if self.progress_flush_interval_seconds < 0:
+            raise ValueError("progress_flush_interval_seconds must be >= 0")
 
 
 def backoff_seconds(config: QueueProcessorConfig, retry: int, jitter_draw: float) -> float:
