@@ -26,12 +26,7 @@ from typing import Any
 
 from stabilize.backends._base import Backend, Transaction
 from stabilize.backends.sqlite import SqliteBackend
-from stabilize.events import (
-    PostgresEventStore,
-    SqliteEventStore,
-    configure_event_sourcing,
-    disable_event_sourcing,
-)
+from stabilize.events import configure_event_sourcing, disable_event_sourcing
 from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus
 from stabilize.orchestrator import Orchestrator
 from stabilize.persistence.store import (
@@ -342,11 +337,7 @@ def make_setup(db: Database, poll_ms: int = POLL_FREQUENCY_MS) -> Setup:
         store = PostgresWorkflowStore(db.target.pg_url, schema=db.location, create_tables=True)
         queue = PostgresQueue(db.target.pg_url, schema=db.location)
     if db.target.events == "on":
-        configure_event_sourcing(
-            SqliteEventStore(f"sqlite:///{db.location}")
-            if db.target.backend == "sqlite"
-            else PostgresEventStore(db.target.pg_url, schema=db.location)
-        )
+        configure_event_sourcing()  # the default: the engine's own database
     else:
         disable_event_sourcing()
     registry = TaskRegistry()

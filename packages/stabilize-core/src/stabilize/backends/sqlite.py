@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stabilize.backends._base import Backend, Transaction
+from stabilize.backends._sqlite_checkpoint import Checkpointer
 from stabilize.backends.sql import migrations, queries
 from stabilize.errors import EventStoreError, SchemaVersionError
 
@@ -120,6 +121,12 @@ class SqliteBackend(Backend):
             self.synchronous = "NORMAL" if self.journal_mode == "WAL" else "FULL"
         self.conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self.conn.execute("PRAGMA foreign_keys = ON")
+        self.checkpointer: Checkpointer | None = None
+        if self.journal_mode == "WAL" and path != ":memory:":
+            # Checkpoints run on a thread of their own, not inside a commit.
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self.checkpointer = Checkpointer(path)
+            weakref.finalize(self, self.checkpointer.stop)
         self.queries = queries("sqlite")
         self._attached: str | None = None
         self._own_events: SqliteEventStore | None = None
@@ -201,6 +208,8 @@ class SqliteBackend(Backend):
             try:
                 yield tx
                 cur.execute("COMMIT")
+                if self.checkpointer is not None:
+                    self.checkpointer.committed(self.conn)
             except BaseException:
                 if self.conn.in_transaction:
                     cur.execute("ROLLBACK")
@@ -239,6 +248,8 @@ class SqliteBackend(Backend):
     def close(self) -> None:
         """Close the connection (and the reader of :meth:`own_event_store`)."""
         with self.lock:
+            if self.checkpointer is not None:
+                self.checkpointer.close()
             if self._own_events is not None:
                 self._own_events.close()
             self.conn.close()
