@@ -386,3 +386,14 @@ def test_progress_flush_interval_zero_records_updates_with_the_result(make_engin
 def test_negative_progress_flush_interval_is_refused():
     with pytest.raises(ValueError, match="progress_flush_interval_seconds"):
         QueueProcessorConfig(progress_flush_interval_seconds=-1)
+
+
+def test_publish_to_bus_false_records_without_telling_listeners(make_engine, backend, listen):
+    engine = make_engine()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    configure_event_sourcing(publish_to_bus=False)
+    wf = two_stages()
+    received = listen(wf.id)
+    engine.run(wf)
+    assert received == []
+    assert backend.event_store().get_events(wf.id)[-1].event_type == "workflow.completed"

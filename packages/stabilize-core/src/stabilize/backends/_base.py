@@ -551,8 +551,10 @@ class Backend(ABC):
         from stabilize.events.bus import get_event_bus
         from stabilize.events.model import Event
 
+        from stabilize.events.recorder import publishing_enabled
+
         bus = get_event_bus()
-        if not bus.has_listeners:
+        if not bus.has_listeners or not publishing_enabled():
             return
         for workflow_id, sequence, draft, timestamp in recorded:
             if draft.event_type == "custom.progress":
