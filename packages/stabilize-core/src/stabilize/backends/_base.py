@@ -550,7 +550,6 @@ class Backend(ABC):
         """Deliver events that were just committed to in-process listeners."""
         from stabilize.events.bus import get_event_bus
         from stabilize.events.model import Event
-
         from stabilize.events.recorder import publishing_enabled
 
         bus = get_event_bus()

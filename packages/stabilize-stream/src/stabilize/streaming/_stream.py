@@ -238,7 +238,10 @@ class WorkflowStream:
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(inbox.get(), timeout)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that arrives as the item does.
+                    async with asyncio.timeout(timeout):
+                        item = await inbox.get()
                 except TimeoutError:
                     return
                 if item is None:

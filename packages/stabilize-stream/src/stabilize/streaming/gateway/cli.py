@@ -1,0 +1,155 @@
+"""``stabilize serve``: run the WebSocket gateway over a database's event log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stabilize.streaming.gateway._server import Gateway
+
+PROG = "stabilize serve"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Serve the event log of a stabilize database over WebSocket (/ws), with a health "
+            "endpoint (/healthz) and a live timeline page (/workflows/<id>)."
+        ),
+    )
+    parser.add_argument("--db-url", required=True, help="sqlite:///path.db or postgresql://...")
+    parser.add_argument("--schema", default=None, help="PostgreSQL schema of the event log")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any)")
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the bearer token clients must send "
+        "(default: $STABILIZE_GATEWAY_TOKEN; required to bind a non-loopback address)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=1000,
+        help="most events waiting to be sent to one client (default 1000)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=2.0,
+        help="seconds a client with a full queue may read nothing before its subscriptions "
+        "must resync (default 2)",
+    )
+    parser.add_argument(
+        "--heartbeat", type=float, default=15.0, help="seconds between heartbeats (default 15)"
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=256 * 1024,
+        help="longest client frame accepted (default 262144)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to connect besides the gateway's own pages "
+        "(repeatable; '*' allows any)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        help="seconds between scans of the log when no commit woke the gateway (default 0.5)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``stabilize serve`` until SIGINT or SIGTERM.
+
+    Returns:
+        0 after a clean stop, 1 when the database cannot be opened or the port bound, 2
+        for bad settings (including a non-loopback address without a token).
+    """
+    ns = _parser().parse_args(list(argv))
+    logging.basicConfig(
+        level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    from stabilize.streaming.gateway._auth import GatewayConfigError, check_bind, load_token
+
+    try:
+        token = load_token(ns.token_file)
+        check_bind(ns.host, token)
+    except GatewayConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+    from stabilize.connect import is_postgres_url
+    from stabilize.events import open_event_store
+    from stabilize.streaming.gateway._server import Gateway
+
+    try:
+        if not is_postgres_url(ns.db_url):
+            from stabilize.backends.sqlite import sqlite_path
+
+            path = Path(sqlite_path(ns.db_url))
+            if not path.is_file():  # opening would create an empty database
+                raise FileNotFoundError(f"no database file at {path}")
+        store = open_event_store(ns.db_url, ns.schema)
+    except Exception as exc:  # a bad URL, a missing driver, an unreachable server...
+        print(f"{PROG}: error: cannot open {ns.db_url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        gateway = Gateway(
+            store,
+            ns.host,
+            ns.port,
+            token=token,
+            max_queue=ns.max_queue,
+            stall_timeout=ns.stall_timeout,
+            heartbeat=ns.heartbeat,
+            max_message_bytes=ns.max_message_bytes,
+            allowed_origins=ns.allow_origin,
+            poll_interval=ns.poll_interval,
+        )
+    except GatewayConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        store.close()
+        return 2
+    try:
+        return asyncio.run(_serve(gateway))
+    finally:
+        store.close()
+
+
+async def _serve(gateway: Gateway) -> int:
+    try:
+        await gateway.start()
+    except OSError as exc:
+        print(
+            f"{PROG}: error: cannot listen on {gateway.host}:{gateway.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []  # a reference keeps the task alive
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: stopping.append(loop.create_task(gateway.close())))
+    # Tests and scripts read this line to learn the bound port.
+    print(f"{PROG}: listening on {gateway.http_url} (WebSocket {gateway.url})", flush=True)
+    await gateway.serve_forever()
+    print(f"{PROG}: stopped", flush=True)
+    return 0
