@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
 from stabilize.errors import ContextSerializationError
-from stabilize.events.diff import diff
+from stabilize.events.diff import apply, diff
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 
@@ -179,18 +179,25 @@ class Transaction:
     def insert_workflow(self, wf: Workflow, now: int) -> None:
         """Store a new workflow and its stages (version 1) and record ``workflow.created``."""
         wf.version = 1
-        wf._persisted = json.loads(dumps(wf.to_dict()))
-        for stage in wf.stages:
-            stage._persisted = json.loads(dumps(stage.to_dict()))
-        fx = Effects()
-        fx.emit(
+        wf_body = dumps(wf.to_dict())
+        stage_bodies = [dumps(s.to_dict()) for s in wf.stages]
+        if self.event_table is not None:
+            # The rows as written are the baselines of the first diffs, and the event
+            # reuses their encoding (never re-encoding the whole definition).
+            wf._persisted = json.loads(wf_body)
+            for stage, body in zip(wf.stages, stage_bodies, strict=True):
+                stage._persisted = json.loads(body)
+            data = {"workflow": wf._persisted, "stages": [s._persisted for s in wf.stages]}
+        else:  # for live listeners only
+            data = {"workflow": wf.to_dict(), "stages": [s.to_dict() for s in wf.stages]}
+        created = EventDraft(
             "workflow.created",
             "workflow",
             wf.id,
-            workflow=wf.to_dict(),
-            stages=[s.to_dict() for s in wf.stages],
+            data,
+            encoded=f'{{"workflow":{wf_body},"stages":[{",".join(stage_bodies)}]}}',
         )
-        self._record(wf, fx.events, now)
+        self._record(wf, [created], now)
         self.cur.execute(
             self.q["insert_workflow"],
             (
@@ -202,14 +209,14 @@ class Transaction:
                 now,
                 wf.version,
                 wf.event_sequence,
-                dumps(wf.to_dict()),
+                wf_body,
             ),
         )
         self.cur.executemany(
             self.q["insert_stage"],
             [
-                (s.id, wf.id, i, s.ref_id, s.status.value, dumps(s.to_dict()))
-                for i, s in enumerate(wf.stages)
+                (s.id, wf.id, i, s.ref_id, s.status.value, body)
+                for i, (s, body) in enumerate(zip(wf.stages, stage_bodies, strict=True))
             ],
         )
         self.touched[wf.id] = wf
@@ -236,15 +243,16 @@ class Transaction:
                     for s in fx.new_stages
                 ],
             )
-        bodies = {s.id: dumps(s.to_dict()) for s in fx.stages.values() if s.id not in added}
-        if bodies:
+        rows = {s.id: s.to_dict() for s in fx.stages.values() if s.id not in added}
+        if rows:
             self.cur.executemany(
                 self.q["update_stage"],
-                [(fx.stages[i].status.value, text, i) for i, text in bodies.items()],
+                [(fx.stages[i].status.value, dumps(row), i) for i, row in rows.items()],
             )
-        wf_body = dumps(wf.to_dict()) if fx.workflow_changed else None
+        wf_row = wf.to_dict() if fx.workflow_changed else None
+        wf_body = dumps(wf_row) if wf_row is not None else None
         events = fx.events
-        change = _state_change(wf, wf_body, bodies, added, fx, diffs=recording)
+        change = _state_change(wf, wf_row, rows, added, fx, diffs=recording)
         if change:
             # First in the transition: at the sequence of any lifecycle event, the state
             # it announces is already there.
@@ -434,18 +442,25 @@ def event_row(
             event.entity_type,
             event.entity_id,
             now,
-            dumps(event.data),
+            event.json(),
             None,
         )
-    packed = [[e.event_type, e.entity_type, e.entity_id, e.data] for e in events]
+    if any(e.encoded is not None for e in events):
+        items = ",".join(
+            f"[{dumps(e.event_type)},{dumps(e.entity_type)},{dumps(e.entity_id)},{e.json()}]"
+            for e in events
+        )
+        body = f"[{items}]"
+    else:
+        body = dumps([[e.event_type, e.entity_type, e.entity_id, e.data] for e in events])
     last = first + len(events) - 1
-    return (workflow_id, first, "*", "workflow", workflow_id, now, dumps(packed), last)
+    return (workflow_id, first, "*", "workflow", workflow_id, now, body, last)
 
 
 def _state_change(
     wf: Workflow,
-    wf_body: str | None,
-    bodies: dict[str, str],
+    wf_row: dict[str, Any] | None,
+    rows: dict[str, dict[str, Any]],
     added: dict[str, dict[str, Any]],
     fx: Effects,
     *,
@@ -454,29 +469,36 @@ def _state_change(
     """What a transition changed, as diffs of the rows: the event that makes replay exact.
 
     Only the changed keys are stored (never whole copies of a context), so the log grows
-    with the size of the changes. Each row written becomes the baseline of the next diff
-    (a private copy: the models are changed in place). When events are not recorded no
-    baseline is kept, and the first diff after recording starts holds the whole row.
+    with the size of the changes. Each model keeps a private copy of its last written row
+    (``_persisted``: the models are changed in place) as the baseline of the next diff; it
+    is brought up to date by applying the diff to it, which copies only what changed. The
+    diffs hold values of the live models: they are encoded in this transaction. When
+    events are not recorded no baseline is kept, and the first diff after recording starts
+    holds the whole row.
     """
     change: dict[str, Any] = {}
-    if wf_body is not None:
-        current = json.loads(wf_body) if diffs else None
-        if current is not None and (wf_diff := diff(wf._persisted or {}, current)):
+    if wf_row is not None:
+        if diffs and (wf_diff := diff(wf._persisted or {}, wf_row)):
             change["workflow"] = wf_diff
-        wf._persisted = current
+            wf._persisted = apply(wf._persisted or {}, wf_diff)
+        elif not diffs:
+            wf._persisted = None
     stage_diffs: dict[str, Any] = {}
-    for stage_id, body in bodies.items():
+    for stage_id, row in rows.items():
         stage = fx.stages[stage_id]
-        current = json.loads(body) if diffs else None
-        if current is not None and (stage_diff := diff(stage._persisted or {}, current)):
+        if not diffs:
+            stage._persisted = None
+        elif stage_diff := diff(stage._persisted or {}, row):
             stage_diffs[stage_id] = stage_diff
-        stage._persisted = current
+            stage._persisted = apply(stage._persisted or {}, stage_diff)
     if stage_diffs:
         change["stages"] = stage_diffs
+    copies = []
     for stage in fx.new_stages:
         stage._persisted = json.loads(dumps(added[stage.id])) if diffs else None
+        copies.append(stage._persisted)
     if diffs and added:
-        change["added"] = [json.loads(dumps(a)) for a in added.values()]
+        change["added"] = copies  # baselines are never changed in place (apply copies)
     return change
 
 

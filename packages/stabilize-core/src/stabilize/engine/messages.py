@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,14 @@ class EventDraft:
     entity_type: str
     entity_id: str
     data: dict[str, Any] = field(default_factory=dict)
+    encoded: str | None = None
+    """``data`` already encoded as JSON, when the backend has that text at hand."""
+
+    def json(self) -> str:
+        """``data`` as compact JSON."""
+        if self.encoded is not None:
+            return self.encoded
+        return json.dumps(self.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass

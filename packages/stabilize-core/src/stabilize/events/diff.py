@@ -14,43 +14,43 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+_MISSING: Any = object()
+
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """What changed from ``old`` to ``new`` (empty when nothing did)."""
-    changed: dict[str, Any] = {}
-    nested: dict[str, Any] = {}
-    appended: dict[str, Any] = {}
-    items: dict[str, Any] = {}
-    for key, value in new.items():
-        if key not in old:
-            changed[key] = value
-            continue
-        before = old[key]
-        if before == value:
-            continue
-        if isinstance(before, dict) and isinstance(value, dict):
-            nested[key] = diff(before, value)
-        elif isinstance(before, list) and isinstance(value, list):
-            if len(value) > len(before) and value[: len(before)] == before:
-                appended[key] = value[len(before) :]
-            elif (per_item := _item_diffs(before, value)) is not None:
-                items[key] = per_item
+    get = old.get
+    touched = [key for key, value in new.items() if get(key, _MISSING) != value]
+    out: dict[str, Any] = {}
+    if touched:
+        changed: dict[str, Any] = {}
+        nested: dict[str, Any] = {}
+        appended: dict[str, Any] = {}
+        items: dict[str, Any] = {}
+        for key in touched:
+            value = new[key]
+            before = get(key, _MISSING)
+            if isinstance(before, dict) and isinstance(value, dict):
+                nested[key] = diff(before, value)
+            elif isinstance(before, list) and isinstance(value, list):
+                if len(value) > len(before) and value[: len(before)] == before:
+                    appended[key] = value[len(before) :]
+                elif (per_item := _item_diffs(before, value)) is not None:
+                    items[key] = per_item
+                else:
+                    changed[key] = value
             else:
                 changed[key] = value
-        else:
-            changed[key] = value
-    removed = [key for key in old if key not in new]
-    out: dict[str, Any] = {}
-    if changed:
-        out["set"] = changed
-    if removed:
+        if changed:
+            out["set"] = changed
+        if nested:
+            out["sub"] = nested
+        if appended:
+            out["append"] = appended
+        if items:
+            out["items"] = items
+    if old.keys() != new.keys() and (removed := [key for key in old if key not in new]):
         out["unset"] = removed
-    if nested:
-        out["sub"] = nested
-    if appended:
-        out["append"] = appended
-    if items:
-        out["items"] = items
     return out
 
 
