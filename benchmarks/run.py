@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ WIDTH_SERIES = ("fanout_100", "fanout_200", "fanout_400")
 # workers_200 (issue 4: PostgreSQL, 2 cores): stages/s with 1 and with 4 worker processes.
 TARGET_WORKERS_1 = 1000.0
 TARGET_WORKERS_4 = 2000.0
+TARGET_EVENT_COST = 0.20  # issue 5: recording costs at most 20 % of throughput
 WORKERS_POLL_S = 0.02
 WORKER_START_TIMEOUT_S = 60.0
 
@@ -442,9 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journal", choices=["WAL", "DELETE"], default="WAL")
     parser.add_argument(
         "--events",
-        choices=["on", "off"],
+        choices=["on", "off", "compare"],
         default="on",
-        help="record every transition in the event log (the default) or not",
+        help="record every transition in the event log (the default) or not; compare: "
+        "run each workload both ways, repetitions interleaved, and report the cost",
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
@@ -474,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = Target(args.backend, args.journal, args.pg_url, args.events)
 
+    if args.events == "compare" and not (args.worker or args.child or args.profile):
+        return compare_events(args, target)
     if args.worker:
         return worker(target, args.db, args.poll_ms)
     if args.child:
@@ -529,6 +534,52 @@ def main(argv: list[str] | None = None) -> int:
         payload = json.dumps(
             {"environment": env, "results": results, "workers": worker_results}, indent=2
         )
+        if args.json == "-":
+            print(payload)
+        else:
+            Path(args.json).write_text(payload + "\n")
+    return 0
+
+
+def compare_events(args: argparse.Namespace, target: Target) -> int:
+    """Each workload with recording on and off, alternating, and what recording costs.
+
+    Alternating the repetitions (on, off, on, off, ...) spreads the drift of a shared
+    machine evenly over both; the cost is 1 - (median stages/s on / median stages/s off).
+    """
+    on, off = replace(target, events="on"), replace(target, events="off")
+    names = [w.name for w in WORKLOADS]
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip() in BY_NAME]
+    rows = []
+    for name in names:
+        runs: dict[str, list[float]] = {"on": [], "off": []}
+        for _ in range(args.repeat):
+            runs["on"].append(spawn(name, on)["stages_per_s"])
+            runs["off"].append(spawn(name, off)["stages_per_s"])
+        with_events, without = statistics.median(runs["on"]), statistics.median(runs["off"])
+        rows.append(
+            {
+                "workload": name,
+                "on_stages_per_s": with_events,
+                "off_stages_per_s": without,
+                "cost": 1 - with_events / without,
+                "runs": runs,
+            }
+        )
+        print(f"  compared {name} x{args.repeat}", file=sys.stderr)
+    print(f"\nevent recording on vs off, {args.repeat} alternating repetitions each (medians)\n")
+    header = f"{'workload':<18} {'off st/s':>9} {'on st/s':>9} {'cost':>6}  target"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        ok = verdict(r["cost"] <= TARGET_EVENT_COST)
+        print(
+            f"{r['workload']:<18} {r['off_stages_per_s']:>9,.0f} {r['on_stages_per_s']:>9,.0f} "
+            f"{r['cost']:>6.0%}  <={TARGET_EVENT_COST:.0%} {ok}"
+        )
+    if args.json is not None:
+        payload = json.dumps({"events_compare": rows}, indent=2)
         if args.json == "-":
             print(payload)
         else:
