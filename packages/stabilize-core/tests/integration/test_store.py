@@ -317,6 +317,18 @@ def test_non_json_context_error_names_the_key(make_engine):
         engine.store.store(wf)
 
 
+def test_a_context_that_contains_itself_is_refused_by_name(make_engine):
+    engine = make_engine()
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    wf = unchecked(stage("looped", context={"ok": 1, "loop": loop}))
+    before = engine.counts()
+
+    with pytest.raises(ContextSerializationError, match="'loop'"):
+        engine.store.store(wf)
+    assert engine.counts() == before
+
+
 def test_cycle_error_lists_the_cycle(make_engine):
     engine = make_engine()
     wf = unchecked(

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stabilize._json import ENCODING_ERRORS, dumps
 from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
 from stabilize.errors import ContextSerializationError
 from stabilize.events.diff import apply, diff
@@ -48,22 +49,17 @@ class Cursor(Protocol):
         """Rows changed by the last statement."""
 
 
-def dumps(value: Any) -> str:
-    """Encode a JSON column (compact, keys in insertion order)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 def check_json(value: Any, where: str, *, ref_id: str | None = None) -> None:
     """Raise :class:`ContextSerializationError` naming ``where`` if ``value`` is not JSON."""
     try:
         dumps(value)
-    except (TypeError, ValueError) as exc:
+    except ENCODING_ERRORS as exc:
         culprit = ""
         if isinstance(value, dict):
             for key, item in value.items():
                 try:
                     dumps(item)
-                except (TypeError, ValueError):
+                except ENCODING_ERRORS:
                     culprit = f" (key {key!r} holds a {type(item).__name__})"
                     break
         raise ContextSerializationError(

@@ -7,7 +7,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stabilize.backends._base import Backend, Cursor, Transaction, dumps
+from stabilize._json import dumps
+from stabilize.backends._base import Backend, Cursor, Transaction
 from stabilize.backends._pg_connection import event_channel
 from stabilize.backends._pg_cursor import _PipelinedCursor
 from stabilize.engine.messages import (

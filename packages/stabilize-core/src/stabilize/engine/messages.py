@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from stabilize._json import dumps
 
 if TYPE_CHECKING:
     from stabilize.models.stage import StageExecution
@@ -71,7 +72,7 @@ class EventDraft:
         """``data`` as compact JSON."""
         if self.encoded is not None:
             return self.encoded
-        return json.dumps(self.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return dumps(self.data)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from stabilize.backends._base import dumps
+from stabilize._json import ENCODING_ERRORS, dumps
 from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.engine.messages import ClaimedMessage
 from stabilize.engine.transitions import TaskOutcome
@@ -295,7 +295,7 @@ def to_outcome(
             context_update = dict(getattr(error, "context_update", {}) or {})
             try:
                 dumps(context_update)
-            except (TypeError, ValueError) as exc:
+            except ENCODING_ERRORS as exc:
                 return _failure(f"{where}: context_update cannot be stored as JSON: {exc}", exc)
             return TaskOutcome(
                 S.RUNNING,
@@ -320,7 +320,7 @@ def _from_result(
     try:
         dumps(result.context)
         dumps(result.outputs)
-    except (TypeError, ValueError) as exc:
+    except ENCODING_ERRORS as exc:
         return _failure(f"{where} returned a result that cannot be stored as JSON: {exc}", exc)
     if result.status is S.RUNNING:
         stage = flight.stage
