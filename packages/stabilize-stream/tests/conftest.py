@@ -7,6 +7,7 @@ skips without ``STABILIZE_TEST_PG_URL``).
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,7 +72,7 @@ class StreamEngine:
             time.sleep(0.005)
 
     @staticmethod
-    def chain(*task_types: str) -> Workflow:
+    def chain(*task_types: str, application: str = "stream-tests") -> Workflow:
         """A workflow of one stage per task type, in a row (``s0`` -> ``s1`` -> ...)."""
         stages = [
             StageExecution(
@@ -83,7 +84,7 @@ class StreamEngine:
             )
             for i, task_type in enumerate(task_types)
         ]
-        return Workflow.create(application="stream-tests", name="chain", stages=stages)
+        return Workflow.create(application=application, name="chain", stages=stages)
 
     @staticmethod
     def describe(items: list[Any]) -> list[tuple[int, str]]:
@@ -185,3 +186,14 @@ def no_event_sourcing_leak() -> Iterator[None]:
     configure_event_sourcing()
     yield
     configure_event_sourcing()
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts; killed and reaped at teardown."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)

@@ -21,7 +21,6 @@ from stabilize import (
     QueueProcessor,
     QueueProcessorConfig,
     StageExecution,
-    TaskExecution,
     TaskRegistry,
     TaskResult,
     Workflow,
@@ -166,17 +165,9 @@ def run_engine(db: StreamEngine, registry: TaskRegistry | None = None) -> QueueP
 
 def pipeline(*task_types: str, application: str = "gateway-tests") -> Workflow:
     """One stage per task type, in a row (``s0`` -> ``s1`` -> ...)."""
-    stages = [
-        StageExecution(
-            ref_id=f"s{i}",
-            type=task_type,
-            name=f"{task_type} {i}",
-            requisite_stage_ref_ids=set() if i == 0 else {f"s{i - 1}"},
-            tasks=[TaskExecution.create(f"t{i}", task_type, stage_start=True, stage_end=True)],
-        )
-        for i, task_type in enumerate(task_types)
-    ]
-    return Workflow.create(application=application, name="pipeline", stages=stages)
+    from conftest import StreamEngine
+
+    return StreamEngine.chain(*task_types, application=application)
 
 
 def sequences(frames: list[dict[str, Any]]) -> list[int]:

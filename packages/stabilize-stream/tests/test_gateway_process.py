@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make gateway_helpers importable
 
@@ -22,17 +19,6 @@ pytest_plugins = ["gateway_fixtures"]
 WORKER = Path(__file__).with_name("stream_worker.py")
 LONG_POLL = 60.0
 """PostgreSQL: a poll interval the test never waits out (only notifications wake the feed)."""
-
-
-@pytest.fixture
-def spawn() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; killed and reaped at teardown."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
 
 
 async def test_events_of_another_process(

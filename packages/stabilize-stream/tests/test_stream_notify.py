@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,17 +27,6 @@ DEADLINE = 20.0
 
 # PostgreSQL only (SQLite streams poll the log); skips without STABILIZE_TEST_PG_URL.
 pytestmark = pytest.mark.parametrize("db", ["postgres"], indirect=True)
-
-
-@pytest.fixture
-def spawn() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; killed and reaped at teardown."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
 
 
 def test_stream_wakes_on_notify_from_another_process(

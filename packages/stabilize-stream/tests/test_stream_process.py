@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pytest
 
 from stabilize.streaming import WorkflowStream
 
@@ -16,17 +13,6 @@ if TYPE_CHECKING:
     from conftest import StreamEngine
 
 WORKER = Path(__file__).with_name("stream_worker.py")
-
-
-@pytest.fixture
-def spawn() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; killed and reaped at teardown."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
 
 
 def test_stream_sees_events_of_another_process(

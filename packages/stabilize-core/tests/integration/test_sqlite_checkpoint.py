@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from stabilize import SqliteWorkflowStore
 from stabilize.backends._sqlite_checkpoint import Checkpointer
 from stabilize.backends.sqlite import SqliteBackend
-
-HANG_GUARD = 30.0
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def sqlite_backend(url: str) -> SqliteBackend:
@@ -63,13 +51,13 @@ def test_no_checkpointer_outside_wal(tmp_path, monkeypatch):
     backend.close()
 
 
-def test_a_burst_of_commits_wakes_the_thread(tmp_path):
+def test_a_burst_of_commits_wakes_the_thread(tmp_path, poll):
     path, conn = wal_file(tmp_path, rows=40)
     checkpointer = Checkpointer(str(path), every_commits=8, inline_after=10**9)
     try:
         for _ in range(8):
             checkpointer.committed(conn)
-        wait_until(lambda: checkpointer.checkpoints >= 1, "a background checkpoint")
+        poll(lambda: checkpointer.checkpoints >= 1, "a background checkpoint")
         # It ran on another connection while this one stayed free to commit.
         conn.execute("INSERT INTO t VALUES ('after')")
     finally:
@@ -77,12 +65,12 @@ def test_a_burst_of_commits_wakes_the_thread(tmp_path):
         conn.close()
 
 
-def test_a_quiet_period_is_checkpointed_too(tmp_path):
+def test_a_quiet_period_is_checkpointed_too(tmp_path, poll):
     path, conn = wal_file(tmp_path, rows=5)
     checkpointer = Checkpointer(str(path), every_commits=10**6, inline_after=10**9)
     try:
         checkpointer.committed(conn)  # one commit, then nothing
-        wait_until(lambda: checkpointer.checkpoints == 1, "the checkpoint of a quiet period")
+        poll(lambda: checkpointer.checkpoints == 1, "the checkpoint of a quiet period")
         assert uncheckpointed_frames(path) == 0
     finally:
         checkpointer.close()
@@ -105,7 +93,7 @@ def test_the_committer_checkpoints_itself_when_the_thread_lags(tmp_path):
         conn.close()
 
 
-def test_an_engine_under_load_keeps_its_log_checkpointed(tmp_path, monkeypatch):
+def test_an_engine_under_load_keeps_its_log_checkpointed(tmp_path, monkeypatch, poll):
     commits = 300
     monkeypatch.setenv("STABILIZE_SQLITE_JOURNAL_MODE", "WAL")
     backend = sqlite_backend(f"sqlite:///{tmp_path / 'e.db'}")
@@ -119,7 +107,7 @@ def test_an_engine_under_load_keeps_its_log_checkpointed(tmp_path, monkeypatch):
                 ("x" * 3000, n),
             )
     # Several bursts of 64 commits: checkpointed in the background as they came.
-    wait_until(lambda: checkpointer.checkpoints >= 2, "the background checkpoints")
+    poll(lambda: checkpointer.checkpoints >= 2, "the background checkpoints")
     backend.close()
     with contextlib.closing(sqlite3.connect(tmp_path / "e.db")) as conn:
         assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (commits,)

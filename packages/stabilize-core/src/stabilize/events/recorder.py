@@ -82,7 +82,8 @@ class SqliteEventStore:
         )
         self._conn.execute("PRAGMA busy_timeout = 60000")
         if create_tables:
-            script = resource_text("sqlite", "events_0001.sql").replace("{schema}", "")
+            # The table migration 0003 creates in an engine's file, here in this one.
+            script = resource_text("sqlite", "0003_events.sql")
             with self._lock:
                 self._conn.executescript(script)
                 add_event_columns(self._conn)

@@ -1,6 +1,6 @@
 -- stabilize SQLite schema, version 3: the event log in the engine's own file (recording is
--- on by default). A file whose log was created earlier by SqliteEventStore keeps its table;
--- the backend adds the last_sequence column to it when missing.
+-- on by default). SqliteEventStore runs this file too, to create the log in a file of its
+-- own. A table created by an earlier version gets the last_sequence column added in code.
 --
 -- One row holds the events of one transition of one workflow: sequence .. last_sequence.
 -- A row with last_sequence NULL is one event (event_type, entity_type, entity_id, data);
