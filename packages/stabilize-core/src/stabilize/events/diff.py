@@ -68,22 +68,37 @@ def _item_diffs(old: list[Any], new: list[Any]) -> dict[str, Any] | None:
     return out
 
 
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy(value: Any) -> Any:
+    """A private copy of a JSON value (scalars are immutable: shared as they are)."""
+    return value if type(value) in _ATOMIC else copy.deepcopy(value)
+
+
 def apply(document: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``document`` with ``change`` (from :func:`diff`) applied."""
+    """Return a copy of ``document`` with ``change`` (from :func:`diff`) applied.
+
+    ``document`` is not changed, and the result shares nothing with ``change``.
+    """
     out = dict(document)
+    if "set" in change:
+        for key, value in change["set"].items():
+            out[key] = _copy(value)
+    if "sub" in change:
+        for key, sub in change["sub"].items():
+            inner = out.get(key)
+            out[key] = apply(inner if isinstance(inner, dict) else {}, sub)
+    if "append" in change:
+        for key, items in change["append"].items():
+            head = out.get(key)
+            out[key] = [*(head if isinstance(head, list) else []), *copy.deepcopy(items)]
+    if "items" in change:
+        for key, per_item in change["items"].items():
+            listed = list(out.get(key) or [])
+            for index, sub in per_item.items():
+                listed[int(index)] = apply(listed[int(index)], sub)
+            out[key] = listed
     for key in change.get("unset", ()):
         out.pop(key, None)
-    for key, value in change.get("set", {}).items():
-        out[key] = copy.deepcopy(value)
-    for key, sub in change.get("sub", {}).items():
-        inner = out.get(key)
-        out[key] = apply(inner if isinstance(inner, dict) else {}, sub)
-    for key, items in change.get("append", {}).items():
-        head = out.get(key)
-        out[key] = [*(head if isinstance(head, list) else []), *copy.deepcopy(items)]
-    for key, per_item in change.get("items", {}).items():
-        listed = list(out.get(key) or [])
-        for index, sub in per_item.items():
-            listed[int(index)] = apply(listed[int(index)], sub)
-        out[key] = listed
     return out
