@@ -138,6 +138,9 @@ def run_demo(db_path: str, workers: int, out: TextIO) -> int:
     summary = result.stage_by_ref_id("summarize").outputs.get("summary")
     if summary:
         print(f"\nsummary: {summary}", file=out)
-    print(f"\nstate lives in {path} (SQLite; tables workflows, stages, queue_messages)", file=out)
+    print(
+        f"\nstate lives in {path} (SQLite; tables workflows, stages, queue_messages, events)",
+        file=out,
+    )
     print(f"inspect it with: sqlite3 {path} 'select ref_id, status from stages'", file=out)
     return 0 if result.status is WorkflowStatus.SUCCEEDED else 1
