@@ -23,81 +23,53 @@ The process exits 0 when the processor logged no error, 3 otherwise (errors go t
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import time
 from pathlib import Path
 
-from stabilize import (
-    QueueProcessor,
-    QueueProcessorConfig,
-    SqliteQueue,
-    SqliteWorkflowStore,
-    StageExecution,
-    TaskRegistry,
-    TaskResult,
+from stabilize import QueueProcessorConfig, StageExecution, TaskRegistry, TaskResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for worker_support
+from worker_support import (
+    AppendLog,
+    log_to_stderr,
+    registry_of,
+    serve_until,
+    sqlite_processor,
+    wait_for_file,
 )
-from stabilize.backends.sqlite import SqliteBackend
-from stabilize.events import SqliteEventStore, configure_event_sourcing
 
 BLOCK_LIMIT_S = 60.0
 POLL_S = 0.01
 
 
-class ErrorCounter(logging.Handler):
-    """Counts ERROR records of the engine's loggers (a failed processor step, say)."""
+def build_registry(log: AppendLog, release: Path) -> TaskRegistry:
+    def record(stage: StageExecution, pass_no: int) -> None:
+        log.write(f"{stage.ref_id}\t{stage.idempotency_key}\t{os.getpid()}\t{pass_no}")
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-
-
-class ExecutionLog:
-    """Appends one line per task execution, durably, shared by several processes."""
-
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def record(self, stage: StageExecution, pass_no: int) -> None:
-        line = f"{stage.ref_id}\t{stage.idempotency_key}\t{os.getpid()}\t{pass_no}\n"
-        os.write(self.fd, line.encode())  # one write: lines of processes never interleave
-        os.fsync(self.fd)
-
-
-def build_registry(log: ExecutionLog, release: Path) -> TaskRegistry:
     def step(stage: StageExecution) -> TaskResult:
-        log.record(stage, int(stage.context.get("pass", 1)))
+        record(stage, int(stage.context.get("pass", 1)))
         return TaskResult.success(outputs={f"{stage.ref_id}_pid": os.getpid()})
 
     def block(stage: StageExecution) -> TaskResult:
-        log.record(stage, int(stage.context.get("pass", 1)))
-        deadline = time.monotonic() + BLOCK_LIMIT_S
-        while not release.exists():
-            if time.monotonic() > deadline:
-                return TaskResult.terminal(f"{release} did not appear within {BLOCK_LIMIT_S}s")
-            time.sleep(POLL_S)
+        record(stage, int(stage.context.get("pass", 1)))
+        if not wait_for_file(release, poll_s=POLL_S, limit_s=BLOCK_LIMIT_S):
+            return TaskResult.terminal(f"{release} did not appear within {BLOCK_LIMIT_S}s")
         return TaskResult.success(outputs={f"{stage.ref_id}_pid": os.getpid()})
 
     def loop_start(stage: StageExecution) -> TaskResult:
         pass_no = int(stage.context.get("pass", 1))
-        log.record(stage, pass_no)
+        record(stage, pass_no)
         return TaskResult.success(outputs={"pass": pass_no})
 
     def loop_end(stage: StageExecution) -> TaskResult:
         pass_no = int(stage.context.get("pass", 1))
-        log.record(stage, pass_no)
+        record(stage, pass_no)
         if pass_no < int(stage.context["passes"]):
             return TaskResult.jump_to(str(stage.context["loop_to"]), context={"pass": pass_no + 1})
         return TaskResult.success(outputs={"passes_done": pass_no})
 
-    registry = TaskRegistry()
-    for fn in (step, block, loop_start, loop_end):
-        registry.register(fn.__name__, fn)
-    return registry
+    return registry_of(step, block, loop_start, loop_end)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -118,49 +90,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    os.environ["STABILIZE_SQLITE_JOURNAL_MODE"] = "WAL"
-    errors = ErrorCounter()
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
-    logging.getLogger("stabilize").addHandler(errors)
-
-    if args.events:
-        configure_event_sourcing(SqliteEventStore(args.db_url, create_tables=True))
-    store = SqliteWorkflowStore(args.db_url)
-    queue = SqliteQueue(args.db_url)
-    processor = QueueProcessor(
-        queue,
-        store=store,
-        task_registry=build_registry(ExecutionLog(args.log), Path(args.release)),
-        config=QueueProcessorConfig(
+    errors = log_to_stderr("%(asctime)s %(name)s %(message)s")
+    processor = sqlite_processor(
+        args.db_url,
+        build_registry(AppendLog(args.log), Path(args.release)),
+        QueueProcessorConfig(
             poll_frequency_ms=20,
             max_workers=args.max_workers,
             lease_duration_seconds=args.lease,
             recover_on_start=args.recover,
         ),
+        events=args.events,
     )
-    assert isinstance(store.backend, SqliteBackend)
-    assert store.backend.journal_mode == "WAL", store.backend.journal_mode
     print(f"worker {os.getpid()} owner {processor.owner}", file=sys.stderr, flush=True)
 
+    ready = Path(args.ready) if args.ready else None
     if args.mode == "drain":
-        if args.ready:
-            Path(args.ready).touch()
+        if ready is not None:
+            ready.touch()
         processed = processor.process_all(timeout=args.timeout)
         print(f"processed {processed}", flush=True)
     else:
         if not args.stop:
             raise SystemExit("serve mode needs --stop")
-        stop = Path(args.stop)
-        processor.start()
-        if args.ready:
-            Path(args.ready).touch()
-        while not stop.exists():
-            time.sleep(POLL_S)
-        still = processor.stop(timeout=30)
-        print(f"stopped with {still} task(s) running", flush=True)
-    return 0 if errors.count == 0 else 3
+        serve_until(processor, Path(args.stop), poll_s=POLL_S, ready=ready)
+    return errors.exit_code
 
 
 if __name__ == "__main__":

@@ -23,20 +23,14 @@ import argparse
 import logging
 import os
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
-from stabilize import (
-    PostgresQueue,
-    PostgresWorkflowStore,
-    QueueProcessor,
-    QueueProcessorConfig,
-    StageExecution,
-    TaskRegistry,
-    TaskResult,
-)
+from stabilize import QueueProcessorConfig, StageExecution, TaskResult
 from stabilize.events import PostgresEventStore, configure_event_sourcing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for worker_support
+from worker_support import AppendLog, drain_postgres, registry_of, wait_for_file
 
 
 def main() -> int:
@@ -50,40 +44,29 @@ def main() -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s %(message)s"
     )
-    fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    log = AppendLog(args.log)
 
     def record(what: str, s: StageExecution) -> None:
-        line = f"{what}\t{s.workflow_id}\t{s.ref_id}\t{s.idempotency_key}\t{os.getpid()}\n"
-        os.write(fd, line.encode())
-        os.fsync(fd)
+        log.write(f"{what}\t{s.workflow_id}\t{s.ref_id}\t{s.idempotency_key}\t{os.getpid()}")
 
     def step(s: StageExecution) -> TaskResult:
         record("start", s)
         gate = s.context.get("gate")
-        if gate:
-            deadline = time.monotonic() + 50
-            while not Path(gate).exists():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"gate {gate} never opened")
-                time.sleep(0.01)
+        if gate and not wait_for_file(Path(gate), poll_s=0.01, limit_s=50):
+            raise RuntimeError(f"gate {gate} never opened")
         record("end", s)
         return TaskResult.success(outputs={s.ref_id: s.idempotency_key})
 
-    registry = TaskRegistry()
-    registry.register("step", step)
     configure_event_sourcing(PostgresEventStore(args.url))
-    store = PostgresWorkflowStore(args.url)
-    queue = PostgresQueue(args.url, lock_duration=timedelta(seconds=args.lease))
-    processor = QueueProcessor(
-        queue,
-        store=store,
-        task_registry=registry,
-        config=QueueProcessorConfig(
+    drain_postgres(
+        args.url,
+        registry_of(step),
+        QueueProcessorConfig(
             poll_frequency_ms=20, max_workers=4, retry_delay=timedelta(milliseconds=200)
         ),
+        lease_s=args.lease,
+        timeout=args.timeout,
     )
-    processor.process_all(timeout=args.timeout)
-    store.backend.close()
     return 0
 
 

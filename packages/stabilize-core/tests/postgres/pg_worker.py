@@ -18,33 +18,20 @@ jumps back to the stage named by the stage's ``loop_to`` until ``passes`` passes
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import time
-from datetime import timedelta
 from pathlib import Path
 
-from stabilize import (
-    PostgresQueue,
-    PostgresWorkflowStore,
-    QueueProcessor,
-    QueueProcessorConfig,
-    StageExecution,
-    TaskRegistry,
-    TaskResult,
+from stabilize import QueueProcessorConfig, StageExecution, TaskResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for worker_support
+from worker_support import (
+    AppendLog,
+    count_errors,
+    drain_postgres,
+    registry_of,
+    wait_for_file,
 )
-
-
-class ErrorCounter(logging.Handler):
-    """Counts ERROR records of the engine's loggers."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
 
 
 def main() -> int:
@@ -57,19 +44,14 @@ def main() -> int:
     parser.add_argument("--block", default=None)
     args = parser.parse_args()
 
-    errors = ErrorCounter()
-    logging.getLogger("stabilize").addHandler(errors)
-    fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    errors = count_errors()
+    log = AppendLog(args.log)
     block = Path(args.block) if args.block else None
 
     def record(s: StageExecution) -> None:
-        line = f"{s.workflow_id}\t{s.ref_id}\t{s.context.get('pass', 1)}\t{os.getpid()}\n"
-        os.write(fd, line.encode())
-        os.fsync(fd)
+        log.write(f"{s.workflow_id}\t{s.ref_id}\t{s.context.get('pass', 1)}\t{os.getpid()}")
         if block is not None:
-            deadline = time.monotonic() + 60
-            while not block.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_for_file(block, poll_s=0.01, limit_s=60)  # on time-out, carry on
 
     def step(s: StageExecution) -> TaskResult:
         record(s)
@@ -82,20 +64,15 @@ def main() -> int:
             return TaskResult.jump_to(s.context["loop_to"], context={"pass": current + 1})
         return TaskResult.success(outputs={"passes": current})
 
-    registry = TaskRegistry()
-    registry.register("step", step)
-    registry.register("loop", loop)
-    store = PostgresWorkflowStore(args.url, schema=args.schema)
-    queue = PostgresQueue(args.url, schema=args.schema, lock_duration=timedelta(seconds=args.lease))
-    processor = QueueProcessor(
-        queue,
-        store=store,
-        task_registry=registry,
-        config=QueueProcessorConfig(poll_frequency_ms=20, max_workers=4),
+    drain_postgres(
+        args.url,
+        registry_of(step, loop),
+        QueueProcessorConfig(poll_frequency_ms=20, max_workers=4),
+        lease_s=args.lease,
+        timeout=args.timeout,
+        schema=args.schema,
     )
-    processor.process_all(timeout=args.timeout)
-    store.backend.close()
-    return 3 if errors.count else 0
+    return errors.exit_code
 
 
 if __name__ == "__main__":

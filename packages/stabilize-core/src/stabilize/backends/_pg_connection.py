@@ -12,6 +12,7 @@ import re
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,10 @@ def _release(pool: ConnectionPool[Any], listeners: list[_Listener]) -> None:
         pool.close()
 
 
+RECHECK_S = 0.5
+"""Longest a listener waits on its socket before it looks at the driver's buffer again."""
+
+
 class _Listener:
     """A connection that LISTENs on the channel, and a socket pair to interrupt its wait."""
 
@@ -165,17 +170,32 @@ class _Listener:
 
     def wait(self, timeout: float) -> None:
         """Return on a notification, on :meth:`wake`, or after ``timeout`` seconds."""
-        # Notifications received while another statement ran are already buffered.
-        if sum(1 for _ in self.conn.notifies(timeout=0)):
-            return
-        if timeout > 0:
-            wake_fd = self._wake_r.fileno()
-            ready, _, _ = select.select([self.conn.fileno(), wake_fd], [], [], timeout)
-            if wake_fd in ready:
-                with contextlib.suppress(BlockingIOError):
-                    self._wake_r.recv(4096)
-        for _ in self.conn.notifies(timeout=0):  # consume what arrived
-            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            # Notifications received while another statement ran are already buffered.
+            if sum(1 for _ in self.conn.notifies(timeout=0)):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self.select(min(remaining, RECHECK_S)):
+                for _ in self.conn.notifies(timeout=0):  # consume what arrived
+                    pass
+                return
+
+    def select(self, timeout: float) -> bool:
+        """Wait for data on the connection or a :meth:`wake`; True if either came.
+
+        A notification that the driver read off the socket just before this call sits in
+        its buffer, not on the socket: callers wait in slices of at most ``RECHECK_S`` and
+        look at that buffer between them, so such a notification is late, never lost.
+        """
+        wake_fd = self._wake_r.fileno()
+        ready, _, _ = select.select([self.conn.fileno(), wake_fd], [], [], timeout)
+        if wake_fd in ready:
+            with contextlib.suppress(BlockingIOError):
+                self._wake_r.recv(4096)
+        return bool(ready)
 
     def wake(self) -> None:
         """Interrupt :meth:`wait` (now, or the next one if none runs)."""

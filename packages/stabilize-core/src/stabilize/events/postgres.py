@@ -7,7 +7,7 @@ import select
 import time
 from typing import TYPE_CHECKING, Any
 
-from stabilize.backends._pg_connection import _Listener, event_channel
+from stabilize.backends._pg_connection import RECHECK_S, _Listener, event_channel
 from stabilize.backends.postgres import PoolOptions, PostgresBackend
 from stabilize.events.log import (
     COUNT_EVENTS_SQL,
@@ -164,7 +164,10 @@ class EventListener(_Listener):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            ready, _, _ = select.select([self.conn.fileno(), wake_fd], [], [], remaining)
+            # In slices: see _Listener.select on notifications already in the buffer.
+            ready, _, _ = select.select(
+                [self.conn.fileno(), wake_fd], [], [], min(remaining, RECHECK_S)
+            )
             if wake_fd in ready:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
