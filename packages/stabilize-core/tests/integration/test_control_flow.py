@@ -10,16 +10,11 @@ that a discriminator or a quorum fires exactly once per workflow.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -46,6 +41,9 @@ from stabilize.queue.processor.config import QueueProcessorConfig
 
 S = WorkflowStatus
 J = JoinType
+if TYPE_CHECKING:
+    from integration.conftest import Workers
+
 HANG_S = 30.0  # deadlines guard against hangs only
 WORKER = Path(__file__).with_name("flow_worker.py")
 
@@ -646,62 +644,6 @@ def test_quorum_fires_once_when_three_branches_finish_together(make_engine, runs
 # -- a race across worker processes ------------------------------------------------------
 
 
-class Workers:
-    """Worker processes of a test; killed and reaped at teardown if still running."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-        self.files: list[IO[bytes]] = []
-
-    def spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
-        n = len(self.procs)
-        out = (self.directory / f"worker{n}.out").open("wb")
-        err_path = self.directory / f"worker{n}.err"
-        err = err_path.open("wb")
-        self.files += [out, err]
-        env = {**os.environ, "STABILIZE_SQLITE_JOURNAL_MODE": "WAL"}
-        proc = subprocess.Popen(
-            [sys.executable, str(WORKER), *args],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self.procs.append((proc, err_path))
-        return proc
-
-    def errors(self) -> str:
-        return "\n".join(
-            f"--- pid {p.pid} rc={p.returncode}:\n{e.read_text()[-3000:]}" for p, e in self.procs
-        )
-
-    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + HANG_S
-        while not condition():
-            if any(p.poll() is not None for p, _ in self.procs):
-                raise AssertionError(f"a worker exited while waiting for {what}\n{self.errors()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\n{self.errors()}")
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        for f in self.files:
-            f.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(tmp_path)
-    yield w
-    w.close()
-
-
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -752,7 +694,7 @@ def test_join_fires_once_across_three_worker_processes(
     args = [url, "--started", str(started), "--release", str(release), "--joins", str(joins)]
     assert 2 * threads < len(branches) * count <= 3 * threads  # all three processes needed
     for _ in range(3):
-        workers.spawn([*args, "--stop", str(stop), "--max-workers", str(threads)])
+        workers.spawn(WORKER, [*args, "--stop", str(stop), "--max-workers", str(threads)])
 
     # Every branch of every workflow is running (blocked) before any is released.
     total = len(branches) * count

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import sqlite3
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -99,63 +95,6 @@ def read_log(path: Path) -> list[tuple[str, str, int, int]]:
     return rows
 
 
-class Procs:
-    """Worker processes of the test; killed and reaped at teardown if still running."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-        self.files: list[IO[bytes]] = []
-
-    def spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
-        out = (self.directory / f"{name}.out").open("wb")
-        err_path = self.directory / f"{name}.err"
-        err = err_path.open("wb")
-        self.files += [out, err]
-        env = {**os.environ, "STABILIZE_SQLITE_JOURNAL_MODE": "WAL"}
-        proc = subprocess.Popen(
-            [sys.executable, str(WORKER), *args],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self.procs.append((proc, err_path))
-        return proc
-
-    def errors(self) -> str:
-        return "\n".join(
-            f"--- pid {p.pid} rc={p.returncode} stderr:\n{e.read_text()[-4000:]}"
-            for p, e in self.procs
-        )
-
-    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + DEADLINE_S
-        while not condition():
-            dead = [p for p, _ in self.procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                why = "a worker exited" if dead else f"timed out after {DEADLINE_S}s"
-                raise AssertionError(f"waiting for {what}: {why}\n{self.errors()}")
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        for f in self.files:
-            f.close()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    tracker = Procs(tmp_path)
-    try:
-        yield tracker
-    finally:
-        tracker.close()
-
-
 @pytest.fixture
 def wal_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh WAL database file with event recording on in this process."""
@@ -170,7 +109,7 @@ def wal_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         events.close()
 
 
-def test_three_processes_drain_thirty_workflows_each_task_once(wal_db, procs, tmp_path):
+def test_three_processes_drain_thirty_workflows_each_task_once(wal_db, workers, tmp_path):
     url = f"sqlite:///{wal_db}"
     store = SqliteWorkflowStore(url)
     orchestrator = Orchestrator(SqliteQueue(url), store=store)
@@ -189,27 +128,29 @@ def test_three_processes_drain_thirty_workflows_each_task_once(wal_db, procs, tm
     log, release, stop = tmp_path / "executions.log", tmp_path / "release", tmp_path / "stop"
     log.touch()
     common = ["--log", str(log), "--release", str(release), "--stop", str(stop)]
-    workers = [
-        procs.spawn([url, "serve", *common, "--events", "--max-workers", "4"], f"worker-{n}")
+    spawned = [
+        workers.spawn(
+            WORKER, [url, "serve", *common, "--events", "--max-workers", "4"], f"worker-{n}"
+        )
         for n in range(WORKERS)
     ]
-    pids = {w.pid for w in workers}
+    pids = {w.pid for w in spawned}
 
     def gate_pids() -> set[int]:
         return {pid for ref, _, pid, _ in read_log(log) if ref == "gate"}
 
-    procs.wait_until(lambda: gate_pids() == pids, "every worker to hold a blocked task")
+    workers.wait_until(lambda: gate_pids() == pids, "every worker to hold a blocked task")
     release.touch()
 
     total = len(shapes)
     complete = [s.value for s in WorkflowStatus if s.is_complete]
     finished = f"SELECT count(*) FROM workflows WHERE status IN ({','.join('?' * len(complete))})"
-    procs.wait_until(
+    workers.wait_until(
         lambda: query(wal_db, finished, tuple(complete)) == [(total,)], "every workflow to finish"
     )
     stop.touch()
-    for w in workers:
-        assert w.wait(timeout=DEADLINE_S) == 0, procs.errors()
+    for w in spawned:
+        assert w.wait(timeout=DEADLINE_S) == 0, workers.errors()
 
     statuses = dict(query(wal_db, "SELECT id, status FROM workflows"))
     assert statuses == dict.fromkeys(shapes, "SUCCEEDED")

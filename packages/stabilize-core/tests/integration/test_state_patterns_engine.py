@@ -11,15 +11,12 @@ engine sets it) or on a condition the test sets; nothing waits on a clock to syn
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -42,6 +39,9 @@ from stabilize.queue.processor.config import QueueProcessorConfig
 
 S = WorkflowStatus
 MUTEX_WORKER = Path(__file__).with_name("mutex_worker.py")
+if TYPE_CHECKING:
+    from integration.conftest import Workers
+
 HANG_GUARD = 30.0
 """Seconds a condition may take before a test gives up (guards hangs only)."""
 
@@ -400,62 +400,6 @@ def test_mutex_stages_never_run_together_across_workflows(make_engine: MakeEngin
     assert engine.count("mutex_holders") == 0
     assert engine.count("mutex_waiters") == 0
     assert engine.count("queue_messages") == 0
-
-
-class Workers:
-    """Worker processes of a test; killed and reaped at teardown if still running."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-        self.files: list[IO[bytes]] = []
-
-    def spawn(self, script: Path, args: list[str]) -> subprocess.Popen[bytes]:
-        n = len(self.procs)
-        out = (self.directory / f"worker{n}.out").open("wb")
-        err_path = self.directory / f"worker{n}.err"
-        err = err_path.open("wb")
-        self.files += [out, err]
-        env = {**os.environ, "STABILIZE_SQLITE_JOURNAL_MODE": "WAL"}
-        proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self.procs.append((proc, err_path))
-        return proc
-
-    def errors(self) -> str:
-        return "\n".join(
-            f"--- pid {p.pid} rc={p.returncode}:\n{e.read_text()[-3000:]}" for p, e in self.procs
-        )
-
-    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + HANG_GUARD
-        while not condition():
-            if any(p.poll() is not None for p, _ in self.procs):
-                raise AssertionError(f"a worker exited while waiting for {what}\n{self.errors()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\n{self.errors()}")
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        for f in self.files:
-            f.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(tmp_path)
-    yield w
-    w.close()
 
 
 # SQLite only (no ``backend``): mutex_worker.py takes a SQLite URL and reads the file directly.
