@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from stabilize._json import ENCODING_ERRORS, dumps
 from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
@@ -117,15 +117,24 @@ class Transaction:
     """
 
     def __init__(
-        self, backend: Backend, cur: Cursor, queries: dict[str, str], *, read_only: bool = False
+        self,
+        backend: Backend,
+        cur: Cursor,
+        queries: dict[str, str],
+        *,
+        read_only: bool = False,
+        event_table: str | Literal[False] | None = False,
     ) -> None:
+        """``event_table``: the prefix the backend already resolved (False: resolve it)."""
         self.backend = backend
         self.cur = cur
         self.q = queries
         self.read_only = read_only
         self.touched: dict[str, Workflow] = {}
         self.recorded: list[tuple[str, int, EventDraft, int]] = []
-        self.event_table: str | None = backend.event_table_prefix()
+        self.event_table: str | None = (
+            backend.event_table_prefix() if event_table is False else event_table
+        )
 
     # -- workflows -------------------------------------------------------------------
 

@@ -200,11 +200,11 @@ class SqliteBackend(Backend):
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction (``BEGIN IMMEDIATE``)."""
         with self.lock:
+            # Resolved before BEGIN: attaching a separate event file cannot happen inside.
             prefix = self.event_table_prefix()
             cur = self.conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
-            tx = Transaction(self, cur, self.queries)
-            tx.event_table = prefix
+            tx = Transaction(self, cur, self.queries, event_table=prefix)
             try:
                 yield tx
                 cur.execute("COMMIT")
