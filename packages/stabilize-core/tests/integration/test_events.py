@@ -397,3 +397,42 @@ def test_publish_to_bus_false_records_without_telling_listeners(make_engine, bac
     engine.run(wf)
     assert received == []
     assert backend.event_store().get_events(wf.id)[-1].event_type == "workflow.completed"
+
+
+def test_progress_of_an_execution_whose_lease_was_taken_is_not_recorded(
+    make_engine, backend, gate, poll
+):
+    engine = make_engine(config=QueueProcessorConfig(progress_flush_interval_seconds=0.01))
+    wf = one_stage()
+    first_recorded, emitted = threading.Event(), threading.Event()
+
+    def work(stage: StageExecution) -> TaskResult:
+        emit_progress(stage, "before")
+        first_recorded.wait(HANG_GUARD)
+        emit_progress(stage, "after the lease was lost")
+        emitted.set()
+        gate.wait(HANG_GUARD)
+        return TaskResult.success()
+
+    engine.registry.register("work", work)
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    engine.processor.start()
+    log = backend.event_store()
+
+    def recorded() -> list[str]:
+        return [
+            e.data["message"] for e in log.get_events(wf.id) if e.event_type == "custom.progress"
+        ]
+
+    poll(lambda: recorded() == ["before"], "the first update to be recorded")
+    with engine.backend.transaction() as tx:  # another worker adopts the task's message
+        tx.cur.execute(
+            "UPDATE queue_messages SET lease_owner = 'thief', lease_token = lease_token + 1"
+        )
+    first_recorded.set()
+    assert emitted.wait(HANG_GUARD)
+    commits = engine.processor.commits
+    # Two more flush transactions: at least one began after the update was emitted.
+    poll(lambda: engine.processor.commits >= commits + 2, "two more progress flushes")
+    assert recorded() == ["before"]
