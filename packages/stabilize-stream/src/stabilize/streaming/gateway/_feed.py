@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from stabilize.events.model import Event
+from stabilize.events.recorder import EventStore
 from stabilize.streaming._item import TERMINAL_EVENTS
 from stabilize.streaming.gateway._protocol import event_body
 
@@ -49,18 +50,6 @@ MAX_PARKED = 100_000
 DIRECT_READS = 16
 """With only workflow subscriptions, on at most this many workflows, a pass reads those
 workflows directly instead of scanning the log for changes (cheaper on a busy log)."""
-
-
-class EventSource(Protocol):
-    """What the gateway needs of an event store (SQLite and PostgreSQL stores have it)."""
-
-    def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
-        """Events of one workflow with ``sequence > since``, in order."""
-        ...
-
-    def recent_heads(self, since_ms: int, application: str | None = None) -> dict[str, int]:
-        """Highest sequence per workflow with events recorded at or after ``since_ms``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -176,7 +165,7 @@ class LogFeed:
 
     def __init__(
         self,
-        source: EventSource,
+        source: EventStore,
         *,
         poll_interval: float = 0.05,
         batch_size: int = 500,

@@ -15,9 +15,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
+from stabilize.events.recorder import EventStore
 from stabilize.streaming.gateway._auth import GatewayConfigError, check_bind
 from stabilize.streaming.gateway._client import ClientSession, Subscription
-from stabilize.streaming.gateway._feed import EventSource, LogFeed, now_ms
+from stabilize.streaming.gateway._feed import LogFeed, now_ms
 from stabilize.streaming.gateway._http import Router, json_response
 from stabilize.streaming.gateway._protocol import (
     PROTOCOL_VERSION,
@@ -82,7 +83,7 @@ class Gateway:
 
     def __init__(
         self,
-        event_store: EventSource,
+        event_store: EventStore,
         host: str = "127.0.0.1",
         port: int = 8765,
         *,
