@@ -178,13 +178,13 @@ class _Listener:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.select(min(remaining, RECHECK_S)):
+            if any(self.select(min(remaining, RECHECK_S))):
                 for _ in self.conn.notifies(timeout=0):  # consume what arrived
                     pass
                 return
 
-    def select(self, timeout: float) -> bool:
-        """Wait for data on the connection or a :meth:`wake`; True if either came.
+    def select(self, timeout: float) -> tuple[bool, bool]:
+        """Wait for data on the connection or a :meth:`wake`: ``(data came, woken)``.
 
         A notification that the driver read off the socket just before this call sits in
         its buffer, not on the socket: callers wait in slices of at most ``RECHECK_S`` and
@@ -192,10 +192,11 @@ class _Listener:
         """
         wake_fd = self._wake_r.fileno()
         ready, _, _ = select.select([self.conn.fileno(), wake_fd], [], [], timeout)
-        if wake_fd in ready:
+        woken = wake_fd in ready
+        if woken:
             with contextlib.suppress(BlockingIOError):
                 self._wake_r.recv(4096)
-        return bool(ready)
+        return self.conn.fileno() in ready, woken
 
     def wake(self) -> None:
         """Interrupt :meth:`wait` (now, or the next one if none runs)."""

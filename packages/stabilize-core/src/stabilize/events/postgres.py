@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import select
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -157,20 +155,14 @@ class EventListener(_Listener):
             psycopg.Error, OSError: the connection failed (close this listener).
         """
         deadline = time.monotonic() + timeout
-        wake_fd = self._wake_r.fileno()
         while True:
             if self._relevant():
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            # In slices: see _Listener.select on notifications already in the buffer.
-            ready, _, _ = select.select(
-                [self.conn.fileno(), wake_fd], [], [], min(remaining, RECHECK_S)
-            )
-            if wake_fd in ready:
-                with contextlib.suppress(BlockingIOError):
-                    self._wake_r.recv(4096)
+            _, woken = self.select(min(remaining, RECHECK_S))
+            if woken:
                 return self._relevant()
 
     def wait(self, timeout: float) -> None:
