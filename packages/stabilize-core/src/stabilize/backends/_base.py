@@ -238,13 +238,13 @@ class Transaction:
         if not (fx.stages or fx.workflow_changed or fx.events or fx.messages or fx.new_stages):
             return
         recording = self.event_table is not None
-        added = {s.id: s.to_dict() for s in fx.new_stages}
+        added = {s.id: dumps(s.to_dict()) for s in fx.new_stages}
         if added:
             position = {s.id: i for i, s in enumerate(wf.stages)}
             self.cur.executemany(
                 self.q["insert_stage"],
                 [
-                    (s.id, wf.id, position[s.id], s.ref_id, s.status.value, dumps(added[s.id]))
+                    (s.id, wf.id, position[s.id], s.ref_id, s.status.value, added[s.id])
                     for s in fx.new_stages
                 ],
             )
@@ -466,7 +466,7 @@ def _state_change(
     wf: Workflow,
     wf_row: dict[str, Any] | None,
     rows: dict[str, dict[str, Any]],
-    added: dict[str, dict[str, Any]],
+    added: dict[str, str],
     fx: Effects,
     *,
     diffs: bool,
@@ -500,7 +500,7 @@ def _state_change(
         change["stages"] = stage_diffs
     copies = []
     for stage in fx.new_stages:
-        stage._persisted = json.loads(dumps(added[stage.id])) if diffs else None
+        stage._persisted = json.loads(added[stage.id]) if diffs else None
         copies.append(stage._persisted)
     if diffs and added:
         change["added"] = copies  # baselines are never changed in place (apply copies)
