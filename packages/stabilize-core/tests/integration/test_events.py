@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from stabilize import StageExecution, TaskExecution, TaskResult, Workflow, emit_progress
+from stabilize.engine.messages import Effects
 from stabilize.errors import EventStoreError
 from stabilize.events import (
     Event,
@@ -436,3 +437,57 @@ def test_progress_of_an_execution_whose_lease_was_taken_is_not_recorded(
     # Two more flush transactions: at least one began after the update was emitted.
     poll(lambda: engine.processor.commits >= commits + 2, "two more progress flushes")
     assert recorded() == ["before"]
+
+
+def test_transitions_of_one_workflow_in_one_transaction_share_one_row(make_engine, backend, listen):
+    engine = make_engine()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    wf = two_stages()
+    engine.store.store(wf)
+    rows_before = engine.count("events")
+    received = listen()
+    stage_a = wf.stages[0]
+    with engine.store.backend.transaction() as tx:
+        loaded = tx.workflow(wf.id)
+        assert loaded is not None
+        for n in range(3):
+            fx = Effects()
+            fx.emit("custom.note", "stage", stage_a.id, n=n)
+            tx.save(loaded, fx, 1_000 + n)  # three transitions, three clock readings
+        other = two_stages()
+        tx.insert_workflow(other, 5_000)
+
+    log = backend.event_store()
+    notes = [e for e in log.get_events(wf.id) if e.event_type == "custom.note"]
+    assert [e.data["n"] for e in notes] == [0, 1, 2]
+    assert [e.sequence for e in notes] == [2, 3, 4]
+    # One row for the three transitions of wf, one for the other workflow's creation.
+    assert engine.count("events") == rows_before + 2
+    # The events of one workflow in one transaction carry the first transition's time,
+    # read back from the log and as delivered live alike.
+    assert {e.timestamp for e in notes} == {1_000}
+    live = [e for e in received if e.event_type == "custom.note"]
+    assert [(e.sequence, e.timestamp) for e in live] == [(e.sequence, 1_000) for e in notes]
+    assert [e.event_type for e in log.get_events(other.id)] == ["workflow.created"]
+    assert log.get_events(wf.id, since=2) == log.get_events(wf.id)[2:]
+
+
+def test_a_value_that_is_not_json_fails_its_transition_and_records_nothing(make_engine, backend):
+    engine = make_engine()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    wf = two_stages()
+    engine.store.store(wf)
+    rows_before = engine.count("events")
+    fx = Effects()
+    fx.emit("custom.note", "stage", wf.stages[0].id, value=object())
+
+    def transition() -> None:
+        with engine.store.backend.transaction() as tx:
+            loaded = tx.workflow(wf.id)
+            assert loaded is not None
+            tx.save(loaded, fx, 1_000)
+
+    with pytest.raises(TypeError):
+        transition()
+    assert engine.count("events") == rows_before
+    assert engine.store.retrieve(wf.id).event_sequence == 1

@@ -217,3 +217,32 @@ def test_replay_without_a_creation_event_is_refused(make_engine, backend):
     events = backend.event_store()
     with pytest.raises(ReplayError, match=r"workflow\.created"):
         EventReplayer(events).rebuild_workflow_state(wf.id)
+
+
+def test_replay_is_exact_for_values_json_changes_or_nests_deeply(make_engine, backend):
+    """Keys JSON turns into strings, tuples, nesting deeper than the fast JSON parser
+    goes, floats and big numbers replay to exactly what was stored."""
+    events = backend.event_store()
+    configure_event_sourcing(events)
+    engine = make_engine(registry=registry())
+    deep: Any = "bottom"
+    for _ in range(300):  # deeper than the fast JSON parser goes
+        deep = {"d": deep}
+
+    outputs: dict[Any, Any] = {1: "int key", "f": 1e-05, "big": 10**30, "u": "é\u2028"}
+    context: dict[Any, Any] = {2: [1, 2], "t": (3, 4)}
+
+    def awkward(s: StageExecution) -> TaskResult:
+        return TaskResult.success(outputs={**outputs, "deep": deep}, context=context)
+
+    engine.registry.register("awkward", awkward)
+    wf = Workflow.create("replay", "awkward", [stage("a", "awkward"), stage("b", "work", ("a",))])
+    engine.run(wf)
+    stored = engine.store.retrieve(wf.id)
+    assert stored.status is S.SUCCEEDED
+    a = stored.stage_by_ref_id("a")
+    assert a.outputs["1"] == "int key"
+    assert a.context["2"] == [1, 2]
+    assert a.context["t"] == [3, 4]
+    rebuilt = EventReplayer(events).rebuild_workflow_state(wf.id)
+    assert comparable(rebuilt) == comparable(stored)

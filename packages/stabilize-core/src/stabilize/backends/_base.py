@@ -7,7 +7,6 @@ here is shared, so SQLite and PostgreSQL cannot drift apart.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import weakref
@@ -17,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from stabilize._json import ENCODING_ERRORS, dumps
+from stabilize._json import ENCODING_ERRORS, dumps, dumps_plain, loads
 from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
 from stabilize.errors import ContextSerializationError
-from stabilize.events.diff import apply, diff
+from stabilize.events.diff import diff
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 
@@ -132,6 +131,8 @@ class Transaction:
         self.read_only = read_only
         self.touched: dict[str, Workflow] = {}
         self.recorded: list[tuple[str, int, EventDraft, int]] = []
+        self.event_rows: dict[str, list[tuple[Any, ...]]] = {}
+        """Rows of the log not yet inserted, per workflow (see :meth:`flush_events`)."""
         self.event_table: str | None = (
             backend.event_table_prefix() if event_table is False else event_table
         )
@@ -172,11 +173,11 @@ class Transaction:
         self.cur.execute(self.q["load_stages"], (workflow_id,))
         stages = []
         for (body,) in self.cur.fetchall():
-            data = json.loads(body)
+            data = loads(body)
             stage = StageExecution.from_dict(data)
             stage._persisted = data
             stages.append(stage)
-        data = json.loads(row[0])
+        data = loads(row[0])
         wf = Workflow.from_dict(data, stages, row[1], row[2])
         wf._persisted = data
         return wf
@@ -189,9 +190,9 @@ class Transaction:
         if self.event_table is not None:
             # The rows as written are the baselines of the first diffs, and the event
             # reuses their encoding (never re-encoding the whole definition).
-            wf._persisted = json.loads(wf_body)
+            wf._persisted = loads(wf_body)
             for stage, body in zip(wf.stages, stage_bodies, strict=True):
-                stage._persisted = json.loads(body)
+                stage._persisted = loads(body)
             data = {"workflow": wf._persisted, "stages": [s._persisted for s in wf.stages]}
         else:  # for live listeners only
             data = {"workflow": wf.to_dict(), "stages": [s.to_dict() for s in wf.stages]}
@@ -248,20 +249,22 @@ class Transaction:
                     for s in fx.new_stages
                 ],
             )
-        rows = {s.id: s.to_dict() for s in fx.stages.values() if s.id not in added}
-        if rows:
+        bodies = {s.id: dumps(s.to_dict()) for s in fx.stages.values() if s.id not in added}
+        if bodies:
             self.cur.executemany(
                 self.q["update_stage"],
-                [(fx.stages[i].status.value, dumps(row), i) for i, row in rows.items()],
+                [(fx.stages[i].status.value, body, i) for i, body in bodies.items()],
             )
-        wf_row = wf.to_dict() if fx.workflow_changed else None
-        wf_body = dumps(wf_row) if wf_row is not None else None
+        wf_body = dumps(wf.to_dict()) if fx.workflow_changed else None
         events = fx.events
-        change = _state_change(wf, wf_row, rows, added, fx, diffs=recording)
+        change = _state_change(wf, wf_body, bodies, added, fx, diffs=recording)
         if change:
             # First in the transition: at the sequence of any lifecycle event, the state
-            # it announces is already there.
-            events = [EventDraft("state.changed", "workflow", wf.id, change), *events]
+            # it announces is already there. The diffs hold parsed JSON only.
+            events = [
+                EventDraft("state.changed", "workflow", wf.id, change, dumps_plain(change)),
+                *events,
+            ]
         self._record(wf, events, now)
         wf.version += 1
         if wf_body is not None:
@@ -281,22 +284,46 @@ class Transaction:
         self.touched[wf.id] = wf
 
     def _record(self, wf: Workflow, events: list[EventDraft], now: int) -> None:
-        """Number the events of one transition and append them as one row of the log."""
+        """Number the events of one transition and encode them for the log.
+
+        The events of one workflow in one transaction share the time of its first
+        transition there (they become one row of the log, see :meth:`flush_events`).
+        Encoding happens here, so a value that is not JSON fails the transition that
+        produced it.
+        """
         if not events:
             return
+        pending = self.event_rows.get(wf.id)
+        if pending:
+            now = pending[0][5]
         first = wf.event_sequence + 1
         for event in events:
             wf.event_sequence += 1
             self.recorded.append((wf.id, wf.event_sequence, event, now))
         if self.event_table is None:
             return  # not recording: numbered for live listeners only, nothing encoded
-        self.cur.execute(
-            self._insert_event_sql(self.event_table), event_row(wf.id, first, events, now)
-        )
+        row = event_row(wf.id, first, events, now)
+        if pending is None:
+            self.event_rows[wf.id] = [row]
+        else:
+            pending.append(row)
 
-    def _insert_event_sql(self, event_table: str) -> str:
-        """The ``insert_event`` statement for the events table at ``event_table``."""
-        return self.q["insert_event"].replace("{ev}", event_table)
+    def flush_events(self) -> None:
+        """Insert the events recorded in this transaction: one row per workflow.
+
+        Called by the backend just before it commits. Consecutive transitions of one
+        workflow in one transaction have consecutive sequence numbers, so their rows merge
+        into one, which spares an insert (and its index entries) per transition.
+        """
+        if not self.event_rows or self.event_table is None:
+            return
+        rows = [merge_event_rows(group) for group in self.event_rows.values()]
+        self.event_rows = {}
+        self._insert_event_rows(self.event_table, rows)
+
+    def _insert_event_rows(self, event_table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows of the log into the events table at ``event_table``."""
+        self.cur.executemany(self.q["insert_event"].replace("{ev}", event_table), rows)
 
     # -- queue -----------------------------------------------------------------------
 
@@ -355,7 +382,7 @@ class Transaction:
             token, attempts = self.cur.fetchone()
             claimed.append(
                 ClaimedMessage(
-                    row[0], row[2], row[1], row[3], row[4], json.loads(row[5]), attempts, token
+                    row[0], row[2], row[1], row[3], row[4], loads(row[5]), attempts, token
                 )
             )
         return claimed
@@ -450,22 +477,51 @@ def event_row(
             event.json(),
             None,
         )
-    if any(e.encoded is not None for e in events):
-        items = ",".join(
-            f"[{dumps(e.event_type)},{dumps(e.entity_type)},{dumps(e.entity_id)},{e.json()}]"
-            for e in events
-        )
-        body = f"[{items}]"
-    else:
-        body = dumps([[e.event_type, e.entity_type, e.entity_id, e.data] for e in events])
+    parts: list[str] = []
+    pending: list[list[Any]] = []  # consecutive events to encode in one call
+    for e in events:
+        if e.encoded is None:
+            pending.append([e.event_type, e.entity_type, e.entity_id, e.data])
+            continue
+        if pending:
+            parts.append(dumps(pending)[1:-1])
+            pending = []
+        head = dumps_plain([e.event_type, e.entity_type, e.entity_id])
+        parts.append(f"{head[:-1]},{e.encoded}]")
+    if pending:
+        parts.append(dumps(pending)[1:-1])
+    body = f"[{','.join(parts)}]"
     last = first + len(events) - 1
     return (workflow_id, first, "*", "workflow", workflow_id, now, body, last)
 
 
+def merge_event_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """One row of the log holding the events of ``rows``.
+
+    ``rows`` (from :func:`event_row`) are of one workflow and their sequences follow each
+    other; the merged row carries the first one's time.
+    """
+    if len(rows) == 1:
+        return rows[0]
+    items = []
+    for row in rows:
+        event_type, entity_type, entity_id, data, last = row[2], row[3], row[4], row[6], row[7]
+        if last is None:  # a single event: its data only
+            head = dumps_plain([event_type, entity_type, entity_id])
+            items.append(f"{head[:-1]},{data}]")
+        else:  # already a list of events
+            items.append(data[1:-1])
+    workflow_id, first, timestamp = rows[0][0], rows[0][1], rows[0][5]
+    tail = rows[-1]
+    last_sequence = tail[7] if tail[7] is not None else tail[1]
+    body = f"[{','.join(items)}]"
+    return (workflow_id, first, "*", "workflow", workflow_id, timestamp, body, last_sequence)
+
+
 def _state_change(
     wf: Workflow,
-    wf_row: dict[str, Any] | None,
-    rows: dict[str, dict[str, Any]],
+    wf_body: str | None,
+    bodies: dict[str, str],
     added: dict[str, str],
     fx: Effects,
     *,
@@ -474,36 +530,40 @@ def _state_change(
     """What a transition changed, as diffs of the rows: the event that makes replay exact.
 
     Only the changed keys are stored (never whole copies of a context), so the log grows
-    with the size of the changes. Each model keeps a private copy of its last written row
-    (``_persisted``: the models are changed in place) as the baseline of the next diff; it
-    is brought up to date by applying the diff to it, which copies only what changed. The
-    diffs hold values of the live models: they are encoded in this transaction. When
-    events are not recorded no baseline is kept, and the first diff after recording starts
-    holds the whole row.
+    with the size of the changes. Each model keeps its last written row, parsed back from
+    the JSON written (``_persisted``: the models are changed in place), as the baseline of
+    the next diff. Diffing parsed rows means the diff holds exactly what was stored (a
+    key ``1`` of a context is stored as ``"1"``) and shares nothing with the live models.
+    When events are not recorded no baseline is kept, and the first diff after recording
+    starts holds the whole row.
     """
     change: dict[str, Any] = {}
-    if wf_row is not None:
-        if diffs and (wf_diff := diff(wf._persisted or {}, wf_row)):
-            change["workflow"] = wf_diff
-            wf._persisted = apply(wf._persisted or {}, wf_diff)
-        elif not diffs:
+    if wf_body is not None:
+        if diffs:
+            row = loads(wf_body)
+            if wf_diff := diff(wf._persisted or {}, row):
+                change["workflow"] = wf_diff
+            wf._persisted = row
+        else:
             wf._persisted = None
     stage_diffs: dict[str, Any] = {}
-    for stage_id, row in rows.items():
+    for stage_id, body in bodies.items():
         stage = fx.stages[stage_id]
         if not diffs:
             stage._persisted = None
-        elif stage_diff := diff(stage._persisted or {}, row):
+            continue
+        row = loads(body)
+        if stage_diff := diff(stage._persisted or {}, row):
             stage_diffs[stage_id] = stage_diff
-            stage._persisted = apply(stage._persisted or {}, stage_diff)
+        stage._persisted = row
     if stage_diffs:
         change["stages"] = stage_diffs
     copies = []
     for stage in fx.new_stages:
-        stage._persisted = json.loads(added[stage.id]) if diffs else None
+        stage._persisted = loads(added[stage.id]) if diffs else None
         copies.append(stage._persisted)
     if diffs and added:
-        change["added"] = copies  # baselines are never changed in place (apply copies)
+        change["added"] = copies  # baselines are never changed in place
     return change
 
 

@@ -58,13 +58,17 @@ class PostgresTransaction(Transaction):
 
     # -- events ------------------------------------------------------------------------
 
-    def _insert_event_sql(self, event_table: str) -> str:
-        """``insert_event``, notifying the events channel of the log's schema."""
+    def _insert_event_rows(self, event_table: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement inserting every row, notifying the events channel of the log."""
         # event_table is "" (this schema) or '"<schema>".' (see PostgresEventStore).
         here: str | None = getattr(self.backend, "current_schema", None)
         schema = event_table[1:-2] if event_table else here
         channel = event_channel(schema).replace("'", "''")
-        return super()._insert_event_sql(event_table).replace("{ev_channel}", f"'{channel}'")
+        for start in range(0, len(rows), _EVENT_ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _EVENT_ROWS_PER_STATEMENT]
+            sql = _event_insert_sql(self.q["insert_event"], len(chunk))
+            sql = sql.replace("{ev}", event_table).replace("{ev_channel}", f"'{channel}'")
+            self.cur.execute(sql, [value for row in chunk for value in row])
 
     # -- workflows ---------------------------------------------------------------------
 
@@ -169,13 +173,28 @@ class PostgresTransaction(Transaction):
         return [msg_id for msg_id, _ in wanted if msg_id not in held]
 
 
+_EVENT_ROWS_PER_STATEMENT = 1000
+"""Rows of the log per insert (8 parameters each; a statement takes at most 65,535)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _event_insert_sql(insert_sql: str, count: int) -> str:
+    """The ``insert_event`` statement with ``count`` rows of values instead of one."""
+    return _values_rows(insert_sql, 8, count)
+
+
 @functools.lru_cache(maxsize=64)
 def _enqueue_rows(enqueue_sql: str, count: int) -> str:
     """The ``enqueue`` statement with ``count`` rows of values instead of one."""
+    return _values_rows(enqueue_sql, 11, count)
+
+
+def _values_rows(sql: str, width: int, count: int) -> str:
+    """``sql``, which inserts one ``VALUES`` row of ``width`` parameters, with ``count`` rows."""
     if count == 1:
-        return enqueue_sql
-    row = "(" + ", ".join(["%s"] * 11) + ")"
+        return sql
+    row = "(" + ", ".join(["%s"] * width) + ")"
     single = f"VALUES {row}"
-    if single not in enqueue_sql:  # pragma: no cover - guards an edit of queries.sql
-        raise RuntimeError("the enqueue query must insert one VALUES row of 11 parameters")
-    return enqueue_sql.replace(single, "VALUES " + ", ".join([row] * count))
+    if single not in sql:  # pragma: no cover - guards an edit of queries.sql
+        raise RuntimeError(f"the query must insert one VALUES row of {width} parameters")
+    return sql.replace(single, "VALUES " + ", ".join([row] * count))

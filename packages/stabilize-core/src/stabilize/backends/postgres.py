@@ -309,6 +309,7 @@ class PostgresBackend(Backend):
                     pipelined = _PipelinedCursor(cur, pipeline, self.queries)
                     tx.cur = pipelined
                     yield tx
+                    tx.flush_events()
                     pipelined.flush()
                 conn.commit()
             except BaseException:

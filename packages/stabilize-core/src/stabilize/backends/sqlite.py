@@ -207,6 +207,7 @@ class SqliteBackend(Backend):
             tx = Transaction(self, cur, self.queries, event_table=prefix)
             try:
                 yield tx
+                tx.flush_events()
                 cur.execute("COMMIT")
                 if self.checkpointer is not None:
                     self.checkpointer.committed(self.conn)

@@ -12,6 +12,8 @@ items only, and ``items`` when a list kept its length and only some of its objec
 from __future__ import annotations
 
 import copy
+from itertools import compress
+from operator import ne
 from typing import Any
 
 _MISSING: Any = object()
@@ -19,50 +21,54 @@ _MISSING: Any = object()
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """What changed from ``old`` to ``new`` (empty when nothing did)."""
-    get = old.get
-    touched = [key for key, value in new.items() if get(key, _MISSING) != value]
+    removed: list[str] = []
+    if len(old) == len(new) and (keys := list(new)) == list(old):
+        # The common case (two versions of one row): the same keys in the same order,
+        # compared pairwise in C.
+        touched = list(compress(keys, map(ne, old.values(), new.values())))
+    else:
+        get = old.get
+        touched = [key for key, value in new.items() if get(key, _MISSING) != value]
+        removed = [key for key in old if key not in new]
     out: dict[str, Any] = {}
-    if touched:
-        changed: dict[str, Any] = {}
-        nested: dict[str, Any] = {}
-        appended: dict[str, Any] = {}
-        items: dict[str, Any] = {}
-        for key in touched:
-            value = new[key]
-            before = get(key, _MISSING)
-            if isinstance(before, dict) and isinstance(value, dict):
-                nested[key] = diff(before, value)
-            elif isinstance(before, list) and isinstance(value, list):
-                if len(value) > len(before) and value[: len(before)] == before:
-                    appended[key] = value[len(before) :]
-                elif (per_item := _item_diffs(before, value)) is not None:
-                    items[key] = per_item
-                else:
-                    changed[key] = value
-            else:
-                changed[key] = value
-        if changed:
-            out["set"] = changed
-        if nested:
-            out["sub"] = nested
-        if appended:
-            out["append"] = appended
-        if items:
-            out["items"] = items
-    if old.keys() != new.keys() and (removed := [key for key in old if key not in new]):
+    changed: dict[str, Any] | None = None
+    nested: dict[str, Any] | None = None
+    appended: dict[str, Any] | None = None
+    items: dict[str, Any] | None = None
+    for key in touched:
+        value = new[key]
+        before = old.get(key, _MISSING)
+        if type(before) is dict and type(value) is dict:
+            if nested is None:
+                nested = out["sub"] = {}
+            nested[key] = diff(before, value)
+            continue
+        if type(before) is list and type(value) is list:
+            size = len(before)
+            if len(value) > size and value[:size] == before:
+                if appended is None:
+                    appended = out["append"] = {}
+                appended[key] = value[size:]
+                continue
+            if len(value) == size and (per_item := _item_diffs(before, value)) is not None:
+                if items is None:
+                    items = out["items"] = {}
+                items[key] = per_item
+                continue
+        if changed is None:
+            changed = out["set"] = {}
+        changed[key] = value
+    if removed:
         out["unset"] = removed
     return out
 
 
 def _item_diffs(old: list[Any], new: list[Any]) -> dict[str, Any] | None:
     """Diffs of the changed objects of two lists of one length (None: not that shape)."""
-    if len(old) != len(new):
-        return None
     out: dict[str, Any] = {}
-    for index, (before, after) in enumerate(zip(old, new, strict=True)):
-        if before == after:
-            continue
-        if not (isinstance(before, dict) and isinstance(after, dict)):
+    for index in compress(range(len(new)), map(ne, old, new)):
+        before, after = old[index], new[index]
+        if type(before) is not dict or type(after) is not dict:
             return None
         out[str(index)] = diff(before, after)
     return out
