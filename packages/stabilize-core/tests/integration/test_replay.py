@@ -236,7 +236,17 @@ def test_replay_is_exact_for_values_json_changes_or_nests_deeply(make_engine, ba
         return TaskResult.success(outputs={**outputs, "deep": deep}, context=context)
 
     engine.registry.register("awkward", awkward)
-    wf = Workflow.create("replay", "awkward", [stage("a", "awkward"), stage("b", "work", ("a",))])
+    # Two tasks: the stage's row is written again after the first put an int key in it.
+    first = StageExecution(
+        ref_id="a",
+        type="awkward",
+        name="a",
+        tasks=[
+            TaskExecution.create("a1", "awkward", stage_start=True),
+            TaskExecution.create("a2", "work", stage_end=True),
+        ],
+    )
+    wf = Workflow.create("replay", "awkward", [first, stage("b", "work", ("a",))])
     engine.run(wf)
     stored = engine.store.retrieve(wf.id)
     assert stored.status is S.SUCCEEDED

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -60,3 +61,11 @@ def test_a_list_of_objects_of_one_length_records_only_the_changed_fields() -> No
     change = diff({"tasks": [running, running]}, {"tasks": [running, done]})
     assert change == {"items": {"tasks": {"1": {"set": {"status": "SUCCEEDED", "end_time": 5}}}}}
     assert apply({"tasks": [running, running]}, change) == {"tasks": [running, done]}
+
+
+def test_a_diff_from_stored_json_to_a_live_value_replays_to_the_stored_json() -> None:
+    """A live key 1 is stored as "1": the diff removes and sets it; removals apply first."""
+    stored = {"outputs": {"1": "a", "n": 1}}
+    live: dict[str, Any] = {"outputs": {1: "a", "n": 2, None: True}}
+    change = json.loads(json.dumps(diff(stored, live)))
+    assert apply(stored, change) == json.loads(json.dumps(live))

@@ -173,13 +173,11 @@ class Transaction:
         self.cur.execute(self.q["load_stages"], (workflow_id,))
         stages = []
         for (body,) in self.cur.fetchall():
-            data = loads(body)
-            stage = StageExecution.from_dict(data)
-            stage._persisted = data
+            stage = StageExecution.from_dict(loads(body))
+            stage._written = body
             stages.append(stage)
-        data = loads(row[0])
-        wf = Workflow.from_dict(data, stages, row[1], row[2])
-        wf._persisted = data
+        wf = Workflow.from_dict(loads(row[0]), stages, row[1], row[2])
+        wf._written = row[0]
         return wf
 
     def insert_workflow(self, wf: Workflow, now: int) -> None:
@@ -187,15 +185,13 @@ class Transaction:
         wf.version = 1
         wf_body = dumps(wf.to_dict())
         stage_bodies = [dumps(s.to_dict()) for s in wf.stages]
-        if self.event_table is not None:
-            # The rows as written are the baselines of the first diffs, and the event
-            # reuses their encoding (never re-encoding the whole definition).
-            wf._persisted = loads(wf_body)
-            for stage, body in zip(wf.stages, stage_bodies, strict=True):
-                stage._persisted = loads(body)
-            data = {"workflow": wf._persisted, "stages": [s._persisted for s in wf.stages]}
-        else:  # for live listeners only
-            data = {"workflow": wf.to_dict(), "stages": [s.to_dict() for s in wf.stages]}
+        recording = self.event_table is not None
+        # The rows as written are the baselines of the first diffs, and the event reuses
+        # their encoding (never re-encoding the whole definition).
+        wf._written = wf_body if recording else None
+        for stage, body in zip(wf.stages, stage_bodies, strict=True):
+            stage._written = body if recording else None
+        data = {"workflow": wf.to_dict(), "stages": [s.to_dict() for s in wf.stages]}
         created = EventDraft(
             "workflow.created",
             "workflow",
@@ -249,22 +245,21 @@ class Transaction:
                     for s in fx.new_stages
                 ],
             )
-        bodies = {s.id: dumps(s.to_dict()) for s in fx.stages.values() if s.id not in added}
+        rows = {s.id: s.to_dict() for s in fx.stages.values() if s.id not in added}
+        bodies = {i: dumps(row) for i, row in rows.items()}
         if bodies:
             self.cur.executemany(
                 self.q["update_stage"],
                 [(fx.stages[i].status.value, body, i) for i, body in bodies.items()],
             )
-        wf_body = dumps(wf.to_dict()) if fx.workflow_changed else None
+        wf_row = wf.to_dict() if fx.workflow_changed else None
+        wf_body = dumps(wf_row) if wf_row is not None else None
         events = fx.events
-        change = _state_change(wf, wf_body, bodies, added, fx, diffs=recording)
+        change = _state_change(wf, wf_row, wf_body, rows, bodies, added, fx, diffs=recording)
         if change:
             # First in the transition: at the sequence of any lifecycle event, the state
-            # it announces is already there. The diffs hold parsed JSON only.
-            events = [
-                EventDraft("state.changed", "workflow", wf.id, change, dumps_plain(change)),
-                *events,
-            ]
+            # it announces is already there.
+            events = [EventDraft("state.changed", "workflow", wf.id, change), *events]
         self._record(wf, events, now)
         wf.version += 1
         if wf_body is not None:
@@ -520,7 +515,9 @@ def merge_event_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 def _state_change(
     wf: Workflow,
+    wf_row: dict[str, Any] | None,
     wf_body: str | None,
+    rows: dict[str, dict[str, Any]],
     bodies: dict[str, str],
     added: dict[str, str],
     fx: Effects,
@@ -530,41 +527,37 @@ def _state_change(
     """What a transition changed, as diffs of the rows: the event that makes replay exact.
 
     Only the changed keys are stored (never whole copies of a context), so the log grows
-    with the size of the changes. Each model keeps its last written row, parsed back from
-    the JSON written (``_persisted``: the models are changed in place), as the baseline of
-    the next diff. Diffing parsed rows means the diff holds exactly what was stored (a
-    key ``1`` of a context is stored as ``"1"``) and shares nothing with the live models.
-    When events are not recorded no baseline is kept, and the first diff after recording
-    starts holds the whole row.
+    with the size of the changes. Each model keeps the JSON of its row as last written
+    (``_written``: the models are changed in place) and each diff is taken from that
+    text, parsed, to the row as it is now. The text holds no objects for the garbage
+    collector to walk, and a diff taken from what was stored replays to what is stored:
+    where JSON changed a key (``1`` became ``"1"``) the diff both removes and sets it,
+    and :func:`stabilize.events.diff.apply` removes first. When events are not recorded
+    no baseline is kept, and the first diff after recording starts holds the whole row.
     """
     change: dict[str, Any] = {}
-    if wf_body is not None:
-        if diffs:
-            row = loads(wf_body)
-            if wf_diff := diff(wf._persisted or {}, row):
-                change["workflow"] = wf_diff
-            wf._persisted = row
-        else:
-            wf._persisted = None
+    if wf_row is not None:
+        if diffs and (wf_diff := diff(_parsed(wf._written), wf_row)):
+            change["workflow"] = wf_diff
+        wf._written = wf_body if diffs else None
     stage_diffs: dict[str, Any] = {}
-    for stage_id, body in bodies.items():
+    for stage_id, row in rows.items():
         stage = fx.stages[stage_id]
-        if not diffs:
-            stage._persisted = None
-            continue
-        row = loads(body)
-        if stage_diff := diff(stage._persisted or {}, row):
+        if diffs and (stage_diff := diff(_parsed(stage._written), row)):
             stage_diffs[stage_id] = stage_diff
-        stage._persisted = row
+        stage._written = bodies[stage_id] if diffs else None
     if stage_diffs:
         change["stages"] = stage_diffs
-    copies = []
     for stage in fx.new_stages:
-        stage._persisted = loads(added[stage.id]) if diffs else None
-        copies.append(stage._persisted)
+        stage._written = added[stage.id] if diffs else None
     if diffs and added:
-        change["added"] = copies  # baselines are never changed in place
+        change["added"] = [loads(added[stage.id]) for stage in fx.new_stages]
     return change
+
+
+def _parsed(written: str | None) -> dict[str, Any]:
+    """A baseline row: the JSON last written, parsed (empty when there is none)."""
+    return loads(written) if written is not None else {}
 
 
 class Backend(ABC):

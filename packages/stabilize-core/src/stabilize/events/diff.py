@@ -5,8 +5,9 @@ A diff only holds what changed: ``{"set": {key: new value}, "unset": [key, ...],
 diff}}}`` where ``sub`` is used when both sides of a key are objects, ``append`` when a
 list only grew at its end (a conversation, a log), so that growing lists cost their new
 items only, and ``items`` when a list kept its length and only some of its objects changed
-(a stage's tasks). Applying the diff of
-``old`` to ``new`` to a copy of ``old`` gives ``new`` exactly.
+(a stage's tasks). Applying the diff of ``old`` to ``new`` to a copy of ``old`` gives
+``new`` exactly, ``unset`` first: when ``new`` is a live value and ``old`` its JSON, a key
+JSON turned into a string (``1`` became ``"1"``) is both removed and set.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def apply(document: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     ``document`` is not changed, and the result shares nothing with ``change``.
     """
     out = dict(document)
+    # Removals first: a key JSON changed (1 stored as "1") is both removed and set.
+    for key in change.get("unset", ()):
+        out.pop(key, None)
     if "set" in change:
         for key, value in change["set"].items():
             out[key] = _copy(value)
@@ -105,6 +109,4 @@ def apply(document: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
             for index, sub in per_item.items():
                 listed[int(index)] = apply(listed[int(index)], sub)
             out[key] = listed
-    for key in change.get("unset", ()):
-        out.pop(key, None)
     return out

@@ -155,7 +155,9 @@ class StageExecution:
     _cancel_token: CancellationToken | None = field(default=None, repr=False, compare=False)
     _backend: Backend | None = field(default=None, repr=False, compare=False)
     _own_keys: frozenset[str] | None = field(default=None, repr=False, compare=False)
-    _persisted: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # The row as last written or read (JSON), the baseline of the diff that records what
+    # the next transition changes (see Transaction.save).
+    _written: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept any iterable (lists are common in user code) but keep a set, as the spec shows.

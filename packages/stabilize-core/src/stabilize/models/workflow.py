@@ -54,8 +54,9 @@ class Workflow:
     version: int = 0
     event_sequence: int = 0
     _index: GraphIndex | None = field(default=None, repr=False, compare=False)
-    # The row last written or read, to record what each transition changed (replay).
-    _persisted: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # The row as last written or read (JSON), the baseline of the diff that records what
+    # the next transition changes (see Transaction.save).
+    _written: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for stage in self.stages:
