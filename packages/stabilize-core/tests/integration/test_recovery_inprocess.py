@@ -7,6 +7,7 @@ RUNNING and its RunTask message leased to that worker. Then the worker "dies".
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -231,3 +232,29 @@ def test_message_at_max_attempts_still_runs(make_engine):
     assert engine.store.retrieve(wf.id).status is S.SUCCEEDED
     assert len(runs) == 1
     assert engine.count("dead_letters") == 0
+
+
+def test_acknowledging_several_messages_fences_each_and_locks_their_workflows(make_engine):
+    engine = make_engine()
+    engine.registry.register("work", lambda stage: TaskResult.success())
+    owner = "here:1:x"
+    workflows = [one_task_workflow() for _ in range(3)]
+    runs = []
+    for wf in workflows:
+        engine.store.store(wf)
+        engine.orchestrator.start(wf)
+        now = now_ms()
+        runs.append(crash_mid_task(engine, owner, now + 60_000, now))
+    moved = dataclasses.replace(runs[2], lease_token=runs[2].lease_token + 1)
+
+    with engine.backend.transaction() as tx:
+        acked = tx.ack_many([runs[0], runs[1], moved], owner)
+        assert acked == {runs[0].id, runs[1].id}  # the third lease is fenced off
+        for wf in workflows:
+            loaded = tx.workflow(wf.id)
+            assert loaded is not None
+            assert loaded.status is S.RUNNING
+        assert tx.ack_many([runs[0]], owner) == set()  # already acknowledged
+
+    kinds = [row[0] for row in lease_of(engine)]
+    assert kinds == [RUN_TASK]  # only the fenced message is left

@@ -387,6 +387,10 @@ class Transaction:
         self.cur.execute(self.q["ack"], (msg.id, msg.lease_token, owner))
         return bool(self.cur.rowcount == 1)
 
+    def ack_many(self, msgs: Sequence[ClaimedMessage], owner: str) -> set[int]:
+        """Acknowledge several claimed messages; return the ids whose lease still held."""
+        return {msg.id for msg in msgs if self.ack(msg, owner)}
+
     def delete_message(self, msg_id: int) -> None:
         """Delete a message regardless of its lease."""
         self.cur.execute(self.q["delete_message"], (msg_id,))

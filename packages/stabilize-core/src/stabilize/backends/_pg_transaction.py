@@ -158,6 +158,26 @@ class PostgresTransaction(Transaction):
         self.cur.execute(self.q["ack"], (msg.id, msg.lease_token, owner))
         return self.cur.fetchone() is not None
 
+    def ack_many(self, msgs: Sequence[ClaimedMessage], owner: str) -> set[int]:
+        """Acknowledge messages and lock their workflows in one statement (see :meth:`ack`).
+
+        The workflow rows are locked in the order of their ids, so two workers that
+        acknowledge messages of the same workflows cannot deadlock on them.
+        """
+        locking = [m for m in msgs if m.kind in _TRANSITION_KINDS]
+        if len(locking) < 2 or any(m.workflow_id in self.touched for m in locking):
+            return super().ack_many(msgs, owner)
+        self.cur.execute(
+            self.q["ack_many_and_lock"],
+            ([m.id for m in locking], [m.lease_token for m in locking], owner),
+        )
+        acked: set[int] = set()
+        for msg_id, workflow_id, version in self.cur.fetchall():
+            acked.add(int(msg_id))
+            self._versions[workflow_id] = version
+        others = [m for m in msgs if m.kind not in _TRANSITION_KINDS]
+        return acked | super().ack_many(others, owner)
+
     def extend_leases(
         self, owner: str, leases: Iterable[tuple[int, int]], lease_until: int
     ) -> list[int]:

@@ -341,8 +341,9 @@ class QueueProcessor:
         """
         with self.backend.transaction() as tx:
             batch = _Batch(tx, self.owner, self.lease_ms, capacity, now)
+            acked = tx.ack_many([item.flight.msg for item in finished], self.owner)
             for item in finished:
-                self._commit_result(batch, item)
+                self._commit_result(batch, item, item.flight.msg.id in acked)
             budget = capacity - len(batch.pending)
             if budget > 0:
                 until = now + self.lease_ms
@@ -368,10 +369,11 @@ class QueueProcessor:
         self.commits += 1
         return batch.done, batch.dispatch
 
-    def _commit_result(self, batch: _Batch, item: Finished) -> None:
+    def _commit_result(self, batch: _Batch, item: Finished, acked: bool) -> None:
+        """Apply a finished task's result whose message was acknowledged (``acked``)."""
         msg = item.flight.msg
         outcome = to_outcome(item, self.config, batch.now, self._random.random)
-        if not batch.tx.ack(msg, self.owner):
+        if not acked:
             # Its workflow ended (and dropped it) or another worker adopted it.
             log.info("message %s is no longer leased to us; result dropped", msg.id)
             return

@@ -47,6 +47,25 @@ WITH acked AS (
 )
 SELECT (SELECT version FROM workflows WHERE id = acked.workflow_id FOR UPDATE) FROM acked;
 
+-- name: ack_many_and_lock
+-- ack_and_lock for several messages: (ids, lease tokens, owner). Returns one row per
+-- message whose lease still held: its id, its workflow and the workflow's version (NULL if
+-- the workflow is gone). Workflow rows are locked in id order (no deadlock between
+-- workers acknowledging messages of the same workflows).
+WITH acked AS (
+    DELETE FROM queue_messages m
+    USING unnest(%s::bigint[], %s::bigint[]) AS a(id, token)
+    WHERE m.id = a.id AND m.lease_token = a.token AND m.lease_owner = %s
+    RETURNING m.id, m.workflow_id
+), locked AS (
+    SELECT id, version FROM workflows
+    WHERE id IN (SELECT workflow_id FROM acked)
+    ORDER BY id
+    FOR UPDATE
+)
+SELECT acked.id, acked.workflow_id, locked.version
+FROM acked LEFT JOIN locked ON locked.id = acked.workflow_id;
+
 -- name: ack
 -- Returns the id when the lease still held (the fence), so that a pipelined transaction
 -- reads the outcome without a separate row count.
