@@ -164,8 +164,10 @@ class PostgresTransaction(Transaction):
         The workflow rows are locked in the order of their ids, so two workers that
         acknowledge messages of the same workflows cannot deadlock on them.
         """
-        locking = [m for m in msgs if m.kind in _TRANSITION_KINDS]
-        if len(locking) < 2 or any(m.workflow_id in self.touched for m in locking):
+        locking = [
+            m for m in msgs if m.kind in _TRANSITION_KINDS and m.workflow_id not in self.touched
+        ]
+        if len(locking) < 2:
             return super().ack_many(msgs, owner)
         self.cur.execute(
             self.q["ack_many_and_lock"],
@@ -175,7 +177,8 @@ class PostgresTransaction(Transaction):
         for msg_id, workflow_id, version in self.cur.fetchall():
             acked.add(int(msg_id))
             self._versions[workflow_id] = version
-        others = [m for m in msgs if m.kind not in _TRANSITION_KINDS]
+        batched = {m.id for m in locking}
+        others = [m for m in msgs if m.id not in batched]
         return acked | super().ack_many(others, owner)
 
     def extend_leases(

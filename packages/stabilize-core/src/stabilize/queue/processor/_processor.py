@@ -350,6 +350,9 @@ class QueueProcessor:
                 claimed = tx.claim(
                     self.owner, now, until, min(budget, self.config.claim_batch_size)
                 )
+                # Messages settled here are acknowledged together (claimed just now, so
+                # their leases hold).
+                tx.ack_many([m for m in claimed if m.kind in _INLINE_KINDS], self.owner)
                 batch.pending.extend(claimed)
             while batch.next < len(batch.pending):
                 msg = batch.pending[batch.next]
@@ -361,7 +364,7 @@ class QueueProcessor:
                         continue
                 elif msg.kind in (ACQUIRE_MUTEX, RELEASE_MUTEX):
                     self._mutex(batch, msg)
-                elif msg.kind in (START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW, SIGNAL_TIMEOUT):
+                elif msg.kind in _INLINE_KINDS:
                     self._inline(batch, msg)
                 else:
                     tx.dead_letter(msg, f"unknown message kind {msg.kind!r}", now)
@@ -390,8 +393,7 @@ class QueueProcessor:
         batch.save(wf, fx)
 
     def _inline(self, batch: _Batch, msg: ClaimedMessage) -> None:
-        """Apply a message whose transition needs no user code, in this transaction."""
-        batch.tx.ack(msg, self.owner)
+        """Apply a message (acknowledged) whose transition needs no user code, here."""
         wf = batch.tx.workflow(msg.workflow_id)
         if wf is None:
             return
@@ -609,6 +611,10 @@ class QueueProcessor:
         if runner is not None:
             with contextlib.suppress(Exception):
                 runner.shutdown(wait=False)
+
+
+_INLINE_KINDS = frozenset({START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW, SIGNAL_TIMEOUT})
+"""Message kinds whose transition the processor applies in its own transaction."""
 
 
 class _Batch:
