@@ -1,4 +1,4 @@
-"""The pipelined cursor of PostgreSQL write transactions, which defers row updates."""
+"""The pipelined cursor of PostgreSQL write transactions, which gathers the writes."""
 
 from __future__ import annotations
 
@@ -9,77 +9,96 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
+MESSAGE_COLUMNS = 12
+"""Values of a deferred message row: id, then the columns of the ``enqueue`` query."""
+
+EVENT_COLUMNS = 8
+"""Values of a deferred row of the event log (see :func:`stabilize.backends._base.event_row`)."""
+
 
 class _PipelinedCursor:
     """A cursor of a connection in pipeline mode, for :class:`Transaction`.
 
     Statements are sent without waiting for their results; reading a result (``fetchone``,
     ``fetchall``, ``rowcount``) sends what is queued and waits for it. A transaction so
-    waits for the server only where it needs an answer (a version to check, an id, a lease
-    that still holds) instead of after every statement.
+    waits for the server only where it needs an answer (a version to check, a lease that
+    still holds, what a claim took) instead of after every statement.
 
-    The row updates of one transition (``update_stage`` for its changed stages, then
-    ``update_workflow`` or ``bump_workflow``) are *deferred*: they go out as ``WITH``
-    clauses of the statement that inserts the messages the transition produced
-    (:meth:`execute_absorbing`), or as one statement of their own before any other
-    statement and at the end of the transaction. So they run in the order they were issued
-    relative to every other statement, and one statement never changes a row twice.
+    The writes of transitions are *gathered* rather than sent: stage rows
+    (``update_stage``), workflow rows (``update_workflow``, ``bump_workflow``), new
+    messages (:meth:`defer_messages`) and rows of the event log (:meth:`defer_events`).
+    They go out together as one statement (:func:`write_statement`, the same text every
+    time, so the server prepares it once) before any other statement and at the end of
+    the transaction. Every other statement therefore sees them, as if they had been sent
+    one by one. A row written twice is written once with its last values (a workflow bumped
+    after a full update keeps the body of that update), so one statement never changes a
+    row twice.
     """
 
     def __init__(
-        self, cur: psycopg.Cursor[Any], pipeline: psycopg.Pipeline, queries: dict[str, str]
+        self,
+        cur: psycopg.Cursor[Any],
+        pipeline: psycopg.Pipeline,
+        queries: dict[str, str],
+        write_sql: str,
     ) -> None:
         self._cur = cur
         self._pipeline = pipeline
         self._update_stage = queries["update_stage"]
-        self._workflow_writes = (queries["update_workflow"], queries["bump_workflow"])
-        self._deferred: list[tuple[str, Sequence[Any]]] = []
-        self._workflow_deferred = False
+        self._update_workflow = queries["update_workflow"]
+        self._bump_workflow = queries["bump_workflow"]
+        self._write_sql = write_sql
+        self._stages: dict[str, tuple[Any, Any]] = {}
+        self._workflows: dict[str, list[Any]] = {}
+        self._messages: list[Sequence[Any]] = []
+        self._events: list[Sequence[Any]] = []
+
+    def defer_messages(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Gather rows of new messages (:data:`MESSAGE_COLUMNS` values each)."""
+        self._messages.extend(rows)
+
+    def defer_events(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Gather rows of the event log (:data:`EVENT_COLUMNS` values each)."""
+        self._events.extend(rows)
 
     def flush(self) -> None:
-        """Send the deferred writes (as one statement)."""
-        if not self._deferred:
+        """Send the gathered writes (as one statement, not waited for)."""
+        if not (self._stages or self._workflows or self._messages or self._events):
             return
-        *head, (last_sql, last_params) = self._deferred
-        self._deferred = []
-        self._workflow_deferred = False
-        if not head:
-            self._cur.execute(last_sql, last_params)
-            return
-        sql = _with_clauses(tuple(h for h, _ in head), last_sql)
-        self._cur.execute(sql, [p for _, params in head for p in params] + list(last_params))
-
-    def execute_absorbing(self, sql: str, params: Sequence[Any]) -> Any:
-        """Run ``sql`` (a ``WITH`` statement) with the deferred writes as leading clauses.
-
-        Only for statements that do not touch the deferred rows (stages and workflows):
-        data-modifying ``WITH`` clauses run once, to completion, on the statement's
-        snapshot, which the main statement therefore must not need to see.
-        """
-        if not self._deferred:
-            return self._cur.execute(sql, params)
-        deferred, self._deferred = self._deferred, []
-        self._workflow_deferred = False
-        merged = _with_clauses(tuple(d for d, _ in deferred), sql)
-        return self._cur.execute(merged, [p for _, ps in deferred for p in ps] + list(params))
+        stages, self._stages = self._stages, {}
+        workflows, self._workflows = self._workflows, {}
+        messages, self._messages = self._messages, []
+        events, self._events = self._events, []
+        params: list[Any] = [list(stages)]
+        params += [list(column) for column in _columns(list(stages.values()), 2)]
+        params.append(list(workflows))
+        params += [list(column) for column in _columns(list(workflows.values()), 5)]
+        params += [list(column) for column in _columns(messages, MESSAGE_COLUMNS)]
+        params += [list(column) for column in _columns(events, EVENT_COLUMNS)]
+        self._cur.execute(self._write_sql, params)
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
-        if sql in self._workflow_writes and not self._workflow_deferred:
-            self._deferred.append((sql, params))  # closes this transition's group
-            self._workflow_deferred = True
+        if sql == self._bump_workflow:
+            version, updated_at, event_seq, workflow_id = params
+            entry = self._workflows.get(workflow_id)
+            if entry is None:
+                self._workflows[workflow_id] = [None, None, version, updated_at, event_seq]
+            else:  # keeps the status and body of an earlier full update
+                entry[2:] = [version, updated_at, event_seq]
+            return None
+        if sql == self._update_workflow:
+            status, body, version, updated_at, event_seq, workflow_id = params
+            self._workflows[workflow_id] = [status, body, version, updated_at, event_seq]
             return None
         self.flush()
         return self._cur.execute(sql, params)
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any:
-        self.flush()
         if sql == self._update_stage:
-            rows = list(params)
-            if rows:
-                # Opens a transition's group: (status, body, id) rows, one statement.
-                values = [v for status, body, stage_id in rows for v in (stage_id, status, body)]
-                self._deferred.append((_stage_updates(len(rows)), values))
+            for status, body, stage_id in params:
+                self._stages[stage_id] = (status, body)
             return None
+        self.flush()
         return self._cur.executemany(sql, params)
 
     def fetchone(self) -> Any:
@@ -95,26 +114,59 @@ class _PipelinedCursor:
         return self._cur.rowcount
 
 
-@functools.lru_cache(maxsize=256)
-def _with_clauses(writes: tuple[str, ...], statement: str) -> str:
-    """``statement`` preceded by ``writes`` as data-modifying ``WITH`` clauses."""
-    clauses = ", ".join(f"deferred_{i} AS ({_uncommented(w)})" for i, w in enumerate(writes))
-    statement = _uncommented(statement)
-    if statement.startswith("WITH "):
-        return f"WITH {clauses}, {statement[len('WITH ') :]}"
-    return f"WITH {clauses} {statement}"
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[tuple[Any, ...]]:
+    """The columns of ``rows`` (``width`` empty columns when there are none)."""
+    if not rows:
+        return [()] * width
+    return list(zip(*rows, strict=True))
 
 
-def _uncommented(sql: str) -> str:
-    """``sql`` without its ``--`` comment lines."""
-    return "\n".join(ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")).strip()
+@functools.lru_cache(maxsize=16)
+def write_statement(queue_channel: str, event_table: str, event_channel: str) -> str:
+    """The statement that sends a transaction's gathered writes (see :class:`_PipelinedCursor`).
 
-
-@functools.lru_cache(maxsize=64)
-def _stage_updates(count: int) -> str:
-    """An update of ``count`` stage rows, parameters ``(id, status, body)`` per row."""
-    rows = ", ".join(["(%s, %s, %s)"] * count)
-    return (
-        "UPDATE stages SET status = v.status, body = v.body "
-        f"FROM (VALUES {rows}) AS v (id, status, body) WHERE stages.id = v.id"
-    )
+    Parameters, in order: stage ids, statuses, bodies; workflow ids, statuses (NULL: keep),
+    bodies (NULL: keep), versions, update times, event sequences; the
+    :data:`MESSAGE_COLUMNS` columns of the new messages; the :data:`EVENT_COLUMNS` columns
+    of the rows of the log at ``event_table`` (a schema prefix; ``""``: this schema). It
+    notifies ``queue_channel`` when a message was left for any worker to claim, and
+    ``event_channel`` with the id of each workflow whose events it recorded. The arrays go
+    in binary (``%b``): psycopg escapes text arrays character by character otherwise.
+    """
+    channel = queue_channel.replace("'", "''")
+    ev_channel = event_channel.replace("'", "''")
+    return f"""
+WITH written_stages AS (
+    UPDATE stages SET status = v.status, body = v.body
+    FROM unnest(%b::text[], %b::text[], %b::text[]) AS v (id, status, body)
+    WHERE stages.id = v.id
+), written_workflows AS (
+    UPDATE workflows SET
+        status = COALESCE(v.status, workflows.status),
+        body = COALESCE(v.body, workflows.body),
+        version = v.version, updated_at = v.updated_at, event_seq = v.event_seq
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[])
+        AS v (id, status, body, version, updated_at, event_seq)
+    WHERE workflows.id = v.id
+), queued AS (
+    INSERT INTO queue_messages
+        (id, workflow_id, kind, stage_id, task_id, payload, deliver_at, attempts, lease_owner,
+         lease_token, lease_until, created_at)
+    SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
+        %b::text[], %b::bigint[], %b::int[], %b::text[], %b::bigint[], %b::bigint[],
+        %b::bigint[])
+    RETURNING lease_owner
+), recorded AS (
+    INSERT INTO {event_table}events
+        (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data,
+         last_sequence)
+    SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],
+        %b::bigint[], %b::text[], %b::bigint[])
+    RETURNING workflow_id
+)
+SELECT pg_notify('{channel}', '') FROM (SELECT 1 FROM queued WHERE lease_owner IS NULL
+    LIMIT 1) AS waiting
+UNION ALL
+SELECT pg_notify('{ev_channel}', workflow_id) FROM (SELECT DISTINCT workflow_id
+    FROM recorded) AS changed
+"""

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stabilize._json import dumps
+from stabilize._json import dumps, loads
 from stabilize.backends._base import Backend, Cursor, Transaction
 from stabilize.backends._pg_connection import event_channel
-from stabilize.backends._pg_cursor import _PipelinedCursor
+from stabilize.backends._pg_cursor import _PipelinedCursor, write_statement
 from stabilize.engine.messages import (
     CANCEL_WORKFLOW,
     RUN_TASK,
@@ -37,10 +35,13 @@ class PostgresTransaction(Transaction):
       StartWorkflow, StageDeadline, CancelWorkflow) also locks the workflow row and reads its
       version in the same statement; :meth:`workflow` then uses that version instead of
       locking the row again;
-    - the messages of one :meth:`enqueue` are one statement, not waited for unless one is
-      leased to the caller; in a write transaction it also carries the row updates of the
-      transition that produced them (deferred by the cursor, see :class:`_PipelinedCursor`),
-      so :meth:`Transaction.save` and the enqueue that follows it are one statement;
+    - :meth:`ack_many` acknowledges the messages of a step and locks their workflows in one
+      statement;
+    - the writes of every transition (stage and workflow rows, new messages, rows of the
+      event log) are gathered by the cursor and sent as one statement before the next
+      statement that is not a write, and at commit (see :class:`_PipelinedCursor`); new
+      messages get their ids from a block the backend reserved, so a message leased to
+      the caller on insert needs no answer from the server either;
     - lease renewals are one statement.
     """
 
@@ -59,16 +60,22 @@ class PostgresTransaction(Transaction):
     # -- events ------------------------------------------------------------------------
 
     def _insert_event_rows(self, event_table: str, rows: list[tuple[Any, ...]]) -> None:
-        """One statement inserting every row, notifying the events channel of the log."""
+        """Gather the rows of the log with the transaction's other writes."""
+        self._pipelined().defer_events(rows)
+
+    def write_statement(self) -> str:
+        """The statement that sends this transaction's gathered writes."""
+        event_table = self.event_table or ""
         # event_table is "" (this schema) or '"<schema>".' (see PostgresEventStore).
         here: str | None = getattr(self.backend, "current_schema", None)
         schema = event_table[1:-2] if event_table else here
-        channel = event_channel(schema).replace("'", "''")
-        for start in range(0, len(rows), _EVENT_ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _EVENT_ROWS_PER_STATEMENT]
-            sql = _event_insert_sql(self.q["insert_event"], len(chunk))
-            sql = sql.replace("{ev}", event_table).replace("{ev_channel}", f"'{channel}'")
-            self.cur.execute(sql, [value for row in chunk for value in row])
+        queue_channel: str = getattr(self.backend, "channel", "")
+        return write_statement(queue_channel, event_table, event_channel(schema))
+
+    def _pipelined(self) -> _PipelinedCursor:
+        if not isinstance(self.cur, _PipelinedCursor):  # pragma: no cover - a misuse
+            raise TypeError("writes need the pipelined cursor of a write transaction")
+        return self.cur
 
     # -- workflows ---------------------------------------------------------------------
 
@@ -101,40 +108,47 @@ class PostgresTransaction(Transaction):
         """Insert messages; up to ``lease_limit`` due ones are inserted leased to the owner."""
         if not messages:
             return []
-        params: list[Any] = []
-        leased: list[bool] = []
-        for m in messages:
-            lease = lease_owner is not None and m.delay_ms <= 0 and sum(leased) < lease_limit
-            leased.append(lease)
-            params += (
-                m.workflow_id,
-                m.kind,
-                m.stage_id,
-                m.task_id,
-                dumps(m.payload),
-                now + max(0, m.delay_ms),
-                1 if lease else 0,
-                lease_owner if lease else None,
-                1 if lease else 0,
-                lease_until if lease else None,
-                now,
+        ids = self._message_ids(len(messages))
+        rows: list[tuple[Any, ...]] = []
+        claimed: list[ClaimedMessage] = []
+        for msg_id, m in zip(ids, messages, strict=True):
+            lease = lease_owner is not None and m.delay_ms <= 0 and len(claimed) < lease_limit
+            rows.append(
+                (
+                    msg_id,
+                    m.workflow_id,
+                    m.kind,
+                    m.stage_id,
+                    m.task_id,
+                    dumps(m.payload),
+                    now + max(0, m.delay_ms),
+                    1 if lease else 0,
+                    lease_owner if lease else None,
+                    1 if lease else 0,
+                    lease_until if lease else None,
+                    now,
+                )
             )
-        sql = _enqueue_rows(self.q["enqueue"], len(messages))
-        if isinstance(self.cur, _PipelinedCursor):
-            # The writes of the transition that produced these messages go with them.
-            self.cur.execute_absorbing(sql, params)
-        else:
-            self.cur.execute(sql, params)
-        if not any(leased):
-            return []  # nothing to read back: the statement is not waited for
-        # Ids come from the sequence in the order of the rows, so ascending ids map back
-        # onto the messages in order.
-        ids = sorted(int(r[0]) for r in self.cur.fetchall())
-        return [
-            ClaimedMessage(msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1)
-            for msg_id, m, lease in zip(ids, messages, leased, strict=True)
-            if lease
-        ]
+            if lease:
+                claimed.append(
+                    ClaimedMessage(
+                        msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1
+                    )
+                )
+        self._pipelined().defer_messages(rows)
+        return claimed
+
+    def _message_ids(self, count: int) -> list[int]:
+        """``count`` unused ids of the queue's sequence (reserved by the backend in blocks)."""
+        take = getattr(self.backend, "take_message_ids", None)
+        if take is None:  # pragma: no cover - a PostgresTransaction outside PostgresBackend
+            raise TypeError("message ids come from a PostgresBackend")
+        ids: list[int] = take(count, self._reserve_message_ids)
+        return ids
+
+    def _reserve_message_ids(self, count: int) -> list[int]:
+        self.cur.execute(self.q["reserve_message_ids"], (count,))
+        return [int(r[0]) for r in self.cur.fetchall()]
 
     def claim(self, owner: str, now: int, lease_until: int, limit: int) -> list[ClaimedMessage]:
         """Lease up to ``limit`` due messages whose lease is free or expired (one statement)."""
@@ -142,9 +156,7 @@ class PostgresTransaction(Transaction):
             return []
         self.cur.execute(self.q["claim"], (now, now, limit, owner, lease_until))
         rows = sorted(self.cur.fetchall(), key=lambda r: (r[8], r[0]))
-        return [
-            ClaimedMessage(r[0], r[2], r[1], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows
-        ]
+        return [ClaimedMessage(r[0], r[2], r[1], r[3], r[4], loads(r[5]), r[6], r[7]) for r in rows]
 
     def ack(self, msg: ClaimedMessage, owner: str) -> bool:
         """Delete a claimed message if this owner still holds its lease (the fence)."""
@@ -194,30 +206,3 @@ class PostgresTransaction(Transaction):
         )
         held = {int(r[0]) for r in self.cur.fetchall()}
         return [msg_id for msg_id, _ in wanted if msg_id not in held]
-
-
-_EVENT_ROWS_PER_STATEMENT = 1000
-"""Rows of the log per insert (8 parameters each; a statement takes at most 65,535)."""
-
-
-@functools.lru_cache(maxsize=64)
-def _event_insert_sql(insert_sql: str, count: int) -> str:
-    """The ``insert_event`` statement with ``count`` rows of values instead of one."""
-    return _values_rows(insert_sql, 8, count)
-
-
-@functools.lru_cache(maxsize=64)
-def _enqueue_rows(enqueue_sql: str, count: int) -> str:
-    """The ``enqueue`` statement with ``count`` rows of values instead of one."""
-    return _values_rows(enqueue_sql, 11, count)
-
-
-def _values_rows(sql: str, width: int, count: int) -> str:
-    """``sql``, which inserts one ``VALUES`` row of ``width`` parameters, with ``count`` rows."""
-    if count == 1:
-        return sql
-    row = "(" + ", ".join(["%s"] * width) + ")"
-    single = f"VALUES {row}"
-    if single not in sql:  # pragma: no cover - guards an edit of queries.sql
-        raise RuntimeError(f"the query must insert one VALUES row of {width} parameters")
-    return sql.replace(single, "VALUES " + ", ".join([row] * count))

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +83,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("stabilize.postgres")
+
+MESSAGE_ID_BLOCK = 256
+"""Queue message ids a process reserves from the sequence at a time."""
 
 
 class PostgresBackend(Backend):
@@ -174,6 +177,8 @@ class PostgresBackend(Backend):
         self._waiting: set[_Listener] = set()
         self._listeners_lock = threading.Lock()
         self._idle = threading.Condition()
+        self._message_ids: list[int] = []
+        self._message_ids_lock = threading.Lock()
         # Fail fast with the server's own message (bad host, password, database) instead of
         # a pool timeout: open one connection first.
         self.connect().close()
@@ -190,6 +195,21 @@ class PostgresBackend(Backend):
         )
         # A backend nobody closed is released when its last store or queue goes away.
         self._finalizer = weakref.finalize(self, _release, self.pool, self._listeners)
+
+    def take_message_ids(self, count: int, reserve: Callable[[int], list[int]]) -> list[int]:
+        """``count`` ids for new queue messages, from a block this process reserved.
+
+        The ids come from the queue's sequence (``reserve(n)`` takes ``n`` more of it,
+        :data:`MESSAGE_ID_BLOCK` at a time), so a transaction names the messages it inserts
+        without waiting for the server to number them. Ids of a block this process does
+        not use are never used.
+        """
+        with self._message_ids_lock:
+            if len(self._message_ids) < count:
+                self._message_ids += reserve(max(count - len(self._message_ids), MESSAGE_ID_BLOCK))
+            taken = self._message_ids[:count]
+            del self._message_ids[:count]
+        return taken
 
     # -- connections ------------------------------------------------------------------
 
@@ -306,7 +326,7 @@ class PostgresBackend(Backend):
             tx = PostgresTransaction(self, cur, self.queries)
             try:
                 with conn.pipeline() as pipeline:
-                    pipelined = _PipelinedCursor(cur, pipeline, self.queries)
+                    pipelined = _PipelinedCursor(cur, pipeline, self.queries, tx.write_statement())
                     tx.cur = pipelined
                     yield tx
                     tx.flush_events()

@@ -26,17 +26,10 @@ UPDATE workflows SET version = %s, updated_at = %s, event_seq = %s WHERE id = %s
 -- name: update_stage
 UPDATE stages SET status = %s, body = %s WHERE id = %s;
 
--- name: enqueue
--- A message nobody leased on insert wakes idle workers (delivered at commit, deduplicated).
--- The backend repeats the VALUES row to insert several messages with one statement.
-WITH inserted AS (
-    INSERT INTO queue_messages
-        (workflow_id, kind, stage_id, task_id, payload, deliver_at, attempts, lease_owner,
-         lease_token, lease_until, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    RETURNING id, lease_owner
-)
-SELECT id, CASE WHEN lease_owner IS NULL THEN pg_notify('{channel}', '') END FROM inserted;
+-- name: reserve_message_ids
+-- Ids for new queue messages, taken from the queue's sequence in blocks (the inserts go
+-- with the transaction's other writes, see _pg_cursor.write_statement).
+SELECT nextval(pg_get_serial_sequence('queue_messages', 'id')) FROM generate_series(1, %s);
 
 -- name: ack_and_lock
 -- Acknowledge a message and lock its workflow row (as workflow_version does), returning
@@ -139,18 +132,6 @@ SELECT count(*) FROM queue_messages WHERE deliver_at <= %s AND (lease_until IS N
 
 -- name: workflow_exists
 SELECT 1 FROM workflows WHERE id = %s;
-
--- name: insert_event
--- Also notifies the events channel of the log's schema with the workflow id (sent at
--- commit; identical notifications of one transaction are sent once), which wakes streams
--- in other processes ({ev_channel} is that channel, as a literal).
-WITH inserted AS (
-    INSERT INTO {ev}events
-    (workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-    RETURNING workflow_id
-)
-SELECT pg_notify({ev_channel}, workflow_id) FROM inserted;
 
 -- name: delete_workflow
 DELETE FROM workflows WHERE id = %s;
