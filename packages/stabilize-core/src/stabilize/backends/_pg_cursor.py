@@ -6,14 +6,10 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from stabilize.backends._pg_arrays import BigintArray, TextArray
+
 if TYPE_CHECKING:
     import psycopg
-
-MESSAGE_COLUMNS = 12
-"""Values of a deferred message row: id, then the columns of the ``enqueue`` query."""
-
-EVENT_COLUMNS = 8
-"""Values of a deferred row of the event log (see :func:`stabilize.backends._base.event_row`)."""
 
 
 class _PipelinedCursor:
@@ -54,11 +50,11 @@ class _PipelinedCursor:
         self._events: list[Sequence[Any]] = []
 
     def defer_messages(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Gather rows of new messages (:data:`MESSAGE_COLUMNS` values each)."""
+        """Gather rows of new messages (id, then the columns of ``queue_messages``)."""
         self._messages.extend(rows)
 
     def defer_events(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Gather rows of the event log (:data:`EVENT_COLUMNS` values each)."""
+        """Gather rows of the event log (see :func:`stabilize.backends._base.event_row`)."""
         self._events.extend(rows)
 
     def flush(self) -> None:
@@ -69,12 +65,12 @@ class _PipelinedCursor:
         workflows, self._workflows = self._workflows, {}
         messages, self._messages = self._messages, []
         events, self._events = self._events, []
-        params: list[Any] = [list(stages)]
-        params += [list(column) for column in _columns(list(stages.values()), 2)]
-        params.append(list(workflows))
-        params += [list(column) for column in _columns(list(workflows.values()), 5)]
-        params += [list(column) for column in _columns(messages, MESSAGE_COLUMNS)]
-        params += [list(column) for column in _columns(events, EVENT_COLUMNS)]
+        params: list[Any] = [TextArray(stages)]
+        params += _arrays(list(stages.values()), _STAGE_TYPES)
+        params.append(TextArray(workflows))
+        params += _arrays(list(workflows.values()), _WORKFLOW_TYPES)
+        params += _arrays(messages, _MESSAGE_TYPES)
+        params += _arrays(events, _EVENT_TYPES)
         self._cur.execute(self._write_sql, params)
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
@@ -114,11 +110,39 @@ class _PipelinedCursor:
         return self._cur.rowcount
 
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[tuple[Any, ...]]:
-    """The columns of ``rows`` (``width`` empty columns when there are none)."""
+_STAGE_TYPES = (TextArray, TextArray)  # status, body
+_WORKFLOW_TYPES = (TextArray, TextArray, BigintArray, BigintArray, BigintArray)
+_MESSAGE_TYPES = (
+    BigintArray,  # id
+    TextArray,  # workflow_id
+    TextArray,  # kind
+    TextArray,  # stage_id
+    TextArray,  # task_id
+    TextArray,  # payload
+    BigintArray,  # deliver_at
+    BigintArray,  # attempts
+    TextArray,  # lease_owner
+    BigintArray,  # lease_token
+    BigintArray,  # lease_until
+    BigintArray,  # created_at
+)
+_EVENT_TYPES = (
+    TextArray,  # workflow_id
+    BigintArray,  # sequence
+    TextArray,  # event_type
+    TextArray,  # entity_type
+    TextArray,  # entity_id
+    BigintArray,  # timestamp
+    TextArray,  # data
+    BigintArray,  # last_sequence
+)
+
+
+def _arrays(rows: Sequence[Sequence[Any]], types: tuple[type[list[Any]], ...]) -> list[Any]:
+    """The columns of ``rows``, each as an array of its type (empty when there are none)."""
     if not rows:
-        return [()] * width
-    return list(zip(*rows, strict=True))
+        return [kind() for kind in types]
+    return [kind(column) for kind, column in zip(types, zip(*rows, strict=True), strict=True)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -126,12 +150,12 @@ def write_statement(queue_channel: str, event_table: str, event_channel: str) ->
     """The statement that sends a transaction's gathered writes (see :class:`_PipelinedCursor`).
 
     Parameters, in order: stage ids, statuses, bodies; workflow ids, statuses (NULL: keep),
-    bodies (NULL: keep), versions, update times, event sequences; the
-    :data:`MESSAGE_COLUMNS` columns of the new messages; the :data:`EVENT_COLUMNS` columns
-    of the rows of the log at ``event_table`` (a schema prefix; ``""``: this schema). It
-    notifies ``queue_channel`` when a message was left for any worker to claim, and
-    ``event_channel`` with the id of each workflow whose events it recorded. The arrays go
-    in binary (``%b``): psycopg escapes text arrays character by character otherwise.
+    bodies (NULL: keep), versions, update times, event sequences; the 12 columns of the
+    new messages (id first); the 8 columns of the rows of the log at ``event_table`` (a
+    schema prefix; ``""``: this schema). It notifies ``queue_channel`` when a message was
+    left for any worker to claim, and ``event_channel`` with the id of each workflow whose
+    events it recorded. The arrays go in binary (``%b``, see
+    :mod:`stabilize.backends._pg_arrays`).
     """
     channel = queue_channel.replace("'", "''")
     ev_channel = event_channel.replace("'", "''")

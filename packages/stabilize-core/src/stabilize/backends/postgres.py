@@ -159,6 +159,10 @@ class PostgresBackend(Backend):
         require_psycopg()
         from psycopg_pool import ConnectionPool
 
+        from stabilize.backends._pg_arrays import register
+
+        register()
+
         super().__init__()
         self.url = url
         self.schema = check_schema_name(schema)
