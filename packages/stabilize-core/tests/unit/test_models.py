@@ -424,3 +424,61 @@ def test_get_context_merges_all_outputs_in_topological_order() -> None:
         context={"not": "included"},
     )
     assert wf.get_context() == {"k": "c", "kb": 1, "ka": 1}
+
+
+def test_stored_rows_leave_out_defaults_and_read_back_every_field() -> None:
+    from stabilize.models.stage import JoinType, MultiInstanceConfig, SplitType, StragglerPolicy
+
+    plain = StageExecution(
+        ref_id="a", type="work", name="a", tasks=[TaskExecution.create("a", "work")]
+    )
+    row = plain.to_row()
+    assert set(row) == {
+        "id", "ref_id", "type", "name", "status", "context", "outputs", "tasks",
+        "start_time", "end_time",
+    }  # fmt: skip
+    assert set(row["tasks"][0]) == {
+        "id", "name", "implementing_class", "status", "start_time", "end_time",
+    }  # fmt: skip
+    assert StageExecution.from_dict(row).to_dict() == plain.to_dict()
+
+    task = TaskExecution.create("t", "work", stage_start=True, stage_end=True)
+    task.loop_start = task.loop_end = True
+    task.task_exception_details = {"kind": "boom"}
+    task.retry_count, task.version = 2, 3
+    busy = StageExecution(
+        ref_id="b",
+        type="work",
+        name="b",
+        status=WorkflowStatus.RUNNING,
+        context={"k": 1},
+        outputs={"o": [1]},
+        tasks=[task],
+        requisite_stage_ref_ids={"a", "z"},
+        parent_stage_id="p",
+        start_time=5,
+        end_time=6,
+        version=7,
+        join_type=JoinType.N_OF_M,
+        join_threshold=2,
+        split_type=SplitType.OR,
+        split_conditions={"a": "x > 1"},
+        output_reducers={"o": "append"},
+        straggler_policy=StragglerPolicy.MERGE,
+        status_reason="why",
+        branches_not_taken=["c"],
+        multi_merge_pending=1,
+        deadline_seconds=0.0,
+        deadline_route="late",
+        cancel_region="r",
+        mutex_key="m",
+        mutex_held=True,
+        deferred_choice_group="g",
+        milestone_ref_id="ms",
+        milestone_status=WorkflowStatus.SUCCEEDED,
+        pending_signals=[{"name": "go"}],
+        mi_config=MultiInstanceConfig(items_key="items"),
+    )
+    stored = json.loads(json.dumps(busy.to_row()))
+    assert set(stored) == set(busy.to_dict())  # nothing here is at its default
+    assert StageExecution.from_dict(stored).to_dict() == json.loads(json.dumps(busy.to_dict()))

@@ -184,14 +184,15 @@ class Transaction:
         """Store a new workflow and its stages (version 1) and record ``workflow.created``."""
         wf.version = 1
         wf_body = dumps(wf.to_dict())
-        stage_bodies = [dumps(s.to_dict()) for s in wf.stages]
+        stage_rows = [s.to_row() for s in wf.stages]
+        stage_bodies = [dumps(row) for row in stage_rows]
         recording = self.event_table is not None
         # The rows as written are the baselines of the first diffs, and the event reuses
         # their encoding (never re-encoding the whole definition).
         wf._written = wf_body if recording else None
         for stage, body in zip(wf.stages, stage_bodies, strict=True):
             stage._written = body if recording else None
-        data = {"workflow": wf.to_dict(), "stages": [s.to_dict() for s in wf.stages]}
+        data = {"workflow": wf.to_dict(), "stages": stage_rows}
         created = EventDraft(
             "workflow.created",
             "workflow",
@@ -235,7 +236,7 @@ class Transaction:
         if not (fx.stages or fx.workflow_changed or fx.events or fx.messages or fx.new_stages):
             return
         recording = self.event_table is not None
-        added = {s.id: dumps(s.to_dict()) for s in fx.new_stages}
+        added = {s.id: dumps(s.to_row()) for s in fx.new_stages}
         if added:
             position = {s.id: i for i, s in enumerate(wf.stages)}
             self.cur.executemany(
@@ -245,7 +246,7 @@ class Transaction:
                     for s in fx.new_stages
                 ],
             )
-        rows = {s.id: s.to_dict() for s in fx.stages.values() if s.id not in added}
+        rows = {s.id: s.to_row() for s in fx.stages.values() if s.id not in added}
         bodies = {i: dumps(row) for i, row in rows.items()}
         if bodies:
             self.cur.executemany(
@@ -461,8 +462,9 @@ def event_row(
     """The row of the log holding ``events`` (numbered from ``first``) of one transition.
 
     One event is stored as itself; several as one row spanning ``first .. last_sequence``
-    whose data is the list of ``[event_type, entity_type, entity_id, data]`` (one insert
-    and one encoding per transition instead of one per event).
+    whose data is the list of ``[event_type, entity_type, entity_id, data]`` (one encoding
+    per transition instead of one per event; :func:`merge_event_rows` joins the rows of one
+    workflow's transitions in one transaction).
     """
     if len(events) == 1:
         (event,) = events

@@ -1,6 +1,6 @@
 """Reading the event log: the SQL both event stores share and the unpacking of its rows.
 
-A row of the ``events`` table holds the events of one transition of one workflow,
+A row of the ``events`` table holds the events one transaction recorded for one workflow,
 ``sequence .. last_sequence`` (see migration 0003): a single event as itself, several as a
 JSON list of ``[event_type, entity_type, entity_id, data]``. Readers see one :class:`Event`
 per sequence number either way.

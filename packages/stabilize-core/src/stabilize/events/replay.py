@@ -117,4 +117,6 @@ class EventReplayer:
                 f"no workflow.created event for workflow {workflow_id}: was event recording "
                 "on when it was stored?"
             )
-        return workflow, stages
+        # Rows are stored without the fields at their defaults: answer with every field.
+        full = {key: StageExecution.from_dict(row).to_dict() for key, row in stages.items()}
+        return workflow, full

@@ -86,6 +86,36 @@ class TaskExecution:
             "version": self.version,
         }
 
+    def to_row(self) -> dict[str, Any]:
+        """The task as stored: :meth:`to_dict` without the fields at their defaults.
+
+        :meth:`from_dict` reads either form; the stored rows (and the event log's diffs of
+        them) stay about half the size.
+        """
+        row: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "implementing_class": self.implementing_class,
+            "status": self.status.value,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+        }
+        if self.stage_start:
+            row["stage_start"] = True
+        if self.stage_end:
+            row["stage_end"] = True
+        if self.loop_start:
+            row["loop_start"] = True
+        if self.loop_end:
+            row["loop_end"] = True
+        if self.task_exception_details:
+            row["task_exception_details"] = self.task_exception_details
+        if self.retry_count:
+            row["retry_count"] = self.retry_count
+        if self.version:
+            row["version"] = self.version
+        return row
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskExecution:
         """Rebuild a task from :meth:`to_dict` output."""
