@@ -340,30 +340,11 @@ class Transaction:
         claimed: list[ClaimedMessage] = []
         for m in messages:
             lease = lease_owner is not None and m.delay_ms <= 0 and len(claimed) < lease_limit
-            payload = dumps(m.payload)
-            self.cur.execute(
-                self.q["enqueue"],
-                (
-                    m.workflow_id,
-                    m.kind,
-                    m.stage_id,
-                    m.task_id,
-                    payload,
-                    now + max(0, m.delay_ms),
-                    1 if lease else 0,
-                    lease_owner if lease else None,
-                    1 if lease else 0,
-                    lease_until if lease else None,
-                    now,
-                ),
-            )
+            owner = lease_owner if lease else None
+            self.cur.execute(self.q["enqueue"], message_row(m, now, owner, lease_until))
             msg_id = self.cur.fetchone()[0]
             if lease:
-                claimed.append(
-                    ClaimedMessage(
-                        msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1
-                    )
-                )
+                claimed.append(leased_message(msg_id, m))
         return claimed
 
     def claim(self, owner: str, now: int, lease_until: int, limit: int) -> list[ClaimedMessage]:
@@ -454,6 +435,31 @@ class Transaction:
         self.cur.execute(self.q["queue_depth"])
         count, earliest = self.cur.fetchone()
         return int(count), earliest
+
+
+def message_row(
+    m: Message, now: int, lease_owner: str | None, lease_until: int | None
+) -> tuple[Any, ...]:
+    """The values of the ``enqueue`` query for ``m``, leased to ``lease_owner`` if given."""
+    leased = lease_owner is not None
+    return (
+        m.workflow_id,
+        m.kind,
+        m.stage_id,
+        m.task_id,
+        dumps(m.payload),
+        now + max(0, m.delay_ms),
+        1 if leased else 0,
+        lease_owner,
+        1 if leased else 0,
+        lease_until if leased else None,
+        now,
+    )
+
+
+def leased_message(msg_id: int, m: Message) -> ClaimedMessage:
+    """``m`` as the message its producer leased on insert (first attempt, first lease)."""
+    return ClaimedMessage(msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1)
 
 
 def event_row(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 TEXT_OID = 25
@@ -42,22 +43,24 @@ def _header(count: int, nulls: bool, element_oid: int) -> bytes:
 
 def text_array_bytes(items: list[str | None]) -> bytes:
     """``items`` in the binary format of a one-dimensional ``text[]``."""
-    parts: list[bytes] = [b""]
-    nulls = False
-    for item in items:
-        if item is None:
-            parts.append(_NULL)
-            nulls = True
-        else:
-            data = item.encode()
-            parts.append(_LENGTH(len(data)))
-            parts.append(data)
-    parts[0] = _header(len(items), nulls, TEXT_OID)
-    return b"".join(parts)
+    return _array_bytes(items, TEXT_OID, _text_element)
 
 
 def bigint_array_bytes(items: list[int | None]) -> bytes:
     """``items`` in the binary format of a one-dimensional ``bigint[]``."""
+    return _array_bytes(items, INT8_OID, _bigint_element)
+
+
+def _text_element(item: str) -> bytes:
+    data = item.encode()
+    return _LENGTH(len(data)) + data
+
+
+def _bigint_element(item: int) -> bytes:
+    return _INT8(8, item)
+
+
+def _array_bytes(items: list[Any], element_oid: int, element: Callable[[Any], bytes]) -> bytes:
     parts: list[bytes] = [b""]
     nulls = False
     for item in items:
@@ -65,8 +68,8 @@ def bigint_array_bytes(items: list[int | None]) -> bytes:
             parts.append(_NULL)
             nulls = True
         else:
-            parts.append(_INT8(8, item))
-    parts[0] = _header(len(items), nulls, INT8_OID)
+            parts.append(element(item))
+    parts[0] = _header(len(items), nulls, element_oid)
     return b"".join(parts)
 
 

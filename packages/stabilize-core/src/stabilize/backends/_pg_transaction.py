@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stabilize._json import dumps, loads
-from stabilize.backends._base import Backend, Cursor, Transaction
+from stabilize._json import loads
+from stabilize.backends._base import (
+    Backend,
+    Cursor,
+    Transaction,
+    leased_message,
+    message_row,
+)
 from stabilize.backends._pg_connection import event_channel
 from stabilize.backends._pg_cursor import _PipelinedCursor, write_statement
 from stabilize.engine.messages import (
@@ -113,28 +119,10 @@ class PostgresTransaction(Transaction):
         claimed: list[ClaimedMessage] = []
         for msg_id, m in zip(ids, messages, strict=True):
             lease = lease_owner is not None and m.delay_ms <= 0 and len(claimed) < lease_limit
-            rows.append(
-                (
-                    msg_id,
-                    m.workflow_id,
-                    m.kind,
-                    m.stage_id,
-                    m.task_id,
-                    dumps(m.payload),
-                    now + max(0, m.delay_ms),
-                    1 if lease else 0,
-                    lease_owner if lease else None,
-                    1 if lease else 0,
-                    lease_until if lease else None,
-                    now,
-                )
-            )
+            owner = lease_owner if lease else None
+            rows.append((msg_id, *message_row(m, now, owner, lease_until)))
             if lease:
-                claimed.append(
-                    ClaimedMessage(
-                        msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1
-                    )
-                )
+                claimed.append(leased_message(msg_id, m))
         self._pipelined().defer_messages(rows)
         return claimed
 

@@ -238,8 +238,8 @@ class StageExecution:
         for task in self.tasks:
             task.reset()
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict of the stage (tasks included)."""
+    def _head(self) -> dict[str, Any]:
+        """The fields every form of the stage starts with (:meth:`to_dict`, :meth:`to_row`)."""
         return {
             "id": self.id,
             "ref_id": self.ref_id,
@@ -248,6 +248,12 @@ class StageExecution:
             "status": self.status.value,
             "context": self.context,
             "outputs": self.outputs,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of the stage (tasks included)."""
+        return {
+            **self._head(),
             "tasks": [t.to_dict() for t in self.tasks],
             "requisite_stage_ref_ids": sorted(self.requisite_stage_ref_ids),
             "parent_stage_id": self.parent_stage_id,
@@ -282,18 +288,10 @@ class StageExecution:
         fields, so the stored rows (and the event log's diffs of them) stay less than half
         the size, and writing, reading and diffing them costs less.
         """
-        row: dict[str, Any] = {
-            "id": self.id,
-            "ref_id": self.ref_id,
-            "type": self.type,
-            "name": self.name,
-            "status": self.status.value,
-            "context": self.context,
-            "outputs": self.outputs,
-            "tasks": [t.to_row() for t in self.tasks],
-            "start_time": self.start_time,
-            "end_time": self.end_time,
-        }
+        row = self._head()
+        row["tasks"] = [t.to_row() for t in self.tasks]
+        row["start_time"] = self.start_time
+        row["end_time"] = self.end_time
         if self.requisite_stage_ref_ids:
             row["requisite_stage_ref_ids"] = sorted(self.requisite_stage_ref_ids)
         if self.parent_stage_id is not None:

@@ -68,8 +68,8 @@ class TaskExecution:
         self.task_exception_details = {}
         self.retry_count = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict of the task."""
+    def _head(self) -> dict[str, Any]:
+        """The fields every form of the task carries (:meth:`to_dict`, :meth:`to_row`)."""
         return {
             "id": self.id,
             "name": self.name,
@@ -77,6 +77,12 @@ class TaskExecution:
             "status": self.status.value,
             "start_time": self.start_time,
             "end_time": self.end_time,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of the task."""
+        return {
+            **self._head(),
             "stage_start": self.stage_start,
             "stage_end": self.stage_end,
             "loop_start": self.loop_start,
@@ -92,14 +98,7 @@ class TaskExecution:
         :meth:`from_dict` reads either form; the stored rows (and the event log's diffs of
         them) stay about half the size.
         """
-        row: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "implementing_class": self.implementing_class,
-            "status": self.status.value,
-            "start_time": self.start_time,
-            "end_time": self.end_time,
-        }
+        row = self._head()
         if self.stage_start:
             row["stage_start"] = True
         if self.stage_end:
