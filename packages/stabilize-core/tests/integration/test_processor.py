@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from stabilize import (
     RetryableTask,
     StageExecution,
@@ -928,3 +930,60 @@ def test_stop_drains_running_tasks_and_claims_nothing_new(make_engine, gate, pol
 
     assert engine.store.retrieve(wf.id).status is S.SUCCEEDED
     assert ran == ["second"]
+
+
+# The transient error is SQLite's "database is locked"; the loop is backend-independent.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_results_held_for_a_retry_survive_a_failed_cancellation_check(make_engine):
+    import sqlite3
+
+    engine = make_engine(
+        config=QueueProcessorConfig(
+            poll_frequency_ms=1, cancel_check_interval_seconds=0, retry_delay=timedelta(0)
+        )
+    )
+    ran: list[str] = []
+
+    def work(stage: StageExecution) -> TaskResult:
+        ran.append(stage.ref_id)
+        return TaskResult.success(outputs={"done": True})
+
+    engine.registry.register("work", work)
+    processor = engine.processor
+    failures = {"commit": 1, "check": 0}
+    commit, check = processor._commit, processor._check_cancellations
+
+    def failing_commit(finished: Any, capacity: int, now: int) -> Any:
+        if finished and failures["commit"]:
+            failures["commit"] -= 1
+            failures["check"] = 1  # the result now waits for a retry: fail the next check
+            raise sqlite3.OperationalError("database is locked")
+        return commit(finished, capacity, now)
+
+    def failing_check() -> Any:
+        if failures["check"]:
+            failures["check"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return check()
+
+    processor._commit = failing_commit
+    processor._check_cancellations = failing_check
+    wf = Workflow.create(
+        "tests",
+        "retry",
+        [
+            StageExecution(
+                ref_id="a",
+                type="work",
+                name="a",
+                tasks=[TaskExecution.create("a", "work", stage_start=True, stage_end=True)],
+            )
+        ],
+    )
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    processor.process_all(timeout=5)
+
+    assert failures == {"commit": 0, "check": 0}  # both faults happened
+    assert ran == ["a"]
+    assert engine.store.retrieve(wf.id).status is WorkflowStatus.SUCCEEDED

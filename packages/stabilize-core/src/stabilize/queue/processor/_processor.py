@@ -300,8 +300,11 @@ class QueueProcessor:
         return done, len(dispatch)
 
     def _collect(self, block: float) -> list[Finished]:
+        # The cancellation check reads the database and may fail: results held for a
+        # retry are taken only after it, or a failed read would lose them for good.
+        canceled = self._check_cancellations()
         finished, self._retry = self._retry, []
-        finished.extend(self._check_cancellations())
+        finished.extend(canceled)
         mono = time.monotonic()
         for flight in self._inflight.values():
             if flight.deadline is not None and not flight.abandoned and mono > flight.deadline:
