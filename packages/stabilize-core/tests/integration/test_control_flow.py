@@ -376,6 +376,7 @@ class BlockedUntilCanceled(Task):
         self.on_cancel_called = threading.Event()
         self.token_fired: list[bool] = []
         self.requested: list[bool] = []
+        self.returned = threading.Event()
 
     def execute(self, stage: StageExecution) -> TaskResult:
         self.runs.record(stage)
@@ -384,6 +385,7 @@ class BlockedUntilCanceled(Task):
         assert token is not None
         self.token_fired.append(token.wait(HANG_S))
         self.requested.append(is_cancellation_requested(stage))
+        self.returned.set()
         return TaskResult.success(outputs={"late": True})
 
     def on_cancel(self, stage: StageExecution) -> TaskResult | None:
@@ -439,6 +441,8 @@ def test_cancel_policy_stops_a_blocked_sync_straggler_cooperatively(make_engine,
     slow = by_ref(result)["slow"]
     assert slow.tasks[0].status is S.CANCELED
     assert slow.outputs == {}  # its late result was discarded
+    # The workflow may end before the task's thread, woken by the token, returns.
+    assert blocked.returned.wait(HANG_S)
     assert blocked.token_fired == [True]  # the cooperative cancel reached the task
     assert blocked.requested == [True]
     assert blocked.on_cancel_calls == [(wf.id, "slow")]
