@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from stabilize._json import ENCODING_ERRORS, dumps, dumps_plain, loads
+from stabilize._json import ENCODING_ERRORS, dumps, loads
 from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
 from stabilize.errors import ContextSerializationError
 from stabilize.events.diff import diff
@@ -493,7 +493,7 @@ def event_row(
         if pending:
             parts.append(dumps(pending)[1:-1])
             pending = []
-        head = dumps_plain([e.event_type, e.entity_type, e.entity_id])
+        head = dumps([e.event_type, e.entity_type, e.entity_id])
         parts.append(f"{head[:-1]},{e.encoded}]")
     if pending:
         parts.append(dumps(pending)[1:-1])
@@ -514,7 +514,7 @@ def merge_event_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     for row in rows:
         event_type, entity_type, entity_id, data, last = row[2], row[3], row[4], row[6], row[7]
         if last is None:  # a single event: its data only
-            head = dumps_plain([event_type, entity_type, entity_id])
+            head = dumps([event_type, entity_type, entity_id])
             items.append(f"{head[:-1]},{data}]")
         else:  # already a list of events
             items.append(data[1:-1])
