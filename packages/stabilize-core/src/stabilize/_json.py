@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic_core import from_json
+from pydantic_core import PydanticSerializationError, from_json, to_json
 
 _ENCODER = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
@@ -32,6 +32,25 @@ def dumps(value: Any) -> str:
         raise ValueError(
             "the value contains itself (a cycle) or is nested too deeply to encode"
         ) from None
+
+
+def dumps_known(value: Any) -> str:
+    """Encode a value whose parts already went through :func:`dumps`, about 3x faster.
+
+    For the engine's own events, which hold values of rows encoded in the same
+    transaction (diffs of them, ids, statuses): those are JSON, so the faster encoder
+    gives the same text (a ``None`` key, which it would write as ``"None"`` where
+    :func:`dumps` writes ``"null"``, and anything it cannot encode, go through
+    :func:`dumps`). Values a user hands to the engine directly (progress updates) must
+    go through :func:`dumps`, which refuses what JSON does not have.
+    """
+    try:
+        text = to_json(value).decode()
+    except PydanticSerializationError:
+        return dumps(value)
+    # Only a key can be followed by a colon: '"None":' is a key None (or a string key
+    # ending that way, also sent to dumps, which gives the same text for it).
+    return dumps(value) if '"None":' in text else text
 
 
 def loads(text: str | bytes) -> Any:

@@ -229,7 +229,13 @@ def test_replay_is_exact_for_values_json_changes_or_nests_deeply(make_engine, ba
     for _ in range(300):  # deeper than the fast JSON parser goes
         deep = {"d": deep}
 
-    outputs: dict[Any, Any] = {1: "int key", "f": 1e-05, "big": 10**30, "u": "é\u2028"}
+    outputs: dict[Any, Any] = {
+        1: "int key",
+        None: "None key",
+        "f": 1e-05,
+        "big": 10**30,
+        "u": "é\u2028",
+    }
     context: dict[Any, Any] = {2: [1, 2], "t": (3, 4)}
 
     def awkward(s: StageExecution) -> TaskResult:
@@ -252,6 +258,7 @@ def test_replay_is_exact_for_values_json_changes_or_nests_deeply(make_engine, ba
     assert stored.status is S.SUCCEEDED
     a = stored.stage_by_ref_id("a")
     assert a.outputs["1"] == "int key"
+    assert a.outputs["null"] == "None key"
     assert a.context["2"] == [1, 2]
     assert a.context["t"] == [3, 4]
     rebuilt = EventReplayer(events).rebuild_workflow_state(wf.id)

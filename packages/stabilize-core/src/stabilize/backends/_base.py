@@ -16,8 +16,14 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from stabilize._json import ENCODING_ERRORS, dumps, loads
-from stabilize.engine.messages import ClaimedMessage, Effects, EventDraft, Message
+from stabilize._json import ENCODING_ERRORS, dumps, dumps_known, loads
+from stabilize.engine.messages import (
+    USER_DATA_EVENTS,
+    ClaimedMessage,
+    Effects,
+    EventDraft,
+    Message,
+)
 from stabilize.errors import ContextSerializationError
 from stabilize.events.diff import diff
 from stabilize.models.stage import StageExecution
@@ -486,17 +492,19 @@ def event_row(
         )
     parts: list[str] = []
     pending: list[list[Any]] = []  # consecutive events to encode in one call
+    strict = False  # whether one of them holds data a task handed over (see EventDraft.json)
     for e in events:
         if e.encoded is None:
             pending.append([e.event_type, e.entity_type, e.entity_id, e.data])
+            strict = strict or e.event_type in USER_DATA_EVENTS
             continue
         if pending:
-            parts.append(dumps(pending)[1:-1])
-            pending = []
-        head = dumps([e.event_type, e.entity_type, e.entity_id])
+            parts.append((dumps if strict else dumps_known)(pending)[1:-1])
+            pending, strict = [], False
+        head = dumps_known([e.event_type, e.entity_type, e.entity_id])
         parts.append(f"{head[:-1]},{e.encoded}]")
     if pending:
-        parts.append(dumps(pending)[1:-1])
+        parts.append((dumps if strict else dumps_known)(pending)[1:-1])
     body = f"[{','.join(parts)}]"
     last = first + len(events) - 1
     return (workflow_id, first, "*", "workflow", workflow_id, now, body, last)
@@ -514,7 +522,7 @@ def merge_event_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     for row in rows:
         event_type, entity_type, entity_id, data, last = row[2], row[3], row[4], row[6], row[7]
         if last is None:  # a single event: its data only
-            head = dumps([event_type, entity_type, entity_id])
+            head = dumps_known([event_type, entity_type, entity_id])
             items.append(f"{head[:-1]},{data}]")
         else:  # already a list of events
             items.append(data[1:-1])

@@ -153,7 +153,7 @@ class SqliteBackend(Backend):
                     f"up to {latest}: upgrade stabilize-core to open it"
                 )
             if current == latest:
-                add_event_columns(self.conn)
+                upgrade_event_table(self.conn)
                 return current
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -162,7 +162,7 @@ class SqliteBackend(Backend):
                     if version > current:
                         for statement in _statements(sql):
                             self.conn.execute(statement)
-                add_event_columns(self.conn)
+                upgrade_event_table(self.conn)
                 self.conn.execute(f"PRAGMA user_version = {latest}")
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -256,11 +256,51 @@ class SqliteBackend(Backend):
             self.conn.close()
 
 
-def add_event_columns(conn: sqlite3.Connection, schema: str = "main") -> None:
-    """Add the columns newer versions expect to an ``events`` table created by an older one."""
+def upgrade_event_table(conn: sqlite3.Connection, schema: str = "main") -> None:
+    """Bring an ``events`` table created by an older version to the current layout.
+
+    Adds the ``last_sequence`` column, and replaces the ``events_by_time`` index by rowids
+    that hold the time (see ``0003_events.sql``): each row's rowid becomes its timestamp
+    times 65,536 plus its rank among the rows of that millisecond, and the index goes.
+    Runs in a transaction of its own unless ``conn`` is already in one.
+    """
     columns = {row[1] for row in conn.execute(f"PRAGMA {schema}.table_info(events)")}
-    if columns and "last_sequence" not in columns:
+    if not columns:
+        return
+    if "last_sequence" not in columns:
         conn.execute(f"ALTER TABLE {schema}.events ADD COLUMN last_sequence INTEGER")
+    find_index = (
+        f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'index' AND name = 'events_by_time'"
+    )
+    if conn.execute(find_index).fetchone() is None:
+        return
+    own_transaction = not conn.in_transaction
+    if own_transaction:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute(find_index).fetchone() is not None:  # not done meanwhile
+            rows = conn.execute(
+                f"SELECT rowid, timestamp FROM {schema}.events ORDER BY timestamp, rowid"
+            ).fetchall()
+            renumbered, previous, rank = [], None, 0
+            for rowid, timestamp in rows:
+                rank = rank + 1 if timestamp == previous else 1
+                previous = timestamp
+                renumbered.append(((timestamp << EVENT_ROWID_TIME_SHIFT) + rank, rowid))
+            # Old rowids count from 1, new ones start above 2**40: no two rows ever
+            # share one while this runs.
+            conn.executemany(f"UPDATE {schema}.events SET rowid = ? WHERE rowid = ?", renumbered)
+            conn.execute(f"DROP INDEX {schema}.events_by_time")
+        if own_transaction:
+            conn.execute("COMMIT")
+    except BaseException:
+        if own_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+EVENT_ROWID_TIME_SHIFT = 16
+"""A row of the SQLite event log has a rowid of at least ``timestamp << 16`` (see 0003)."""
 
 
 def _statements(script: str) -> list[str]:

@@ -13,6 +13,7 @@ JSON turned into a string (``1`` became ``"1"``) is both removed and set.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from itertools import compress
 from operator import ne
 from typing import Any
@@ -23,10 +24,10 @@ _MISSING: Any = object()
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """What changed from ``old`` to ``new`` (empty when nothing did)."""
     removed: list[str] = []
-    if len(old) == len(new) and (keys := list(new)) == list(old):
+    if len(old) == len(new) and (keys := [*new]) == [*old]:
         # The common case (two versions of one row): the same keys in the same order,
         # compared pairwise in C.
-        touched = list(compress(keys, map(ne, old.values(), new.values())))
+        touched: Iterable[str] = compress(keys, map(ne, old.values(), new.values()))
     else:
         get = old.get
         touched = [key for key, value in new.items() if get(key, _MISSING) != value]
@@ -39,23 +40,26 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     for key in touched:
         value = new[key]
         before = old.get(key, _MISSING)
-        if type(before) is dict and type(value) is dict:
-            if nested is None:
-                nested = out["sub"] = {}
-            nested[key] = diff(before, value)
-            continue
-        if type(before) is list and type(value) is list:
-            size = len(before)
-            if len(value) > size and value[:size] == before:
-                if appended is None:
-                    appended = out["append"] = {}
-                appended[key] = value[size:]
+        kind = type(value)
+        if kind is type(before):
+            if kind is dict:
+                if nested is None:
+                    nested = out["sub"] = {}
+                nested[key] = diff(before, value)
                 continue
-            if len(value) == size and (per_item := _item_diffs(before, value)) is not None:
-                if items is None:
-                    items = out["items"] = {}
-                items[key] = per_item
-                continue
+            if kind is list:
+                size = len(before)
+                if len(value) == size:
+                    if (per_item := _item_diffs(before, value)) is not None:
+                        if items is None:
+                            items = out["items"] = {}
+                        items[key] = per_item
+                        continue
+                elif len(value) > size and value[:size] == before:
+                    if appended is None:
+                        appended = out["append"] = {}
+                    appended[key] = value[size:]
+                    continue
         if changed is None:
             changed = out["set"] = {}
         changed[key] = value

@@ -49,17 +49,19 @@ COUNT_EVENTS_SQL = (
 """The number of events (not rows) in the log."""
 
 
-def recent_heads_sql(placeholder: str, *, application: bool) -> str:
+def recent_heads_sql(placeholder: str, *, application: bool, rowid_time: bool = False) -> str:
     """Workflows with events at or after a time, and the last sequence of each.
 
     Parameters: ``(since_ms[, application])``; uses the ``events_by_time`` index (and the
-    ``workflows`` table of the same database for the application).
+    ``workflows`` table of the same database for the application). With ``rowid_time``
+    (SQLite, whose rowids hold the time, see ``0003_events.sql``) the parameters are
+    ``(since_ms << 16, since_ms[, application])`` and a range of rowids replaces the index.
     """
     p = placeholder
-    sql = (
-        "SELECT workflow_id, max(COALESCE(last_sequence, sequence)) FROM events "
-        f"WHERE timestamp >= {p}"
-    )
+    sql = "SELECT workflow_id, max(COALESCE(last_sequence, sequence)) FROM events WHERE "
+    if rowid_time:
+        sql += f"rowid >= {p} AND "
+    sql += f"timestamp >= {p}"
     if application:
         sql += f" AND workflow_id IN (SELECT id FROM workflows WHERE application = {p})"
     return sql + " GROUP BY workflow_id"

@@ -73,7 +73,7 @@ class SqliteEventStore:
     """
 
     def __init__(self, connection_string: str, create_tables: bool = True) -> None:
-        from stabilize.backends.sqlite import add_event_columns, sqlite_path
+        from stabilize.backends.sqlite import sqlite_path, upgrade_event_table
 
         self.path = sqlite_path(connection_string)
         self._lock = threading.Lock()
@@ -86,7 +86,7 @@ class SqliteEventStore:
             script = resource_text("sqlite", "0003_events.sql")
             with self._lock:
                 self._conn.executescript(script)
-                add_event_columns(self._conn)
+                upgrade_event_table(self._conn)
 
     def event_table_for(self, backend: Backend) -> str | None:
         """``""`` for the engine's own file, ``"ev."`` for another one (attached), else None."""
@@ -114,8 +114,12 @@ class SqliteEventStore:
         Raises:
             EventStoreError: ``application`` was given for a log kept in a file of its own.
         """
-        sql = recent_heads_sql("?", application=application is not None)
-        params: tuple[Any, ...] = (since_ms,) if application is None else (since_ms, application)
+        from stabilize.backends.sqlite import EVENT_ROWID_TIME_SHIFT
+
+        sql = recent_heads_sql("?", application=application is not None, rowid_time=True)
+        params: tuple[Any, ...] = (int(since_ms) << EVENT_ROWID_TIME_SHIFT, since_ms)
+        if application is not None:
+            params += (application,)
         with self._lock:
             try:
                 rows = self._conn.execute(sql, params).fetchall()

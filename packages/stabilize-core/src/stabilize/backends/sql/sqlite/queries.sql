@@ -77,9 +77,13 @@ SELECT count(*) FROM queue_messages WHERE deliver_at <= ? AND (lease_until IS NU
 SELECT 1 FROM workflows WHERE id = ?;
 
 -- name: insert_event
+-- The rowid holds the time: at least timestamp << 16, above every earlier row (see 0003).
 INSERT INTO {ev}events
-(workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+(rowid, workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence)
+VALUES (
+    max(?6 << 16, (SELECT coalesce(max(rowid), 0) + 1 FROM {ev}events)),
+    ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+);
 
 -- name: delete_workflow
 DELETE FROM workflows WHERE id = ?;
