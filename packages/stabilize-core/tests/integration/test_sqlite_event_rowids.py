@@ -154,3 +154,21 @@ def test_an_older_log_with_a_time_index_is_converted_when_opened(tmp_path, where
     again = SqliteEventStore(f"sqlite:///{path}")
     assert again.recent_heads(0)["A"] == 2
     again.close()
+
+
+@pytest.mark.parametrize("application", [None, "tests"])
+def test_recent_heads_reads_only_the_recent_rowids(tmp_path, application):
+    """The query reads a range of rowids, never the whole log (as a scan of the
+    ``(workflow_id, sequence)`` index for the GROUP BY would)."""
+    from stabilize.events.log import recent_heads_sql
+
+    backend = backend_at(tmp_path / "plan.db")
+    insert(backend, *(log_row(f"W{i % 7}", i, 1_000 + i) for i in range(1, 60)))
+    sql = recent_heads_sql("?", application=application is not None, rowid_time=True)
+    params: tuple[Any, ...] = (1_050 << SHIFT, 1_050)
+    if application is not None:
+        params += (application,)
+    plan = " ".join(row[3] for row in backend.conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+    assert "sqlite_autoindex_events" not in plan, plan
+    backend.close()
