@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
@@ -19,6 +20,10 @@ from stabilize.backends._base import Backend
 from stabilize.events import EventStore
 from stabilize.persistence import WorkflowStore
 from stabilize.queue import Queue
+
+# Helper modules of this directory (process_support) for the conftests below it: the
+# importlib import mode puts no test directory on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _drop_lazy_exports() -> None:

@@ -10,17 +10,15 @@ conditions with a deadline that only guards against hangs.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from process_support import DEADLINE_S, ProcessTracker, Spawned
 
 from stabilize import (
     Orchestrator,
@@ -38,7 +36,6 @@ from stabilize.events import (
 )
 
 WORKER = Path(__file__).with_name("worker.py")
-DEADLINE_S = 30.0  # guards against hangs only; conditions normally hold within a second
 POLL_S = 0.01
 
 
@@ -56,81 +53,13 @@ class Execution:
         return self.key.split(":", 1)[0]
 
 
-@dataclass
-class Worker:
-    """A running ``worker.py`` process and the files its output goes to."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    out_path: Path
-    err_path: Path
-    files: list[IO[bytes]] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        """Stdout and the tail of stderr, for assertion messages."""
-        out = self.out_path.read_text(errors="replace")
-        err = self.err_path.read_text(errors="replace")
-        return f"--- {self.name} (pid {self.pid}) stdout:\n{out}--- stderr:\n{err[-6000:]}"
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the process and reap it (its pid is then free)."""
-        self.proc.kill()
-        self.proc.wait()
-
-    def wait_exit(self, timeout: float = DEADLINE_S) -> int:
-        """Wait for the process to exit on its own; return its exit code."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} did not exit within {timeout}s\n{self.output()}"
-            ) from None
-
-
-class Workers:
+class Workers(ProcessTracker):
     """Starts worker processes and, at teardown, kills and reaps those still running."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.started: list[Worker] = []
-
-    def spawn(self, db: ChaosDb, mode: str, *options: str, name: str) -> Worker:
+    def spawn(self, db: ChaosDb, mode: str, *options: str, name: str) -> Spawned:
         """Start ``worker.py DB_URL MODE`` with the database's log and release files."""
-        out_path = self.directory / f"{name}.out"
-        err_path = self.directory / f"{name}.err"
-        out = out_path.open("wb")
-        err = err_path.open("wb")
-        args = [
-            sys.executable,
-            str(WORKER),
-            db.url,
-            mode,
-            "--log",
-            str(db.log),
-            "--release",
-            str(db.release),
-            *options,
-        ]
-        env = {**os.environ, "STABILIZE_SQLITE_JOURNAL_MODE": "WAL"}
-        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        worker = Worker(name, proc, out_path, err_path, [out, err])
-        self.started.append(worker)
-        return worker
-
-    def close(self) -> None:
-        for worker in self.started:
-            if worker.proc.poll() is None:
-                worker.proc.kill()
-            worker.proc.wait()
-            for f in worker.files:
-                f.close()
+        args = [db.url, mode, "--log", str(db.log), "--release", str(db.release), *options]
+        return self.start(WORKER, args, name)
 
 
 @pytest.fixture
@@ -206,7 +135,7 @@ class ChaosDb:
         condition: Callable[[], bool],
         what: str,
         *,
-        alive: Sequence[Worker] = (),
+        alive: Sequence[Spawned] = (),
         timeout: float = DEADLINE_S,
     ) -> None:
         """Poll ``condition`` until it holds; fail if the deadline passes or a worker dies."""

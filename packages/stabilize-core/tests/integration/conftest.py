@@ -9,19 +9,17 @@ and a comment giving the reason.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+from process_support import ProcessTracker
 
 from stabilize import Orchestrator, QueueProcessor, TaskRegistry, Workflow
 from stabilize.backends._base import Backend
@@ -214,59 +212,24 @@ def make_engine(backend: Database) -> Iterator[MakeEngine]:
             processor.stop(wait=True, timeout=10)
 
 
-class Workers:
+class Workers(ProcessTracker):
     """Worker processes of a test (in WAL mode); killed and reaped at teardown."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-        self.files: list[IO[bytes]] = []
 
     def spawn(
         self, script: Path, args: list[str], name: str | None = None
     ) -> subprocess.Popen[bytes]:
         """Start ``python script *args``; its output goes to ``<name>.out`` / ``.err``."""
-        name = name or f"worker{len(self.procs)}"
-        out = (self.directory / f"{name}.out").open("wb")
-        err_path = self.directory / f"{name}.err"
-        err = err_path.open("wb")
-        self.files += [out, err]
-        env = {**os.environ, "STABILIZE_SQLITE_JOURNAL_MODE": "WAL"}
-        proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self.procs.append((proc, err_path))
-        return proc
-
-    def errors(self) -> str:
-        """The end of every worker's stderr, for assertion messages."""
-        return "\n".join(
-            f"--- pid {p.pid} rc={p.returncode}:\n{e.read_text()[-3000:]}" for p, e in self.procs
-        )
+        return self.start(script, args, name).proc
 
     def wait_until(self, condition: Callable[[], bool], what: str) -> None:
         """Poll ``condition``; fail at once if a worker exits, or after the hang guard."""
         deadline = time.monotonic() + HANG_GUARD
         while not condition():
-            if any(p.poll() is not None for p, _ in self.procs):
+            if any(s.proc.poll() is not None for s in self.started):
                 raise AssertionError(f"a worker exited while waiting for {what}\n{self.errors()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}\n{self.errors()}")
             time.sleep(0.01)
-
-    def close(self) -> None:
-        """Kill the workers still running and reap them."""
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        for f in self.files:
-            f.close()
 
 
 @pytest.fixture

@@ -710,16 +710,16 @@ def test_join_fires_once_across_three_worker_processes(
 
     workers.wait_until(all_done, "every workflow to finish")
     stop.touch()
-    for proc, _ in workers.procs:
-        proc.wait(timeout=HANG_S)
-    assert [p.returncode for p, _ in workers.procs] == [0, 0, 0], workers.errors()
+    for worker in workers.started:
+        worker.proc.wait(timeout=HANG_S)
+    assert [w.proc.returncode for w in workers.started] == [0, 0, 0], workers.errors()
 
     starters = Counter(line.split("\t")[0] for line in lines(started))
     assert starters == Counter({wf.id: len(branches) for wf in wfs})
     join_runs = Counter(line.split("\t")[0] for line in lines(joins))
     assert join_runs == Counter({wf.id: 1 for wf in wfs})
     pids = {line.split("\t")[1] for line in lines(joins)}
-    assert pids <= {str(p.pid) for p, _ in workers.procs}
+    assert pids <= {str(w.pid) for w in workers.started}
     for wf in wfs:
         final = store.retrieve(wf.id)
         assert final.status is S.SUCCEEDED

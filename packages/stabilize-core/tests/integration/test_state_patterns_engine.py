@@ -464,9 +464,9 @@ def test_mutex_holds_across_three_worker_processes(
         "the last mutex to be released",
     )
     stop.touch()
-    for proc, _ in workers.procs:
-        proc.wait(timeout=HANG_GUARD)
-    assert [p.returncode for p, _ in workers.procs] == [0, 0, 0], workers.errors()
+    for worker in workers.started:
+        worker.proc.wait(timeout=HANG_GUARD)
+    assert [w.proc.returncode for w in workers.started] == [0, 0, 0], workers.errors()
 
     for wf in wfs:
         assert store.retrieve(wf.id).status is S.SUCCEEDED
@@ -826,10 +826,10 @@ def test_sub_workflows_run_across_two_worker_processes(tmp_path: Path, workers: 
 
     workers.wait_until(all_done, "every parent to finish")
     stop.touch()
-    for proc, _ in workers.procs:
-        proc.wait(timeout=HANG_GUARD)
-    assert [p.returncode for p, _ in workers.procs] == [0, 0], workers.errors()
-    pids = {str(p.pid) for p, _ in workers.procs}
+    for worker in workers.started:
+        worker.proc.wait(timeout=HANG_GUARD)
+    assert [w.proc.returncode for w in workers.started] == [0, 0], workers.errors()
+    pids = {str(w.pid) for w in workers.started}
     children: dict[str, str] = {}
     for line in log_file.read_text().splitlines():
         kind, wf_id, pid = line.split()
