@@ -35,6 +35,7 @@ import argparse
 import array
 import asyncio
 import base64
+import importlib.metadata
 import json
 import os
 import platform
@@ -115,7 +116,11 @@ class Follower:
         self.done = asyncio.get_running_loop().create_future()
 
     def subscribe_frame(self) -> str:
-        frame = {"type": "subscribe", "id": "b", "workflow_id": self.workflow_id}
+        frame: dict[str, str | int] = {
+            "type": "subscribe",
+            "id": "b",
+            "workflow_id": self.workflow_id,
+        }
         if self.last:
             frame["since"] = self.last
         return json.dumps(frame)
@@ -467,13 +472,11 @@ def run_one(ns: argparse.Namespace, workload: str) -> dict[str, Any]:
 
 
 def environment(ns: argparse.Namespace) -> dict[str, Any]:
-    import websockets
-
     env = {
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}",
         "cpus": os.cpu_count(),
-        "websockets": websockets.__version__,
+        "websockets": importlib.metadata.version("websockets"),
         "sqlite": sqlite3.sqlite_version,
         "backend": ns.backend,
     }

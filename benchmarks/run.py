@@ -567,7 +567,7 @@ def compare_events(args: argparse.Namespace, target: Target) -> int:
     names = [w.name for w in WORKLOADS]
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip() in BY_NAME]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
         runs: dict[str, list[float]] = {"on": [], "off": []}
         for _ in range(args.repeat):
