@@ -439,12 +439,17 @@ def test_progress_of_an_execution_whose_lease_was_taken_is_not_recorded(
     assert recorded() == ["before"]
 
 
-def test_transitions_of_one_workflow_in_one_transaction_share_one_row(make_engine, backend, listen):
+def stored_two_stages(make_engine: Any) -> tuple[Any, Workflow, int]:
+    """An engine, a two-stage workflow stored (not started) and the log's row count then."""
     engine = make_engine()
     engine.registry.register("work", lambda s: TaskResult.success())
     wf = two_stages()
     engine.store.store(wf)
-    rows_before = engine.count("events")
+    return engine, wf, engine.count("events")
+
+
+def test_transitions_of_one_workflow_in_one_transaction_share_one_row(make_engine, backend, listen):
+    engine, wf, rows_before = stored_two_stages(make_engine)
     received = listen()
     stage_a = wf.stages[0]
     with engine.store.backend.transaction() as tx:
@@ -473,11 +478,7 @@ def test_transitions_of_one_workflow_in_one_transaction_share_one_row(make_engin
 
 
 def test_a_value_that_is_not_json_fails_its_transition_and_records_nothing(make_engine, backend):
-    engine = make_engine()
-    engine.registry.register("work", lambda s: TaskResult.success())
-    wf = two_stages()
-    engine.store.store(wf)
-    rows_before = engine.count("events")
+    engine, wf, rows_before = stored_two_stages(make_engine)
     fx = Effects()
     fx.emit("custom.note", "stage", wf.stages[0].id, value=object())
 

@@ -189,7 +189,8 @@ class Transaction:
     def insert_workflow(self, wf: Workflow, now: int) -> None:
         """Store a new workflow and its stages (version 1) and record ``workflow.created``."""
         wf.version = 1
-        wf_body = dumps(wf.to_dict())
+        wf_row = wf.to_dict()
+        wf_body = dumps(wf_row)
         stage_rows = [s.to_row() for s in wf.stages]
         stage_bodies = [dumps(row) for row in stage_rows]
         recording = self.event_table is not None
@@ -198,7 +199,7 @@ class Transaction:
         wf._written = wf_body if recording else None
         for stage, body in zip(wf.stages, stage_bodies, strict=True):
             stage._written = body if recording else None
-        data = {"workflow": wf.to_dict(), "stages": stage_rows}
+        data = {"workflow": wf_row, "stages": stage_rows}
         created = EventDraft(
             "workflow.created",
             "workflow",
@@ -501,13 +502,21 @@ def event_row(
         if pending:
             parts.append((dumps if strict else dumps_known)(pending)[1:-1])
             pending, strict = [], False
-        head = dumps_known([e.event_type, e.entity_type, e.entity_id])
-        parts.append(f"{head[:-1]},{e.encoded}]")
+        parts.append(_log_entry(e.event_type, e.entity_type, e.entity_id, e.encoded))
     if pending:
         parts.append((dumps if strict else dumps_known)(pending)[1:-1])
     body = f"[{','.join(parts)}]"
     last = first + len(events) - 1
     return (workflow_id, first, "*", "workflow", workflow_id, now, body, last)
+
+
+def _log_entry(event_type: str, entity_type: str, entity_id: str, data: str) -> str:
+    """One event in a row of several: ``[event_type, entity_type, entity_id, data]``.
+
+    ``data`` is already encoded JSON.
+    """
+    head = dumps_known([event_type, entity_type, entity_id])
+    return f"{head[:-1]},{data}]"
 
 
 def merge_event_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -522,8 +531,7 @@ def merge_event_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     for row in rows:
         event_type, entity_type, entity_id, data, last = row[2], row[3], row[4], row[6], row[7]
         if last is None:  # a single event: its data only
-            head = dumps_known([event_type, entity_type, entity_id])
-            items.append(f"{head[:-1]},{data}]")
+            items.append(_log_entry(event_type, entity_type, entity_id, data))
         else:  # already a list of events
             items.append(data[1:-1])
     workflow_id, first, timestamp = rows[0][0], rows[0][1], rows[0][5]
