@@ -199,9 +199,8 @@ def stage_for(context: dict[str, Any]) -> StageExecution:
 
 
 def run(context: dict[str, Any], task: HTTPTask | None = None) -> Any:
-    """Run HTTPTask once (the test server is on loopback: allow it unless told otherwise)."""
-    context = {"allow_private_urls": True, **context}
-    return (task or HTTPTask()).execute(stage_for(context))
+    """Run HTTPTask once (the test server is on loopback: the worker allows private URLs)."""
+    return (task or HTTPTask(allow_private_urls=True)).execute(stage_for(context))
 
 
 # -- requests and outputs ------------------------------------------------------------------
@@ -557,6 +556,78 @@ def test_loopback_is_refused_without_allow_private_urls(server: Server) -> None:
     assert server.hits == []
 
 
+def test_a_stage_context_cannot_switch_the_guard_off(server: Server) -> None:
+    # Issue 13: `allow_private_urls` was a context key, so a workflow could reach the
+    # worker's loopback and private network. Only the operator's HTTPTask setting can now.
+    with pytest.raises(TaskConfigError) as caught:
+        HTTPTask().execute(stage_for({"url": f"{server.base}/json", "allow_private_urls": True}))
+    message = str(caught.value)
+    assert "context key 'allow_private_urls' cannot turn the SSRF guard off" in message
+    assert 'registry.register("http", HTTPTask(allow_private_urls=True))' in message
+    assert server.hits == []
+
+
+def test_the_operator_setting_allows_private_urls_and_the_context_can_only_narrow_it(
+    server: Server,
+) -> None:
+    allowing = HTTPTask(allow_private_urls=True)
+    assert allowing.execute(stage_for({"url": f"{server.base}/json"})).status is S.SUCCEEDED
+    granted = stage_for({"url": f"{server.base}/text", "allow_private_urls": True})
+    assert allowing.execute(granted).status is S.SUCCEEDED
+    with pytest.raises(BlockedURLError, match="loopback"):
+        allowing.execute(stage_for({"url": f"{server.base}/echo", "allow_private_urls": False}))
+    assert server.paths() == ["/json", "/text"]
+
+
+def test_an_allowing_instance_registered_under_another_name_leaves_http_guarded(
+    server: Server,
+) -> None:
+    registry = TaskRegistry()
+    registry.register("internal_http", HTTPTask(allow_private_urls=True))
+    internal, public = registry.get("internal_http"), registry.get("http")
+    assert isinstance(internal, HTTPTask)
+    assert isinstance(public, HTTPTask)
+    assert internal.allow_private_urls
+    assert not public.allow_private_urls
+    assert internal.execute(stage_for({"url": f"{server.base}/json"})).status is S.SUCCEEDED
+    with pytest.raises(BlockedURLError, match="loopback"):
+        public.execute(stage_for({"url": f"{server.base}/json"}))
+    assert server.paths() == ["/json"]
+
+
+def _noop_stage(ref: str) -> StageExecution:
+    return StageExecution(
+        ref_id=ref, type="noop", name=ref, context={}, tasks=[TaskExecution.create(ref, "noop")]
+    )
+
+
+def test_engine_refuses_a_workflow_that_allows_private_urls_itself(
+    make_engine: Any, server: Server
+) -> None:
+    engine = make_engine()  # the default registry: the built-in HTTPTask, guard on
+    sneaky = StageExecution(
+        ref_id="sneaky",
+        type="http",
+        name="sneaky",
+        context={"url": f"{server.base}/json", "allow_private_urls": True},
+        tasks=[TaskExecution.create("sneaky.http", "http")],
+    )
+    refused = engine.run(_workflow(sneaky))
+    assert refused.status is S.TERMINAL
+    details = json.dumps(refused.stage_by_ref_id("sneaky").tasks[0].task_exception_details)
+    assert "HTTPTask(allow_private_urls=True)" in details
+    assert server.hits == []
+    # The worker goes on running other workflows.
+    assert engine.run(_workflow(_noop_stage("next"))).status is S.SUCCEEDED
+
+    registry = TaskRegistry()
+    registry.register("http", HTTPTask(allow_private_urls=True))
+    operator = make_engine(registry=registry)
+    allowed = operator.run(_workflow(_stage("allowed", {"url": f"{server.base}/json"})))
+    assert allowed.status is S.SUCCEEDED
+    assert server.paths() == ["/json"]
+
+
 def _public(server: Server) -> tuple[Callable[[str, int], list[str]], Any]:
     """DNS where ``public.test`` is the server, and a policy treating only it as public."""
 
@@ -618,14 +689,14 @@ def test_dns_rebinding_is_caught_at_connect_time(server: Server) -> None:
 
 
 def test_cancellation_aborts_a_blocked_request(server: Server) -> None:
-    stage = stage_for({"url": f"{server.base}/slow", "allow_private_urls": True})
+    stage = stage_for({"url": f"{server.base}/slow"})
     token = CancellationToken()
     stage._cancel_token = token
     raised: list[BaseException] = []
 
     def call() -> None:
         try:
-            HTTPTask().execute(stage)
+            HTTPTask(allow_private_urls=True).execute(stage)
         except BaseException as exc:
             raised.append(exc)
 
@@ -645,7 +716,6 @@ def test_cancellation_during_retry_backoff(server: Server, poll: Callable[..., N
     stage = stage_for(
         {
             "url": f"{server.base}/sequence/r",
-            "allow_private_urls": True,
             "retries": 1,
             "retry_delay": HANG_GUARD * 10,
         }
@@ -656,7 +726,7 @@ def test_cancellation_during_retry_backoff(server: Server, poll: Callable[..., N
 
     def call() -> None:
         try:
-            HTTPTask().execute(stage)
+            HTTPTask(allow_private_urls=True).execute(stage)
         except BaseException as exc:
             raised.append(exc)
 
@@ -721,7 +791,7 @@ def _stage(ref: str, context: dict[str, Any], requires: tuple[str, ...] = ()) ->
         ref_id=ref,
         type="http",
         name=ref,
-        context={"allow_private_urls": True, **context},
+        context=context,
         requisite_stage_ref_ids=set(requires),
         tasks=[TaskExecution.create(f"{ref}.http", "http")],
     )
@@ -729,7 +799,7 @@ def _stage(ref: str, context: dict[str, Any], requires: tuple[str, ...] = ()) ->
 
 def test_engine_runs_http_stages_with_retries(make_engine: Any, server: Server) -> None:
     registry = TaskRegistry()
-    registry.register("http", HTTPTask)
+    registry.register("http", HTTPTask(allow_private_urls=True))
     engine = make_engine(registry=registry)
     server.sequences["e"] = [503, 200]
     wf = _workflow(
@@ -750,7 +820,7 @@ def test_engine_runs_http_stages_with_retries(make_engine: Any, server: Server) 
 
 def test_engine_failures_terminal_and_continue(make_engine: Any, server: Server) -> None:
     registry = TaskRegistry()
-    registry.register("http", HTTPTask)
+    registry.register("http", HTTPTask(allow_private_urls=True))
     engine = make_engine(registry=registry)
     soft = engine.run(
         _workflow(
@@ -772,7 +842,7 @@ def test_engine_failures_terminal_and_continue(make_engine: Any, server: Server)
 
 def test_engine_cancel_aborts_a_running_request(make_engine: Any, server: Server) -> None:
     registry = TaskRegistry()
-    registry.register("http", HTTPTask)
+    registry.register("http", HTTPTask(allow_private_urls=True))
     engine = make_engine(registry=registry)
     wf = _workflow(_stage("slow", {"url": f"{server.base}/slow"}))
     engine.store.store(wf)
@@ -792,7 +862,7 @@ def test_upstream_response_outputs_do_not_become_request_settings(
     # An HTTP stage outputs `headers`, `body` and `url`; they reach the next stage's
     # context, but the next request is built from that stage's own settings only.
     registry = TaskRegistry()
-    registry.register("http", HTTPTask)
+    registry.register("http", HTTPTask(allow_private_urls=True))
     engine = make_engine(registry=registry)
     wf = _workflow(
         _stage("first", {"url": f"{server.base}/text"}),

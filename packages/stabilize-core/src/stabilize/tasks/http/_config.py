@@ -45,7 +45,8 @@ class HttpConfig:
     upload_form: dict[str, str] = field(default_factory=dict)
     upload_filename: str | None = None
     verify_ssl: bool = True
-    allow_private_urls: bool = False
+    allow_private_urls: bool | None = None
+    """The context's ``allow_private_urls`` (None when absent): it can only narrow the worker's."""
     continue_on_failure: bool = False
     secrets: list[str] = field(default_factory=list)
 
@@ -122,7 +123,8 @@ def read_config(context: dict[str, Any]) -> HttpConfig:
         cfg.upload_form = r.text_map("upload_form", {})
         cfg.upload_filename = r.text("upload_filename", None)
     cfg.verify_ssl = r.flag("verify_ssl", True)
-    cfg.allow_private_urls = r.flag("allow_private_urls", False)
+    if r.has("allow_private_urls"):
+        cfg.allow_private_urls = r.flag("allow_private_urls", False)
     cfg.continue_on_failure = r.flag("continue_on_failure", False)
     cfg.secrets.extend(secret_values(r))
     cfg.secrets.extend(v for k, v in cfg.headers.items() if k.lower() in SENSITIVE_HEADERS)

@@ -3,7 +3,7 @@
 This module is pure Python (``ipaddress`` and ``socket`` only): the connect-time half of the
 guard, which needs httpcore, lives in :mod:`stabilize.tasks.http._transport`.
 
-The policy (unless ``allow_private_urls`` is set):
+The policy (unless the worker's ``HTTPTask(allow_private_urls=True)`` turns it off):
 
 * only ``http`` and ``https`` URLs;
 * no cloud metadata host names (``metadata.google.internal``, ``metadata.goog``);
@@ -51,7 +51,10 @@ METADATA_ADDRESSES = frozenset(
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
-PRIVATE_HINT = "set allow_private_urls: true to allow private addresses"
+ENABLE_PRIVATE = 'registry.register("http", HTTPTask(allow_private_urls=True))'
+"""How a worker's operator lets HTTP stages reach private addresses (a stage cannot)."""
+
+PRIVATE_HINT = f"only the worker's operator can allow private addresses, with {ENABLE_PRIVATE}"
 
 
 class BlockedURLError(PermanentError):

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.models.stage import StageExecution
-from stabilize.tasks._context import cap_output, mask
+from stabilize.tasks._context import TaskConfigError, cap_output, mask
 from stabilize.tasks.http._config import NAME, HttpConfig, read_config
-from stabilize.tasks.http._guard import AddressPolicy, Resolver, SSRFGuard
+from stabilize.tasks.http._guard import PRIVATE_HINT, AddressPolicy, Resolver, SSRFGuard
 from stabilize.tasks.interface import Task
 from stabilize.tasks.result import TaskResult
 
@@ -113,27 +113,50 @@ class HTTPTask(Task):
         resolver: Name resolution used by the SSRF guard (default: the system resolver).
             Tests use it to play DNS.
         address_policy: Which addresses the guard refuses (default: every non-public one).
+        allow_private_urls: Let requests reach private, loopback and metadata addresses
+            (the scheme check stays). This is the worker operator's decision, made where the
+            task is registered (``registry.register("http",
+            HTTPTask(allow_private_urls=True))``); a stage context may only turn it back
+            off for itself with ``allow_private_urls: false``.
     """
 
     def __init__(
-        self, *, resolver: Resolver | None = None, address_policy: AddressPolicy | None = None
+        self,
+        *,
+        resolver: Resolver | None = None,
+        address_policy: AddressPolicy | None = None,
+        allow_private_urls: bool = False,
     ) -> None:
         self._resolver = resolver
         self._policy = address_policy
+        self.allow_private_urls = allow_private_urls
 
     @property
     def aliases(self) -> list[str]:
-        """Also registered as ``http``."""
-        return ["http"]
+        """Also registered as ``http``, unless it allows private URLs.
+
+        An instance that allows private URLs answers only the names its operator registers
+        it under: registering it as ``internal_http`` must not open ``http`` as well.
+        """
+        return [] if self.allow_private_urls else ["http"]
 
     def execute(self, stage: StageExecution) -> TaskResult:
         """Send the request, follow redirects, retry, and report the response."""
         # Settings come from the stage's own context: an upstream stage's outputs (an HTTP
         # stage's `headers`, `body`, `url`) must not turn into this request's settings.
         cfg = read_config(stage.own_context())
+        # Issue 13: whoever writes a workflow must not be able to switch the guard off, so
+        # the context key can only narrow the worker's setting.
+        if cfg.allow_private_urls and not self.allow_private_urls:
+            raise TaskConfigError(
+                f"{NAME}: context key 'allow_private_urls' cannot turn the SSRF guard off: "
+                f"{PRIVATE_HINT}; remove the key from the stage context"
+            )
         hx = _import_httpx()
         guard = SSRFGuard(
-            allow_private=cfg.allow_private_urls, resolver=self._resolver, policy=self._policy
+            allow_private=self.allow_private_urls and cfg.allow_private_urls is not False,
+            resolver=self._resolver,
+            policy=self._policy,
         )
         token = stage._cancel_token
         attempt = 0
