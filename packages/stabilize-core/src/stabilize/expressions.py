@@ -110,6 +110,8 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
         return _Evaluation(context, source).eval(tree.body)
     except ExpressionError:
         raise
+    except RecursionError:
+        raise ExpressionError(f"expression {_shown(source)} is nested too deeply") from None
     except Exception as exc:
         raise ExpressionError(
             f"expression {_shown(source)} failed: {type(exc).__name__}: {exc}"
