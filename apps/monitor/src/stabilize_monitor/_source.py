@@ -1,0 +1,157 @@
+"""The monitor's source on a real database, through stabilize's public API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stabilize.connect import is_postgres_url, open_database
+from stabilize.events import EventReplayer, EventStore, open_event_store
+from stabilize.events.model import Event
+from stabilize.models.workflow import Workflow
+from stabilize.orchestrator import Orchestrator
+from stabilize.persistence import overview
+from stabilize.persistence.overview import QueueStats
+from stabilize.persistence.store import WorkflowStore
+from stabilize.queue.queue import Queue
+from stabilize_monitor._model import RECENT_MS, STATUS_FILTERS, Filters, WorkflowRow
+from stabilize_monitor._watch import ChangeWatcher
+
+
+class DatabaseSource:
+    """Reads a stabilize database for the monitor and acts through the engine's API.
+
+    Args:
+        store: The workflow store.
+        queue: The queue of the same database.
+        event_store: The event log (default: the one in the same database).
+        watch_interval: Seconds between two checks for commits when nothing else wakes
+            the monitor (SQLite's ``data_version``; a missed ``NOTIFY`` on PostgreSQL).
+    """
+
+    def __init__(
+        self,
+        store: WorkflowStore,
+        queue: Queue,
+        event_store: EventStore | None = None,
+        *,
+        watch_interval: float = 0.25,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.event_store = (
+            event_store if event_store is not None else store.backend.own_event_store()
+        )
+        self.orchestrator = Orchestrator(queue, store)
+        self.replayer = EventReplayer(self.event_store)
+        self.watch_interval = watch_interval
+
+    @classmethod
+    def open(cls, url: str, schema: str | None = None) -> DatabaseSource:
+        """The source on the database ``url`` names (``sqlite:///...`` or ``postgresql://...``).
+
+        Raises:
+            ValueError: the URL is not understood, or a schema was given for SQLite.
+            ImportError: psycopg is missing for a PostgreSQL URL.
+        """
+        store, queue = open_database(url, schema)
+        events = open_event_store(url, schema) if is_postgres_url(url) else None
+        return cls(store, queue, events)
+
+    @property
+    def location(self) -> str:
+        """The database's file path or URL (without a password)."""
+        return self.store.backend.location
+
+    def workflows(self, filters: Filters, limit: int, now: float) -> list[WorkflowRow]:
+        """The newest ``limit`` workflows that pass ``filters``."""
+        since = int(now * 1000) - RECENT_MS if filters.status == "recent" else None
+        return overview.summarize_workflows(
+            self.store,
+            application=filters.application,
+            status=STATUS_FILTERS[filters.status],
+            name=filters.search or None,
+            created_since=since,
+            limit=limit,
+        )
+
+    def counts(self, application: str | None) -> dict[str, int]:
+        """Workflows per status."""
+        return overview.count_by_status(self.store, application)
+
+    def applications(self) -> list[str]:
+        """The applications that have workflows, sorted."""
+        return overview.applications(self.store)
+
+    def queue_stats(self, now: float) -> QueueStats:
+        """The queue's depth, leases per worker and dead letters."""
+        return overview.queue_stats(self.queue, int(now * 1000))
+
+    def finished_stages(self) -> int:
+        """Stages in a final status, over all workflows (sampled for the rate chart)."""
+        return overview.count_finished_stages(self.store)
+
+    def marker(self) -> Any:
+        """A cheap value that changes when the database commits engine work."""
+        return overview.change_marker(self.store)
+
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` when the database may have changed; returns the stop function."""
+        watcher = ChangeWatcher(self.event_store, self.marker, wake, self.watch_interval)
+        watcher.start()
+        return watcher.close
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        """One workflow with its stages, as it is now."""
+        return self.store.retrieve(workflow_id)
+
+    def events(self, workflow_id: str, since: int = 0) -> list[Event]:
+        """The workflow's recorded events after ``since``."""
+        return self.event_store.get_events(workflow_id, since)
+
+    def state_at(self, workflow_id: str, sequence: int) -> Workflow:
+        """The workflow right after event ``sequence``, rebuilt from the log."""
+        return self.replayer.rebuild_workflow_state(workflow_id, sequence)
+
+    def approve(self, workflow_id: str, stage: str, user: str, note: str) -> None:
+        """Approve a waiting gate (needs stabilize-hitl)."""
+        _hitl().approve(self.queue, workflow_id, stage, user=user, note=note or None)
+
+    def reject(self, workflow_id: str, stage: str, user: str, note: str) -> None:
+        """Reject a waiting gate (needs stabilize-hitl)."""
+        _hitl().reject(self.queue, workflow_id, stage, user=user, note=note or None)
+
+    def signal(
+        self, workflow_id: str, stage: str, name: str, data: dict[str, Any], user: str
+    ) -> None:
+        """Send a named signal to a stage."""
+        self.orchestrator.signal(workflow_id, stage, name, data, user=user)
+
+    def cancel(self, workflow_id: str, user: str, reason: str) -> None:
+        """Cancel a workflow."""
+        self.orchestrator.cancel(workflow_id, user=user, reason=reason)
+
+    def cancel_stage(self, workflow_id: str, stage: str, user: str, reason: str) -> None:
+        """Cancel one stage of a workflow."""
+        self.orchestrator.cancel_stage(workflow_id, stage, user=user, reason=reason)
+
+    def pause(self, workflow_id: str) -> None:
+        """Pause a running workflow."""
+        self.orchestrator.pause(workflow_id)
+
+    def resume(self, workflow_id: str) -> None:
+        """Resume a paused workflow."""
+        self.orchestrator.resume(workflow_id)
+
+    def close(self) -> None:
+        """Nothing to release: the store's connections are shared in the process."""
+
+
+def _hitl() -> Any:
+    try:
+        import stabilize.hitl as hitl
+    except ImportError:
+        raise ImportError(
+            "approving or rejecting a gate needs stabilize-hitl: pip install stabilize-hitl"
+        ) from None
+    return hitl

@@ -1,0 +1,270 @@
+"""Read-only overviews of a database for dashboards (``stabilize monitor``).
+
+Each function answers one screen's question with a few queries on indexed columns, and
+never loads whole workflows: a page of workflow summaries is two queries (the page of
+``workflows`` rows, then the status of their stages), however many workflows are stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stabilize.models.status import WorkflowStatus
+from stabilize.persistence.store import WorkflowStore
+from stabilize.queue.queue import Queue
+
+
+@dataclass(frozen=True)
+class WorkflowSummary:
+    """One workflow as a dashboard row.
+
+    Attributes:
+        id: The workflow id.
+        application: Its application.
+        name: Its name.
+        status: Its status (a :class:`~stabilize.models.status.WorkflowStatus` value).
+        created_at: When it was stored, epoch milliseconds.
+        updated_at: When its row last changed, epoch milliseconds.
+        start_time: When it started, epoch milliseconds (None: not yet).
+        end_time: When it ended, epoch milliseconds (None: not yet).
+        stages_done: Stages in a final status.
+        stages_total: All its stages.
+        current_stages: ``ref_id`` of the stages running, suspended or paused now.
+    """
+
+    id: str
+    application: str
+    name: str
+    status: str
+    created_at: int
+    updated_at: int
+    start_time: int | None = None
+    end_time: int | None = None
+    stages_done: int = 0
+    stages_total: int = 0
+    current_stages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The state of a queue at one moment.
+
+    Attributes:
+        ready: Messages due now and not leased.
+        delayed: Messages due later and not leased.
+        leased: Messages a worker holds an unexpired lease on.
+        leases_by_owner: Unexpired leases per worker (its owner id).
+        dead_letters: Messages moved aside after too many deliveries.
+    """
+
+    ready: int = 0
+    delayed: int = 0
+    leased: int = 0
+    leases_by_owner: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+
+    @property
+    def depth(self) -> int:
+        """Every message in the queue."""
+        return self.ready + self.delayed + self.leased
+
+
+_ACTIVE = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.SUSPENDED, WorkflowStatus.PAUSED})
+
+
+def summarize_workflows(
+    store: WorkflowStore,
+    *,
+    application: str | None = None,
+    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None = None,
+    name: str | None = None,
+    created_since: int | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[WorkflowSummary]:
+    """A page of workflows, newest first, with the progress of their stages.
+
+    Takes the filters of :meth:`WorkflowStore.list_workflows`; the page is read through the
+    ``(application, status, created_at)`` and ``(status, created_at)`` indexes.
+
+    Args:
+        store: The workflow store.
+        application: Only this application's workflows.
+        status: One status or several.
+        name: Only workflows whose name contains this text (in any case).
+        created_since: Only workflows stored at or after this time (epoch milliseconds).
+        limit: At most this many.
+        offset: Skip this many first.
+
+    Raises:
+        ValueError: ``limit`` or ``offset`` is negative, or a status is unknown.
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
+    backend = store.backend
+    p = backend.placeholder
+    where, params = _where(p, application, status, name, created_since)
+    sql = (
+        "SELECT id, application, name, status, created_at, updated_at, body FROM workflows"
+        f"{where} ORDER BY created_at DESC, id DESC LIMIT {p} OFFSET {p}"
+    )
+    with backend.read() as tx:
+        tx.cur.execute(sql, (*params, limit, offset))
+        rows = list(tx.cur.fetchall())
+        stages: dict[str, list[tuple[str, str]]] = {row[0]: [] for row in rows}
+        if rows:
+            marks = ", ".join(p for _ in rows)
+            tx.cur.execute(
+                "SELECT workflow_id, ref_id, status FROM stages "
+                f"WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
+                tuple(stages),
+            )
+            for workflow_id, ref_id, stage_status in tx.cur.fetchall():
+                stages[workflow_id].append((ref_id, stage_status))
+    return [_summary(row, stages[row[0]]) for row in rows]
+
+
+def count_by_status(store: WorkflowStore, application: str | None = None) -> dict[str, int]:
+    """How many workflows have each status (statuses with none are left out).
+
+    Args:
+        store: The workflow store.
+        application: Only this application's workflows.
+    """
+    backend = store.backend
+    where, params = _where(backend.placeholder, application, None, None, None)
+    with backend.read() as tx:
+        tx.cur.execute(f"SELECT status, count(*) FROM workflows{where} GROUP BY status", params)
+        return {str(status): int(n) for status, n in tx.cur.fetchall()}
+
+
+def count_finished_stages(store: WorkflowStore) -> int:
+    """How many stages of all workflows are in a final status (for a throughput chart).
+
+    This reads the ``status`` column of every stage row (no index covers it): sample it
+    every few seconds, not on every commit.
+    """
+    finals = [s.value for s in WorkflowStatus if s.is_complete]
+    backend = store.backend
+    marks = ", ".join(backend.placeholder for _ in finals)
+    with backend.read() as tx:
+        tx.cur.execute(f"SELECT count(*) FROM stages WHERE status IN ({marks})", tuple(finals))
+        return int(tx.cur.fetchone()[0])
+
+
+def applications(store: WorkflowStore) -> list[str]:
+    """The applications that have workflows, sorted."""
+    with store.backend.read() as tx:
+        tx.cur.execute("SELECT DISTINCT application FROM workflows ORDER BY application")
+        return [str(row[0]) for row in tx.cur.fetchall()]
+
+
+def queue_stats(queue: Queue, now: int) -> QueueStats:
+    """Ready, delayed and leased messages, leases per worker and dead letters.
+
+    Args:
+        queue: The queue.
+        now: The current time, epoch milliseconds (a lease ending before it has expired).
+    """
+    backend = queue.backend
+    p = backend.placeholder
+    with backend.read() as tx:
+        tx.cur.execute(
+            "SELECT lease_owner, count(*) FROM queue_messages "
+            f"WHERE lease_owner IS NOT NULL AND lease_until >= {p} GROUP BY lease_owner",
+            (now,),
+        )
+        owners = {str(owner): int(n) for owner, n in tx.cur.fetchall()}
+        tx.cur.execute(
+            "SELECT count(*) FROM queue_messages "
+            f"WHERE deliver_at <= {p} AND (lease_until IS NULL OR lease_until < {p})",
+            (now, now),
+        )
+        ready = int(tx.cur.fetchone()[0])
+        tx.cur.execute(
+            "SELECT count(*) FROM queue_messages "
+            f"WHERE deliver_at > {p} AND (lease_until IS NULL OR lease_until < {p})",
+            (now, now),
+        )
+        delayed = int(tx.cur.fetchone()[0])
+        tx.cur.execute("SELECT count(*) FROM dead_letters")
+        dead = int(tx.cur.fetchone()[0])
+    return QueueStats(ready, delayed, sum(owners.values()), owners, dead)
+
+
+def change_marker(store: WorkflowStore) -> tuple[Any, ...]:
+    """A value that changes whenever the database commits engine work.
+
+    Cheap enough to poll: the newest row of the event log (SQLite: the largest rowid;
+    PostgreSQL: the newest timestamp and the rows at it, through ``events_by_time``) and
+    the queue's size. With event recording off, only the queue's size and its earliest
+    delivery time change.
+    """
+    backend = store.backend
+    with backend.read() as tx:
+        tx.cur.execute("SELECT count(*), min(deliver_at), max(id) FROM queue_messages")
+        queue_row = tuple(tx.cur.fetchone())
+        if backend.dialect == "sqlite":
+            tx.cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")
+            if tx.cur.fetchone() is None:
+                return queue_row
+            tx.cur.execute("SELECT max(rowid) FROM events")
+            return (*queue_row, tx.cur.fetchone()[0])
+        tx.cur.execute(
+            "SELECT timestamp, count(*) FROM events "
+            "WHERE timestamp = (SELECT max(timestamp) FROM events) GROUP BY timestamp"
+        )
+        head = tx.cur.fetchone()
+        return (*queue_row, *(tuple(head) if head is not None else ()))
+
+
+def _summary(row: tuple[Any, ...], stages: list[tuple[str, str]]) -> WorkflowSummary:
+    workflow_id, application, name, status, created_at, updated_at, body = row
+    document = json.loads(body) if isinstance(body, str | bytes) else dict(body or {})
+    done = sum(1 for _, s in stages if WorkflowStatus(s).is_complete)
+    current = tuple(ref for ref, s in stages if WorkflowStatus(s) in _ACTIVE)
+    return WorkflowSummary(
+        id=str(workflow_id),
+        application=str(application),
+        name=str(name),
+        status=str(status),
+        created_at=int(created_at),
+        updated_at=int(updated_at),
+        start_time=document.get("start_time"),
+        end_time=document.get("end_time"),
+        stages_done=done,
+        stages_total=len(stages),
+        current_stages=current,
+    )
+
+
+def _where(
+    p: str,
+    application: str | None,
+    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
+    name: str | None,
+    created_since: int | None,
+) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if application is not None:
+        clauses.append(f"application = {p}")
+        params.append(application)
+    if status is not None:
+        statuses = [status] if isinstance(status, str | WorkflowStatus) else list(status)
+        values = [WorkflowStatus(s).value for s in statuses]
+        clauses.append(f"status IN ({', '.join(p for _ in values)})")
+        params.extend(values)
+    if name is not None:
+        # lower() on both sides: PostgreSQL's LIKE is case-sensitive, SQLite's is not.
+        clauses.append(f"lower(name) LIKE lower({p}) ESCAPE '!'")
+        escaped = name.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        params.append(f"%{escaped}%")
+    if created_since is not None:
+        clauses.append(f"created_at >= {p}")
+        params.append(created_since)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return where, tuple(params)
