@@ -261,3 +261,17 @@ def databases(request: pytest.FixtureRequest, backend: Database, tmp_path: Path)
         request.getfixturevalue("pg_schemas") if backend.is_postgres else None
     )
     return Databases(backend, tmp_path, schemas)
+
+
+# -- the deterministic simulation's options (tests/simulation/) -----------------------------
+# Declared here, not in tests/simulation/conftest.py: pytest takes options only from the
+# conftests it loads at startup, and a run of the whole suite does not load that one then.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("simulation", "deterministic simulation (tests/simulation)")
+    group.addoption("--sim-seed", type=int, default=None, help="replay exactly this seed")
+    group.addoption(
+        "--sim-runs", type=int, default=None, help="how many seeds to simulate (default: 40)"
+    )
+    group.addoption("--sim-first", type=int, default=None, help="the first seed of --sim-runs")

@@ -1,0 +1,212 @@
+"""Generated workflows of the simulation and the deterministic tasks they run.
+
+A workflow is drawn from a seeded ``random.Random``: a random DAG whose stages join in
+every way the engine knows (AND, OR, k-of-n quorum, first-wins, multi-merge, with the
+IGNORE and CANCEL straggler policies), tasks that succeed, fail softly or for good, raise
+transient errors a few times, wait for a signal (with or without a timer), and a bounded
+loop (``jump_to`` an ancestor). Ids are derived from the seed, so that two runs of one
+seed store the same rows.
+
+Each task is a pure function of what it receives: its stage's own context says how it
+behaves. Every execution calls ``record`` first, which is how the simulation counts
+executions across crashes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stabilize import (
+    StageExecution,
+    TaskExecution,
+    TaskRegistry,
+    TaskResult,
+    TransientError,
+    Workflow,
+)
+from stabilize.models.stage import JoinType, StragglerPolicy
+
+OK = "sim_ok"
+SOFT = "sim_soft"
+HARD = "sim_hard"
+FLAKY = "sim_flaky"
+SIGNAL = "sim_signal"
+LOOP = "sim_loop"
+
+BEHAVIOURS = [(OK, 70), (FLAKY, 12), (SOFT, 6), (HARD, 3), (SIGNAL, 6)]
+"""Task kinds and their weights when a task is drawn."""
+
+QUORUM_JOINS = (JoinType.N_OF_M, JoinType.DISCRIMINATOR)
+JOINS = [
+    (JoinType.AND, 4),
+    (JoinType.OR, 2),
+    (JoinType.N_OF_M, 3),
+    (JoinType.DISCRIMINATOR, 2),
+    (JoinType.MULTI_MERGE, 1),
+]
+
+
+@dataclass
+class Plan:
+    """What the generator decided for one workflow, for the checks that follow the run."""
+
+    workflow: Workflow
+    may_fail: bool
+    """A task fails for good, a deadline may fire, or a transient error outlasts its retries."""
+    has_loop: bool
+    signals: set[str] = field(default_factory=set)
+    """Ref ids of the stages that suspend until a signal."""
+
+
+def _pick(rng: random.Random, weighted: list[tuple[str, int]]) -> str:
+    total = sum(w for _, w in weighted)
+    draw = rng.randrange(total)
+    for value, weight in weighted:
+        if draw < weight:
+            return value
+        draw -= weight
+    raise AssertionError("unreachable")
+
+
+def generate(rng: random.Random, workflow_id: str, transient_limit: int) -> Plan:
+    """A random workflow (1-8 stages); ``transient_limit``: the processor's retry budget."""
+    count = rng.randint(1, 8)
+    stages: list[StageExecution] = []
+    may_fail = False
+    signals: set[str] = set()
+    for i in range(count):
+        ref = f"s{i}"
+        width = min(i, rng.choice([0, 1, 1, 1, 2, 2, 3]))
+        requires = set(rng.sample([s.ref_id for s in stages], width)) if width else set()
+        flow: dict[str, object] = {}
+        if len(requires) > 1:
+            join = JoinType(_pick(rng, [(j.value, w) for j, w in JOINS]))
+            flow["join_type"] = join
+            if join is JoinType.N_OF_M:
+                flow["join_threshold"] = rng.randint(1, len(requires))
+            if join in QUORUM_JOINS:
+                flow["straggler_policy"] = rng.choice(
+                    [StragglerPolicy.IGNORE, StragglerPolicy.CANCEL]
+                )
+        context: dict[str, object] = {}
+        tasks = []
+        for t in range(rng.choice([1, 1, 1, 2])):
+            kind = _pick(rng, BEHAVIOURS)
+            if kind == FLAKY:
+                failures = rng.randint(1, transient_limit)
+                context[f"fail_{t}"] = failures
+                may_fail = may_fail or failures >= transient_limit
+            elif kind == HARD:
+                may_fail = True
+            elif kind == SIGNAL:
+                if ref in signals:
+                    kind = OK  # one suspension per stage keeps the signal bookkeeping simple
+                else:
+                    signals.add(ref)
+                    if rng.random() < 0.3:
+                        context["timer_s"] = rng.choice([0, 5, 40])
+            tasks.append(
+                TaskExecution(id=f"{workflow_id}-{ref}-t{t}", name=f"t{t}", implementing_class=kind)
+            )
+        if rng.random() < 0.08:
+            flow["deadline_seconds"] = float(rng.choice([20, 90, 300]))
+            may_fail = True
+        stages.append(
+            StageExecution(
+                id=f"{workflow_id}-{ref}",
+                ref_id=ref,
+                type="sim",
+                name=ref,
+                context=context,
+                requisite_stage_ref_ids=requires,
+                tasks=tasks,
+                **flow,  # type: ignore[arg-type]
+            )
+        )
+    has_loop = False
+    looping = [s for s in stages if s.requisite_stage_ref_ids]
+    if looping and rng.random() < 0.3:
+        stage = rng.choice(looping)
+        ancestors = sorted(_ancestors(stages, stage.ref_id))
+        stage.context["loop_to"] = rng.choice(ancestors)
+        stage.context["passes"] = rng.randint(1, 2)
+        stage.tasks.append(
+            TaskExecution(
+                id=f"{workflow_id}-{stage.ref_id}-loop", name="loop", implementing_class=LOOP
+            )
+        )
+        has_loop = True
+    wf = Workflow.create("sim", workflow_id, stages)
+    wf.id = workflow_id
+    return Plan(wf, may_fail, has_loop, signals)
+
+
+def _ancestors(stages: list[StageExecution], ref: str) -> set[str]:
+    by_ref = {s.ref_id: s for s in stages}
+    found: set[str] = set()
+    todo = list(by_ref[ref].requisite_stage_ref_ids)
+    while todo:
+        up = todo.pop()
+        if up not in found:
+            found.add(up)
+            todo.extend(by_ref[up].requisite_stage_ref_ids)
+    return found
+
+
+def _task_number(stage: StageExecution) -> int:
+    running = [t for t in stage.tasks if t.status.value == "RUNNING"]
+    assert len(running) == 1, f"stage {stage.ref_id} runs {len(running)} tasks at once"
+    return stage.tasks.index(running[0])
+
+
+def registry(record: Callable[[StageExecution], None]) -> TaskRegistry:
+    """The simulation's tasks; each calls ``record(stage)`` when it starts."""
+
+    def ok(stage: StageExecution) -> TaskResult:
+        record(stage)
+        return TaskResult.success(outputs={f"{stage.ref_id}_t{_task_number(stage)}": "ok"})
+
+    def soft(stage: StageExecution) -> TaskResult:
+        record(stage)
+        return TaskResult.failed_continue(f"{stage.ref_id} failed softly")
+
+    def hard(stage: StageExecution) -> TaskResult:
+        record(stage)
+        return TaskResult.terminal(f"{stage.ref_id} failed")
+
+    def flaky(stage: StageExecution) -> TaskResult:
+        record(stage)
+        number = _task_number(stage)
+        retries = stage.tasks[number].retry_count
+        if retries < int(stage.context[f"fail_{number}"]):
+            raise TransientError(f"{stage.ref_id} attempt {retries} failed", retry_after=2.0)
+        return TaskResult.success(outputs={f"{stage.ref_id}_t{number}": retries})
+
+    def signal(stage: StageExecution) -> TaskResult:
+        record(stage)
+        name = stage.context.get("_signal_name")
+        if name is None:
+            timer = stage.context.get("timer_s")
+            context = {} if timer is None else {"_signal_timeout_seconds": timer}
+            return TaskResult.suspend(context=context)
+        return TaskResult.success(outputs={f"{stage.ref_id}_signal": name})
+
+    def loop(stage: StageExecution) -> TaskResult:
+        record(stage)
+        if int(stage.context.get("_jump_count", 0)) < int(stage.context["passes"]):
+            return TaskResult.jump_to(str(stage.context["loop_to"]))
+        return TaskResult.success()
+
+    tasks = TaskRegistry()
+    for name, fn in [
+        (OK, ok),
+        (SOFT, soft),
+        (HARD, hard),
+        (FLAKY, flaky),
+        (SIGNAL, signal),
+        (LOOP, loop),
+    ]:
+        tasks.register(name, fn)
+    return tasks

@@ -1,0 +1,67 @@
+"""The deterministic simulation of the engine (see sim_world.py for how a run goes).
+
+A failure names its seed and the command that replays exactly that run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from simulation.sim_checks import check_run, comparable
+from simulation.sim_world import REPLAY, ErrorLog, Stats, World
+
+pytestmark = pytest.mark.simulation
+
+
+def simulate(seed: int, directory: Path) -> World:
+    """Run ``seed`` to its end and check every invariant; fail naming the seed."""
+    world = World(seed, directory)
+    errors = ErrorLog()
+    engine_log = logging.getLogger("stabilize")
+    engine_log.addHandler(errors)
+    replay = REPLAY.format(seed=seed)
+    try:
+        try:
+            world.run()
+        except Exception as exc:
+            raise AssertionError(
+                f"simulation seed {seed} raised at tick {len(world.trace)} "
+                f"({world.trace[-1:]}): {type(exc).__name__}: {exc}\nreplay: {replay}"
+            ) from exc
+        problems = check_run(world) + [f"engine logged: {m}" for m in errors.messages]
+    finally:
+        engine_log.removeHandler(errors)
+    world.stats.ticks = len(world.trace)
+    runs = Counter((e.workflow_id, e.task_id, e.run, e.retry) for e in world.executions)
+    world.stats.duplicates = sum(n - 1 for n in runs.values())
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        world.close()
+        raise AssertionError(
+            f"simulation seed {seed} broke {len(problems)} invariant(s):\n  {shown}\n"
+            f"replay: {replay}"
+        )
+    return world
+
+
+def test_simulated_run(sim_seed: int, tmp_path: Path, sim_totals: Stats) -> None:
+    world = simulate(sim_seed, tmp_path)
+    sim_totals.add(world.stats)
+    world.close()
+
+
+def test_a_seed_replays_exactly(tmp_path: Path) -> None:
+    first = simulate(7, tmp_path / "a")
+    second = simulate(7, tmp_path / "b")
+    try:
+        assert first.trace == second.trace
+        assert [e.key for e in first.executions] == [e.key for e in second.executions]
+        for plan in first.plans:
+            wf_id = plan.workflow.id
+            assert comparable(first.stored(wf_id)) == comparable(second.stored(wf_id))
+    finally:
+        first.close()
+        second.close()
