@@ -61,16 +61,13 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 
 def _cmd_mg_up(ns: argparse.Namespace) -> int:
     from stabilize.backends.migrate import migrate_up
-    from stabilize.errors import StabilizeError
+    from stabilize.connect import check_database_url
 
     try:
+        check_database_url(ns.db_url)
         before, after = migrate_up(ns.db_url, ns.schema)
-    except (StabilizeError, ImportError, ValueError) as exc:
-        print(f"{PROG} mg-up: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a driver error: bad host, password, database...
-        print(f"{PROG} mg-up: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        return _fail("mg-up", exc, ns.db_url)
     print(f"database: {after.location}")
     if before.pending:
         for version in before.pending:
@@ -83,23 +80,20 @@ def _cmd_mg_up(ns: argparse.Namespace) -> int:
 
 def _cmd_mg_status(ns: argparse.Namespace) -> int:
     from stabilize.backends.migrate import migration_status
-    from stabilize.errors import StabilizeError
+    from stabilize.connect import check_database_url
 
     try:
-        status = migration_status(ns.db_url, ns.schema)
-    except (StabilizeError, ImportError, ValueError) as exc:
-        print(f"{PROG} mg-status: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a driver error: bad host, password, database...
-        print(f"{PROG} mg-status: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        check_database_url(ns.db_url)
+        status = migration_status(ns.db_url, ns.schema, must_exist=True)
+    except Exception as exc:
+        return _fail("mg-status", exc, ns.db_url)
     print(f"database: {status.location}")
     print(f"current version: {status.current}")
     print(f"latest version: {status.latest}")
     if status.too_new:
         print(
-            f"{PROG} mg-status: error: the database is newer than this stabilize "
-            "(upgrade stabilize-core)",
+            f"{PROG} mg-status: error: the database has schema version {status.current}, "
+            f"newer than this stabilize knows ({status.latest}): upgrade stabilize-core",
             file=sys.stderr,
         )
         return 1
@@ -109,11 +103,11 @@ def _cmd_mg_status(ns: argparse.Namespace) -> int:
 
 
 def _cmd_purge(ns: argparse.Namespace) -> int:
-    from stabilize.connect import open_database
-    from stabilize.errors import StabilizeError
+    from stabilize.connect import check_database_url, open_database
 
     try:
-        store, _queue = open_database(ns.db_url, ns.schema)
+        check_database_url(ns.db_url)
+        store, _queue = open_database(ns.db_url, ns.schema, create=False)
         count = store.purge(
             ns.older_than,
             keep_events=ns.keep_events,
@@ -121,15 +115,20 @@ def _cmd_purge(ns: argparse.Namespace) -> int:
             application=ns.application,
             dry_run=ns.dry_run,
         )
-    except (StabilizeError, ImportError, ValueError) as exc:
-        print(f"{PROG} purge: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a driver error: bad host, password, database...
-        print(f"{PROG} purge: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        return _fail("purge", exc, ns.db_url)
     verb = "would delete" if ns.dry_run else "deleted"
     print(f"{verb} {count} workflow{'' if count == 1 else 's'}")
     return 0
+
+
+def _fail(command: str, exc: Exception, url: str) -> int:
+    """Report a failed database command in one line; the exit code (2: a bad URL)."""
+    from stabilize.connect import describe_failure
+    from stabilize.errors import DatabaseUrlError
+
+    print(f"{PROG} {command}: error: {describe_failure(exc, url)}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(exc, DatabaseUrlError) else 1
 
 
 # name -> (summary, handler); a plugin can never replace one of these.
@@ -256,6 +255,10 @@ def _exit_code(code: object) -> int:
     return 1
 
 
+_MAX_INT = 2**31 - 1
+"""Largest count an option takes (a bigger one is a typo, and overflows SQL integers)."""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -263,6 +266,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > _MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_INT}, got {value}")
     return value
 
 
@@ -272,8 +277,13 @@ _DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 def _duration(text: str) -> timedelta:
     """``30d``, ``12h``, ``45m`` or ``90s`` as a timedelta."""
     number, unit = text.strip()[:-1], text.strip()[-1:].lower()
-    if unit not in _DURATION_UNITS or not number.isdigit():
+    if unit not in _DURATION_UNITS or not (number.isascii() and number.isdigit()):
         raise argparse.ArgumentTypeError(
             f"not a duration: {text!r} (write a whole number and a unit: 30d, 12h, 45m, 90s)"
         )
-    return timedelta(**{_DURATION_UNITS[unit]: int(number)})
+    try:
+        return timedelta(**{_DURATION_UNITS[unit]: int(number)})
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"duration out of range: {text!r} (at most {timedelta.max.days} days)"
+        ) from None

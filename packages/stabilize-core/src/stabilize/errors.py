@@ -137,6 +137,17 @@ class SchemaVersionError(StabilizeError):
     """The database schema is newer than this version of stabilize understands."""
 
 
+class DatabaseNotFoundError(SchemaVersionError):
+    """An open-only path found no stabilize database: no such file, schema or tables.
+
+    A :class:`SchemaVersionError` (at version 0) so that code catching that still does.
+    """
+
+
+class DatabaseUrlError(StabilizeError, ValueError):
+    """A ``--db-url`` that names no database stabilize can use (a usage error)."""
+
+
 class EventStoreError(StabilizeError):
     """The event log cannot answer a query (for example, it has no ``workflows`` table)."""
 

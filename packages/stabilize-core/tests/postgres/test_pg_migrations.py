@@ -193,8 +193,8 @@ def test_cli_on_a_sqlite_file(tmp_path: Path) -> None:
     after = stabilize_cli("mg-status", "--db-url", url)
     schema = stabilize_cli("mg-up", "--db-url", url, "--schema", "x")
 
-    assert before.returncode == 0, before.stderr
-    assert "current version: 0" in before.stdout
+    assert before.returncode == 1  # mg-status names a missing file, creates none
+    assert "no stabilize database" in before.stderr
     assert up.returncode == 0, up.stderr
     assert "applied: 0001" in up.stdout
     assert after.returncode == 0, after.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import select
 import socket
@@ -139,6 +140,19 @@ def describe(url: str, schema: str | None) -> str:
         return f"<PostgreSQL> ({where})"
     params.pop("password", None)
     return f"{make_conninfo('', **params)} ({where})"
+
+
+def server_address(url: str) -> str:
+    """The ``host:port`` a URL connects to, libpq's defaults filled in (for messages)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        params = {}
+    host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _release(pool: ConnectionPool[Any], listeners: list[_Listener]) -> None:

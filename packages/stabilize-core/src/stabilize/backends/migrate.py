@@ -11,6 +11,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from stabilize.errors import DatabaseNotFoundError
+
 
 @dataclass(frozen=True)
 class MigrationStatus:
@@ -37,25 +39,51 @@ class MigrationStatus:
         return self.current > self.latest
 
 
-def migration_status(url: str, schema: str | None = None) -> MigrationStatus:
+def migration_status(
+    url: str, schema: str | None = None, *, must_exist: bool = False
+) -> MigrationStatus:
     """Read the schema version of the database ``url`` names, changing nothing.
 
+    Args:
+        url: ``sqlite:///path.db`` (or a path) or ``postgresql://...``.
+        schema: The PostgreSQL schema.
+        must_exist: Refuse a SQLite file or a PostgreSQL schema that does not exist,
+            instead of reporting version 0 (what ``stabilize mg-status`` does).
+
     Raises:
+        DatabaseNotFoundError: ``must_exist``, and there is no such file or schema.
         ValueError: a schema was given for a SQLite URL, or the URL is not understood.
         ImportError: a PostgreSQL URL, and psycopg is not installed.
     """
     from stabilize.backends import postgres
 
     if postgres.is_postgres_url(url):
+        where = postgres.describe(url, schema)
         with postgres.connect(url, schema) as conn:
-            return postgres.read_migration_status(conn, postgres.describe(url, schema))
+            if must_exist and schema is not None:
+                found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+                if found.fetchone() is None:
+                    raise DatabaseNotFoundError(
+                        f"no stabilize database in {where}: schema {schema} does not exist "
+                        f"(run 'stabilize mg-up --db-url ... --schema {schema}' to create it)"
+                    )
+            return postgres.read_migration_status(conn, where)
+    from stabilize.backends.sqlite import connect_existing
+
     path = _sqlite_path(url, schema)
     latest = _sqlite_latest()
-    if path != ":memory:" and not Path(path).exists():
+    if must_exist:
+        db = connect_existing(path)
+    elif path != ":memory:" and not Path(path).exists():
         return MigrationStatus(path, 0, latest)
-    db = sqlite3.connect(path)
+    else:
+        db = sqlite3.connect(path)
     try:
         current = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        if not must_exist:
+            raise
+        raise DatabaseNotFoundError(f"no stabilize database at {path}: {exc}") from None
     finally:
         db.close()
     return MigrationStatus(path, current, latest)

@@ -55,7 +55,7 @@ from stabilize.backends._pg_schema import (
 from stabilize.backends._pg_transaction import PostgresTransaction
 from stabilize.backends.migrate import MigrationStatus
 from stabilize.backends.sql import queries
-from stabilize.errors import SchemaVersionError
+from stabilize.errors import DatabaseNotFoundError, SchemaVersionError
 
 if TYPE_CHECKING:
     import psycopg
@@ -129,6 +129,8 @@ class PostgresBackend(Backend):
         Raises:
             SchemaVersionError: the schema is newer than this stabilize, or older and
                 ``create_tables`` is False.
+            DatabaseNotFoundError: ``create_tables`` is False and the schema does not
+                exist or holds no stabilize tables (a :class:`SchemaVersionError` too).
         """
         check_schema_name(schema)
         key = (url, schema)
@@ -262,8 +264,10 @@ class PostgresBackend(Backend):
         """Bring the schema to the current version (once per backend), or check it is.
 
         Raises:
-            SchemaVersionError: the schema is newer than this stabilize, or older (or
-                missing) and ``create`` is False.
+            SchemaVersionError: the schema is newer than this stabilize, or older and
+                ``create`` is False.
+            DatabaseNotFoundError: ``create`` is False and the schema does not exist or
+                holds no stabilize tables.
         """
         if self._schema_ready:
             return
@@ -275,6 +279,8 @@ class PostgresBackend(Backend):
                 if status.too_new:
                     raise _too_new(status)
                 if status.pending:
+                    if not create and status.current == 0:
+                        raise self._not_found(conn)
                     if not create:
                         raise SchemaVersionError(
                             f"{self.location} is at schema version {status.current}, this "
@@ -285,6 +291,21 @@ class PostgresBackend(Backend):
                 row = conn.execute("SELECT current_schema()").fetchone()
                 self._resolved_schema = str(row[0]) if row and row[0] else DEFAULT_SCHEMA
             self._schema_ready = True
+
+    def _not_found(self, conn: psycopg.Connection[Any]) -> DatabaseNotFoundError:
+        row = conn.execute("SELECT current_schema()").fetchone()
+        conn.rollback()
+        # current_schema() is NULL when no schema of the search_path exists.
+        what = (
+            f"schema {self.schema or DEFAULT_SCHEMA} does not exist"
+            if not row or row[0] is None
+            else "it holds no stabilize tables"
+        )
+        option = f" --schema {self.schema}" if self.schema else ""
+        return DatabaseNotFoundError(
+            f"no stabilize database in {self.location}: {what} "
+            f"(run 'stabilize mg-up --db-url ...{option}' to create it)"
+        )
 
     def _is_ready(self) -> bool:
         return self._schema_ready  # read again under the lock (another thread may have set it)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import urllib.parse
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from stabilize.backends._base import Backend, Transaction
 from stabilize.backends._sqlite_checkpoint import Checkpointer
 from stabilize.backends.sql import migrations, queries
-from stabilize.errors import EventStoreError, SchemaVersionError
+from stabilize.errors import DatabaseNotFoundError, EventStoreError, SchemaVersionError
 
 if TYPE_CHECKING:
     from stabilize.events.recorder import EventStore, SqliteEventStore
@@ -50,6 +51,100 @@ def sqlite_path(url: str) -> str:
     if path == ":memory:":
         return path
     return str(Path(path).expanduser().resolve())
+
+
+def latest_version() -> int:
+    """The newest schema version this stabilize knows for SQLite."""
+    return migrations("sqlite")[-1][0]
+
+
+def connect_existing(path: str) -> sqlite3.Connection:
+    """Open the SQLite file at ``path`` without ever creating it.
+
+    Raises:
+        DatabaseNotFoundError: there is no such file.
+    """
+    if path == ":memory:":
+        raise DatabaseNotFoundError("an in-memory SQLite database holds no stabilize database yet")
+    if not Path(path).is_file():
+        raise DatabaseNotFoundError(
+            f"no stabilize database at {path} (run 'stabilize mg-up --db-url sqlite:///{path}' "
+            "to create one)"
+        )
+    # mode=rw: a file deleted since the check above must not come back empty.
+    uri = f"file:{urllib.parse.quote(path)}?mode=rw"
+    try:
+        return sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=60
+        )
+    except sqlite3.OperationalError as exc:
+        raise DatabaseNotFoundError(f"cannot open {path}: {exc}") from None
+
+
+def check_schema_version(conn: sqlite3.Connection, path: str, *, current: bool = False) -> int:
+    """Read the file's schema version; refuse a newer one (or, if ``current``, any other).
+
+    Args:
+        conn: A connection to the file.
+        path: The file (for messages).
+        current: Also refuse a file with no stabilize schema or an older one: what an
+            open-only path needs, which must neither create nor migrate.
+
+    Returns:
+        The schema version (``PRAGMA user_version``).
+
+    Raises:
+        SchemaVersionError: the file was written by a newer stabilize, or (``current``)
+            is older than this one.
+        DatabaseNotFoundError: (``current``) the file is not a stabilize database.
+    """
+    latest = latest_version()
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        if not current:
+            raise
+        raise DatabaseNotFoundError(f"no stabilize database at {path}: {exc}") from None
+    if version > latest:
+        raise SchemaVersionError(
+            f"{path} has schema version {version}, but this stabilize knows only "
+            f"up to {latest}: upgrade stabilize-core to open it"
+        )
+    if current and version == 0:
+        raise DatabaseNotFoundError(
+            f"no stabilize database at {path}: the file holds no stabilize tables (run "
+            f"'stabilize mg-up --db-url sqlite:///{path}' to create them)"
+        )
+    if current and version < latest:
+        raise SchemaVersionError(
+            f"{path} is at schema version {version}, this stabilize needs {latest}: run "
+            f"'stabilize mg-up --db-url sqlite:///{path}' to migrate it"
+        )
+    return version
+
+
+def check_event_log(url: str) -> None:
+    """Check, changing nothing, that the file ``url`` names holds an event log to read.
+
+    That is an engine's database at the current version, or a log kept in a file of its
+    own (an ``events`` table and no stabilize schema version).
+
+    Raises:
+        DatabaseNotFoundError: there is no such file, or it holds no event log.
+        SchemaVersionError: the file is an engine's database at another version.
+    """
+    path = sqlite_path(url)
+    conn = connect_existing(path)
+    try:
+        find = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        try:
+            standalone = conn.execute(find).fetchone() is not None
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            raise DatabaseNotFoundError(f"no stabilize database at {path}: {exc}") from None
+        if not standalone or check_schema_version(conn, path) != 0:
+            check_schema_version(conn, path, current=True)
+    finally:
+        conn.close()
 
 
 def sqlite_settings(env: dict[str, str] | None = None) -> tuple[str | None, str]:
@@ -86,13 +181,25 @@ class SqliteBackend(Backend):
     _instances_lock = threading.Lock()
 
     @classmethod
-    def for_url(cls, url: str) -> SqliteBackend:
-        """Return the process-wide backend of the file ``url`` names (opening it if needed)."""
+    def for_url(cls, url: str, *, create: bool = True) -> SqliteBackend:
+        """Return the process-wide backend of the file ``url`` names (opening it if needed).
+
+        Args:
+            url: ``sqlite:///path/to/file.db`` or a path.
+            create: Create the file and apply pending migrations; otherwise the file must
+                hold a stabilize database at the current version, and is left untouched
+                when it does not.
+
+        Raises:
+            SchemaVersionError: the file is newer than this stabilize (or, without
+                ``create``, older).
+            DatabaseNotFoundError: without ``create``, there is no stabilize database.
+        """
         path = sqlite_path(url)
         with cls._instances_lock:
             backend = cls._instances.get(path) if path != ":memory:" else None
             if backend is None:
-                backend = cls(path)
+                backend = cls(path, create=create)
                 if path != ":memory:":
                     cls._instances[path] = backend
             return backend
@@ -103,16 +210,28 @@ class SqliteBackend(Backend):
         with cls._instances_lock:
             return list(cls._instances.values())
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, create: bool = True) -> None:
         super().__init__()
         self.path = path
         self.journal_mode, self.synchronous = sqlite_settings()
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         # The lock in Backend serialises threads; check_same_thread would refuse a
         # connection opened by the user's thread and used by the processor's.
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        if create:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=60
+            )
+        else:
+            self.conn = connect_existing(path)
         self.conn.execute("PRAGMA busy_timeout = 60000")
+        try:
+            # Before any pragma below: a journal mode change writes to a file that may
+            # belong to a newer stabilize.
+            check_schema_version(self.conn, path, current=not create)
+        except BaseException:
+            self.conn.close()
+            raise
         if self.journal_mode is not None:
             self.conn.execute(f"PRAGMA journal_mode = {self.journal_mode}")
         self.journal_mode = str(self.conn.execute("PRAGMA journal_mode").fetchone()[0]).upper()

@@ -73,7 +73,11 @@ class SqliteEventStore:
     """
 
     def __init__(self, connection_string: str, create_tables: bool = True) -> None:
-        from stabilize.backends.sqlite import sqlite_path, upgrade_event_table
+        from stabilize.backends.sqlite import (
+            check_schema_version,
+            sqlite_path,
+            upgrade_event_table,
+        )
 
         self.path = sqlite_path(connection_string)
         self._lock = threading.Lock()
@@ -81,6 +85,11 @@ class SqliteEventStore:
             self.path, isolation_level=None, check_same_thread=False, timeout=60
         )
         self._conn.execute("PRAGMA busy_timeout = 60000")
+        try:
+            check_schema_version(self._conn, self.path)  # a newer engine file is refused
+        except BaseException:
+            self._conn.close()
+            raise
         if create_tables:
             # The table migration 0003 creates in an engine's file, here in this one.
             script = resource_text("sqlite", "0003_events.sql")
@@ -248,25 +257,34 @@ def default_event_store(workflow_id: str | None = None) -> EventStore | None:
     return None
 
 
-def open_event_store(url: str, schema: str | None = None) -> EventStore:
+def open_event_store(url: str, schema: str | None = None, *, create: bool = True) -> EventStore:
     """The event log in the database ``url`` names (what ``--db-url`` options open).
 
     Args:
         url: ``sqlite:///path.db`` (or a path) or ``postgresql://...``.
         schema: The PostgreSQL schema (not allowed for SQLite).
+        create: Create the log (file, schema, table) if missing. False opens only an
+            existing log, changing nothing otherwise (what ``stabilize serve`` does).
 
     Raises:
         ValueError: a schema was given for SQLite.
+        DatabaseNotFoundError: ``create`` is False and there is no log.
+        SchemaVersionError: the database is newer than this stabilize (or, without
+            ``create``, older).
     """
     from stabilize.connect import is_postgres_url
 
     if is_postgres_url(url):
         from stabilize.events.postgres import PostgresEventStore
 
-        return PostgresEventStore(url, schema=schema)
+        return PostgresEventStore(url, schema=schema, create_tables=create)
     if schema is not None:
         raise ValueError("a schema applies to PostgreSQL URLs only")
-    return SqliteEventStore(url)
+    if not create:
+        from stabilize.backends.sqlite import check_event_log
+
+        check_event_log(url)
+    return SqliteEventStore(url, create_tables=create)
 
 
 def emit_progress(

@@ -284,11 +284,21 @@ class SqliteWorkflowStore(WorkflowStore):
 
     Args:
         connection_string: ``sqlite:///path/to/file.db``.
-        create_tables: Accepted for compatibility; the schema is always brought up to date.
+        create_tables: Accepted for compatibility and ignored: ``create`` decides.
+        create: Create the file and apply pending migrations (the default). False opens
+            an existing stabilize database at the current version only, and changes
+            nothing when there is none (what the ``stabilize`` commands do).
+
+    Raises:
+        SchemaVersionError: the file is newer than this stabilize (or, without
+            ``create``, older).
+        DatabaseNotFoundError: without ``create``, the file or its tables do not exist.
     """
 
-    def __init__(self, connection_string: str, create_tables: bool = False) -> None:
-        super().__init__(SqliteBackend.for_url(connection_string))
+    def __init__(
+        self, connection_string: str, create_tables: bool = False, *, create: bool = True
+    ) -> None:
+        super().__init__(SqliteBackend.for_url(connection_string, create=create))
         self.connection_string = connection_string
 
 

@@ -31,25 +31,28 @@ def _main(decision: str, argv: Sequence[str]) -> int:
     parser.add_argument("--note", default=None, help="a note recorded with the decision")
     parser.add_argument("--data", default=None, help="JSON object passed along with it")
     ns = parser.parse_args(list(argv))
+    prog = f"stabilize {decision}"
     try:
         data = json.loads(ns.data) if ns.data else {}
     except json.JSONDecodeError as exc:
-        print(f"stabilize {decision}: --data is not JSON: {exc}", file=sys.stderr)
+        print(f"{prog}: error: --data is not JSON: {exc}", file=sys.stderr)
         return 2
     if not isinstance(data, dict):
-        print(f"stabilize {decision}: --data must be a JSON object", file=sys.stderr)
+        print(f"{prog}: error: --data must be a JSON object", file=sys.stderr)
         return 2
 
-    from stabilize.connect import open_database
-    from stabilize.errors import StabilizeError
+    from stabilize.connect import check_database_url, describe_failure, open_database
+    from stabilize.errors import DatabaseUrlError
     from stabilize.hitl import approve, reject
 
     try:
-        _, queue = open_database(ns.db_url, ns.schema)
+        check_database_url(ns.db_url)
+        # Open only: a mistyped path or schema must not become a new, empty database.
+        _, queue = open_database(ns.db_url, ns.schema, create=False)
         act = approve if decision == "approve" else reject
         act(queue, ns.workflow_id, ns.stage, data, user=ns.user, note=ns.note)
-    except (StabilizeError, ValueError) as exc:
-        print(f"stabilize {decision}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        print(f"{prog}: error: {describe_failure(exc, ns.db_url)}", file=sys.stderr)
+        return 2 if isinstance(exc, DatabaseUrlError) else 1
     print(f"{decision}d stage {ns.stage} of workflow {ns.workflow_id}")
     return 0

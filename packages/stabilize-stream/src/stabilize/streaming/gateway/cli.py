@@ -109,7 +109,7 @@ def main(argv: Sequence[str]) -> int:
             path = Path(sqlite_path(ns.db_url))
             if not path.is_file():  # opening would create an empty database
                 raise FileNotFoundError(f"no database file at {path}")
-        store = open_event_store(ns.db_url, ns.schema)
+        store = open_event_store(ns.db_url, ns.schema, create=False)
     except Exception as exc:  # a bad URL, a missing driver, an unreachable server...
         print(f"{PROG}: error: cannot open {ns.db_url}: {exc}", file=sys.stderr)
         return 1
