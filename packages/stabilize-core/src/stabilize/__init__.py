@@ -27,6 +27,7 @@ from stabilize.cancellation import (
 from stabilize.errors import (
     CircularDependencyError,
     InvalidStageGraphError,
+    InvalidTaskResultError,
     PermanentError,
     SignalError,
     StabilizeError,
@@ -94,6 +95,7 @@ __all__ = [
     "DockerTask",
     "HTTPTask",
     "InvalidStageGraphError",
+    "InvalidTaskResultError",
     "JoinType",
     "LoopTask",
     "MultiInstanceConfig",

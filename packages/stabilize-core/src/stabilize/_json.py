@@ -23,15 +23,90 @@ def dumps(value: Any) -> str:
 
     Raises:
         TypeError: a value of a type JSON does not have.
-        ValueError: NaN or infinity, or a value that contains itself (or nests deeper
-            than the interpreter's recursion limit).
+        ValueError: NaN or infinity, a string with a lone surrogate (not valid UTF-8), or
+            a value that contains itself (or nests deeper than the interpreter's
+            recursion limit).
     """
     try:
-        return _ENCODER.encode(value)
+        text = _ENCODER.encode(value)
     except RecursionError:
         raise ValueError(
             "the value contains itself (a cycle) or is nested too deeply to encode"
         ) from None
+    if not text.isascii():
+        _check_utf8(text)
+    return text
+
+
+def _check_utf8(text: str) -> None:
+    # A lone surrogate (os.listdir() of a non-UTF-8 file name, say) encodes as JSON but
+    # not as UTF-8: the database driver would refuse the whole transaction later (#13).
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise ValueError(
+            f"a string holds {bad!r}, a lone surrogate that is not valid Unicode text "
+            "(often a file name or bytes decoded with errors='surrogateescape'; decode "
+            "them with errors='replace' or keep them as base64)"
+        ) from None
+
+
+def describe_unencodable(value: Any, where: str) -> str | None:
+    """Say which part of ``value`` :func:`dumps` refuses, and why; None if it encodes.
+
+    The message names the path to the first bad key or value (``outputs['files'][2]``),
+    so that an error points at what a task returned rather than at a position in text.
+    """
+    try:
+        dumps(value)
+    except ENCODING_ERRORS as exc:
+        return _locate(value, where, exc, depth=0)
+    return None
+
+
+_MAX_PATH = 10
+"""How many keys deep a path is followed (a cycle would give an endless one)."""
+
+
+def _locate(value: Any, path: str, exc: Exception, depth: int) -> str:
+    if depth < _MAX_PATH and isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                return f"{path}: the key {key!r} is a {type(key).__name__}, not a string"
+            if isinstance(key, str) and not key.isascii():
+                try:
+                    _check_utf8(key)
+                except ValueError as key_exc:
+                    return f"{path}: the key {key!r}: {key_exc}"
+            try:
+                dumps(item)
+            except ENCODING_ERRORS as inner:
+                return _locate(item, f"{path}[{key!r}]", inner, depth + 1)
+    elif depth < _MAX_PATH and isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            try:
+                dumps(item)
+            except ENCODING_ERRORS as inner:
+                return _locate(item, f"{path}[{index}]", inner, depth + 1)
+    if isinstance(exc, TypeError) and not isinstance(value, dict | list | tuple):
+        return f"{path} holds a value of type {type(value).__name__}, which JSON cannot store"
+    return f"{path} cannot be stored as JSON: {exc}"
+
+
+def safe_text(text: str) -> str:
+    """``text`` with lone surrogates written as escapes, so that it can always be stored.
+
+    For text the engine records about user code (error messages, tracebacks), which must
+    be stored even when the code's own data was not valid Unicode.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def dumps_known(value: Any) -> str:

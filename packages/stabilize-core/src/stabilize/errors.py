@@ -58,6 +58,14 @@ class ContextSerializationError(WorkflowValidationError):
     """A context or output value cannot be stored as JSON."""
 
 
+class InvalidTaskResultError(StabilizeError, ValueError):
+    """A task returned (or built) a result the engine cannot store.
+
+    The message names the field and key at fault; the task fails TERMINAL with it, and
+    nothing else on the worker is held back.
+    """
+
+
 class SignalError(StabilizeError, ValueError):
     """A signal could not be delivered: no such stage, or it no longer takes signals."""
 

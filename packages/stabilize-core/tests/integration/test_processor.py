@@ -501,7 +501,7 @@ def test_non_json_result_fails_terminal(make_engine):
 
     assert result.status is S.TERMINAL
     message = result.stages[0].tasks[0].task_exception_details["message"]
-    assert "cannot be stored as JSON" in message
+    assert "TaskResult.outputs['when'] holds a value of type object" in message
     assert "'w'" in message
 
 

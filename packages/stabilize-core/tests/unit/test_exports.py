@@ -11,6 +11,7 @@ EXPECTED = [
     "DockerTask",
     "HTTPTask",
     "InvalidStageGraphError",
+    "InvalidTaskResultError",
     "JoinType",
     "LoopTask",
     "MultiInstanceConfig",

@@ -6,8 +6,17 @@ import datetime
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from stabilize._json import dumps, dumps_known, loads
+from stabilize._json import (
+    ENCODING_ERRORS,
+    describe_unencodable,
+    dumps,
+    dumps_known,
+    loads,
+    safe_text,
+)
 from stabilize.backends._base import event_row
 from stabilize.engine.messages import EventDraft
 
@@ -30,9 +39,15 @@ def test_the_fast_encoder_reads_back_as_the_strict_one(value: Any) -> None:
     assert loads(dumps_known(value)) == loads(dumps(value))
 
 
-@pytest.mark.parametrize("value", [{None: 1}, {"n": {None: [1]}}, "\ud800"])
+@pytest.mark.parametrize("value", [{None: 1}, {"n": {None: [1]}}])
 def test_what_the_fast_encoder_writes_differently_goes_through_the_strict_one(value: Any) -> None:
     assert dumps_known(value) == dumps(value)
+
+
+def test_both_encoders_refuse_a_lone_surrogate() -> None:
+    for encode in (dumps, dumps_known):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            encode({"name": "\ud800"})
 
 
 def test_progress_data_from_a_task_is_still_checked_strictly() -> None:
@@ -46,3 +61,47 @@ def test_progress_data_from_a_task_is_still_checked_strictly() -> None:
     # strict encoder's spelling.
     own = EventDraft("state.changed", "workflow", "wf", {"set": {None: 1}})
     assert own.json() == '{"set":{"null":1}}'
+
+
+# -- values that cannot be stored (issue 13) ---------------------------------------------
+
+JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES)
+@example({"v": "\udc80"})
+@example({"\ud800": 1})
+@example([float("nan")])
+@settings(max_examples=300, deadline=None)
+def test_dumps_gives_utf8_text_or_refuses_with_a_located_reason(value):
+    try:
+        text = dumps(value)
+    except ENCODING_ERRORS:
+        problem = describe_unencodable(value, "value")
+        assert problem is not None
+        assert problem.startswith("value")
+    else:
+        text.encode("utf-8")  # what every database driver needs
+        assert describe_unencodable(value, "value") is None
+
+
+def test_describe_unencodable_names_the_path_to_the_bad_part():
+    value = {"files": ["a", "b\udc80"], "ok": 1}
+    problem = describe_unencodable(value, "outputs")
+    assert problem is not None
+    assert problem.startswith("outputs['files'][1]")
+    assert "surrogate" in problem
+    assert "(1, 2)" in (describe_unencodable({(1, 2): 0}, "outputs") or "")
+    assert "of type set" in (describe_unencodable({"s": {1}}, "outputs") or "")
+
+
+def test_safe_text_escapes_lone_surrogates_only():
+    assert safe_text("plain") == "plain"
+    assert safe_text("héllo") == "héllo"
+    assert safe_text("bad \udc80") == "bad \\udc80"
+    safe_text("x\ud800y").encode("utf-8")

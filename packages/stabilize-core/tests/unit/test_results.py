@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from stabilize import InvalidTaskResultError
 from stabilize.models import WorkflowStatus
-from stabilize.tasks.result import TaskResult, TaskResultBuilder
+from stabilize.tasks.result import TaskResult, TaskResultBuilder, result_problem
 
 S = WorkflowStatus
 
@@ -137,3 +140,47 @@ def test_merge_outputs_returns_a_copy_with_the_new_keys_winning() -> None:
     assert original.outputs == {"a": 1, "b": 1}
     merged.context["x"] = 1
     assert original.context == {"c": 1}
+
+
+# -- checked when built (issue 13) -------------------------------------------------------
+
+
+def test_a_status_given_as_a_string_is_refused_with_the_spelling_to_use():
+    with pytest.raises(InvalidTaskResultError, match=r"WorkflowStatus\.SUCCEEDED"):
+        TaskResult("succeeded")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["context", "outputs"])
+def test_context_and_outputs_must_be_dicts(field):
+    with pytest.raises(InvalidTaskResultError, match=rf"TaskResult\.{field} must be a dict"):
+        TaskResult(S.SUCCEEDED, **{field: [("a", 1)]})  # type: ignore[arg-type]
+
+
+def test_a_value_that_is_not_json_is_refused_naming_its_key():
+    with pytest.raises(InvalidTaskResultError, match=r"TaskResult\.outputs\['v'\].*surrogate"):
+        TaskResult.success(outputs={"v": "\udc80"})
+    with pytest.raises(InvalidTaskResultError, match=r"TaskResult\.context\['a'\]\[0\]"):
+        TaskResult.running(context={"a": [{1, 2}]})
+
+
+def test_a_jump_target_must_be_a_string():
+    with pytest.raises(InvalidTaskResultError, match="target_stage_ref_id"):
+        TaskResult.jump_to(3)  # type: ignore[arg-type]
+
+
+def test_the_builder_checks_what_was_added():
+    builder = TaskResult.builder(S.SUCCEEDED).add_output("when", object())
+    with pytest.raises(InvalidTaskResultError, match=r"outputs\['when'\]"):
+        builder.build()
+
+
+def test_an_exception_given_as_the_error_becomes_its_text():
+    assert TaskResult.terminal(ValueError("boom")).error == "boom"  # type: ignore[arg-type]
+
+
+def test_result_problem_sees_changes_made_after_building():
+    result = TaskResult.success()
+    assert result_problem(result) is None
+    result.outputs["bad"] = float("nan")
+    assert "outputs['bad']" in (result_problem(result) or "")
+    assert "must return a TaskResult" in (result_problem({"a": 1}) or "")

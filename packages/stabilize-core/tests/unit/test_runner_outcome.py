@@ -204,7 +204,7 @@ def test_non_json_context_update_fails_the_task() -> None:
     error = TransientError("x", context_update={"handle": object()})
     outcome = to_outcome(finished(error=error), QueueProcessorConfig(), 0, HALF)
     assert outcome.status is S.TERMINAL
-    assert "context_update cannot be stored as JSON" in (outcome.error or "")
+    assert "context_update['handle'] holds a value of type object" in (outcome.error or "")
 
 
 def test_other_exception_is_terminal_with_its_type_in_the_details() -> None:
@@ -302,25 +302,32 @@ def _cyclic() -> dict[str, Any]:
     return loop
 
 
+def _spoiled(status: S, field: str, value: dict[str, Any]) -> TaskResult:
+    """A result that was valid when built and changed afterwards (checked again at use)."""
+    result = TaskResult(status)
+    setattr(result, field, value)
+    return result
+
+
 @pytest.mark.parametrize(
-    "result",
+    ("result", "where"),
     [
-        TaskResult.success({"loop": _cyclic()}),
-        TaskResult.success({"when": object()}),
-        TaskResult.success(context={"bad": {1, 2}}),
-        TaskResult.running({"fn": print}),
+        (_spoiled(S.SUCCEEDED, "outputs", {"loop": _cyclic()}), "TaskResult.outputs['loop']"),
+        (_spoiled(S.SUCCEEDED, "outputs", {"when": object()}), "TaskResult.outputs['when']"),
+        (_spoiled(S.SUCCEEDED, "context", {"bad": {1, 2}}), "TaskResult.context['bad']"),
+        (_spoiled(S.RUNNING, "context", {"fn": print}), "TaskResult.context['fn']"),
     ],
     ids=["cyclic-outputs", "outputs", "context", "running-context"],
 )
-def test_non_json_result_is_terminal_with_a_clear_message(result: TaskResult) -> None:
+def test_non_json_result_is_terminal_with_a_clear_message(result: TaskResult, where: str) -> None:
     outcome = to_outcome(finished(result=result), QueueProcessorConfig(), 0, never_draw)
     assert outcome.status is S.TERMINAL
     assert outcome.error is not None
     assert outcome.error.startswith(
-        "task 'first' of stage 'b' returned a result that cannot be stored as JSON: "
+        f"task 'first' of stage 'b' returned a result that cannot be stored: {where}"
     )
     assert outcome.error_details is not None
-    assert outcome.error_details["exception_type"] in {"TypeError", "ValueError"}
+    assert outcome.error_details["exception_type"] == "InvalidTaskResultError"
     assert outcome.outputs == {}
     assert outcome.context == {}
 

@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stabilize._json import describe_unencodable
 from stabilize.backends.sql import resource_text
-from stabilize.errors import EventStoreError
+from stabilize.errors import ContextSerializationError, EventStoreError
 from stabilize.events.bus import get_event_bus
 from stabilize.events.log import (
     COUNT_EVENTS_SQL,
@@ -300,8 +301,15 @@ def emit_progress(
     see them then. After a crash, the updates recorded before it stay in the log; those
     emitted since the last flush are gone (live listeners saw them), and the task runs
     again, emitting its own.
+
+    Raises:
+        ContextSerializationError: the message or a value of ``data`` cannot be stored
+            as JSON (the error names the key); nothing is emitted.
     """
     payload = {"message": message, "stage_id": stage.id, "ref_id": stage.ref_id, **data}
+    problem = describe_unencodable(payload, f"progress update of stage {stage.ref_id!r}")
+    if problem is not None:
+        raise ContextSerializationError(problem, ref_id=stage.ref_id)
     buffer = stage._progress
     if buffer is not None:
         buffer.append(payload)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stabilize._json import describe_unencodable
+from stabilize.errors import InvalidTaskResultError
 from stabilize.models.status import WorkflowStatus
 
 
@@ -15,6 +18,14 @@ class TaskResult:
     ``context`` is merged into the stage's own context; ``outputs`` into the stage's
     outputs, which flow to every descendant stage. ``target_stage_ref_id`` is set by
     :meth:`jump_to`; ``error`` explains a failure.
+
+    A result is checked when it is built: a bad one raises in the task that built it,
+    which then fails on its own with the error, instead of reaching the database.
+
+    Raises:
+        InvalidTaskResultError: ``status`` is not a :class:`WorkflowStatus`, ``context``
+            or ``outputs`` is not a dict, a value cannot be stored as JSON (the message
+            names its key), or ``target_stage_ref_id`` is not a string.
     """
 
     status: WorkflowStatus
@@ -22,6 +33,22 @@ class TaskResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     target_stage_ref_id: str | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        error: object = self.error
+        if error is not None and not isinstance(error, str):
+            self.error = str(error)  # an exception passed as the error, say
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the result as the engine will store it (run again before it is used).
+
+        Raises:
+            InvalidTaskResultError: what is wrong, naming the field and key.
+        """
+        problem = result_problem(self)
+        if problem is not None:
+            raise InvalidTaskResultError(problem)
 
     @classmethod
     def success(
@@ -143,5 +170,39 @@ class TaskResultBuilder:
         return self
 
     def build(self) -> TaskResult:
-        """Return the result."""
+        """Return the result.
+
+        Raises:
+            InvalidTaskResultError: what was added cannot be stored (the key is named).
+        """
+        self._result.validate()
         return self._result
+
+
+def result_problem(result: object) -> str | None:
+    """Say what makes ``result`` unusable as a task's result, or None if it is fine."""
+    if not isinstance(result, TaskResult):
+        return f"a task must return a TaskResult, not {type(result).__name__}"
+    status: object = result.status
+    if not isinstance(status, WorkflowStatus):
+        hint = ""
+        if isinstance(status, str) and status.upper() in WorkflowStatus.__members__:
+            hint = f" (write WorkflowStatus.{status.upper()}, or use TaskResult.success() etc.)"
+        return (
+            f"TaskResult.status must be a WorkflowStatus, not the {type(status).__name__} "
+            f"{status!r}{hint}"
+        )
+    for name in ("context", "outputs"):
+        value = getattr(result, name)
+        if not isinstance(value, Mapping):
+            return (
+                f"TaskResult.{name} must be a dict of names to JSON values, not a "
+                f"{type(value).__name__}"
+            )
+        problem = describe_unencodable(dict(value), f"TaskResult.{name}")
+        if problem is not None:
+            return problem
+    target: object = result.target_stage_ref_id
+    if target is not None and not isinstance(target, str):
+        return f"TaskResult.target_stage_ref_id must be a stage's ref_id (a string), not {target!r}"
+    return None

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from stabilize._json import safe_text
 from stabilize.backends._base import Transaction
 from stabilize.engine.messages import (
     ACQUIRE_MUTEX,
@@ -37,7 +38,7 @@ from stabilize.engine.transitions import (
     stage_deadline,
     start_workflow,
 )
-from stabilize.errors import StabilizeError
+from stabilize.errors import InvalidTaskResultError, StabilizeError
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
@@ -286,9 +287,11 @@ class QueueProcessor:
         now = self._now_ms()
         try:
             done, dispatch = self._commit(finished, max(0, capacity), now)
-        except Exception:
-            self._retry = finished + self._retry
-            raise
+        except Exception as exc:
+            if self.backend.is_transient_error(exc):
+                self._retry = finished + self._retry
+                raise
+            done, dispatch = self._commit_apart(finished, max(0, capacity), now, exc)
         for item in finished:
             self._inflight.pop(item.flight.msg.id, None)
         for flight, timeout in dispatch:
@@ -335,12 +338,17 @@ class QueueProcessor:
         return finished
 
     def _commit(
-        self, finished: list[Finished], capacity: int, now: int
+        self,
+        finished: list[Finished],
+        capacity: int,
+        now: int,
+        claimed: list[ClaimedMessage] | None = None,
     ) -> tuple[int, list[tuple[InFlight, timedelta | None]]]:
         """Run one transaction of the loop.
 
-        It commits finished results, claims due work and settles what needs no user code.
-        Returns the number of messages acknowledged and the executions to dispatch.
+        It commits finished results, claims due work (or takes the messages ``claimed``
+        already) and settles what needs no user code. Returns the number of messages
+        acknowledged and the executions to dispatch.
         """
         with self.backend.transaction() as tx:
             batch = _Batch(tx, self.owner, self.lease_ms, capacity, now)
@@ -348,11 +356,12 @@ class QueueProcessor:
             for item in finished:
                 self._commit_result(batch, item, item.flight.msg.id in acked)
             budget = capacity - len(batch.pending)
-            if budget > 0:
+            if claimed is None and budget > 0:
                 until = now + self.lease_ms
                 claimed = tx.claim(
                     self.owner, now, until, min(budget, self.config.claim_batch_size)
                 )
+            if claimed:
                 # Messages settled here are acknowledged together (claimed just now, so
                 # their leases hold).
                 tx.ack_many([m for m in claimed if m.kind in _INLINE_KINDS], self.owner)
@@ -374,6 +383,88 @@ class QueueProcessor:
                 batch.done += 1
         self.commits += 1
         return batch.done, batch.dispatch
+
+    def _commit_apart(
+        self, finished: list[Finished], capacity: int, now: int, error: Exception
+    ) -> tuple[int, list[tuple[InFlight, timedelta | None]]]:
+        """Commit a step's work piece by piece after its transaction failed for good.
+
+        A failure that retrying cannot cure (a value the database refuses, a row it cannot
+        read, an engine bug on one workflow) must stop only the message that caused it
+        (#13). Each finished result gets a transaction of its own; one that fails again
+        ends its task TERMINAL with the reason. Then messages are claimed and each is
+        settled in its own transaction; one that fails is dead-lettered with the reason.
+        Transient errors still propagate (what is not committed is retried).
+        """
+        log.error(
+            "a commit failed (%s: %s); committing its work one message at a time",
+            type(error).__name__,
+            error,
+        )
+        done = 0
+        for index, item in enumerate(finished):
+            try:
+                done += self._commit([item], 0, now)[0]
+            except Exception as exc:
+                if self.backend.is_transient_error(exc):
+                    self._retry = finished[index:] + self._retry
+                    raise
+                done += self._commit_unstorable(item, exc, now)
+            self._inflight.pop(item.flight.msg.id, None)
+        dispatch: list[tuple[InFlight, timedelta | None]] = []
+        if capacity <= 0:
+            return done, dispatch
+        with self.backend.transaction() as tx:
+            claimed = tx.claim(
+                self.owner, now, now + self.lease_ms, min(capacity, self.config.claim_batch_size)
+            )
+        self.commits += 1
+        for msg in claimed:
+            room = capacity - len(dispatch)
+            try:
+                settled, more = self._commit([], room, now, claimed=[msg])
+            except Exception as exc:
+                if self.backend.is_transient_error(exc):
+                    raise  # still leased to us: taken again when the lease runs out
+                settled, more = self._dead_letter_apart(msg, exc, now), []
+            done += settled
+            dispatch.extend(more)
+        return done, dispatch
+
+    def _commit_unstorable(self, item: Finished, error: Exception, now: int) -> int:
+        """End a task TERMINAL whose result could not be committed; return messages acked."""
+        flight = item.flight
+        where = f"stage {flight.stage.ref_id!r}"
+        reason = f"the result of a task of {where} could not be stored: {type(error).__name__}"
+        log.error("%s: %s", reason, error)
+        # Progress it emitted may be what the database refused: it is dropped with it.
+        flight.progress_recorded = len(flight.stage._progress or [])
+        replacement = Finished(flight, error=InvalidTaskResultError(f"{reason}: {error}"))
+        try:
+            return self._commit([replacement], 0, now)[0]
+        except Exception as exc:
+            if self.backend.is_transient_error(exc):
+                self._retry.append(replacement)
+                return 0
+            # Left leased: it is delivered again when the lease runs out, until the queue's
+            # max_attempts dead-letters it.
+            log.exception("could not record the failure of message %s either", flight.msg.id)
+            return 0
+
+    def _dead_letter_apart(self, msg: ClaimedMessage, error: Exception, now: int) -> int:
+        """Dead-letter a claimed message whose transition cannot be committed."""
+        reason = f"could not be processed: {type(error).__name__}: {error}"
+        log.error("message %s (%s, workflow %s) %s", msg.id, msg.kind, msg.workflow_id, reason)
+        try:
+            with self.backend.transaction() as tx:
+                tx.dead_letter(msg, safe_text(reason)[:2000], now)
+        except Exception as exc:
+            if self.backend.is_transient_error(exc):
+                raise
+            log.exception("could not dead-letter message %s", msg.id)
+            return 0
+        self.commits += 1
+        return 1
 
     def _commit_result(self, batch: _Batch, item: Finished, acked: bool) -> None:
         """Apply a finished task's result whose message was acknowledged (``acked``)."""
@@ -565,6 +656,18 @@ class QueueProcessor:
             return
         if self.backend.event_table_prefix() is None:
             return  # not recording: the updates went to live listeners only
+        try:
+            self._flush_progress(pending)
+        except Exception as exc:
+            if self.backend.is_transient_error(exc):
+                raise
+            # Retrying would fail the same way at every step: the updates are dropped
+            # (live listeners saw them) and the tasks' results are committed as usual.
+            log.error("progress updates could not be recorded and are dropped: %s", exc)
+            for flight, updates in pending:
+                flight.progress_recorded += len(updates)
+
+    def _flush_progress(self, pending: list[tuple[InFlight, list[dict[str, Any]]]]) -> None:
         now = self._now_ms()
         recorded: list[tuple[InFlight, int]] = []
         with self.backend.transaction() as tx:

@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from stabilize._json import ENCODING_ERRORS, dumps
+from stabilize._json import describe_unencodable, dumps, safe_text
 from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.engine.messages import ClaimedMessage
 from stabilize.engine.transitions import TaskOutcome
-from stabilize.errors import TaskTimeoutError, is_transient
+from stabilize.errors import InvalidTaskResultError, TaskTimeoutError, is_transient
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
 from stabilize.queue.processor.config import QueueProcessorConfig, backoff_seconds
 from stabilize.tasks.interface import RetryableTask, Task
-from stabilize.tasks.result import TaskResult
+from stabilize.tasks.result import TaskResult, result_problem
 
 S = WorkflowStatus
 
@@ -244,7 +244,9 @@ def _is_async(task: Task) -> bool:
 def _check_result(value: object) -> TaskResult:
     if isinstance(value, TaskResult):
         return value
-    raise TypeError(f"execute() returned {type(value).__name__}, expected a TaskResult")
+    raise InvalidTaskResultError(
+        f"execute() returned {type(value).__name__}, expected a TaskResult"
+    )
 
 
 def _timeout_message(flight: InFlight, seconds: float | None) -> str:
@@ -268,23 +270,44 @@ def to_outcome(
     now_ms: int,
     jitter_draw: Callable[[], float],
 ) -> TaskOutcome:
-    """Turn what user code did into the outcome the pure transition applies."""
+    """Turn what user code did into the outcome the pure transition applies.
+
+    Nothing a task returns or raises can make this raise: what cannot be used becomes a
+    TERMINAL outcome of that task alone, saying why (#13: one bad result held back every
+    workflow of its worker).
+    """
+    flight = finished.flight
+    task_name = flight.stage.task_by_id(flight.task_id).name
+    where = f"task {task_name!r} of stage {flight.stage.ref_id!r}"
+    try:
+        return _to_outcome(finished, config, now_ms, jitter_draw, where)
+    except Exception as exc:
+        return _failure(f"{where}: its result could not be used: {_describe(exc)}", exc)
+
+
+def _to_outcome(
+    finished: Finished,
+    config: QueueProcessorConfig,
+    now_ms: int,
+    jitter_draw: Callable[[], float],
+    where: str,
+) -> TaskOutcome:
     flight = finished.flight
     stage = flight.stage
-    task_name = flight.stage.task_by_id(flight.task_id).name
-    where = f"task {task_name!r} of stage {stage.ref_id!r}"
     error = finished.error
     if error is not None:
         if isinstance(error, TaskTimeoutError):
             replacement = _hook(flight.task.on_timeout, stage)
             if isinstance(replacement, TaskResult):
                 return _from_result(replacement, flight, config, now_ms, where)
-            return _failure(str(error), error, finished.tb)
+            return _failure(_describe(error), error, finished.tb)
         if is_transient(error):
             attempt = flight.retry_count + 1  # retries so far, counting this one
             if attempt >= config.transient_max_attempts:
                 return _failure(
-                    f"{where} gave up after {attempt} attempts: {error}", error, finished.tb
+                    f"{where} gave up after {attempt} attempts: {_describe(error)}",
+                    error,
+                    finished.tb,
                 )
             retry_after = getattr(error, "retry_after", None)
             delay = (
@@ -292,20 +315,26 @@ def to_outcome(
                 if retry_after is not None
                 else backoff_seconds(config, attempt, jitter_draw())
             )
-            context_update = dict(getattr(error, "context_update", {}) or {})
-            try:
-                dumps(context_update)
-            except ENCODING_ERRORS as exc:
-                return _failure(f"{where}: context_update cannot be stored as JSON: {exc}", exc)
+            context_update = getattr(error, "context_update", None) or {}
+            if not isinstance(context_update, dict):
+                problem: str | None = (
+                    f"context_update must be a dict, not a {type(context_update).__name__}"
+                )
+            else:
+                problem = describe_unencodable(context_update, "context_update")
+            if problem is not None:
+                return _failure(f"{where} raised {type(error).__name__}: {problem}", error)
             return TaskOutcome(
                 S.RUNNING,
-                context=context_update,
+                context=dict(context_update),
                 retry=True,
                 delay_ms=int(delay * 1000),
-                error=str(error),
+                error=_describe(error),
                 error_details=_details(error, finished.tb),
             )
-        return _failure(f"{where} failed: {type(error).__name__}: {error}", error, finished.tb)
+        return _failure(
+            f"{where} failed: {type(error).__name__}: {_describe(error)}", error, finished.tb
+        )
     assert finished.result is not None
     return _from_result(finished.result, flight, config, now_ms, where)
 
@@ -317,11 +346,13 @@ def _from_result(
     now_ms: int,
     where: str,
 ) -> TaskOutcome:
-    try:
-        dumps(result.context)
-        dumps(result.outputs)
-    except ENCODING_ERRORS as exc:
-        return _failure(f"{where} returned a result that cannot be stored as JSON: {exc}", exc)
+    # Checked again: a result can be changed after it was built.
+    problem = result_problem(result)
+    if problem is not None:
+        return _failure(
+            f"{where} returned a result that cannot be stored: {problem}",
+            InvalidTaskResultError(problem),
+        )
     if result.status is S.RUNNING:
         stage = flight.stage
         stage.context.update(result.context)
@@ -339,7 +370,7 @@ def _from_result(
         else:
             delay = config.default_poll_seconds
         return TaskOutcome(S.RUNNING, context=dict(result.context), delay_ms=int(delay * 1000))
-    error = result.error
+    error = None if result.error is None else safe_text(str(result.error))
     if result.status.is_failure and error is None:
         error = f"{where} ended {result.status.value}"
     return TaskOutcome(
@@ -352,17 +383,26 @@ def _from_result(
 
 
 def _failure(message: str, error: BaseException, tb: str | None = None) -> TaskOutcome:
+    message = safe_text(message)
     return TaskOutcome(S.TERMINAL, error=message, error_details=_details(error, tb, message))
 
 
 def _details(error: BaseException, tb: str | None, message: str | None = None) -> dict[str, Any]:
     details: dict[str, Any] = {
-        "exception_type": type(error).__name__,
-        "message": message or str(error),
+        "exception_type": safe_text(type(error).__name__),
+        "message": message or _describe(error),
     }
     if tb:
-        details["traceback"] = tb[-4000:]
+        details["traceback"] = safe_text(tb[-4000:])
     return details
+
+
+def _describe(error: BaseException) -> str:
+    """``str(error)``, storable whatever the exception holds (or if its ``__str__`` fails)."""
+    try:
+        return safe_text(str(error))
+    except Exception:
+        return f"<{type(error).__name__} whose message could not be read>"
 
 
 def _hook(fn: Callable[[StageExecution], TaskResult | None], stage: StageExecution) -> Any:
