@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stabilize import (
+    SignalError,
     StageExecution,
     TaskExecution,
     TaskResult,
@@ -257,3 +258,30 @@ def test_a_result_that_cannot_be_committed_does_not_hold_back_the_batch(make_eng
     rows = engine.query("SELECT workflow_id FROM dead_letters")
     assert [r[0] for r in rows] == [broken.id]
     assert engine.count("queue_messages") == 0
+
+
+def test_signal_data_that_cannot_be_stored_is_refused_and_changes_nothing(make_engine):
+    engine = make_engine()
+
+    def wait(stage: Any) -> TaskResult:
+        if "_signal_name" in stage.context:
+            return TaskResult.success(outputs={"got": stage.context["_signal_data"]})
+        return TaskResult.suspend()
+
+    engine.registry.register("wait", wait)
+    wf = one_stage("gate", "wait")
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    engine.processor.process_all(timeout=30)
+    before = engine.store.retrieve(wf.id)
+    assert before.stages[0].status is S.SUSPENDED
+
+    with pytest.raises(SignalError, match=r"signal 'go'\['data'\]\['path'\].*surrogate"):
+        engine.orchestrator.signal(wf.id, "gate", "go", {"path": SURROGATE})
+    assert engine.store.retrieve(wf.id).version == before.version
+
+    engine.orchestrator.signal(wf.id, "gate", "go", {"path": "ok"})
+    engine.processor.process_all(timeout=30)
+    done = engine.store.retrieve(wf.id)
+    assert done.status is S.SUCCEEDED
+    assert done.stages[0].outputs["got"] == {"path": "ok"}

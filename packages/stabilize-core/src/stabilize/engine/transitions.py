@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec
 
+from stabilize._json import describe_unencodable
 from stabilize.engine._flow import (
     _LIVE_TASK,
     SIGNAL_TIMEOUT_KEY,
@@ -313,7 +314,8 @@ def signal_stage(
 
     Raises:
         SignalError: the stage does not exist, has finished, or is not waiting and the
-            signal is not persistent.
+            signal is not persistent; or the signal's data cannot be stored as JSON
+            (the error names the key). Nothing is changed then.
     """
     fx = Effects()
     stage = wf.index.by_id.get(stage_id) or wf.index.by_ref.get(stage_id)
@@ -325,6 +327,9 @@ def signal_stage(
             f"stage {stage.ref_id!r} of workflow {wf.id} takes no more signals: it is {state.value}"
         )
     signal = {"name": name, "data": dict(data or {}), "user": user, "at": now}
+    problem = describe_unencodable(signal, f"signal {name!r}")
+    if problem is not None:
+        raise SignalError(f"stage {stage.ref_id!r} of workflow {wf.id}: {problem}")
     if stage.status is S.SUSPENDED:
         _deliver_signal(wf, stage, signal, now, fx)
     elif persistent:
