@@ -7,7 +7,10 @@ list only grew at its end (a conversation, a log), so that growing lists cost th
 items only, and ``items`` when a list kept its length and only some of its objects changed
 (a stage's tasks). Applying the diff of ``old`` to ``new`` to a copy of ``old`` gives
 ``new`` exactly, ``unset`` first: when ``new`` is a live value and ``old`` its JSON, a key
-JSON turned into a string (``1`` became ``"1"``) is both removed and set.
+JSON turned into a string (``1`` became ``"1"``) is both removed and set. Values are
+compared as JSON compares them: ``1``, ``1.0`` and ``True`` (and ``0.0`` and ``-0.0``) are
+equal in Python but not in JSON, so a change from one to another is a change. Key order
+is not part of a diff: a key whose value did not change keeps its place.
 """
 
 from __future__ import annotations
@@ -15,10 +18,41 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from itertools import compress
-from operator import ne
+from math import copysign
 from typing import Any
 
 _MISSING: Any = object()
+_NESTED = frozenset({dict, list, float})
+"""The kinds of value in which an equal value may still differ in JSON."""
+
+
+def _retyped(a: Any, b: Any) -> bool:
+    """Whether two values that compare equal differ as JSON (``1``, ``1.0``, ``True``).
+
+    Strings, ints and the like are checked by their type alone, inline: only objects,
+    lists and floats cost a call.
+    """
+    kind = type(a)
+    if kind is not type(b):
+        return True
+    if kind is dict:
+        pairs: Iterable[tuple[Any, Any]] = zip(a.values(), map(b.__getitem__, a), strict=True)
+    elif kind is list:
+        pairs = zip(a, b, strict=True)
+    elif kind is float:
+        return copysign(1.0, a) != copysign(1.0, b)
+    else:
+        return False
+    for x, y in pairs:
+        inner = type(x)
+        if inner is not type(y) or (inner in _NESTED and x is not y and _retyped(x, y)):
+            return True
+    return False
+
+
+def _differs(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` differ as JSON values."""
+    return a is not b and (a != b or _retyped(a, b))
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -26,11 +60,11 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     removed: list[str] = []
     if len(old) == len(new) and (keys := [*new]) == [*old]:
         # The common case (two versions of one row): the same keys in the same order,
-        # compared pairwise in C.
-        touched: Iterable[str] = compress(keys, map(ne, old.values(), new.values()))
+        # compared pairwise.
+        touched: Iterable[str] = compress(keys, map(_differs, old.values(), new.values()))
     else:
         get = old.get
-        touched = [key for key, value in new.items() if get(key, _MISSING) != value]
+        touched = [key for key, value in new.items() if _differs(get(key, _MISSING), value)]
         removed = [key for key in old if key not in new]
     out: dict[str, Any] = {}
     changed: dict[str, Any] | None = None
@@ -55,7 +89,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
                             items = out["items"] = {}
                         items[key] = per_item
                         continue
-                elif len(value) > size and value[:size] == before:
+                elif len(value) > size and not _differs(value[:size], before):
                     if appended is None:
                         appended = out["append"] = {}
                     appended[key] = value[size:]
@@ -71,7 +105,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def _item_diffs(old: list[Any], new: list[Any]) -> dict[str, Any] | None:
     """Diffs of the changed objects of two lists of one length (None: not that shape)."""
     out: dict[str, Any] = {}
-    for index in compress(range(len(new)), map(ne, old, new)):
+    for index in compress(range(len(new)), map(_differs, old, new)):
         before, after = old[index], new[index]
         if type(before) is not dict or type(after) is not dict:
             return None
