@@ -24,6 +24,7 @@ from monitor_support import (
 )
 
 from stabilize import QueueProcessor
+from stabilize.connect import open_database
 from stabilize.persistence.overview import QueueStats
 from stabilize_monitor import DatabaseSource
 
@@ -39,7 +40,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         if not url:
             pytest.skip(f"{PG_URL_ENV} is not set: PostgreSQL tests need a server URL")
         schema = f"t_{str(ULID()).lower()}"
-    source = DatabaseSource.open(url, schema)
+    store, queue = open_database(url, schema)  # creates the database, as a worker would
+    source = DatabaseSource(store, queue)
     processor = QueueProcessor(source.queue, store=source.store, task_registry=registry())
     processor.start()
     try:
