@@ -22,6 +22,7 @@ from gateway_helpers import (
     pipeline,
     sequences,
     stalled_socket,
+    until,
 )
 
 if TYPE_CHECKING:
@@ -144,10 +145,13 @@ async def read_all(client: Client) -> None:
 async def test_a_client_that_sends_but_never_reads_is_closed_with_1008(
     db: StreamEngine, start_gateway: GatewayFactory
 ) -> None:
-    gateway = await start_gateway(db.events, max_queue=8, send_buffer=4096)
+    gateway = await start_gateway(db.events, max_queue=8, send_buffer=4096, stall_timeout=0.5)
     async with open_client(gateway.url, sock=stalled_socket(gateway.url), max_queue=1) as ws:
         for _ in range(3000):  # each answered by a pong nobody reads
             await ws.send(type="ping", data="x" * 100)
+        # The gateway stops reading while the answers wait; a client that then takes
+        # nothing for the stall timeout is given up on (one that reads late is not).
+        await until(lambda: all(c.closed for c in gateway._clients), "the gateway to give up on it")
         with pytest.raises(ConnectionClosedError) as closed:
             await read_all(ws)
     assert closed.value.rcvd is not None

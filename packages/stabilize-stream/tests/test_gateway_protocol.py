@@ -107,7 +107,7 @@ def test_valid_frames(frame: dict[str, Any], expected: object) -> None:
             '{"type": "subscribe", "id": "a", "workflow_id": "w", "since": -1}',
             ErrorCode.BAD_FRAME,
             "since",
-            "'since' must be an integer >= 0, not -1",
+            "'since' must be an integer from 0 to 9223372036854775807, not -1",
         ),
         (
             '{"type": "subscribe", "id": "a", "workflow_id": "w", "since": true}',
@@ -143,13 +143,13 @@ def test_valid_frames(frame: dict[str, Any], expected: object) -> None:
             '{"type": "subscribe", "id": "a", "all": true, "cursors": {"w": -2}}',
             ErrorCode.BAD_FRAME,
             "cursors.w",
-            'cursors["w"] must be an integer >= 0, not -2',
+            'cursors["w"] must be an integer from 0 to 9223372036854775807, not -2',
         ),
         (
             '{"type": "subscribe", "id": "a", "application": "x", "since_time": 1.5}',
             ErrorCode.BAD_FRAME,
             "since_time",
-            "'since_time' must be an integer >= 0, not 1.5",
+            "'since_time' must be an integer from 0 to 32503680000000, not 1.5",
         ),
         ("[" * 100_000, ErrorCode.BAD_FRAME, None, "frame is"),
     ],
@@ -168,7 +168,7 @@ def test_error_frame_names_the_subscription_and_field() -> None:
     assert json.loads(error_frame(caught.value)) == {
         "type": "error",
         "code": "bad_frame",
-        "message": "'since' must be an integer >= 0, not -1",
+        "message": "'since' must be an integer from 0 to 9223372036854775807, not -1",
         "id": "mine",
         "field": "since",
     }

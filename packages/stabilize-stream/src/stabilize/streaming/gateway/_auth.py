@@ -1,4 +1,4 @@
-"""Who may connect: the bearer token, the loopback rule, and browser origins."""
+"""Who may connect: the bearer token, the loopback rule, host names and browser origins."""
 
 from __future__ import annotations
 
@@ -107,6 +107,75 @@ def token_matches(expected: str | None, presented: str | None) -> bool:
     if presented is None:
         return False
     return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def split_host(value: str) -> tuple[str, str | None]:
+    """``(name, port)`` of a ``Host`` header or an origin's netloc (name lower-cased).
+
+    ``[::1]:8765`` gives ``("::1", "8765")``; ``localhost`` gives ``("localhost", None)``.
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+        return name, port or None
+    if value.count(":") == 1:
+        name, _, port = value.partition(":")
+        return name, port or None
+    return value, None
+
+
+def is_loopback_name(name: str) -> bool:
+    """True for ``localhost`` and loopback address literals (127.0.0.0/8, ::1).
+
+    Never resolves a name: resolving is what a DNS-rebinding attacker controls.
+    """
+    name = name.rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _listed(value: str, allowed: Collection[str]) -> bool:
+    """Whether ``host[:port]`` is in ``allowed`` (an entry without a port allows any port)."""
+    name, port = split_host(value)
+    for entry in allowed:
+        entry_name, entry_port = split_host(entry)
+        if entry_name == name and entry_port in (None, port):
+            return True
+    return False
+
+
+def host_allowed(host: str | None, allowed_hosts: Collection[str]) -> bool:
+    """Whether a request addressed to ``host`` (its ``Host`` header) may be answered.
+
+    Loopback names (``localhost``, 127.0.0.0/8, ``[::1]``, with or without a port) and the
+    names in ``allowed_hosts`` pass. A page of another site whose name an attacker points
+    at 127.0.0.1 (DNS rebinding) sends its own name, and is refused.
+    """
+    if host is None or not host.strip():
+        return False
+    return is_loopback_name(split_host(host)[0]) or _listed(host, allowed_hosts)
+
+
+def origin_trusted(origin: str, host: str | None, allowed_origins: Collection[str]) -> bool:
+    """Whether a request from a page of ``origin`` may be answered without a token.
+
+    The origin must be a loopback one (``http://localhost:3000``), one in
+    ``allowed_origins`` (``"*"``: any), or the gateway's own pages (its host equals the
+    ``Host`` header, which the caller has checked).
+    """
+    if "*" in allowed_origins or origin in allowed_origins:
+        return True
+    netloc = urlsplit(origin).netloc
+    if not netloc:  # "null" (sandboxed pages, files) and other opaque origins
+        return False
+    return is_loopback_name(split_host(netloc)[0]) or (
+        host is not None and netloc.lower() == host.strip().lower()
+    )
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str]) -> bool:

@@ -185,6 +185,7 @@ class ClientSession:
         self._controls = 0  # control frames in _out
         self._heartbeat_queued = False
         self._ready = asyncio.Event()
+        self._took = asyncio.Event()  # set whenever the writer takes a batch
         self._max_controls = max(64, max_queue)
         self.closed = False
         self._closing: asyncio.Task[None] | None = None
@@ -223,13 +224,34 @@ class ClientSession:
             return
         if self._controls >= self._max_controls:
             # The client keeps sending but never reads: nothing bounds what it would cost.
-            self.closed = True
-            self._closing = asyncio.get_running_loop().create_task(
-                self.ws.close(CLOSE_NOT_READING, "client does not read its messages")
-            )
+            self._close_not_reading()
             return
         self._controls += 1
         self._append(_Out(text.encode()))
+
+    async def read_room(self) -> None:
+        """Wait, before the next client frame is read, until its answer has room.
+
+        Each client frame is answered by at most one control frame. While half of the
+        control frames allowed wait to be sent, the reader waits for the writer (a burst
+        of frames is answered as fast as the client reads, and the client's further
+        frames wait in the socket). A client that takes no frame for ``stall_timeout``
+        meanwhile does not read its messages, and is closed (1008).
+        """
+        while not self.closed and self._controls >= self._max_controls // 2:
+            self._took.clear()
+            try:
+                async with asyncio.timeout(self.stall_timeout):
+                    await self._took.wait()
+            except TimeoutError:
+                if self.stalled_in() == 0:
+                    self._close_not_reading()
+
+    def _close_not_reading(self) -> None:
+        self.closed = True
+        self._closing = asyncio.get_running_loop().create_task(
+            self.ws.close(CLOSE_NOT_READING, "client does not read its messages")
+        )
 
     def send_heartbeat(self) -> None:
         """Queue a heartbeat unless one is still waiting to be sent."""
@@ -326,6 +348,7 @@ class ClientSession:
         self._out.clear()
         self._events = self._controls = 0
         self._ready.set()
+        self._took.set()
 
     # -- writer ------------------------------------------------------------------------
 
@@ -383,4 +406,5 @@ class ClientSession:
                 self._controls -= 1
         if was_above and self._events <= half:
             self.feed.wake(scan=False)  # followers waiting for room
+        self._took.set()
         return batch

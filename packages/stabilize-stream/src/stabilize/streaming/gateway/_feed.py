@@ -40,7 +40,7 @@ from typing import Literal, Protocol
 from stabilize.events.model import Event
 from stabilize.events.recorder import EventStore
 from stabilize.streaming._item import TERMINAL_EVENTS
-from stabilize.streaming.gateway._protocol import event_body
+from stabilize.streaming.gateway._protocol import MAX_EVENT_BYTES, event_body
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ class LogFeed:
         fast_slack_ms: How far each scan reaches back before the previous one.
         clock_slack_ms: How far a full scan reaches back before now.
         full_scan_interval: Seconds between full scans.
+        max_event_bytes: Longest event frame (see :func:`event_body`).
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class LogFeed:
         fast_slack_ms: int = 2_000,
         clock_slack_ms: int = 30_000,
         full_scan_interval: float = 5.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.source = source
         self.poll_interval = poll_interval
@@ -179,6 +181,7 @@ class LogFeed:
         self.fast_slack_ms = fast_slack_ms
         self.clock_slack_ms = clock_slack_ms
         self.full_scan_interval = full_scan_interval
+        self.max_event_bytes = max_event_bytes
         self._entries: dict[Subscriber, _Entry] = {}
         self._followers: dict[str, set[_Follower]] = {}
         self._dirty: set[str] = set()
@@ -400,7 +403,7 @@ class LogFeed:
             events = await asyncio.to_thread(
                 self.source.get_events, workflow_id, low, self.batch_size
             )
-            batch = [Prepared(e, event_body(e)) for e in events]
+            batch = [Prepared(e, event_body(e, self.max_event_bytes)) for e in events]
             sequences = [e.sequence for e in events]
             at_end = len(events) < self.batch_size
             if sequences:

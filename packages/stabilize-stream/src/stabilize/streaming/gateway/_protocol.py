@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
+from urllib.parse import quote
 
 from stabilize.events.model import Event
 
@@ -24,6 +25,26 @@ MAX_ID_LENGTH = 128
 
 MAX_NAME_LENGTH = 256
 """Longest workflow id or application name accepted in a subscription."""
+
+MAX_SEQUENCE = 2**63 - 1
+"""Largest ``since`` or cursor: sequences are signed 64-bit integers in the log."""
+
+MAX_TIME_MS = 32_503_680_000_000
+"""Latest ``since_time`` (epoch ms of 3000-01-01): later times cannot be compared with the
+log's (a SQLite log keeps an event's time times 65,536 in a signed 64-bit rowid)."""
+
+MAX_EVENT_BYTES = 1024 * 1024 - 64 * 1024
+"""Default longest event frame (960 KiB): under the 1 MiB WebSocket clients accept by default."""
+
+ENVELOPE_BYTES = 2048
+"""Room kept in an event frame for its ``type`` and subscription ``id`` (128 characters,
+escaped)."""
+
+MIN_EVENT_BYTES = 2 * ENVELOPE_BYTES
+"""Smallest ``max_event_bytes`` a gateway accepts."""
+
+MAX_TRUNCATED_FIELDS = 64
+"""An event's ``data`` with more keys than this is left out whole when too long."""
 
 
 class ErrorCode(StrEnum):
@@ -147,7 +168,7 @@ def parse_frame(text: str) -> ClientFrame:
     """
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame is nested too deeply") from None
@@ -232,7 +253,7 @@ def _subscribe(obj: dict[str, Any], sub_id: str) -> Subscribe:
                     field=name,
                     sub_id=sub_id,
                 )
-        since = _count(obj, "since", sub_id) if "since" in obj else 0
+        since = _count(obj, "since", sub_id, MAX_SEQUENCE) if "since" in obj else 0
         return Subscribe(sub_id, workflow_id=obj["workflow_id"], since=since)
     if "since" in obj:
         raise ProtocolError(
@@ -242,7 +263,7 @@ def _subscribe(obj: dict[str, Any], sub_id: str) -> Subscribe:
             field="since",
             sub_id=sub_id,
         )
-    since_time = _count(obj, "since_time", sub_id) if "since_time" in obj else None
+    since_time = _count(obj, "since_time", sub_id, MAX_TIME_MS) if "since_time" in obj else None
     cursors = _cursors(obj, sub_id) if "cursors" in obj else {}
     return Subscribe(
         sub_id,
@@ -253,29 +274,40 @@ def _subscribe(obj: dict[str, Any], sub_id: str) -> Subscribe:
     )
 
 
+def _is_name(value: Any) -> bool:
+    """A workflow id or application name the log can hold and be queried with."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH or "\x00" in value:
+        return False
+    try:
+        value.encode()  # lone surrogates (JSON "\ud800") are no UTF-8 text
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _name(obj: dict[str, Any], name: str, sub_id: str) -> str:
     value = obj[name]
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
+    if not _is_name(value):
         raise ProtocolError(
             ErrorCode.BAD_FRAME,
-            f"'{name}' must be a string of 1 to {MAX_NAME_LENGTH} characters",
+            f"'{name}' must be a string of 1 to {MAX_NAME_LENGTH} characters (UTF-8 text, no NUL)",
             field=name,
             sub_id=sub_id,
         )
-    return value
+    return str(value)
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any, most: int) -> bool:
     # bool is an int in Python, not in JSON: true is not a sequence number.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
 
 
-def _count(obj: dict[str, Any], name: str, sub_id: str) -> int:
+def _count(obj: dict[str, Any], name: str, sub_id: str, most: int) -> int:
     value = obj[name]
-    if not _is_count(value):
+    if not _is_count(value, most):
         raise ProtocolError(
             ErrorCode.BAD_FRAME,
-            f"'{name}' must be an integer >= 0, not {_short(value)}",
+            f"'{name}' must be an integer from 0 to {most}, not {_short(value)}",
             field=name,
             sub_id=sub_id,
         )
@@ -292,11 +324,20 @@ def _cursors(obj: dict[str, Any], sub_id: str) -> dict[str, int]:
             sub_id=sub_id,
         )
     for workflow_id, sequence in value.items():
-        if not 1 <= len(workflow_id) <= MAX_NAME_LENGTH or not _is_count(sequence):
+        if not _is_name(workflow_id):
             raise ProtocolError(
                 ErrorCode.BAD_FRAME,
-                f"cursors[{_short(workflow_id)}] must be an integer >= 0, not {_short(sequence)}",
-                field=f"cursors.{workflow_id[:MAX_NAME_LENGTH]}",
+                f"the workflow ids in 'cursors' must be strings of 1 to {MAX_NAME_LENGTH} "
+                f"characters (UTF-8 text, no NUL), not {_short(workflow_id)}",
+                field="cursors",
+                sub_id=sub_id,
+            )
+        if not _is_count(sequence, MAX_SEQUENCE):
+            raise ProtocolError(
+                ErrorCode.BAD_FRAME,
+                f"cursors[{_short(workflow_id)}] must be an integer from 0 to {MAX_SEQUENCE}, "
+                f"not {_short(sequence)}",
+                field=f"cursors.{workflow_id}",
                 sub_id=sub_id,
             )
     return dict(value)
@@ -317,6 +358,9 @@ def _json_kind(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        # Spelling out a huge integer is slow (and refused past 4300 digits).
+        return f"an integer of {value.bit_length()} bits"
     text = json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -329,24 +373,65 @@ def dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
 
 
-def event_body(event: Event) -> bytes:
+def _event_fields(event: Event) -> dict[str, Any]:
+    return {
+        "workflow_id": event.workflow_id,
+        "sequence": event.sequence,
+        "event_type": event.event_type,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "timestamp": event.timestamp,
+    }
+
+
+def event_url(event: Event) -> str:
+    """Where the gateway serves ``event`` in full, relative to its HTTP base."""
+    return f"/workflows/{quote(event.workflow_id, safe='')}/events/{event.sequence}"
+
+
+def event_json(event: Event) -> bytes:
+    """An event in full, as ``GET /workflows/<id>/events/<sequence>`` answers it."""
+    return dumps({**_event_fields(event), "data": event.data}).encode()
+
+
+def event_body(event: Event, max_bytes: int = MAX_EVENT_BYTES) -> bytes:
     """The UTF-8 JSON of an event frame after its ``"id"`` field, shared by every subscriber.
 
     A batch of events is serialized once; each subscription's frame is then
     ``event_frame(sub_id_json, body)``: one concatenation per client.
+
+    A frame longer than ``max_bytes`` gets the biggest values of ``data`` replaced by
+    ``null`` until it fits (all of ``data`` if that is not enough), and a ``truncated``
+    field: ``{"fields": [the keys replaced, or null for all of data], "bytes": <length of
+    the whole event>, "url": <where the gateway serves it in full>}``.
     """
-    body = dumps(
-        {
-            "workflow_id": event.workflow_id,
-            "sequence": event.sequence,
-            "event_type": event.event_type,
-            "entity_type": event.entity_type,
-            "entity_id": event.entity_id,
-            "timestamp": event.timestamp,
-            "data": event.data,
-        }
-    )
-    return body[1:].encode()  # without the opening brace
+    body = event_json(event)
+    limit = max_bytes - ENVELOPE_BYTES
+    if len(body) > limit:
+        body = _truncated_body(event, len(body), limit)
+    return body[1:]  # without the opening brace
+
+
+def _truncated_body(event: Event, size: int, limit: int) -> bytes:
+    fields = _event_fields(event)
+    data = event.data
+    if isinstance(data, dict) and len(data) <= MAX_TRUNCATED_FIELDS:
+        kept = dict(data)
+        dropped: list[str] = []
+        excess = size - limit + 512 + sum(len(str(k)) for k in data)  # room for the marker
+        by_size = sorted(data, key=lambda k: len(dumps({"v": data[k]})), reverse=True)
+        for key in by_size:
+            if excess <= 0:
+                break
+            excess -= len(dumps({"v": data[key]})) - len('{"v":null}')
+            kept[key] = None
+            dropped.append(str(key))
+        marker = {"fields": dropped, "bytes": size, "url": event_url(event)}
+        body = dumps({**fields, "data": kept, "truncated": marker}).encode()
+        if len(body) <= limit:
+            return body
+    marker = {"fields": None, "bytes": size, "url": event_url(event)}
+    return dumps({**fields, "data": None, "truncated": marker}).encode()
 
 
 def event_frame(sub_id_json: bytes, body: bytes) -> bytes:

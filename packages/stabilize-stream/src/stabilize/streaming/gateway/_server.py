@@ -14,13 +14,21 @@ from types import TracebackType
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
+from websockets.protocol import State
 
 from stabilize.events.recorder import EventStore
 from stabilize.streaming.gateway._auth import GatewayConfigError, check_bind
 from stabilize.streaming.gateway._client import ClientSession, Subscription
 from stabilize.streaming.gateway._feed import LogFeed, now_ms
-from stabilize.streaming.gateway._http import Router, json_response
+from stabilize.streaming.gateway._http import (
+    Router,
+    error_response,
+    json_body_response,
+    json_response,
+)
 from stabilize.streaming.gateway._protocol import (
+    MAX_EVENT_BYTES,
+    MIN_EVENT_BYTES,
     PROTOCOL_VERSION,
     ErrorCode,
     Ping,
@@ -28,6 +36,7 @@ from stabilize.streaming.gateway._protocol import (
     Subscribe,
     Unsubscribe,
     error_frame,
+    event_json,
     parse_frame,
     pong_frame,
     subscribed_frame,
@@ -65,8 +74,16 @@ class Gateway:
         heartbeat: Seconds between ``heartbeat`` frames.
         max_message_bytes: Longest client frame accepted (``too_large`` above it).
         max_subscriptions: Most subscriptions of one connection.
-        allowed_origins: Browser origins, besides the gateway's own pages, allowed to
-            connect (``"*"``: any).
+        max_connections: Most WebSocket connections at once (each may hold ``max_queue``
+            event frames); handshakes past it are refused with HTTP 503.
+        max_event_bytes: Longest event frame sent. The biggest values of a longer event's
+            ``data`` are left out (``null``), and the frame says which and where to fetch
+            the whole event; the default keeps frames under the 1 MiB that WebSocket
+            clients accept by default.
+        allowed_origins: Browser origins, besides the gateway's own pages (and, without a
+            token, loopback ones), allowed to connect (``"*"``: any).
+        allowed_hosts: Without a token, ``Host`` names answered besides loopback ones
+            (``"gateway.example.com"``, or with a port: ``"gateway.example.com:8443"``).
         poll_interval: Seconds between scans of the log when nothing wakes the gateway
             (default 0.5: commits wake it, on SQLite and PostgreSQL alike).
         batch_size: Most events read per query.
@@ -93,7 +110,10 @@ class Gateway:
         heartbeat: float = 15.0,
         max_message_bytes: int = 256 * 1024,
         max_subscriptions: int = 100,
+        max_connections: int = 256,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         allowed_origins: Collection[str] = (),
+        allowed_hosts: Collection[str] = (),
         poll_interval: float | None = None,
         batch_size: int = 500,
         clock_slack: float = 30.0,
@@ -106,10 +126,15 @@ class Gateway:
             ("heartbeat", heartbeat),
             ("max_message_bytes", max_message_bytes),
             ("max_subscriptions", max_subscriptions),
+            ("max_connections", max_connections),
             ("batch_size", batch_size),
         ):
             if value <= 0:
                 raise GatewayConfigError(f"{name} must be positive, not {value}")
+        if max_event_bytes < MIN_EVENT_BYTES:
+            raise GatewayConfigError(
+                f"max_event_bytes must be at least {MIN_EVENT_BYTES}, not {max_event_bytes}"
+            )
         self.event_store = event_store
         self.host = host
         self.port = port
@@ -119,12 +144,16 @@ class Gateway:
         self.heartbeat = heartbeat
         self.max_message_bytes = max_message_bytes
         self.max_subscriptions = max_subscriptions
+        self.max_connections = max_connections
+        self.max_event_bytes = max_event_bytes
         self.allowed_origins = tuple(allowed_origins)
+        self.allowed_hosts = tuple(allowed_hosts)
         self.clock_slack_ms = int(clock_slack * 1000)
         self.send_buffer = send_buffer
         self._poll_interval = poll_interval
         self._batch_size = min(batch_size, max_queue)
         self._clients: set[ClientSession] = set()
+        self._admitted: set[ServerConnection] = set()
         self._server: Server | None = None
         self._feed: LogFeed | None = None
         self._wakers: Wakers | None = None
@@ -151,11 +180,19 @@ class Gateway:
             poll_interval=poll,
             batch_size=self._batch_size,
             clock_slack_ms=self.clock_slack_ms,
+            max_event_bytes=self.max_event_bytes,
         )
         self._feed.start()
         self._wakers = wakers
         wakers.start()
-        router = Router(self.token, self.allowed_origins, self._health)
+        router = Router(
+            self.token,
+            self.allowed_origins,
+            self._health,
+            allowed_hosts=self.allowed_hosts,
+            admit=self._admit,
+            event=self._event,
+        )
         try:
             self._server = await serve(
                 self._handle,
@@ -307,6 +344,40 @@ class Gateway:
         status = http.HTTPStatus.OK if error is None else http.HTTPStatus.SERVICE_UNAVAILABLE
         return json_response(status, payload)
 
+    async def _event(self, workflow_id: str, sequence: int) -> Response:
+        """``GET /workflows/<id>/events/<sequence>``: the whole event, as the log has it."""
+        try:
+            found = await asyncio.to_thread(
+                self.event_store.get_events, workflow_id, max(0, sequence - 1), 1
+            )
+        except Exception as exc:
+            log.warning("cannot read the event log", exc_info=True)
+            return error_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                ErrorCode.UNAVAILABLE.value,
+                f"the event log cannot be read ({type(exc).__name__}); try again later",
+            )
+        if not found or found[0].sequence != sequence:
+            return error_response(
+                http.HTTPStatus.NOT_FOUND,
+                "not_found",
+                f"workflow {workflow_id!r} has no event {sequence} in the log",
+            )
+        return json_body_response(http.HTTPStatus.OK, event_json(found[0]))
+
+    def _admit(self, connection: ServerConnection) -> str | None:
+        """Reserve a connection slot for a handshake, or say why there is none."""
+        if len(self._admitted) >= self.max_connections:
+            # Forget handshakes that failed after they were admitted (never handled).
+            self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}
+        if len(self._admitted) >= self.max_connections:
+            return (
+                f"the gateway already serves {self.max_connections} connections, the most "
+                "allowed (--max-connections): try again later"
+            )
+        self._admitted.add(connection)
+        return None
+
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
@@ -342,13 +413,17 @@ class Gateway:
                             )
                         )
                     )
-                    continue
-                await self._on_text(client, message)
+                else:
+                    await self._on_text(client, message)
+                # Stop reading while the answers wait to be sent: a burst of frames
+                # must not starve the writer (the client is closed if it never reads).
+                await client.read_room()
         except ConnectionClosed:
             pass  # closed abnormally (1006, 1011...): the same end as a clean close
         finally:
             client.close()
             self._clients.discard(client)
+            self._admitted.discard(ws)
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stabilize.streaming.gateway._protocol import MAX_EVENT_BYTES  # no websockets
+
 if TYPE_CHECKING:
     from stabilize.streaming.gateway._server import Gateway
 
@@ -58,12 +60,36 @@ def _parser() -> argparse.ArgumentParser:
         help="longest client frame accepted (default 262144)",
     )
     parser.add_argument(
+        "--allowed-origin",
         "--allow-origin",
+        dest="allowed_origins",
         action="append",
         default=[],
         metavar="ORIGIN",
-        help="a browser origin allowed to connect besides the gateway's own pages "
-        "(repeatable; '*' allows any)",
+        help="a browser origin allowed to connect besides the gateway's own pages and, "
+        "without a token, loopback ones (repeatable; '*' allows any)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="without a token: a Host name (optionally NAME:PORT) answered besides localhost, "
+        "127.0.0.1 and [::1], e.g. the name a reverse proxy forwards (repeatable)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="most WebSocket connections at once; more are refused with 503 (default 256)",
+    )
+    parser.add_argument(
+        "--max-event-bytes",
+        type=int,
+        default=MAX_EVENT_BYTES,
+        help="longest event frame sent; bigger values of an event's data are left out "
+        f"and served at /workflows/<id>/events/<sequence> (default {MAX_EVENT_BYTES})",
     )
     parser.add_argument(
         "--poll-interval",
@@ -123,7 +149,10 @@ def main(argv: Sequence[str]) -> int:
             stall_timeout=ns.stall_timeout,
             heartbeat=ns.heartbeat,
             max_message_bytes=ns.max_message_bytes,
-            allowed_origins=ns.allow_origin,
+            max_connections=ns.max_connections,
+            max_event_bytes=ns.max_event_bytes,
+            allowed_origins=ns.allowed_origins,
+            allowed_hosts=ns.allowed_hosts,
             poll_interval=ns.poll_interval,
         )
     except GatewayConfigError as exc:
