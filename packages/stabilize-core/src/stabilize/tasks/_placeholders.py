@@ -6,8 +6,11 @@ Used by :class:`~stabilize.tasks.shell.ShellTask` (see its module for the rules)
 * :func:`render_command` builds the whole argument vector from ``command`` and ``shell``:
   an argument list is filled item by item, a string without a shell is split into words
   first, and a string for a POSIX shell has each value quoted with :func:`shlex.quote` for
-  the quoting context it stands in (:class:`_ShellLexer` tracks it), with placeholders
-  refused where quoting cannot be trusted.
+  the quoting context it stands in, with placeholders refused where quoting cannot be
+  trusted, and values checked where the shell reads a word again as code, a name or
+  arithmetic (:class:`~stabilize.tasks._shell_lexer.ShellLexer` tracks both);
+* in every form, a placeholder may not choose the program, nor fill a shell's ``-c``
+  script or script file.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from stabilize.tasks._context import ContextReader, TaskConfigError
+from stabilize.tasks._shell_lexer import HOLE, Need, ShellLexer, Site, argv_refusal, value_fits
 
 __all__ = ["fill_placeholders", "render_command"]
 
 _NON_POSIX_SHELLS = frozenset(
     {"fish", "csh", "tcsh", "pwsh", "powershell", "nu", "xonsh", "elvish"}
 )
-_WORD_BREAKS = frozenset(" \t\n;&|()<>")
 
 
 def _lookup(context: Mapping[str, Any], key: str, task: str) -> Any:
@@ -58,6 +61,17 @@ def _text(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _value(context: Mapping[str, Any], key: str, task: str) -> str:
+    """The text for placeholder ``key``; a NUL cannot be passed to a program."""
+    value = _text(_lookup(context, key, task))
+    if "\x00" in value:
+        raise TaskConfigError(
+            f"{task}: the value of placeholder {{{key}}} in context key 'command' holds a "
+            "NUL character, which no program argument can carry"
+        )
+    return value
 
 
 def _parse(template: str, task: str) -> list[tuple[str, str | None]]:
@@ -106,126 +120,33 @@ def fill_placeholders(template: str, context: Mapping[str, Any], task: str = "Sh
     for literal, name in _parse(template, task):
         pieces.append(literal)
         if name is not None:
-            pieces.append(_text(_lookup(context, name, task)))
+            pieces.append(_value(context, name, task))
     return "".join(pieces)
 
 
-class _ShellLexer:
-    """Tracks the POSIX shell quoting context while a command template is read.
+def _marked(template: str, task: str) -> str:
+    """``template`` with each placeholder replaced by :data:`HOLE` (for :func:`argv_refusal`)."""
+    return "".join(
+        literal + (HOLE if name is not None else "") for literal, name in _parse(template, task)
+    )
 
-    Only what decides how a placeholder must be quoted is tracked: single and double
-    quotes at top level, backslash escapes, and the constructs in which a placeholder is
-    refused (command and parameter substitutions, backticks, comments, here-documents).
 
-    Frames: ``top`` (unquoted), ``sq``, ``dq`` (``dq!`` once it held a substitution),
-    ``cmd`` (``$(...)``, read like top), ``param`` (``${...}``) and ``bt`` (backticks).
-    Placeholders are accepted only in ``top`` and in a ``sq``/``dq`` directly on it.
-    """
-
-    def __init__(self) -> None:
-        self.stack: list[str] = ["top"]
-        self.parens: list[int] = [0]
-        self.escaped = False
-        self.comment = False
-        self.heredoc = False
-        self.prev = "\n"
-
-    def _push(self, frame: str) -> None:
-        self.stack.append(frame)
-        self.parens.append(0)
-
-    def _pop(self) -> None:
-        self.stack.pop()
-        self.parens.pop()
-
-    def feed(self, text: str) -> None:
-        """Advance the state over ``text`` (literal template text, braces unescaped)."""
-        i = 0
-        while i < len(text):
-            ch = text[i]
-            nxt = text[i + 1] if i + 1 < len(text) else ""
-            frame = self.stack[-1]
-            if self.comment:
-                self.comment = ch != "\n"
-            elif self.escaped:
-                self.escaped = False
-            elif frame == "sq":
-                if ch == "'":
-                    self._pop()
-            elif frame in ("dq", "dq!"):
-                if ch == "\\":
-                    self.escaped = True
-                elif ch == '"':
-                    self._pop()
-                elif ch == "`" or (ch == "$" and nxt in ("(", "{")):
-                    self.stack[-1] = "dq!"
-                    i = self._substitution(ch, nxt, i)
-            elif (frame == "param" and ch == "}") or (frame == "bt" and ch == "`"):
-                self._pop()
-            elif frame == "cmd" and ch == ")":
-                if self.parens[-1] == 0:
-                    self._pop()
-                else:
-                    self.parens[-1] -= 1
-            elif frame == "cmd" and ch == "(":
-                self.parens[-1] += 1
-            elif ch == "#" and self.prev in _WORD_BREAKS and frame != "param":
-                self.comment = True
-            elif ch == "<" and nxt == "<":
-                self.heredoc = True
-                i += 1
-            elif ch == "\\":
-                self.escaped = True
-            elif ch == "'":
-                self._push("sq")
-            elif ch == '"':
-                self._push("dq")
-            elif ch == "`" or (ch == "$" and nxt in ("(", "{")):
-                i = self._substitution(ch, nxt, i)
-            self.prev = text[i]
-            i += 1
-
-    def _substitution(self, ch: str, nxt: str, i: int) -> int:
-        if ch == "`":
-            self._push("bt")
-            return i
-        self._push("cmd" if nxt == "(" else "param")
-        return i + 1
-
-    def refusal(self) -> str | None:
-        """Why a placeholder may not stand here, or None when it may."""
-        if self.comment:
-            return "inside a comment"
-        if self.heredoc:
-            return "after a here-document (<<)"
-        if self.escaped:
-            return "right after a backslash"
-        frame = self.stack[-1]
-        if self.prev == "$" and frame != "sq":
-            return "right after '$' (write ${{VAR}} for a shell variable)"
-        if frame == "dq!":
-            return "inside a double-quoted string holding a command substitution"
-        if len(self.stack) > 2 or (len(self.stack) == 2 and frame not in ("sq", "dq")):
-            return "inside a command substitution, backticks or ${...}"
-        return None
-
-    def quote(self, value: str) -> str:
-        """``value`` quoted so that it is one literal piece of the current word."""
-        frame = self.stack[-1]
-        quoted = shlex.quote(value)
-        self.prev = "'"  # the quoted value ends with a quote: not a word break
-        if frame == "sq":
-            return f"'{quoted}'"  # close the quote, add the value, reopen
-        if frame == "dq":
-            return f'"{quoted}"'
-        return quoted
+def _check_argv(templates: list[str], task: str) -> None:
+    """Refuse placeholders where the program run would read them as code."""
+    refused = argv_refusal([_marked(t, task) for t in templates])
+    if refused is not None:
+        index, why = refused
+        name = next(n for _, n in _parse(templates[index], task) if n is not None)
+        raise TaskConfigError(
+            f"{task}: placeholder {{{name}}} in context key 'command' stands {why}"
+        )
 
 
 def _shell_render(template: str, context: Mapping[str, Any], task: str) -> tuple[str, list[str]]:
     """Fill a shell command template, quoting each value for where it stands."""
-    lexer = _ShellLexer()
+    lexer = ShellLexer()
     pieces: list[str] = []
-    names: list[str] = []
+    sites: list[tuple[Site, str]] = []
     for literal, name in _parse(template, task):
         lexer.feed(literal)
         pieces.append(literal)
@@ -234,14 +155,30 @@ def _shell_render(template: str, context: Mapping[str, Any], task: str) -> tuple
         why = lexer.refusal()
         if why is not None:
             raise TaskConfigError(
-                f"{task}: placeholder {{{name}}} in context key 'command' stands {why}, where "
-                "its value cannot be quoted safely; move it to a plain word, or pass the "
-                "command as an argument list"
+                f"{task}: placeholder {{{name}}} in context key 'command' stands {why}"
             )
-        value = _text(_lookup(context, name, task))
+        site = lexer.site(name)
+        value = _value(context, name, task)
+        sites.append((site, value))
         pieces.append(lexer.quote(value))
-        names.append(name)
-    return "".join(pieces), names
+    lexer.finish()
+    for site, value in sites:
+        need, where = site.need, site.where
+        if need in (Need.ANY, Need.ASSIGNED) and lexer.evaluates is not None:
+            # A value kept in a variable or parameter by one command can reach the
+            # evaluation in another; following the data is beyond a lexer (issue 13).
+            need = Need.NUMBER
+            where += (
+                f", and the command evaluates text elsewhere ({lexer.evaluates}), which a "
+                "value kept in a variable or parameter can reach"
+            )
+        if not value_fits(value, need):
+            raise TaskConfigError(
+                f"{task}: placeholder {{{site.key}}} in context key 'command' stands {where}; "
+                f"bash or zsh could run code found in its value there, so it must be "
+                f"{need.value}"
+            )
+    return "".join(pieces), [site.key for site, _ in sites]
 
 
 def _shell_path(value: Any, reader: ContextReader) -> str | None:
@@ -280,11 +217,13 @@ def render_command(
             raise reader.error("command", "must not be an empty list")
         if shell_value not in (None, False, "false"):
             raise reader.error("shell", "applies to string commands only; command is a list")
-        argv: list[str] = []
+        items: list[str] = []
         for item in command:
             if isinstance(item, bool) or not isinstance(item, str | int | float):
                 raise reader.error("command", "must be a string or a list of strings")
-            argv.append(fill_placeholders(str(item), context, task))
+            items.append(str(item))
+        _check_argv(items, task)
+        argv = [fill_placeholders(item, context, task) for item in items]
         return argv, shlex.join(argv), False
     if not isinstance(command, str):
         raise reader.error("command", "must be a string or a list of strings")
@@ -296,6 +235,7 @@ def render_command(
             words = shlex.split(command)
         except ValueError as exc:
             raise reader.error("command", f"cannot be split into words: {exc}") from exc
+        _check_argv(words, task)
         argv = [fill_placeholders(word, context, task) for word in words]
         return argv, shlex.join(argv), False
     rendered, names = _shell_render(command, context, task)

