@@ -15,6 +15,7 @@ from stabilize import (
     TaskRegistry,
     TaskResult,
     Workflow,
+    WorkflowStatus,
 )
 from stabilize.events.model import Event
 from stabilize.hitl import ApprovalTask
@@ -225,3 +226,56 @@ def drop_schema(url: str, schema: str) -> None:
             backend.close()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def detail_workflow(fake_source: FakeSource) -> FakeSource:
+    """Give workflow wf_2 five stages (an N_OF_M join of three), three events, a past."""
+    fan_in = StageExecution(
+        ref_id="merge",
+        type="work",
+        name="Merge",
+        requisite_stage_ref_ids={"b", "c", "d"},
+        join_type="N_OF_M",  # type: ignore[arg-type]
+        join_threshold=2,
+    )
+    stages = [
+        StageExecution(ref_id="a", type="work", status=WorkflowStatus.SUCCEEDED),
+        StageExecution(
+            ref_id="b",
+            type="work",
+            requisite_stage_ref_ids={"a"},
+            status=WorkflowStatus.SUCCEEDED,
+            outputs={"rows": 12},
+        ),
+        StageExecution(
+            ref_id="c",
+            type="work",
+            requisite_stage_ref_ids={"a"},
+            status=WorkflowStatus.RUNNING,
+            context={"city": "Oslo"},
+            tasks=[TaskExecution.create("c", "work", stage_start=True, stage_end=True)],
+        ),
+        StageExecution(
+            ref_id="d", type="work", requisite_stage_ref_ids={"a"}, status=WorkflowStatus.RUNNING
+        ),
+        fan_in,
+    ]
+    wf = Workflow(id="wf_2", application="reports", name="Nightly report", stages=stages)
+    wf.status = WorkflowStatus.RUNNING
+    fake_source.workflows_by_id["wf_2"] = wf
+    c_id = stages[2].id
+    fake_source.event_log["wf_2"] = [
+        Event("wf_2", 1, "workflow.created", "workflow", "wf_2", 0, {}),
+        Event("wf_2", 2, "stage.started", "stage", c_id, 0, {}),
+        Event("wf_2", 3, "custom.progress", "stage", c_id, 0, {"message": "half way"}),
+    ]
+    earlier = Workflow(
+        id="wf_2",
+        application="reports",
+        name="Nightly report",
+        stages=[
+            StageExecution(ref_id="a", type="work", status=WorkflowStatus.RUNNING),
+        ],
+    )
+    fake_source.history[("wf_2", 2)] = earlier
+    return fake_source

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitor_support import FIXED_NOW, FakeSource, row
+from monitor_support import FIXED_NOW, FakeSource, detail_workflow, row
 from textual.widgets import DataTable, Input, Static
 
-from stabilize import StageExecution, TaskExecution, Workflow, WorkflowStatus
-from stabilize.events.model import Event
 from stabilize_monitor import Filters
 from stabilize_monitor._detail import WorkflowScreen
 from stabilize_monitor.app import MonitorApp
@@ -132,62 +130,10 @@ async def test_marker_poll_rereads_only_when_something_changed(fake_source: Fake
         assert "wf_0" in table_ids(app)
 
 
-def detail_source(fake_source: FakeSource) -> FakeSource:
-    fan_in = StageExecution(
-        ref_id="merge",
-        type="work",
-        name="Merge",
-        requisite_stage_ref_ids={"b", "c", "d"},
-        join_type="N_OF_M",  # type: ignore[arg-type]
-        join_threshold=2,
-    )
-    stages = [
-        StageExecution(ref_id="a", type="work", status=WorkflowStatus.SUCCEEDED),
-        StageExecution(
-            ref_id="b",
-            type="work",
-            requisite_stage_ref_ids={"a"},
-            status=WorkflowStatus.SUCCEEDED,
-            outputs={"rows": 12},
-        ),
-        StageExecution(
-            ref_id="c",
-            type="work",
-            requisite_stage_ref_ids={"a"},
-            status=WorkflowStatus.RUNNING,
-            context={"city": "Oslo"},
-            tasks=[TaskExecution.create("c", "work", stage_start=True, stage_end=True)],
-        ),
-        StageExecution(
-            ref_id="d", type="work", requisite_stage_ref_ids={"a"}, status=WorkflowStatus.RUNNING
-        ),
-        fan_in,
-    ]
-    wf = Workflow(id="wf_2", application="reports", name="Nightly report", stages=stages)
-    wf.status = WorkflowStatus.RUNNING
-    fake_source.workflows_by_id["wf_2"] = wf
-    c_id = stages[2].id
-    fake_source.event_log["wf_2"] = [
-        Event("wf_2", 1, "workflow.created", "workflow", "wf_2", 0, {}),
-        Event("wf_2", 2, "stage.started", "stage", c_id, 0, {}),
-        Event("wf_2", 3, "custom.progress", "stage", c_id, 0, {"message": "half way"}),
-    ]
-    earlier = Workflow(
-        id="wf_2",
-        application="reports",
-        name="Nightly report",
-        stages=[
-            StageExecution(ref_id="a", type="work", status=WorkflowStatus.RUNNING),
-        ],
-    )
-    fake_source.history[("wf_2", 2)] = earlier
-    return fake_source
-
-
 async def test_open_a_workflow_shows_graph_join_progress_and_stage(
     fake_source: FakeSource,
 ) -> None:
-    source = detail_source(fake_source)
+    source = detail_workflow(fake_source)
     app = make_app(source)
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press("down", "enter")
@@ -210,7 +156,7 @@ async def test_open_a_workflow_shows_graph_join_progress_and_stage(
 
 
 async def test_scrub_back_shows_the_replayed_state(fake_source: FakeSource) -> None:
-    source = detail_source(fake_source)
+    source = detail_workflow(fake_source)
     app = make_app(source)
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press("down", "enter")
@@ -228,7 +174,7 @@ async def test_scrub_back_shows_the_replayed_state(fake_source: FakeSource) -> N
 
 
 async def test_actions_ask_to_confirm_and_can_be_canceled(fake_source: FakeSource) -> None:
-    source = detail_source(fake_source)
+    source = detail_workflow(fake_source)
     app = make_app(source)
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press("down", "enter", "down", "down")  # stage c

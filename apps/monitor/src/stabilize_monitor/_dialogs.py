@@ -40,6 +40,7 @@ class ConfirmScreen(ModalScreen[Confirmed | None]):
     ConfirmScreen { align: center middle; }
     #dialog { width: 64; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
     #dialog Input { margin-bottom: 1; }
+    #question { margin-bottom: 1; text-style: bold; }
     #buttons { height: auto; align-horizontal: right; }
     #buttons Button { margin-left: 2; }
     """
@@ -57,8 +58,10 @@ class ConfirmScreen(ModalScreen[Confirmed | None]):
             yield Label(self.question, id="question")
             if self.ask_name:
                 yield Input(placeholder="signal name", id="signal-name")
+            yield Label("operator (recorded with the action)")
             yield Input(value=self.user, placeholder="your name", id="user")
-            yield Input(placeholder="note (optional)", id="note")
+            yield Label("note")
+            yield Input(placeholder="optional", id="note")
             with Horizontal(id="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Confirm", variant="warning", id="confirm")

@@ -30,7 +30,11 @@ PAGE_SIZE = 200
 """Workflows listed at once (the newest that pass the filters)."""
 
 HISTORY = 120
-"""Samples kept for the charts (one per reread, at least a second apart)."""
+"""Samples kept for the charts (one per reread, at least :data:`SAMPLE_S` apart)."""
+
+SAMPLE_S = 2.0
+"""Shortest time between two samples of the charts (counting finished stages reads every
+stage row, so it is not done on every commit)."""
 
 COLUMNS = ("application", "name", "status", "progress", "started (UTC)", "duration", "current")
 
@@ -101,8 +105,8 @@ class MonitorApp(App[int]):
         self.watching = watch
         self.rows: list[WorkflowRow] = []
         self.stats = QueueStats()
-        self.depth_history: deque[float] = deque([0.0], maxlen=HISTORY)
-        self.finished_history: deque[float] = deque([0.0], maxlen=HISTORY)
+        self.depth_history: deque[float] = deque(maxlen=HISTORY)
+        self.finished_history: deque[float] = deque(maxlen=HISTORY)
         self._last_finished: tuple[float, int] | None = None
         self._last_sample = 0.0
         self._last_read = 0.0
@@ -197,7 +201,7 @@ class MonitorApp(App[int]):
 
     def _sample(self, counts: dict[str, int]) -> None:
         now = time.monotonic()
-        if now - self._last_sample < 1.0 and len(self.depth_history) > 1:
+        if self.depth_history and now - self._last_sample < SAMPLE_S:
             return
         self._last_sample = now
         self.depth_history.append(float(self.stats.depth))
@@ -260,8 +264,14 @@ class MonitorApp(App[int]):
         else:
             queue_lines.append("  no worker holds a lease")
         self.query_one("#queue", Static).update("\n".join(queue_lines[:6]))
-        self.query_one("#depth-chart", Sparkline).data = list(self.depth_history)
-        self.query_one("#rate-chart", Sparkline).data = list(self.finished_history)
+        depth = list(self.depth_history)
+        rate = list(self.finished_history)
+        peak = f" (max {max(depth):.0f})" if depth else ""
+        self.query_one("#depth-label", Static).update(f"queue depth: {s.depth}{peak}")
+        now_rate = f": {rate[-1]:.1f}" if rate else ": -"
+        self.query_one("#rate-label", Static).update(f"stages finished/s{now_rate}")
+        self.query_one("#depth-chart", Sparkline).data = depth
+        self.query_one("#rate-chart", Sparkline).data = rate
 
     # -- actions ----------------------------------------------------------------------
 
