@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ulid import ULID
 
 from stabilize import (
     ApprovalTask,
@@ -268,3 +271,94 @@ def test_cli_approve_and_reject(engine: Engine) -> None:
     outputs = engine.store.retrieve(wf.id).stage_by_ref_id("approve").outputs
     assert outputs["approved_by"] == "dana"
     assert outputs["approval"] == {"k": 1}
+
+
+# -- the CLI opens a database, never creates one (issue 13) ---------------------------------
+
+
+def stabilize_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stabilize", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str], command: str) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"stabilize {command}: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["approve", "reject"])
+def test_cli_refuses_a_missing_file_and_creates_nothing(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "typo.db"
+
+    proc = stabilize_cli(command, "wf_1", "gate", "--db-url", f"sqlite:///{path}")
+
+    assert proc.returncode == 1
+    assert f"no stabilize database at {path}" in one_error_line(proc, command)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["approve", "reject"])
+def test_cli_refuses_a_url_that_is_no_database_url(tmp_path: Path, command: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stabilize", command, "wf_1", "gate", "--db-url", "garbage"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+
+    assert proc.returncode == 2
+    line = one_error_line(proc, command)
+    assert "not a database URL: 'garbage'" in line
+    assert "postgresql://" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_a_newer_file_and_leaves_it(tmp_path: Path) -> None:
+    path = tmp_path / "wf.db"
+    up = stabilize_cli("mg-up", "--db-url", f"sqlite:///{path}")
+    assert up.returncode == 0, up.stderr
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    before = path.read_bytes()
+
+    proc = stabilize_cli("approve", "wf_1", "gate", "--db-url", f"sqlite:///{path}")
+
+    assert proc.returncode == 1
+    assert "schema version 999" in one_error_line(proc, "approve")
+    assert path.read_bytes() == before
+
+
+def test_cli_refuses_a_missing_postgres_schema_and_creates_nothing() -> None:
+    url = os.environ.get("STABILIZE_TEST_PG_URL")
+    if not url:
+        pytest.skip("STABILIZE_TEST_PG_URL is not set: PostgreSQL tests need a server URL")
+    import psycopg
+
+    schema = f"t_{str(ULID()).lower()}"
+
+    proc = stabilize_cli("approve", "wf_1", "gate", "--db-url", url, "--schema", schema)
+
+    assert proc.returncode == 1
+    assert f"schema {schema} does not exist" in one_error_line(proc, "approve")
+    with psycopg.connect(url, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None
+
+
+def test_cli_names_a_postgres_server_that_is_down() -> None:
+    pytest.importorskip("psycopg")
+
+    proc = stabilize_cli("reject", "wf_1", "gate", "--db-url", "postgresql://root@127.0.0.1:1/x")
+
+    assert proc.returncode == 1
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1" in one_error_line(proc, "reject")

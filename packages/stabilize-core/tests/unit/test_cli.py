@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import re
 import sys
 import types
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from datetime import timedelta
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import stabilize
 from stabilize.cli import main
@@ -146,3 +152,73 @@ def test_demo_passes_its_options_to_run_demo(monkeypatch, argv, expected):
 def test_demo_refuses_zero_workers(capsys):
     assert main(["demo", "--workers", "0"]) == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+# -- purge's options: refused in one line, never a traceback (issue 13) ---------------------
+# The URL names no database, so the command stops before touching any file: a duration
+# argparse accepted shows up as the URL's refusal instead of the duration's.
+
+NO_DATABASE = "--db-url=not-a-database-url"
+DURATION = re.compile(r"\s*([0-9]+)([dhms])\s*", re.IGNORECASE)
+UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_SECONDS = timedelta.max.days * 86400 + timedelta.max.seconds  # exact, unlike a float
+
+
+def run_quietly(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        code = main(argv)
+    return code, err.getvalue()
+
+
+def test_purge_refuses_an_out_of_range_duration_in_one_line(capsys):
+    assert main(["purge", NO_DATABASE, "--older-than", "99999999999999999999d"]) == 2
+
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        "stabilize purge: error: argument --older-than: duration out of range: "
+        "'99999999999999999999d' (at most 999999999 days)"
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(),
+        st.from_regex(r"\A\s?[0-9]{1,25}[dhmsDHMS]\s?\Z"),
+    )
+)
+@example(text="99999999999999999999d")
+@example(text="999999999d")
+@example(text="1000000000d")
+@example(text="²d")
+@example(text="-5d")
+def test_purge_accepts_exactly_the_durations_it_can_represent(text):
+    code, err = run_quietly(["purge", NO_DATABASE, f"--older-than={text}"])
+
+    assert code == 2
+    match = DURATION.fullmatch(text)
+    seconds = int(match[1]) * UNIT_SECONDS[match[2].lower()] if match else None
+    if seconds is not None and seconds <= MAX_SECONDS:
+        assert "not a database URL" in err
+    else:
+        assert "argument --older-than: " in err
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2147483648", "99999999999999999999", "x"])
+def test_purge_refuses_a_batch_size_out_of_range(value, capsys):
+    assert main(["purge", NO_DATABASE, "--older-than", "1d", f"--batch-size={value}"]) == 2
+    assert "argument --batch-size: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["mg-up", "mg-status", "purge"])
+def test_a_command_names_the_url_forms_it_accepts(command, capsys):
+    extra = ["--older-than", "1d"] if command == "purge" else []
+
+    assert main([command, "--db-url", "garbage", *extra]) == 2
+
+    assert capsys.readouterr().err == (
+        f"stabilize {command}: error: not a database URL: 'garbage' (accepted: "
+        "sqlite:///path/to/file.db, postgresql://user@host:5432/dbname or postgres://...)\n"
+    )
