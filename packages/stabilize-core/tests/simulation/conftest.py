@@ -14,7 +14,7 @@ import pytest
 # imported as simulation.<module> (which is also how mypy finds them).
 from simulation.sim_world import Stats
 
-CI_RUNS = 40
+CI_RUNS = 100
 """Seeds a run without options simulates (CI's budget)."""
 
 TOTALS = pytest.StashKey[Stats]()
@@ -56,7 +56,8 @@ def pytest_terminal_summary(
         f"{totals.executions} task executions ({totals.duplicates} re-runs of one run); "
         f"injected {totals.crashes} crashes, {totals.db_errors} database errors, "
         f"{totals.lease_expiries} lease expiries; {totals.cancels} cancellations, "
-        f"{totals.signals} signals"
+        f"{totals.signals} signals, {totals.pauses} pauses, {totals.fan_outs} fan-outs, "
+        f"{totals.sub_workflows} sub-workflows; {totals.known_bug_hits} hits of known bugs"
     )
 
 

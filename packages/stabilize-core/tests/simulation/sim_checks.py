@@ -58,24 +58,32 @@ def check_run(world: World) -> list[str]:
     if dead:
         problems.append(f"dead letters: {dead}")
     for execution in world.executions:
-        stage_id = f"{execution.workflow_id}-{execution.stage_ref}"
-        expected = f"{execution.workflow_id}:{stage_id}:{execution.task_id}:{execution.retry}"
+        expected = ":".join(
+            [execution.workflow_id, execution.stage_id, execution.task_id, str(execution.retry)]
+        )
         if execution.key != expected:
             problems.append(f"idempotency key {execution.key!r}, expected {expected!r}")
     executed = {(e.workflow_id, e.task_id, e.run, e.retry) for e in world.executions}
-    for plan in world.plans:
-        problems.extend(check_workflow(world, plan, executed))
+    plans = {plan.workflow.id: plan for plan in world.plans}
+    with world.real.read() as tx:
+        tx.cur.execute("SELECT id FROM workflows ORDER BY id")
+        stored_ids = [row[0] for row in tx.cur.fetchall()]
+    for wf_id in stored_ids:  # the generated workflows and the sub-workflows they started
+        problems.extend(check_workflow(world, wf_id, plans.get(wf_id), executed))
     return problems
 
 
-def check_workflow(world: World, plan: Plan, executed: set[tuple[str, str, int, int]]) -> list[str]:
-    wf_id = plan.workflow.id
+def check_workflow(
+    world: World, wf_id: str, plan: Plan | None, executed: set[tuple[str, str, int, int]]
+) -> list[str]:
     stored = world.stored(wf_id)
     problems = []
     if not stored.status.is_complete:
         problems.append(f"{wf_id} did not end: {stored.status.value}")
     canceled = wf_id in world.canceled
-    if not (plan.may_fail or canceled) and stored.status is not S.SUCCEEDED:
+    if plan is None:
+        pass  # a sub-workflow: its parent's plan says whether it may fail
+    elif not (plan.may_fail or canceled) and stored.status is not S.SUCCEEDED:
         problems.append(
             f"{wf_id} ended {stored.status.value} though nothing in it can fail: {stored.error}"
         )
@@ -96,8 +104,13 @@ def check_workflow(world: World, plan: Plan, executed: set[tuple[str, str, int, 
     results: Counter[RunKey] = Counter()
     starts: Counter[str] = Counter()
     deadline = False
+    jumped_to: set[str] = set()
     for event in events:
         kind, data = event.event_type, event.data
+        if kind == "jump.executed":
+            # A jump starts its target whatever the target's join says (a loop may even
+            # revive a stage a quorum join withdrew).
+            jumped_to.add(str(data.get("target")))
         if kind == "workflow.created":
             workflow = dict(data["workflow"])
             stages = {s["id"]: dict(s) for s in data["stages"]}
@@ -107,6 +120,7 @@ def check_workflow(world: World, plan: Plan, executed: set[tuple[str, str, int, 
             # (a multi-merge stage may complete and restart within one transition).
             live = {i: str(row.get("status", "NOT_STARTED")) for i, row in before.items()}
             deadline = False
+            jumped_to = set()
             if "workflow" in data:
                 workflow = apply(workflow, data["workflow"])
             for stage_id, change in data.get("stages", {}).items():
@@ -131,10 +145,11 @@ def check_workflow(world: World, plan: Plan, executed: set[tuple[str, str, int, 
         elif kind == "stage.started":
             starts[event.entity_id] += 1
             live[event.entity_id] = S.RUNNING.value
-            problem = _join_problem(stages, live, event.entity_id)
+            ref = stages[event.entity_id]["ref_id"]
+            problem = None if ref in jumped_to else _join_problem(stages, live, event.entity_id)
             if problem:
                 problems.append(f"{wf_id} seq {event.sequence}: {problem}")
-    if not plan.has_loop:
+    if plan is not None and not plan.has_loop:
         for stage in stored.stages:
             if stage.join_type.value != "MULTI_MERGE" and starts[stage.id] > 1:
                 problems.append(f"{wf_id}: stage {stage.ref_id} started {starts[stage.id]} times")

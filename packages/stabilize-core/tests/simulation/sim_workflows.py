@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from stabilize import (
     StageExecution,
@@ -26,7 +27,9 @@ from stabilize import (
     TransientError,
     Workflow,
 )
-from stabilize.models.stage import JoinType, StragglerPolicy
+from stabilize.models.stage import JoinType, MultiInstanceConfig, StragglerPolicy
+from stabilize.models.status import WorkflowStatus
+from stabilize.tasks.sub_workflow import SubWorkflowTask, sub_workflow_config
 
 OK = "sim_ok"
 SOFT = "sim_soft"
@@ -34,6 +37,7 @@ HARD = "sim_hard"
 FLAKY = "sim_flaky"
 SIGNAL = "sim_signal"
 LOOP = "sim_loop"
+SUB = "sim_sub"
 
 BEHAVIOURS = [(OK, 70), (FLAKY, 12), (SOFT, 6), (HARD, 3), (SIGNAL, 6)]
 """Task kinds and their weights when a task is drawn."""
@@ -58,6 +62,8 @@ class Plan:
     has_loop: bool
     signals: set[str] = field(default_factory=set)
     """Ref ids of the stages that suspend until a signal."""
+    fan_outs: int = 0
+    sub_workflows: int = 0
 
 
 def _pick(rng: random.Random, weighted: list[tuple[str, int]]) -> str:
@@ -76,6 +82,7 @@ def generate(rng: random.Random, workflow_id: str, transient_limit: int) -> Plan
     stages: list[StageExecution] = []
     may_fail = False
     signals: set[str] = set()
+    fan_outs = subs = 0
     for i in range(count):
         ref = f"s{i}"
         width = min(i, rng.choice([0, 1, 1, 1, 2, 2, 3]))
@@ -113,6 +120,26 @@ def generate(rng: random.Random, workflow_id: str, transient_limit: int) -> Plan
         if rng.random() < 0.08:
             flow["deadline_seconds"] = float(rng.choice([20, 90, 300]))
             may_fail = True
+        draw = rng.random()
+        if draw < 0.1:
+            items = list(range(rng.randint(0, 3)))
+            context["items"] = items
+            flow["mi_config"] = MultiInstanceConfig(
+                items_key="items",
+                max_concurrency=rng.choice([0, 0, 1, 2]),
+                join_threshold=rng.randint(0, len(items)),
+            )
+            fan_outs += 1
+        elif draw < 0.16:
+            child, child_may_fail = _child(rng, f"{workflow_id}-{ref}", transient_limit)
+            context["_sub_workflow_config"] = child
+            context["_sub_workflow_poll_seconds"] = rng.choice([1, 10])
+            tasks = [
+                TaskExecution(id=f"{workflow_id}-{ref}-sub", name="sub", implementing_class=SUB)
+            ]
+            signals.discard(ref)
+            may_fail = may_fail or child_may_fail
+            subs += 1
         stages.append(
             StageExecution(
                 id=f"{workflow_id}-{ref}",
@@ -125,8 +152,13 @@ def generate(rng: random.Random, workflow_id: str, transient_limit: int) -> Plan
                 **flow,  # type: ignore[arg-type]
             )
         )
+    # A quorum join that cancels its stragglers may starve another quorum join of the
+    # successes it needs, which then fails: the engine's rule, not a fault.
+    policies = [s.straggler_policy for s in stages if s.join_type in QUORUM_JOINS]
+    if StragglerPolicy.CANCEL in policies and len(policies) > 1:
+        may_fail = True
     has_loop = False
-    looping = [s for s in stages if s.requisite_stage_ref_ids]
+    looping = [s for s in stages if s.requisite_stage_ref_ids and s.mi_config is None]
     if looping and rng.random() < 0.3:
         stage = rng.choice(looping)
         ancestors = sorted(_ancestors(stages, stage.ref_id))
@@ -140,7 +172,32 @@ def generate(rng: random.Random, workflow_id: str, transient_limit: int) -> Plan
         has_loop = True
     wf = Workflow.create("sim", workflow_id, stages)
     wf.id = workflow_id
-    return Plan(wf, may_fail, has_loop, signals)
+    return Plan(wf, may_fail, has_loop, signals, fan_outs, subs)
+
+
+def _child(rng: random.Random, prefix: str, transient_limit: int) -> tuple[dict[str, Any], bool]:
+    """A small chain of stages for a sub-workflow, and whether it may fail."""
+    stages = []
+    may_fail = False
+    for i in range(rng.randint(1, 3)):
+        kind = _pick(rng, [(OK, 8), (FLAKY, 2), (HARD, 1)])
+        context: dict[str, Any] = {}
+        if kind == FLAKY:
+            context["fail_0"] = rng.randint(1, transient_limit)
+            may_fail = may_fail or context["fail_0"] >= transient_limit
+        may_fail = may_fail or kind == HARD
+        stages.append(
+            StageExecution(
+                id=f"{prefix}-c{i}",
+                ref_id=f"c{i}",
+                type="sim",
+                name=f"c{i}",
+                context=context,
+                requisite_stage_ref_ids={f"c{i - 1}"} if i else set(),
+                tasks=[TaskExecution(id=f"{prefix}-c{i}", name="t0", implementing_class=kind)],
+            )
+        )
+    return sub_workflow_config(f"{prefix} child", stages), may_fail
 
 
 def _ancestors(stages: list[StageExecution], ref: str) -> set[str]:
@@ -156,7 +213,7 @@ def _ancestors(stages: list[StageExecution], ref: str) -> set[str]:
 
 
 def _task_number(stage: StageExecution) -> int:
-    running = [t for t in stage.tasks if t.status.value == "RUNNING"]
+    running = [t for t in stage.tasks if t.status is WorkflowStatus.RUNNING]
     assert len(running) == 1, f"stage {stage.ref_id} runs {len(running)} tasks at once"
     return stage.tasks.index(running[0])
 
@@ -199,7 +256,13 @@ def registry(record: Callable[[StageExecution], None]) -> TaskRegistry:
             return TaskResult.jump_to(str(stage.context["loop_to"]))
         return TaskResult.success()
 
+    class Sub(SubWorkflowTask):
+        def execute(self, stage: StageExecution) -> TaskResult:
+            record(stage)
+            return super().execute(stage)
+
     tasks = TaskRegistry()
+    tasks.register(SUB, Sub())
     for name, fn in [
         (OK, ok),
         (SOFT, soft),

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 from simulation.sim_checks import check_run, comparable
-from simulation.sim_world import REPLAY, ErrorLog, Stats, World
+from simulation.sim_world import KNOWN_BUGS, REPLAY, ErrorLog, Stats, World
 
 pytestmark = pytest.mark.simulation
 
 
-def simulate(seed: int, directory: Path) -> World:
+def simulate(
+    seed: int, directory: Path, *, strict: bool = False, faults_in_tasks: bool = False
+) -> World:
     """Run ``seed`` to its end and check every invariant; fail naming the seed."""
-    world = World(seed, directory)
+    world = World(seed, directory, strict=strict, faults_in_tasks=faults_in_tasks)
     errors = ErrorLog()
     engine_log = logging.getLogger("stabilize")
     engine_log.addHandler(errors)
@@ -35,6 +37,7 @@ def simulate(seed: int, directory: Path) -> World:
     finally:
         engine_log.removeHandler(errors)
     world.stats.ticks = len(world.trace)
+    world.stats.known_bug_hits = len(world.known)
     runs = Counter((e.workflow_id, e.task_id, e.run, e.retry) for e in world.executions)
     world.stats.duplicates = sum(n - 1 for n in runs.values())
     if problems:
@@ -65,3 +68,24 @@ def test_a_seed_replays_exactly(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize(
+    ("seed", "faults_in_tasks"),
+    [
+        pytest.param(
+            37, False, marks=pytest.mark.skip(reason=f"engine bug: {KNOWN_BUGS['same-batch-end']}")
+        ),
+        pytest.param(
+            14, False, marks=pytest.mark.skip(reason=f"engine bug: {KNOWN_BUGS['same-batch-end']}")
+        ),
+        pytest.param(
+            24,
+            True,
+            marks=pytest.mark.skip(reason=f"engine bug: {KNOWN_BUGS['sub-workflow-db-error']}"),
+        ),
+    ],
+)
+def test_known_engine_bugs_are_fixed(seed: int, faults_in_tasks: bool, tmp_path: Path) -> None:
+    """Seeds that met a known bug, run with it counted as a violation (un-skip when fixed)."""
+    simulate(seed, tmp_path, strict=True, faults_in_tasks=faults_in_tasks).close()
