@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -154,3 +155,53 @@ def test_the_command_imports_websockets_only_when_it_runs() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_allowed_hosts_origins_and_the_connection_limit(
+    db: StreamEngine, servers: list[subprocess.Popen[str]]
+) -> None:
+    _, _, ws_url = await start_server(
+        servers,
+        "--db-url",
+        db.url,
+        "--allowed-host",
+        "gw.example.com",
+        "--allowed-origin",
+        "https://app.example",
+        "--max-connections",
+        "1",
+    )
+    port = int(ws_url.rsplit(":", 1)[1].split("/")[0])
+
+    def named(host: str) -> socket.socket:
+        del host  # every name reaches 127.0.0.1 here, as a rebound one would
+        return socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD)
+
+    for host, origin in (("attacker.example", None), ("gw.example.com", "https://evil.example")):
+        with pytest.raises(InvalidStatus) as refused:
+            async with open_client(f"ws://{host}:{port}/ws", sock=named(host), origin=origin):
+                pass
+        assert refused.value.response.status_code == 403
+    url = f"ws://gw.example.com:{port}/ws"
+    async with open_client(url, sock=named("gw"), origin="https://app.example") as client:
+        await client.send(type="ping")
+        await client.expect("pong")
+        with pytest.raises(InvalidStatus) as refused:
+            async with open_client(ws_url):
+                pass
+        assert refused.value.response.status_code == 503
+        assert b"--max-connections" in (refused.value.response.body or b"")
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_limit_that_is_not_positive_is_refused(db: StreamEngine) -> None:
+    done = subprocess.run(
+        serve_command("--db-url", db.url, "--max-connections", "0"),
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=HANG_GUARD,
+    )
+    assert done.returncode == 2
+    assert "max_connections must be positive, not 0" in done.stderr
