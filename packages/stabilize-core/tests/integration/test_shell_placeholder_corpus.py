@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from stabilize.tasks._context import TaskConfigError
 from stabilize.tasks._placeholders import render_command
@@ -274,3 +276,14 @@ def test_subscript_payloads_through_real_shell_invocations(tmp_path: Path, shell
                 check=False,
             )  # fmt: skip
             assert not marker.exists(), (payload, template)
+
+
+@given(value=st.text(st.characters(codec="utf-8", exclude_characters="\x00")))
+@settings(max_examples=60, deadline=None)
+@example(value="a[$(touch /nonexistent/m)]")
+@example(value="'\\''\"$`\n")
+def test_any_text_round_trips_through_sh(value: str) -> None:
+    # The property behind the corpus, with real processes for a sample of arbitrary text.
+    argv, _, _ = render_command({"command": "printf %s {v}", "v": value})
+    out = subprocess.run(argv, check=True, capture_output=True, timeout=60).stdout
+    assert out == value.encode()

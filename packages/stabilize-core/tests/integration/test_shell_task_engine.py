@@ -321,6 +321,48 @@ def test_upstream_outputs_fill_placeholders_safely(shell_engine: Any, tmp_path: 
     assert not marker.exists()
 
 
+def test_an_upstream_subscript_payload_never_reaches_bash_arithmetic(
+    shell_engine: Any, tmp_path: Path
+) -> None:
+    # Issue 13: bash evaluates array subscripts in arithmetic even from a quoted word, so
+    # `[[ 'a[$(touch M)]' -gt 3 ]]` ran `touch M`. The value must now be a plain number.
+    marker = tmp_path / f"pwned_{uuid.uuid4().hex}"
+
+    def workflow(value: str) -> Workflow:
+        return Workflow.create(
+            application="tests",
+            name="shell",
+            stages=[
+                shell_stage("produce", {"command": ["printf", "%s", value]}),
+                shell_stage(
+                    "compare",
+                    {
+                        "command": "if [[ {stdout} -gt 3 ]]; then echo big; else echo small; fi",
+                        "shell": "/bin/bash",
+                        "cwd": str(tmp_path),
+                    },
+                    {"produce"},
+                ),
+            ],
+        )
+
+    refused = shell_engine.run(workflow(f"a[$(touch {marker})]"))
+    assert refused.status is S.TERMINAL
+    compare = refused.stage_by_ref_id("compare")
+    details = compare.tasks[0].task_exception_details
+    assert details is not None
+    assert "placeholder {stdout}" in details["message"]
+    assert "inside [[ ]]" in details["message"]
+    assert "a plain whole number" in details["message"]
+    assert "stdout" not in compare.outputs  # refused before the shell ran
+    assert not marker.exists()
+    # The same worker goes on running workflows; a number passes.
+    done = shell_engine.run(workflow("7"))
+    assert done.status is S.SUCCEEDED
+    assert done.stage_by_ref_id("compare").outputs["stdout"] == "big\n"
+    assert not marker.exists()
+
+
 def test_failed_continue_lets_downstream_run(shell_engine: Any) -> None:
     wf = Workflow.create(
         application="tests",
