@@ -2,10 +2,11 @@
 
 Expressions are Python-like: ``score >= 0.8 and region in ["eu", "us"]``, ``len(items) > 2``,
 ``not approved``, ``result["status"] == "ok"``. Names are looked up in the context given;
-only literals, comparisons, boolean and arithmetic operators, subscripts and a few pure
-functions (``len``, ``abs``, ``min``, ``max``, ``int``, ``float``, ``str``, ``bool``,
-``round``) are allowed. Anything else (attributes, lambdas, other calls, comprehensions,
-``**``, ``%`` formatting of strings) is refused. Work is bounded too: a source longer than
+only literals (strings, bytes, numbers, booleans, None), comparisons, boolean and
+arithmetic operators, subscripts and a few pure functions (``len``, ``abs``, ``min``,
+``max``, ``int``, ``float``, ``str``, ``bool``, ``round``) are allowed. Anything else
+(attributes, lambdas, other calls, comprehensions, ``**``, ``%`` formatting of strings,
+``1j``) is refused. Work is bounded too: a source longer than
 10,000 characters is refused, and one evaluation builds at most 1,000,000 items and
 characters, so that a short expression cannot eat a worker's memory or time
 (``str([[1] * 100000] * 100000)``).
@@ -38,6 +39,8 @@ _SHOWN = 200
 """How much of a long source an error message quotes."""
 
 _SEQUENCES = (str, bytes, list, tuple)
+_LITERALS = frozenset({str, bytes, int, float, bool, type(None)})
+"""The constants an expression may write (not ``1j`` or ``...``)."""
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len,
     "abs": abs,
@@ -170,6 +173,10 @@ def _check_node(node: ast.AST, source: str) -> None:
             )
         if node.keywords:
             raise ExpressionError(f"expression {_shown(source)}: keyword arguments are not allowed")
+    if isinstance(node, ast.Constant) and type(node.value) not in _LITERALS:
+        raise ExpressionError(
+            f"expression {_shown(source)}: the literal {node.value!r} is not allowed"
+        )
     if isinstance(node, ast.Dict) and any(k is None for k in node.keys):
         raise ExpressionError(f"expression {_shown(source)}: ** unpacking is not allowed")
     if isinstance(node, ast.Starred):

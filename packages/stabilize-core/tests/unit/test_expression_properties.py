@@ -105,6 +105,8 @@ def check_refused_or_plain(source: str, ctx: Mapping[str, Any]) -> None:
 @example("'\\N{nope}'")
 @example("1" * 5000)
 @example("x" * 20_000)
+@example("0J")  # a complex number was handed back
+@example("...")
 def test_any_text_compiles_or_is_refused_with_an_expression_error(source: str) -> None:
     tree, refusal = attempt(lambda: compile_expression(source))
     assert isinstance(tree, ast.Expression) or refusal
@@ -237,6 +239,12 @@ def test_bombs_are_refused_naming_the_limit(source: str, why: str | None) -> Non
 def test_a_source_longer_than_allowed_is_refused_with_its_length() -> None:
     source = "1 + " * 2600 + "1"
     with pytest.raises(ExpressionError, match=r"10401 characters long, more than the 10000"):
+        compile_expression(source)
+
+
+@pytest.mark.parametrize("source", ["0j", "1 + 2j", "...", "x[...]"])
+def test_literals_json_has_no_counterpart_for_are_refused(source: str) -> None:
+    with pytest.raises(ExpressionError, match=r"the literal (0j|2j|Ellipsis) is not allowed"):
         compile_expression(source)
 
 
