@@ -156,6 +156,15 @@ async def test_a_rebound_name_is_refused(db: StreamEngine, start_gateway: Gatewa
     status, raw = await asyncio.to_thread(http_get, page, {"Host": f"localhost:{gateway.port}"})
     assert status == 200
     assert b"<title>stabilize" in raw
+    event = f"http://127.0.0.1:{gateway.port}/workflows/{wf.id}/events/1"
+    status, raw = await asyncio.to_thread(http_get, event, {"Host": "attacker.example"})
+    assert (status, json.loads(raw)["code"]) == (403, "forbidden_host")
+    status, raw = await asyncio.to_thread(http_get, event, {})
+    assert (status, json.loads(raw)["event_type"]) == (200, "workflow.created")
+    for missing in (f"{wf.id}/events/99", "no-such-workflow/events/1", "a%00b/events/1"):
+        url = f"http://127.0.0.1:{gateway.port}/workflows/{missing}"
+        status, raw = await asyncio.to_thread(http_get, url, {})
+        assert (status, json.loads(raw)["code"]) == (404, "not_found"), missing
     # Health reveals no workflow data: probes with any name still get it.
     health = f"http://127.0.0.1:{gateway.port}/healthz"
     status, raw = await asyncio.to_thread(http_get, health, {"Host": "attacker.example"})

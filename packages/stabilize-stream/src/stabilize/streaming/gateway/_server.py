@@ -28,6 +28,7 @@ from stabilize.streaming.gateway._http import (
 )
 from stabilize.streaming.gateway._protocol import (
     MAX_EVENT_BYTES,
+    MAX_NAME_LENGTH,
     MIN_EVENT_BYTES,
     PROTOCOL_VERSION,
     ErrorCode,
@@ -346,6 +347,10 @@ class Gateway:
 
     async def _event(self, workflow_id: str, sequence: int) -> Response:
         """``GET /workflows/<id>/events/<sequence>``: the whole event, as the log has it."""
+        if "\x00" in workflow_id or len(workflow_id) > MAX_NAME_LENGTH:
+            return error_response(
+                http.HTTPStatus.NOT_FOUND, "not_found", "no workflow has such an id"
+            )
         try:
             found = await asyncio.to_thread(
                 self.event_store.get_events, workflow_id, max(0, sequence - 1), 1
