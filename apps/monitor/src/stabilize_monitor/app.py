@@ -26,13 +26,13 @@ from stabilize_monitor._text import format_duration, format_progress, format_tim
 MIN_REFRESH_S = 0.25
 """Shortest time between two rereads of the source (commits may come by the thousand)."""
 
-PAGE_SIZE = 200
+PAGE_SIZE = 100
 """Workflows listed at once (the newest that pass the filters)."""
 
 HISTORY = 120
 """Samples kept for the charts (one per reread, at least :data:`SAMPLE_S` apart)."""
 
-SAMPLE_S = 2.0
+SAMPLE_S = 5.0
 """Shortest time between two samples of the charts (counting finished stages reads every
 stage row, so it is not done on every commit)."""
 
@@ -203,8 +203,11 @@ class MonitorApp(App[int]):
         now = time.monotonic()
         if self.depth_history and now - self._last_sample < SAMPLE_S:
             return
+        first = not self.depth_history
         self._last_sample = now
         self.depth_history.append(float(self.stats.depth))
+        if first:
+            return  # the first frame waits for no count of every stage row
         finished = self.stats_finished()
         if finished is not None:
             if self._last_finished is not None:

@@ -1,8 +1,9 @@
 """Read-only overviews of a database for dashboards (``stabilize monitor``).
 
 Each function answers one screen's question with a few queries on indexed columns, and
-never loads whole workflows: a page of workflow summaries is two queries (the page of
-``workflows`` rows, then the status of their stages), however many workflows are stored.
+never loads whole workflows: a page of workflow summaries is three queries (the page's ids
+through the indexes, their ``workflows`` rows, the status of their stages), however many
+workflows are stored.
 """
 
 from __future__ import annotations
@@ -106,24 +107,28 @@ def summarize_workflows(
         raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
     backend = store.backend
     p = backend.placeholder
-    where, params = _where(p, application, status, name, created_since)
-    sql = (
-        "SELECT id, application, name, status, created_at, updated_at, body FROM workflows"
-        f"{where} ORDER BY created_at DESC, id DESC LIMIT {p} OFFSET {p}"
-    )
+    ids = _page_ids(p, application, status, name, created_since, limit, offset)
     with backend.read() as tx:
-        tx.cur.execute(sql, (*params, limit, offset))
-        rows = list(tx.cur.fetchall())
-        stages: dict[str, list[tuple[str, str]]] = {row[0]: [] for row in rows}
-        if rows:
-            marks = ", ".join(p for _ in rows)
-            tx.cur.execute(
-                "SELECT workflow_id, ref_id, status FROM stages "
-                f"WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
-                tuple(stages),
-            )
-            for workflow_id, ref_id, stage_status in tx.cur.fetchall():
-                stages[workflow_id].append((ref_id, stage_status))
+        tx.cur.execute(*ids)
+        page = [row[0] for row in tx.cur.fetchall()]
+        if not page:
+            return []
+        marks = ", ".join(p for _ in page)
+        tx.cur.execute(
+            "SELECT id, application, name, status, created_at, updated_at, body FROM workflows "
+            f"WHERE id IN ({marks})",
+            tuple(page),
+        )
+        by_id = {row[0]: row for row in tx.cur.fetchall()}
+        stages: dict[str, list[tuple[str, str]]] = {workflow_id: [] for workflow_id in page}
+        tx.cur.execute(
+            "SELECT workflow_id, ref_id, status FROM stages "
+            f"WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
+            tuple(page),
+        )
+        for workflow_id, ref_id, stage_status in tx.cur.fetchall():
+            stages[workflow_id].append((ref_id, stage_status))
+    rows = [by_id[workflow_id] for workflow_id in page if workflow_id in by_id]
     return [_summary(row, stages[row[0]]) for row in rows]
 
 
@@ -219,6 +224,40 @@ def change_marker(store: WorkflowStore) -> tuple[Any, ...]:
         )
         head = tx.cur.fetchone()
         return (*queue_row, *(tuple(head) if head is not None else ()))
+
+
+def _page_ids(
+    p: str,
+    application: str | None,
+    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
+    name: str | None,
+    created_since: int | None,
+    limit: int,
+    offset: int,
+) -> tuple[str, tuple[Any, ...]]:
+    """The query of a page of ids, newest first, one index range per status.
+
+    No index starts with ``created_at``: ordering every workflow by it scans and sorts the
+    whole table. ``(status, created_at)`` and ``(application, status, created_at)`` give
+    each status's newest workflows in order, so the page is the newest of the first
+    ``offset + limit`` of each status (a union of index range scans).
+    """
+    if status is None:
+        statuses = [s.value for s in WorkflowStatus]
+    else:
+        chosen = [status] if isinstance(status, str | WorkflowStatus) else list(status)
+        statuses = [WorkflowStatus(s).value for s in chosen]
+    parts: list[str] = []
+    params: list[Any] = []
+    for n, value in enumerate(statuses):
+        where, part_params = _where(p, application, value, name, created_since)
+        parts.append(
+            f"SELECT id, created_at FROM (SELECT id, created_at FROM workflows{where} "
+            f"ORDER BY created_at DESC, id DESC LIMIT {p}) AS s{n}"
+        )
+        params.extend((*part_params, offset + limit))
+    sql = " UNION ALL ".join(parts) + f" ORDER BY 2 DESC, 1 DESC LIMIT {p} OFFSET {p}"
+    return sql, (*params, limit, offset)
 
 
 def _summary(row: tuple[Any, ...], stages: list[tuple[str, str]]) -> WorkflowSummary:
