@@ -243,3 +243,28 @@ def test_the_lexer_reports_the_first_construct_that_evaluates_text() -> None:
     plain.feed("echo \"$HOME\" '$((1))' ${y:-d}; trap '' TERM")
     plain.finish()
     assert plain.evaluates is None
+
+
+TEMPLATE = st.lists(
+    st.sampled_from(
+        [
+            *("{v}", " ", ";", "\n", "'", '"', "\\", "$", "(", ")", "((", "))", "[", "]", "[["),
+            *("]]", "{{", "}}", "=", "x", "-c", "sh", "eval", "declare", "-i", "let", "`", "#"),
+            *("<", ">", "&", "|", "printf", "%d", "read", "for", "in", "do", "done", "$(", "${{"),
+            *("@P", "!"),
+        ]
+    ),
+    max_size=30,
+).map("".join)
+
+
+@given(template=TEMPLATE, value=TEXT)
+@settings(max_examples=300, deadline=None)
+@example(template="x=( {v}", value="1")
+@example(template="$[ [ {v}", value="x")
+def test_any_template_renders_or_is_refused_cleanly(template: str, value: str) -> None:
+    try:
+        argv, _, _ = render_command({"command": template, "v": value, "shell": "/bin/bash"})
+    except TaskConfigError:
+        return
+    assert argv[:2] == ["/bin/bash", "-c"]
