@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from hypothesis import example, given, settings
@@ -161,3 +162,20 @@ def test_a_diff_from_the_stored_row_to_the_live_row_replays_to_the_stored_json(
     stored = loads(dumps(previous))
     change = loads(dumps_known(diff(stored, live)))
     assert_exactly(apply(stored, change), loads(dumps(live)))
+
+
+class Colour(StrEnum):
+    RED = "red"
+
+
+class Level(IntEnum):
+    ONE = 1
+
+
+def test_enums_equal_to_what_json_stored_are_not_changes() -> None:
+    """A StrEnum is written as its string and an IntEnum as its int: nothing to record."""
+    stored = {"c": {"colour": "red", "level": 1, "levels": [1, 1.5]}}
+    live = {"c": {"colour": Colour.RED, "level": Level.ONE, "levels": [Level.ONE, 1.5]}}
+    assert diff(stored, live) == {}
+    was_true = {"c": {"colour": "red", "level": True, "levels": [1, 1.5]}}
+    assert diff(was_true, live) == {"sub": {"c": {"set": {"level": Level.ONE}}}}

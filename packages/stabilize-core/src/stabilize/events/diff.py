@@ -22,37 +22,64 @@ from math import copysign
 from typing import Any
 
 _MISSING: Any = object()
-_NESTED = frozenset({dict, list, float})
+_NESTED = frozenset({dict, list, tuple, float})
 """The kinds of value in which an equal value may still differ in JSON."""
 
 
-def _retyped(a: Any, b: Any) -> bool:
-    """Whether two values that compare equal differ as JSON (``1``, ``1.0``, ``True``).
+def _number_kind(value: Any) -> type | None:
+    """What JSON writes a number as: ``true``, ``1.0`` or ``1`` (None: not a number)."""
+    for kind in (bool, float, int):
+        if isinstance(value, kind):
+            return kind
+    return None
 
-    Strings, ints and the like are checked by their type alone, inline: only objects,
-    lists and floats cost a call.
-    """
+
+def _retyped(a: Any, b: Any) -> bool:
+    """Whether two values that compare equal differ as JSON (``1``, ``1.0``, ``True``)."""
     kind = type(a)
     if kind is not type(b):
-        return True
-    if kind is dict:
-        pairs: Iterable[tuple[Any, Any]] = zip(a.values(), map(b.__getitem__, a), strict=True)
-    elif kind is list:
-        pairs = zip(a, b, strict=True)
-    elif kind is float:
-        return copysign(1.0, a) != copysign(1.0, b)
-    else:
+        # Equal values of two types: a str and a StrEnum (an int and an IntEnum) are the
+        # same JSON; a bool, an int and a float are not.
+        if _number_kind(a) is not _number_kind(b):
+            return True
+        if isinstance(a, dict | list | tuple):
+            return _walk(a, b)
         return False
+    if kind is float:
+        return copysign(1.0, a) != copysign(1.0, b)
+    if kind is dict or kind is list or kind is tuple:
+        return _walk(a, b)
+    return False
+
+
+def _walk(a: Any, b: Any) -> bool:
+    """Whether the items of two equal objects or lists differ as JSON.
+
+    Items of one type that cannot differ (strings, ints, None) are passed over inline:
+    only objects, lists and floats cost a call.
+    """
+    if isinstance(a, dict):
+        pairs: Iterable[tuple[Any, Any]] = zip(a.values(), map(b.__getitem__, a), strict=True)
+    else:
+        pairs = zip(a, b, strict=True)
     for x, y in pairs:
         inner = type(x)
-        if inner is not type(y) or (inner in _NESTED and x is not y and _retyped(x, y)):
+        if inner is type(y):
+            if inner in _NESTED and x is not y and _retyped(x, y):
+                return True
+        elif _retyped(x, y):
             return True
     return False
 
 
 def _differs(a: Any, b: Any) -> bool:
     """Whether ``a`` and ``b`` differ as JSON values."""
-    return a is not b and (a != b or _retyped(a, b))
+    if a is b:
+        return False
+    if a != b:
+        return True
+    kind = type(a)
+    return (kind is not type(b) or kind in _NESTED) and _retyped(a, b)
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
