@@ -21,12 +21,19 @@ def test_streaming_exports() -> None:
         "StreamItem",
         "TERMINAL_EVENTS",
         "WorkflowStream",
+        "emit_progress",
     ]
 
 
 def test_exported_through_stabilize() -> None:
     assert stabilize.WorkflowStream is WorkflowStream
     assert stabilize.StreamItem is StreamItem
+
+
+def test_emit_progress_importable_from_streaming_as_the_readme_shows() -> None:
+    from stabilize.streaming import emit_progress
+
+    assert emit_progress is stabilize.emit_progress
 
 
 def test_stream_without_a_store_needs_a_database_holding_the_workflow(tmp_path: Path) -> None:

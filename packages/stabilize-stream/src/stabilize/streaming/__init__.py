@@ -8,7 +8,10 @@ progress updates of tasks in this process as they are emitted. See
 
 from __future__ import annotations
 
+# The original package exported emit_progress from here too; it lives in core, where
+# tasks that need no stream package can call it.
+from stabilize.events.recorder import emit_progress
 from stabilize.streaming._item import TERMINAL_EVENTS, StreamItem
 from stabilize.streaming._stream import StreamError, WorkflowStream
 
-__all__ = ["TERMINAL_EVENTS", "StreamError", "StreamItem", "WorkflowStream"]
+__all__ = ["TERMINAL_EVENTS", "StreamError", "StreamItem", "WorkflowStream", "emit_progress"]
