@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -136,23 +137,27 @@ def _validate_flow(stage: StageExecution, children: set[str]) -> None:
 
 
 def _topological_order(stages: Sequence[StageExecution]) -> list[StageExecution]:
-    """Kahn's algorithm; ties keep declaration order so the result is deterministic."""
-    pending = {s.ref_id: len(s.requisite_stage_ref_ids) for s in stages}
-    children: dict[str, list[StageExecution]] = {s.ref_id: [] for s in stages}
-    for s in stages:
-        for req in s.requisite_stage_ref_ids:
-            children[req].append(s)
+    """Kahn's algorithm; ties keep declaration order so the result is deterministic.
+
+    The ready stages wait in a heap of declaration positions: the earliest declared ready
+    stage comes next, in O(log n) per stage (issue 13: re-sorting a list of ready stages
+    on every pop made a wide graph cost O(n²)).
+    """
+    pending = [len(s.requisite_stage_ref_ids) for s in stages]
     position = {s.ref_id: i for i, s in enumerate(stages)}
-    ready = [s for s in stages if pending[s.ref_id] == 0]
+    children: list[list[int]] = [[] for _ in stages]
+    for i, s in enumerate(stages):
+        for req in s.requisite_stage_ref_ids:
+            children[position[req]].append(i)
+    ready = [i for i, count in enumerate(pending) if count == 0]  # ascending: a valid heap
     order: list[StageExecution] = []
     while ready:
-        ready.sort(key=lambda s: position[s.ref_id], reverse=True)
-        stage = ready.pop()
-        order.append(stage)
-        for child in children[stage.ref_id]:
-            pending[child.ref_id] -= 1
-            if pending[child.ref_id] == 0:
-                ready.append(child)
+        i = heapq.heappop(ready)
+        order.append(stages[i])
+        for child in children[i]:
+            pending[child] -= 1
+            if pending[child] == 0:
+                heapq.heappush(ready, child)
     if len(order) != len(stages):
         raise CircularDependencyError(_find_cycle(stages, {s.ref_id for s in order}))
     return order
