@@ -34,6 +34,7 @@ def graph_lines(workflow: Workflow) -> list[GraphLine]:
     Stages a parent stage created (``parent_stage_id``) follow their parent, one level in.
     """
     by_ref = {s.ref_id: s for s in workflow.stages}
+    by_id = {s.id: s for s in workflow.stages}
     depth: dict[str, int] = {}
 
     def depth_of(ref: str, seen: frozenset[str] = frozenset()) -> int:
@@ -42,7 +43,7 @@ def graph_lines(workflow: Workflow) -> list[GraphLine]:
         stage = by_ref[ref]
         ups = [r for r in stage.requisite_stage_ref_ids if r in by_ref and r not in seen]
         found = 1 + max((depth_of(r, seen | {ref}) for r in ups), default=-1)
-        parent = _parent(workflow, stage)
+        parent = by_id.get(stage.parent_stage_id) if stage.parent_stage_id else None
         if parent is not None and parent.ref_id not in seen:
             found = max(found, depth_of(parent.ref_id, seen | {ref}) + 1)
         depth[ref] = found
@@ -86,12 +87,3 @@ def join_progress(workflow: Workflow, stage: StageExecution) -> str:
 def frontier(workflow: Workflow) -> list[str]:
     """The ``ref_id`` of the stages running, suspended or paused now."""
     return [s.ref_id for s in workflow.stages if s.status in ACTIVE]
-
-
-def _parent(workflow: Workflow, stage: StageExecution) -> StageExecution | None:
-    if stage.parent_stage_id is None:
-        return None
-    for candidate in workflow.stages:
-        if candidate.id == stage.parent_stage_id:
-            return candidate
-    return None
