@@ -165,6 +165,18 @@ CONTEXTS = [
     "getopts a {v}",
     "mapfile {v}",
     "for {v} in 1; do :; done",
+    # quoting the lexer must follow exactly (or refuse after)
+    "echo $'a b' {v}",
+    "echo $'\\'' {v}",
+    "echo ${{x:-'}}'}} {v}",
+    "echo \"${{x:-'}}'}}\" {v}",
+    "echo $(echo ')') {v}",
+    'echo "$(echo "a)")" {v}',
+    "echo $(echo # )\n) {v}",
+    "echo $(case x in x) echo ok;; esac) {v}",
+    "echo `echo '`'` {v}",
+    "echo \\' {v}",
+    "c=echo; $c {v}",
     # text that is parsed again
     "trap '' TERM; echo {v}",
     "x={v}; eval 'echo $(( x ))'",

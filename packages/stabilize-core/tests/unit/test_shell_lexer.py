@@ -201,6 +201,37 @@ def test_positional_parameters_and_plain_words_take_any_value(command: Any, shel
     assert any(PAYLOAD in arg for arg in argv)
 
 
+@pytest.mark.parametrize(
+    ("template", "construct"),
+    [
+        ("echo $'\\'' {v}", "a backslash inside $'...'"),
+        ("echo ${{x:-'}}'}} {v}", "a quote inside ${...} or backticks"),
+        ("echo `echo '`'` {v}", "a quote inside ${...} or backticks"),
+        ("echo $(echo # )\n) {v}", "a comment inside $(...)"),
+        ("echo $(case x in a) echo;; esac) {v}", "a case statement inside $(...)"),
+        ("echo $(cat <<E\n)\nE\n) {v}", "a here-document inside $(...)"),
+    ],
+)
+def test_placeholders_after_what_the_lexer_cannot_follow_are_refused(
+    template: str, construct: str
+) -> None:
+    # Shells disagree on these (dash has no $'...'), so the quoting state after them is
+    # not trusted: a wrong guess would leave the value unquoted.
+    message = refusal(template, v="x")
+    assert f"after {construct}, which ShellTask cannot follow reliably" in message
+
+
+def test_placeholders_inside_ansi_c_quotes_are_refused() -> None:
+    assert "inside $'...'" in refusal("echo $'a {v}'", v="x")
+    assert render("echo $'a' {v}", v="x y")[2] == "echo $'a' 'x y'"
+
+
+def test_a_computed_command_name_makes_values_plain_numbers() -> None:
+    assert "a command name computed from an expansion" in refusal("c=eval; $c {v}", v=PAYLOAD)
+    assert "a command name computed" in refusal('"$HOME"/bin/tool {v}', v="a b")
+    render("~/bin/tool {v}", v=PAYLOAD)
+
+
 def test_a_nul_in_a_value_is_refused_naming_the_placeholder() -> None:
     for command, shell in (("echo {v}", True), (["echo", "{v}"], False)):
         with pytest.raises(TaskConfigError, match=r"\{v\}.*NUL"):

@@ -74,6 +74,7 @@ class ShellLexer:
         self.escaped = False
         self.comment = False
         self.heredoc = False
+        self.uncertain: str | None = None
         self.prev = "\n"
         self.words: list[str] = []
         self.word: list[str] = []
@@ -154,6 +155,8 @@ class ShellLexer:
             self._mark(f"{command} with the integer attribute")
         if command in DECLARE and option and (set(text) & set("n" + HOLE)):
             self._mark(f"{command} -n (a name reference)")
+        if at is None and EXPANDS in text and not ASSIGNMENT.match(text):
+            self._mark("a command name computed from an expansion")
         if command == "let" or (command in REPARSE and command not in ("eval", "trap")):
             self._mark(repr(command))
         elif command in ("eval", "trap") and at is not None:
@@ -226,6 +229,14 @@ class ShellLexer:
                     self._pop()
                 else:
                     self._literal(ch)
+            elif frame == "ansi":
+                if ch == "\\":  # dash has no $'...': it would end the string here
+                    self._unsure("a backslash inside $'...'")
+                    self.escaped = True
+                elif ch == "'":
+                    self._pop()
+                else:
+                    self._literal(ch)
             elif frame in ("dq", "dq!"):
                 i = self._double_quoted(ch, nxt, i)
             elif frame != "top":
@@ -257,9 +268,22 @@ class ShellLexer:
             self._add(ch)
         return i
 
+    def _unsure(self, construct: str) -> None:
+        if self.uncertain is None:
+            self.uncertain = construct
+
     def _nested(self, frame: str, ch: str, nxt: str, i: int) -> int:
         """One character inside ``$(...)``, ``${...}`` or backticks (part of the word)."""
         self._add(ch)
+        if frame in ("param", "bt") and ch in "'\"":
+            # Shells differ on quotes inside ${...} and backticks: stop trusting the state.
+            self._unsure("a quote inside ${...} or backticks")
+        elif frame == "cmd":
+            self._unmodelled(ch, nxt)
+        if frame == "cmd" and ch == "$" and nxt == "'":
+            self._push("ansi")
+            self._literal(nxt)
+            return i + 1
         if frame == "param":
             self._parameter(ch, nxt)
         elif ch == "[" and frame == "cmd":
@@ -283,6 +307,16 @@ class ShellLexer:
             return self._substitution(ch, nxt, i)
         return i
 
+    def _unmodelled(self, ch: str, nxt: str) -> None:
+        """Notice what could end a ``$(...)`` elsewhere than this lexer thinks."""
+        before = self._text[self._at - 1 : self._at] if self._at else self.prev
+        if ch == "#" and (before in _WORD_BREAKS or not before):
+            self._unsure("a comment inside $(...)")
+        elif ch == "<" and nxt == "<":
+            self._unsure("a here-document inside $(...)")
+        elif ch == "e" and re.search(r"(\A|[\s;&|(])case\Z", self._text[: self._at + 1]):
+            self._unsure("a case statement inside $(...)")
+
     def _top(self, ch: str, nxt: str, i: int) -> int:
         """One unquoted character at the top level."""
         if ch == "#" and self.prev in _WORD_BREAKS:
@@ -302,6 +336,10 @@ class ShellLexer:
             self._mark("arithmetic $[ ]")
             self.dollar_bracket += 1
             self._add("$")
+            return i + 1
+        elif ch == "$" and nxt == "'":
+            self._add("$")
+            self._push("ansi")
             return i + 1
         elif ch == "$" and nxt == "~":
             self._mark("zsh globbing $~x")
@@ -409,6 +447,10 @@ class ShellLexer:
         return self._reparsed()
 
     def _unquotable(self) -> str | None:
+        if self.uncertain is not None:
+            return f"after {self.uncertain}, which ShellTask cannot follow reliably"
+        if self.stack[-1] == "ansi":
+            return "inside $'...' (where backslashes escape)"
         if self.comment:
             return "inside a comment"
         if self.heredoc:
