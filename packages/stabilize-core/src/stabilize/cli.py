@@ -15,13 +15,20 @@ from datetime import timedelta
 from importlib.metadata import EntryPoint
 from typing import Any
 
+from stabilize._cli_support import (
+    EXIT_USAGE,
+    CommandError,
+    UsageError,
+    add_database_options,
+    command_parser,
+    error_line,
+    exit_code,
+    run_command,
+)
 from stabilize._plugins import cli_commands, describe_dist, load_entry_point
 from stabilize._version import __version__
 
 PROG = "stabilize"
-
-EXIT_USAGE = 2
-"""Exit code for a command line that cannot be parsed, as argparse uses."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,21 +38,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name; ``sys.argv[1:]`` when None.
 
     Returns:
-        The exit code: 0 on success, 2 for a usage error, else what the command returned.
+        The exit code: 0 on success, 2 for a usage error, 1 for a failure, else what a
+        plugin command returned.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and not args[0].startswith("-") and args[0] not in _BUILTINS:
+    if args and not args[0].startswith("-"):
+        if args[0] in _BUILTINS:
+            summary, handler, configure, examples = _BUILTINS[args[0]]
+            sub = command_parser(args[0], summary, examples=examples)
+            configure(sub)
+            return run_command(args[0], sub, args[1:], handler)
         return _run_plugin(args[0], args[1:])
     parser = _build_parser()
     try:
-        ns = parser.parse_args(args)
-    except SystemExit as exc:  # --help, --version and usage errors: a code, not an exit
-        return _exit_code(exc.code)
-    handler: Callable[[argparse.Namespace], int] | None = getattr(ns, "handler", None)
-    if handler is None:
-        parser.print_help(sys.stderr)
+        parser.parse_args(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return handler(ns)
+    except SystemExit as exc:  # --help and --version
+        return exit_code(exc.code)
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
 
 
 def _cmd_version(ns: argparse.Namespace) -> int:
@@ -63,11 +76,8 @@ def _cmd_mg_up(ns: argparse.Namespace) -> int:
     from stabilize.backends.migrate import migrate_up
     from stabilize.connect import check_database_url
 
-    try:
-        check_database_url(ns.db_url)
-        before, after = migrate_up(ns.db_url, ns.schema)
-    except Exception as exc:
-        return _fail("mg-up", exc, ns.db_url)
+    check_database_url(ns.db_url)
+    before, after = migrate_up(ns.db_url, ns.schema)
     print(f"database: {after.location}")
     if before.pending:
         for version in before.pending:
@@ -82,21 +92,16 @@ def _cmd_mg_status(ns: argparse.Namespace) -> int:
     from stabilize.backends.migrate import migration_status
     from stabilize.connect import check_database_url
 
-    try:
-        check_database_url(ns.db_url)
-        status = migration_status(ns.db_url, ns.schema, must_exist=True)
-    except Exception as exc:
-        return _fail("mg-status", exc, ns.db_url)
+    check_database_url(ns.db_url)
+    status = migration_status(ns.db_url, ns.schema, must_exist=True)
     print(f"database: {status.location}")
     print(f"current version: {status.current}")
     print(f"latest version: {status.latest}")
     if status.too_new:
-        print(
-            f"{PROG} mg-status: error: the database has schema version {status.current}, "
-            f"newer than this stabilize knows ({status.latest}): upgrade stabilize-core",
-            file=sys.stderr,
+        raise CommandError(
+            f"the database has schema version {status.current}, "
+            f"newer than this stabilize knows ({status.latest}): upgrade stabilize-core"
         )
-        return 1
     pending = ", ".join(f"{v:04d}" for v in status.pending) or "none"
     print(f"pending: {pending}")
     return 0
@@ -105,122 +110,146 @@ def _cmd_mg_status(ns: argparse.Namespace) -> int:
 def _cmd_purge(ns: argparse.Namespace) -> int:
     from stabilize.connect import check_database_url, open_database
 
-    try:
-        check_database_url(ns.db_url)
-        store, _queue = open_database(ns.db_url, ns.schema, create=False)
-        count = store.purge(
-            ns.older_than,
-            keep_events=ns.keep_events,
-            batch_size=ns.batch_size,
-            application=ns.application,
-            dry_run=ns.dry_run,
-        )
-    except Exception as exc:
-        return _fail("purge", exc, ns.db_url)
+    check_database_url(ns.db_url)
+    store, _queue = open_database(ns.db_url, ns.schema, create=False)
+    count = store.purge(
+        ns.older_than,
+        keep_events=ns.keep_events,
+        batch_size=ns.batch_size,
+        application=ns.application,
+        dry_run=ns.dry_run,
+    )
     verb = "would delete" if ns.dry_run else "deleted"
     print(f"{verb} {count} workflow{'' if count == 1 else 's'}")
     return 0
 
 
-def _fail(command: str, exc: Exception, url: str) -> int:
-    """Report a failed database command in one line; the exit code (2: a bad URL)."""
-    from stabilize.connect import describe_failure
-    from stabilize.errors import DatabaseUrlError
-
-    print(f"{PROG} {command}: error: {describe_failure(exc, url)}", file=sys.stderr)
-    return EXIT_USAGE if isinstance(exc, DatabaseUrlError) else 1
+def _no_options(parser: argparse.ArgumentParser) -> None:
+    pass
 
 
-# name -> (summary, handler); a plugin can never replace one of these.
-_BUILTINS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "version": ("print the version of stabilize-core", _cmd_version),
-    "demo": ("run a small workflow on a local SQLite file and show its progress", _cmd_demo),
-    "mg-up": ("apply pending schema migrations to a database", _cmd_mg_up),
-    "mg-status": ("show a database's schema version and pending migrations", _cmd_mg_status),
-    "purge": ("delete completed workflows older than a given age", _cmd_purge),
-}
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="stabilize: a durable workflow engine for Python.",
-        epilog=f"Run '{PROG} <command> --help' for the options of a command.",
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        default="stabilize-demo.db",
+        help="SQLite file to create or reuse, in this directory unless a path is given",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="<command>")
-
-    for name, (summary, handler) in _BUILTINS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
-        sub.set_defaults(handler=handler)
-        if name in ("mg-up", "mg-status", "purge"):
-            sub.add_argument(
-                "--db-url",
-                metavar="URL",
-                required=True,
-                help="postgresql://user:password@host:5432/dbname or sqlite:///path/to/file.db",
-            )
-            sub.add_argument(
-                "--schema",
-                metavar="NAME",
-                default=None,
-                help="PostgreSQL schema (default: the connection's, usually public)",
-            )
-        if name == "purge":
-            _add_purge_arguments(sub)
-        if name == "demo":
-            sub.add_argument(
-                "--db",
-                metavar="PATH",
-                default="stabilize-demo.db",
-                help="SQLite file to create or reuse (default: %(default)s in this directory)",
-            )
-            sub.add_argument(
-                "--workers",
-                metavar="N",
-                type=_positive_int,
-                default=4,
-                help="worker threads (default: %(default)s)",
-            )
-
-    # Listed for --help only: main() dispatches plugin commands before argparse runs, so
-    # these parsers never parse anything. Nothing is loaded to describe them.
-    for name, ep in sorted(_plugin_commands().items()):
-        commands.add_parser(name, help=f"(from {describe_dist(ep)})", add_help=False)
-    return parser
+    parser.add_argument(
+        "--workers", metavar="N", type=_positive_int, default=4, help="worker threads"
+    )
 
 
-def _add_purge_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
+def _add_mg_up_arguments(parser: argparse.ArgumentParser) -> None:
+    add_database_options(parser)
+
+
+def _add_purge_arguments(parser: argparse.ArgumentParser) -> None:
+    add_database_options(parser)
+    parser.add_argument(
         "--older-than",
         metavar="DURATION",
         type=_duration,
         required=True,
         help="delete workflows that ended longer ago than this: 30d, 12h, 45m or 90s",
     )
-    sub.add_argument(
+    parser.add_argument(
         "--keep-events",
         action="store_true",
         help="keep the workflows' events (default: delete them with the workflows)",
     )
-    sub.add_argument(
+    parser.add_argument(
         "--batch-size",
         metavar="N",
         type=_positive_int,
         default=500,
-        help="workflows deleted per transaction (default: %(default)s)",
+        help="workflows deleted per transaction",
     )
-    sub.add_argument(
+    parser.add_argument(
         "--application",
         metavar="APP",
         default=None,
-        help="only this application's workflows",
+        help="only this application's workflows (default: every application's)",
     )
-    sub.add_argument(
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="count the workflows that would be deleted, delete nothing",
     )
+
+
+_Handler = Callable[[argparse.Namespace], int]
+_Configure = Callable[[argparse.ArgumentParser], None]
+
+# name -> (one-sentence summary, handler, options, examples); a plugin cannot replace one.
+_BUILTINS: dict[str, tuple[str, _Handler, _Configure, tuple[str, ...]]] = {
+    "version": (
+        "Print the version of stabilize-core.",
+        _cmd_version,
+        _no_options,
+        ("stabilize version",),
+    ),
+    "demo": (
+        "Run a small workflow on a local SQLite file and show its progress.",
+        _cmd_demo,
+        _add_demo_arguments,
+        ("stabilize demo --db /tmp/demo.db --workers 2",),
+    ),
+    "mg-up": (
+        "Create a database or apply its pending schema migrations.",
+        _cmd_mg_up,
+        _add_mg_up_arguments,
+        (
+            "stabilize mg-up --db-url sqlite:///stabilize.db",
+            "stabilize mg-up --db-url postgresql://app@db:5432/app --schema jobs",
+        ),
+    ),
+    "mg-status": (
+        "Show a database's schema version and pending migrations.",
+        _cmd_mg_status,
+        _add_mg_up_arguments,
+        ("stabilize mg-status --db-url sqlite:///stabilize.db",),
+    ),
+    "purge": (
+        "Delete finished workflows older than a given age.",
+        _cmd_purge,
+        _add_purge_arguments,
+        (
+            "stabilize purge --db-url sqlite:///stabilize.db --older-than 30d --dry-run",
+            "stabilize purge --db-url postgresql://app@db:5432/app --older-than 12h",
+        ),
+    ),
+}
+
+_PLUGIN_SUMMARIES = {
+    "serve": "Serve a database's workflow events over WebSocket, with a live timeline page.",
+    "approve": "Approve a workflow's waiting approval gate.",
+    "reject": "Reject a workflow's waiting approval gate.",
+    "monitor": "Watch a database's workflows, queue and workers in a terminal dashboard.",
+}
+"""What the known plugin commands do, for ``--help`` (nothing is loaded to describe them)."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(
+        "",
+        "stabilize: a durable workflow engine for Python.",
+        examples=(
+            "stabilize demo",
+            "stabilize mg-up --db-url sqlite:///stabilize.db",
+            f"{PROG} <command> --help    (the options of a command)",
+        ),
+        verbose=False,
+    )
+    commands = parser.add_subparsers(title="commands", metavar="<command>")
+    for name, (summary, *_rest) in _BUILTINS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    # Listed for --help only: main() dispatches every command before this parser runs.
+    for name, ep in sorted(_plugin_commands().items()):
+        summary = _PLUGIN_SUMMARIES.get(name, "A plugin command.")
+        commands.add_parser(name, help=f"{summary} (from {describe_dist(ep)})", add_help=False)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser
 
 
 def _plugin_commands() -> dict[str, EntryPoint]:
@@ -231,28 +260,18 @@ def _run_plugin(name: str, argv: list[str]) -> int:
     ep = _plugin_commands().get(name)
     if ep is None:
         known = ", ".join([*_BUILTINS, *sorted(_plugin_commands())])
-        _build_parser().print_usage(sys.stderr)
         print(f"{PROG}: error: unknown command {name!r} (choose from {known})", file=sys.stderr)
         return EXIT_USAGE
     try:
         command = load_entry_point(ep)
     except ImportError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(error_line(name, str(exc)), file=sys.stderr)
         return 1
     try:
         result: Any = command(argv)
     except SystemExit as exc:  # a plugin that exits through argparse or sys.exit()
-        return _exit_code(exc.code)
+        return exit_code(exc.code)
     return 0 if result is None else int(result)
-
-
-def _exit_code(code: object) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)  # sys.exit("message") convention
-    return 1
 
 
 _MAX_INT = 2**31 - 1

@@ -323,8 +323,10 @@ def signal_stage(
         raise SignalError(f"workflow {wf.id} has no stage {stage_id!r}")
     if wf.status.is_complete or stage.status.is_complete:
         state = stage.status if not wf.status.is_complete else wf.status
+        whose = "the workflow" if wf.status.is_complete else "the stage"
         raise SignalError(
-            f"stage {stage.ref_id!r} of workflow {wf.id} takes no more signals: it is {state.value}"
+            f"stage {stage.ref_id!r} of workflow {wf.id} takes no more signals: "
+            f"{whose} has ended ({state.value})"
         )
     signal = {"name": name, "data": dict(data or {}), "user": user, "at": now}
     problem = describe_unencodable(signal, f"signal {name!r}")
@@ -338,8 +340,9 @@ def signal_stage(
         fx.emit("signal.queued", "stage", stage.id, name=name, data=signal["data"], user=user)
     else:
         raise SignalError(
-            f"stage {stage.ref_id!r} is not waiting for a signal (it is {stage.status.value}) "
-            "and the signal is not persistent"
+            f"stage {stage.ref_id!r} of workflow {wf.id} is not waiting for a signal yet "
+            f"(it is {stage.status.value}): send it once the stage waits, or send it with "
+            "persistent=True to have it kept and delivered then"
         )
     return fx
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from stabilize.engine.messages import Effects
 from stabilize.engine.transitions import signal_stage
+from stabilize.errors import SignalError
 from stabilize.models.stage import StageExecution
+from stabilize.models.status import WorkflowStatus as S
 from stabilize.models.workflow import Workflow
 from stabilize.orchestrator import apply_transition
 from stabilize.persistence.store import WorkflowStore
@@ -83,8 +85,8 @@ def send_signal(
     before the stage suspends is kept and delivered when it does.
 
     Raises:
-        SignalError: no such stage, the stage finished, or it is not waiting and the
-            signal is not persistent.
+        SignalError: no such stage, the stage finished, or it is not waiting yet and
+            ``persistent`` is False (the signal would not be kept for later).
     """
 
     def transition(wf: Workflow, now: int) -> Effects:
@@ -115,12 +117,17 @@ def _decide(
     if note is not None:
         payload["note"] = note
     who = user if user is not None else payload.get("user")
-    send_signal(
-        queue,
-        execution_id,
-        stage_id,
-        decision,
-        payload,
-        persistent=False,
-        user=str(who) if who is not None else None,
-    )
+    by = str(who) if who is not None else None
+
+    def transition(wf: Workflow, now: int) -> Effects:
+        stage = wf.index.by_id.get(stage_id) or wf.index.by_ref.get(stage_id)
+        ended = wf.status.is_complete or (stage is not None and stage.status.is_complete)
+        if stage is not None and stage.status is not S.SUSPENDED and not ended:
+            # A decision is never kept for later: say so in the gate's terms.
+            raise SignalError(
+                f"stage {stage.ref_id!r} of workflow {wf.id} is not waiting for a decision "
+                f"yet (it is {stage.status.value}): {decision} it once it waits"
+            )
+        return signal_stage(wf, stage_id, decision, payload, now, persistent=False, user=by)
+
+    apply_transition(queue.backend, execution_id, transition, int(time.time() * 1000))
