@@ -186,6 +186,15 @@ class Transaction:
         wf._written = row[0]
         return wf
 
+    def read_stage(self, stage_id: str) -> StageExecution | None:
+        """Load a fresh copy of one stage (not attached to its workflow), or ``None``.
+
+        For checks that need one stage of a workflow, which may have thousands (issue 13).
+        """
+        self.cur.execute(self.q["load_stage"], (stage_id,))
+        row = self.cur.fetchone()
+        return None if row is None else StageExecution.from_dict(loads(row[0]))
+
     def insert_workflow(self, wf: Workflow, now: int) -> None:
         """Store a new workflow and its stages (version 1) and record ``workflow.created``."""
         wf.version = 1

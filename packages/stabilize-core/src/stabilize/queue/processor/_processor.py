@@ -606,8 +606,9 @@ class QueueProcessor:
         canceled: list[InFlight] = []
         with self.backend.read() as tx:
             for flight in live:
-                wf = tx.workflow(flight.msg.workflow_id)
-                stage = wf.index.by_id.get(flight.stage.id) if wf is not None else None
+                # The stage's row alone: loading (and indexing) the whole workflow here
+                # cost O(stages) per check and stalled wide workflows (issue 13).
+                stage = tx.read_stage(flight.stage.id)
                 task = (
                     next((t for t in stage.tasks if t.id == flight.task_id), None)
                     if stage

@@ -10,6 +10,9 @@ SELECT body, version, event_seq FROM workflows WHERE id = %s;
 -- name: load_stages
 SELECT body FROM stages WHERE workflow_id = %s ORDER BY position;
 
+-- name: load_stage
+SELECT body FROM stages WHERE id = %s;
+
 -- name: insert_workflow
 INSERT INTO workflows (id, application, name, status, created_at, updated_at, version, event_seq, body)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s);

@@ -9,6 +9,9 @@ SELECT body, version, event_seq FROM workflows WHERE id = ?;
 -- name: load_stages
 SELECT body FROM stages WHERE workflow_id = ? ORDER BY position;
 
+-- name: load_stage
+SELECT body FROM stages WHERE id = ?;
+
 -- name: insert_workflow
 INSERT INTO workflows (id, application, name, status, created_at, updated_at, version, event_seq, body)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
