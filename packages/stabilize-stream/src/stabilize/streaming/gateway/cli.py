@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stabilize._cli_support import (
+    CommandError,
+    add_database_options,
+    command_parser,
+    run_command,
+)
 from stabilize.streaming.gateway._protocol import MAX_EVENT_BYTES  # no websockets
 
 if TYPE_CHECKING:
@@ -18,46 +23,63 @@ if TYPE_CHECKING:
 
 PROG = "stabilize serve"
 
+SUMMARY = "Serve a database's workflow events over WebSocket, with a live timeline page."
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Serve the event log of a stabilize database over WebSocket (/ws), with a health "
-            "endpoint (/healthz) and a live timeline page (/workflows/<id>)."
+    parser = command_parser(
+        "serve",
+        SUMMARY,
+        details=(
+            "Clients subscribe at /ws; /healthz answers health checks and /workflows/<id> "
+            "shows a workflow's live timeline in a browser. Stop it with Ctrl-C or SIGTERM."
+        ),
+        examples=(
+            "stabilize serve --db-url sqlite:///stabilize.db",
+            "stabilize serve --db-url postgresql://app@db:5432/app --host 0.0.0.0 "
+            "--token-file /run/secrets/gateway-token",
         ),
     )
-    parser.add_argument("--db-url", required=True, help="sqlite:///path.db or postgresql://...")
-    parser.add_argument("--schema", default=None, help="PostgreSQL schema of the event log")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any)")
+    add_database_options(parser, schema_help="PostgreSQL schema of the event log")
+    parser.add_argument("--host", metavar="ADDRESS", default="127.0.0.1", help="address to bind")
+    parser.add_argument(
+        "--port", metavar="PORT", type=int, default=8765, help="port to bind, 0 for any free one"
+    )
     parser.add_argument(
         "--token-file",
+        metavar="PATH",
         default=None,
         help="file holding the bearer token clients must send "
         "(default: $STABILIZE_GATEWAY_TOKEN; required to bind a non-loopback address)",
     )
     parser.add_argument(
         "--max-queue",
+        metavar="N",
         type=int,
         default=1000,
-        help="most events waiting to be sent to one client (default 1000)",
+        help="most events waiting to be sent to one client",
     )
     parser.add_argument(
         "--stall-timeout",
+        metavar="SECONDS",
         type=float,
         default=2.0,
         help="seconds a client with a full queue may read nothing before its subscriptions "
-        "must resync (default 2)",
+        "must resync",
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=15.0, help="seconds between heartbeats (default 15)"
+        "--heartbeat",
+        metavar="SECONDS",
+        type=float,
+        default=15.0,
+        help="seconds between heartbeats",
     )
     parser.add_argument(
         "--max-message-bytes",
+        metavar="N",
         type=int,
         default=256 * 1024,
-        help="longest client frame accepted (default 262144)",
+        help="longest client frame accepted",
     )
     parser.add_argument(
         "--allowed-origin",
@@ -80,25 +102,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-connections",
+        metavar="N",
         type=int,
         default=256,
-        help="most WebSocket connections at once; more are refused with 503 (default 256)",
+        help="most WebSocket connections at once; more are refused with 503",
     )
     parser.add_argument(
         "--max-event-bytes",
+        metavar="N",
         type=int,
         default=MAX_EVENT_BYTES,
         help="longest event frame sent; bigger values of an event's data are left out "
-        f"and served at /workflows/<id>/events/<sequence> (default {MAX_EVENT_BYTES})",
+        "and served at /workflows/<id>/events/<sequence>",
     )
     parser.add_argument(
         "--poll-interval",
+        metavar="SECONDS",
         type=float,
         default=None,
-        help="seconds between scans of the log when no commit woke the gateway (default 0.5)",
+        help="seconds between scans of the log when no commit woke the gateway (default: 0.5)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        metavar="LEVEL",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG, INFO, WARNING or ERROR",
     )
     return parser
 
@@ -110,7 +139,10 @@ def main(argv: Sequence[str]) -> int:
         0 after a clean stop, 1 when the database cannot be opened or the port bound, 2
         for bad settings (including a non-loopback address without a token).
     """
-    ns = _parser().parse_args(list(argv))
+    return run_command("serve", _parser(), argv, _run)
+
+
+def _run(ns: argparse.Namespace) -> int:
     logging.basicConfig(
         level=ns.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -121,13 +153,13 @@ def main(argv: Sequence[str]) -> int:
         token = load_token(ns.token_file)
         check_bind(ns.host, token)
     except GatewayConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), usage=True) from exc
 
-    from stabilize.connect import is_postgres_url
+    from stabilize.connect import check_database_url, describe_failure, is_postgres_url
     from stabilize.events import open_event_store
     from stabilize.streaming.gateway._server import Gateway
 
+    check_database_url(ns.db_url)
     try:
         if not is_postgres_url(ns.db_url):
             from stabilize.backends.sqlite import sqlite_path
@@ -136,9 +168,8 @@ def main(argv: Sequence[str]) -> int:
             if not path.is_file():  # opening would create an empty database
                 raise FileNotFoundError(f"no database file at {path}")
         store = open_event_store(ns.db_url, ns.schema, create=False)
-    except Exception as exc:  # a bad URL, a missing driver, an unreachable server...
-        print(f"{PROG}: error: cannot open {ns.db_url}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # a missing file or driver, an unreachable server...
+        raise CommandError(f"cannot open {ns.db_url}: {describe_failure(exc, ns.db_url)}") from exc
     try:
         gateway = Gateway(
             store,
@@ -156,9 +187,8 @@ def main(argv: Sequence[str]) -> int:
             poll_interval=ns.poll_interval,
         )
     except GatewayConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
         store.close()
-        return 2
+        raise CommandError(str(exc), usage=True) from exc
     try:
         return asyncio.run(_serve(gateway))
     finally:
@@ -169,10 +199,7 @@ async def _serve(gateway: Gateway) -> int:
     try:
         await gateway.start()
     except OSError as exc:
-        print(
-            f"{PROG}: error: cannot listen on {gateway.host}:{gateway.port}: {exc}", file=sys.stderr
-        )
-        return 1
+        raise CommandError(f"cannot listen on {gateway.host}:{gateway.port}: {exc}") from exc
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []  # a reference keeps the task alive
     for signum in (signal.SIGINT, signal.SIGTERM):
