@@ -128,6 +128,11 @@ def test_bad_options_are_usage_errors(
     assert message in capsys.readouterr().err
 
 
+def test_a_bad_db_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--db-url", "garbage"]) == 2
+    assert "not a database URL: 'garbage'" in capsys.readouterr().err
+
+
 def test_schema_with_sqlite_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "x.db"
     assert cli.main(["--db-url", f"sqlite:///{db}", "--schema", "s"]) == 1

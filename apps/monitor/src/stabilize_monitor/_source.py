@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from stabilize.backends.sqlite import sqlite_path
-from stabilize.connect import is_postgres_url, open_database
+from stabilize.connect import check_database_url, open_database
 from stabilize.events import EventReplayer, EventStore
 from stabilize.events.model import Event
 from stabilize.models.workflow import Workflow
 from stabilize.orchestrator import Orchestrator
 from stabilize.persistence import overview
 from stabilize.persistence.overview import QueueStats
-from stabilize.persistence.store import PostgresWorkflowStore, WorkflowStore
-from stabilize.queue.queue import PostgresQueue, Queue
+from stabilize.persistence.store import WorkflowStore
+from stabilize.queue.queue import Queue
 from stabilize_monitor._model import RECENT_MS, STATUS_FILTERS, Filters, WorkflowRow
 from stabilize_monitor._watch import ChangeWatcher
 
@@ -55,20 +53,14 @@ class DatabaseSource:
         A monitor only opens: it never creates a SQLite file or a PostgreSQL schema.
 
         Raises:
-            ValueError: the URL is not understood, a schema was given for SQLite, or
-                there is no SQLite file at the path.
-            SchemaVersionError: the PostgreSQL schema holds no current stabilize database.
+            DatabaseUrlError: ``url`` is not a ``sqlite:///`` or ``postgresql://`` URL.
+            DatabaseNotFoundError: there is no stabilize database there.
+            SchemaVersionError: the database's schema is older or newer than this stabilize.
+            ValueError: a schema was given for SQLite.
             ImportError: psycopg is missing for a PostgreSQL URL.
         """
-        if is_postgres_url(url):
-            pg_store = PostgresWorkflowStore(url, schema=schema, create_tables=False)
-            return cls(pg_store, PostgresQueue(url, schema=schema))
-        if schema is not None:
-            raise ValueError("--schema applies to PostgreSQL URLs only")
-        path = sqlite_path(url)
-        if path != ":memory:" and not Path(path).is_file():
-            raise ValueError(f"no stabilize database at {path}: the file does not exist")
-        store, queue = open_database(url)
+        check_database_url(url)
+        store, queue = open_database(url, schema, create=False)
         return cls(store, queue)
 
     @property

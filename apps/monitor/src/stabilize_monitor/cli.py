@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after ``monitor``; ``sys.argv[1:]`` when None.
 
     Returns:
-        0 on success (``q`` quits with 0), 1 when the database cannot be opened, 2 for a
-        usage error.
+        0 on success (``q`` quits with 0), 1 when the database cannot be opened or read,
+        2 for a usage error (a bad option or ``--db-url``).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -96,10 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     filters = Filters(application=ns.app, status=ns.status)
 
-    from stabilize.errors import StabilizeError
+    from stabilize.connect import describe_failure
+    from stabilize.errors import DatabaseUrlError
     from stabilize_monitor._source import DatabaseSource
 
     try:
+        # Open only: a mistyped path or schema must not become a new, empty database.
         source = DatabaseSource.open(ns.db_url, ns.schema)
         if not _interactive(sys.stdin, sys.stdout):
             from stabilize_monitor._summary import summary_text
@@ -107,12 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(summary_text(source, filters, time.time()))
             sys.stdout.flush()
             return 0
-    except (StabilizeError, ImportError, ValueError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a driver error: bad host, password, database...
-        print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        print(f"{PROG}: error: {describe_failure(exc, ns.db_url)}", file=sys.stderr)
+        return 2 if isinstance(exc, DatabaseUrlError) else 1
 
     from stabilize_monitor.app import MonitorApp
 
