@@ -272,6 +272,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("simulation", "deterministic simulation (tests/simulation)")
     group.addoption("--sim-seed", type=int, default=None, help="replay exactly this seed")
     group.addoption(
-        "--sim-runs", type=int, default=None, help="how many seeds to simulate (default: 100)"
+        "--sim-runs", type=int, default=None, help="how many seeds to simulate (default: 80)"
     )
     group.addoption("--sim-first", type=int, default=None, help="the first seed of --sim-runs")

@@ -14,7 +14,7 @@ import pytest
 # imported as simulation.<module> (which is also how mypy finds them).
 from simulation.sim_world import Stats
 
-CI_RUNS = 100
+CI_RUNS = 80
 """Seeds a run without options simulates (CI's budget)."""
 
 TOTALS = pytest.StashKey[Stats]()

@@ -22,7 +22,6 @@ Faults are injected at the edges only:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import sqlite3
@@ -132,13 +131,21 @@ class Faults:
         return self.rng.choice(points)
 
 
+def injected(backend: Backend, where: str) -> Exception:
+    """The transient error of ``backend``'s dialect, as its driver raises it."""
+    if backend.dialect == "postgres":
+        import psycopg
+
+        return psycopg.errors.SerializationFailure(f"could not serialize access ({where})")
+    return InjectedError(f"database is locked ({where})")
+
+
 class FaultyBackend(Backend):
-    """The real SQLite backend behind a wrapper that fails transactions at seeded points."""
+    """The real backend behind a wrapper that fails transactions at seeded points."""
 
-    dialect = "sqlite"
-
-    def __init__(self, real: SqliteBackend, faults: Faults) -> None:
+    def __init__(self, real: Backend, faults: Faults) -> None:
         super().__init__()
+        self.dialect = real.dialect
         self.real = real
         self.faults = faults
         self.cache = real.cache
@@ -151,20 +158,20 @@ class FaultyBackend(Backend):
     def transaction(self) -> Iterator[Transaction]:
         point = self.faults.draw(("begin", "rollback", "after_commit"))
         if point == "begin":
-            raise InjectedError("database is locked (injected before the transaction)")
+            raise injected(self.real, "injected before the transaction")
         with self.real.transaction() as tx:
             yield tx
             if point == "rollback":
-                raise InjectedError("database is locked (injected before the commit)")
+                raise injected(self.real, "injected before the commit")
             touched = set(tx.touched)
         self.last_touched = touched
         if point == "after_commit":
-            raise InjectedError("database is locked (injected after the commit)")
+            raise injected(self.real, "injected after the commit")
 
     @contextmanager
     def read(self) -> Iterator[Transaction]:
         if self.faults.draw(("read",)) is not None:
-            raise InjectedError("database is locked (injected before a read)")
+            raise injected(self.real, "injected before a read")
         with self.real.read() as tx:
             yield tx
 
@@ -269,6 +276,8 @@ class World:
     """Count the known engine bugs (KNOWN_BUGS) as violations too."""
     faults_in_tasks: bool = False
     """Inject database errors into what tasks do with the database as well."""
+    postgres: tuple[str, str] | None = None
+    """Run on this PostgreSQL (URL, schema) instead of a SQLite file in ``directory``."""
     rng: random.Random = field(init=False)
     stats: Stats = field(default_factory=Stats)
     trace: list[str] = field(default_factory=list)
@@ -288,8 +297,14 @@ class World:
         self.rng = random.Random(self.seed)
         rng = self.rng
         self.clock = SimClock()
-        self.url = f"sqlite:///{self.directory / f'sim_{self.seed}.db'}"
-        self.real = SqliteBackend.for_url(self.url)
+        self.real: Backend
+        if self.postgres is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.real = SqliteBackend.for_url(f"sqlite:///{self.directory / f'sim_{self.seed}.db'}")
+        else:
+            from stabilize.backends.postgres import PostgresBackend
+
+            self.real = PostgresBackend.for_url(*self.postgres)
         self.events = self.real.own_event_store()
         self.db_error_rate = rng.choice([0.0, 0.02, 0.05, 0.1])
         self.crash_weight = rng.choice([0.0, 0.05, 0.2])
@@ -448,8 +463,11 @@ class World:
             self._next_worker += 1
             self.workers[self.workers.index(worker)] = fresh
             if self.rng.random() < 0.5:
-                with contextlib.suppress(sqlite3.OperationalError):
+                try:
                     fresh.proc.run_recovery()  # a restarted worker frees its dead leases
+                except Exception as exc:
+                    if not self.real.is_transient_error(exc):
+                        raise
             return True
 
         return crash

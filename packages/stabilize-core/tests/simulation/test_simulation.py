@@ -8,19 +8,32 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from simulation.sim_checks import check_run, comparable
 from simulation.sim_world import KNOWN_BUGS, REPLAY, ErrorLog, Stats, World
 
+if TYPE_CHECKING:
+    from conftest import PgSchemas
+
 pytestmark = pytest.mark.simulation
+PG_RUNS = 6
+"""Seeds run on PostgreSQL too (each on a fresh schema)."""
 
 
 def simulate(
-    seed: int, directory: Path, *, strict: bool = False, faults_in_tasks: bool = False
+    seed: int,
+    directory: Path,
+    *,
+    strict: bool = False,
+    faults_in_tasks: bool = False,
+    postgres: tuple[str, str] | None = None,
 ) -> World:
     """Run ``seed`` to its end and check every invariant; fail naming the seed."""
-    world = World(seed, directory, strict=strict, faults_in_tasks=faults_in_tasks)
+    world = World(
+        seed, directory, strict=strict, faults_in_tasks=faults_in_tasks, postgres=postgres
+    )
     errors = ErrorLog()
     engine_log = logging.getLogger("stabilize")
     engine_log.addHandler(errors)
@@ -53,6 +66,14 @@ def simulate(
 def test_simulated_run(sim_seed: int, tmp_path: Path, sim_totals: Stats) -> None:
     world = simulate(sim_seed, tmp_path)
     sim_totals.add(world.stats)
+    world.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("seed", range(PG_RUNS))
+def test_simulated_run_on_postgres(seed: int, tmp_path: Path, pg_schemas: PgSchemas) -> None:
+    """Seeds run on PostgreSQL: its claims, fences and transient errors (a fresh schema each)."""
+    world = simulate(seed, tmp_path, postgres=(pg_schemas.url, pg_schemas.create()))
     world.close()
 
 
