@@ -28,6 +28,7 @@ EXPECTED = [
     "SSHTask",
     "ShellTask",
     "SignalError",
+    "SkippableTask",
     "SplitType",
     "SqliteQueue",
     "SqliteWorkflowStore",

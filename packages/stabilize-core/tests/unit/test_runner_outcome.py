@@ -252,17 +252,27 @@ def test_timeout_is_terminal_unless_on_timeout_replaces_it() -> None:
     assert outcome.error_details is not None
     assert outcome.error_details["exception_type"] == "TaskTimeoutError"
 
-    rescued = to_outcome(
-        finished(error=error, task=TimeoutRescue()), QueueProcessorConfig(), 0, never_draw
-    )
+    # The runner ran on_timeout (hooked) and carries what it returned.
+    item = finished(error=error, task=TimeoutRescue())
+    item.hooked, item.result = True, TaskResult.success({"rescued": True})
+    rescued = to_outcome(item, QueueProcessorConfig(), 0, never_draw)
     assert rescued.status is S.SUCCEEDED
     assert rescued.outputs == {"rescued": True}
 
-    broken = to_outcome(
+    # A hook that returned nothing (or raised) leaves the timeout failure.
+    item = finished(error=error, task=TimeoutRescue())
+    item.hooked = True
+    assert to_outcome(item, QueueProcessorConfig(), 0, never_draw).error == str(error)
+
+
+def test_to_outcome_never_runs_on_timeout_itself() -> None:
+    # It runs inside the commit's transaction: user code must not (DESIGN.md).
+    error = TaskTimeoutError("late")
+    outcome = to_outcome(
         finished(error=error, task=BrokenTimeoutHook()), QueueProcessorConfig(), 0, never_draw
     )
-    assert broken.status is S.TERMINAL
-    assert broken.error == str(error)
+    assert outcome.status is S.TERMINAL
+    assert outcome.error == "late"
 
 
 # --- results ----------------------------------------------------------------------------------

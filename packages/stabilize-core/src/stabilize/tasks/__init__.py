@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from stabilize.tasks.interface import CallableTask, NoOpTask, RetryableTask, Task, WaitTask
+from stabilize.tasks.interface import (
+    CallableTask,
+    NoOpTask,
+    RetryableTask,
+    SkippableTask,
+    Task,
+    WaitTask,
+)
 from stabilize.tasks.registry import TaskRegistry
 from stabilize.tasks.result import TaskResult, TaskResultBuilder
 
@@ -10,6 +17,7 @@ __all__ = [
     "CallableTask",
     "NoOpTask",
     "RetryableTask",
+    "SkippableTask",
     "Task",
     "TaskRegistry",
     "TaskResult",

@@ -38,15 +38,30 @@ class Task(ABC):
         return timedelta(seconds=self.timeout) if self.timeout is not None else None
 
     def on_timeout(self, stage: StageExecution) -> TaskResult | None:
-        """Called when the task exceeded its timeout; a result here replaces the failure."""
+        """Called once when the task timed out; the result it returns decides the task.
+
+        It runs for an execution that exceeded :meth:`get_execution_timeout`, and for a
+        :class:`RetryableTask` past its overall :meth:`~RetryableTask.get_dynamic_timeout`
+        (still returning ``running()``, or due again after the limit). It runs on a task
+        thread, outside any transaction. Return ``None`` (the default) to fail the task
+        TERMINAL with the timeout error; a ``running()`` past the overall limit fails too.
+        """
         return None
 
     def on_cancel(self, stage: StageExecution) -> TaskResult | None:
-        """Called when the task's workflow or stage is canceled."""
+        """Called when the running task's workflow or stage is canceled.
+
+        What it returns is ignored: the task ends CANCELED.
+        """
         return None
 
     def on_cleanup(self, stage: StageExecution) -> None:
-        """Called after the stage completes, whatever its status."""
+        """Called once after the task ended, whatever its status, its result committed.
+
+        Success, failure, timeout and cancel all count; a ``running()`` poll or a retry
+        does not. It runs on a task thread outside any transaction; an exception it
+        raises is ignored. A crash between the commit and the call skips it.
+        """
         return None
 
     @property
@@ -76,6 +91,28 @@ class RetryableTask(Task):
     def get_dynamic_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
         """The backoff for this stage (defaults to :meth:`get_backoff_period`)."""
         return self.get_backoff_period(stage, duration)
+
+
+class SkippableTask(Task):
+    """A task that skips its stage when :meth:`is_enabled` says so.
+
+    Implement :meth:`do_execute` instead of ``execute``; when ``is_enabled(stage)`` is
+    False the task returns :meth:`TaskResult.skipped` without running it.
+    """
+
+    def is_enabled(self, stage: StageExecution) -> bool:
+        """Whether the task should run for ``stage`` (default: always)."""
+        return True
+
+    def execute(self, stage: StageExecution) -> TaskOutcome:
+        """Skip when disabled, else run :meth:`do_execute`."""
+        if not self.is_enabled(stage):
+            return TaskResult.skipped()
+        return self.do_execute(stage)
+
+    @abstractmethod
+    def do_execute(self, stage: StageExecution) -> TaskOutcome:
+        """Run the task (it is enabled) and say how it went."""
 
 
 class CallableTask(Task):

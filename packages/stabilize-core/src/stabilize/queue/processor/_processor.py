@@ -38,7 +38,7 @@ from stabilize.engine.transitions import (
     stage_deadline,
     start_workflow,
 )
-from stabilize.errors import InvalidTaskResultError, StabilizeError
+from stabilize.errors import InvalidTaskResultError, StabilizeError, TaskTimeoutError
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
@@ -48,7 +48,6 @@ from stabilize.queue.processor._runner import (
     InFlight,
     Runner,
     snapshot_stage,
-    timeout_finished,
     to_outcome,
 )
 from stabilize.queue.processor.config import QueueProcessorConfig
@@ -294,6 +293,8 @@ class QueueProcessor:
             done, dispatch = self._commit_apart(finished, max(0, capacity), now, exc)
         for item in finished:
             self._inflight.pop(item.flight.msg.id, None)
+            if item.flight.cleanup:
+                self._ensure_runner().cleanup(item.flight)
         for flight, timeout in dispatch:
             self._inflight[flight.msg.id] = flight
             self._ensure_runner().submit(flight, timeout)
@@ -311,12 +312,11 @@ class QueueProcessor:
         mono = time.monotonic()
         for flight in self._inflight.values():
             if flight.deadline is not None and not flight.abandoned and mono > flight.deadline:
-                self._ensure_runner().abandon(flight)  # its result is dropped
-                finished.append(timeout_finished(flight))
+                self._ensure_runner().time_out(flight)  # on_timeout settles it on the pool
         runner = self._runner
         if runner is None:
             return finished
-        live = any(not f.abandoned for f in self._inflight.values())
+        live = any(not f.abandoned or f.timing_out for f in self._inflight.values())
         wait = block if live and not finished else 0
         deadlines = [f.deadline for f in self._inflight.values() if f.deadline and not f.abandoned]
         if deadlines:
@@ -333,7 +333,7 @@ class QueueProcessor:
                 break
         for got in items:
             current = self._inflight.get(got.flight.msg.id)
-            if current is got.flight and not got.flight.abandoned:
+            if current is got.flight and (not got.flight.abandoned or got.hooked):
                 finished.append(got)
         return finished
 
@@ -475,6 +475,7 @@ class QueueProcessor:
             log.info("message %s is no longer leased to us; result dropped", msg.id)
             return
         batch.done += 1
+        item.flight.cleanup = outcome.status is not WorkflowStatus.RUNNING
         wf = batch.tx.workflow(msg.workflow_id)
         if wf is None:
             return
@@ -573,18 +574,17 @@ class QueueProcessor:
         snapshot = snapshot_stage(wf, stage, task)
         snapshot._backend = self.backend  # for tasks that start workflows (SubWorkflowTask)
         first_start = task.start_time if task.start_time is not None else now
+        flight = InFlight(msg, impl, snapshot, task_id, task.retry_count, first_start)
         if isinstance(impl, RetryableTask):
             limit = impl.get_dynamic_timeout(snapshot).total_seconds() * 1000
             if now - first_start > limit:
-                self._settle(
-                    batch,
-                    wf,
-                    msg,
+                # Dispatched all the same: its on_timeout (user code) runs on the pool,
+                # outside this transaction, and its result settles the task.
+                flight.expired = TaskTimeoutError(
                     f"task {task.name!r} of stage {stage.ref_id!r} exceeded its timeout of "
-                    f"{limit / 1000:g}s",
+                    f"{limit / 1000:g}s"
                 )
-                return None
-        flight = InFlight(msg, impl, snapshot, task_id, task.retry_count, first_start)
+                return flight, None
         return flight, impl.get_execution_timeout(snapshot)
 
     def _settle(self, batch: _Batch, wf: Workflow, msg: ClaimedMessage, error: str) -> None:
@@ -702,7 +702,7 @@ class QueueProcessor:
 
     def _ensure_runner(self) -> Runner:
         if self._runner is None:
-            self._runner = Runner(self.config.max_workers, "stabilize")
+            self._runner = Runner(self.config.max_workers, "stabilize", self._clock)
         return self._runner
 
     def _shutdown_runner(self, wait: bool) -> None:

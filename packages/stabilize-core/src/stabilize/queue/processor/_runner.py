@@ -49,6 +49,12 @@ class InFlight:
     started: float = field(default_factory=time.monotonic)
     progress_recorded: int = 0
     """How many of the stage's progress updates are in the event log already."""
+    expired: TaskTimeoutError | None = None
+    """Set when its overall timeout ran out before it ran: only ``on_timeout`` runs."""
+    timing_out: bool = False
+    """Abandoned at its deadline; its ``on_timeout`` runs and settles it."""
+    cleanup: bool = False
+    """Its result ended the task (committed): ``on_cleanup`` runs after the commit."""
 
     def unrecorded_progress(self) -> list[dict[str, Any]]:
         """Progress updates emitted since the last recorded one (the task only appends)."""
@@ -64,6 +70,11 @@ class Finished:
     result: TaskResult | None = None
     error: BaseException | None = None
     tb: str | None = None
+    hooked: bool = False
+    """The execution timed out (``error``) and ``on_timeout`` ran already: ``result`` is
+    what it returned (``None``: the timeout fails the task)."""
+    at_ms: int | None = None
+    """When the runner checked the overall timeout (the commit checks at the same time)."""
 
 
 def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> StageExecution:
@@ -119,8 +130,9 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
 class Runner:
     """Executes tasks off the processor's thread and reports back through a queue."""
 
-    def __init__(self, max_workers: int, name: str) -> None:
+    def __init__(self, max_workers: int, name: str, clock: Callable[[], float] = time.time) -> None:
         self.done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._clock = clock
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix=f"{name}-task"
         )
@@ -133,7 +145,9 @@ class Runner:
     def submit(self, flight: InFlight, timeout: timedelta | None) -> None:
         """Start ``flight``; its :class:`Finished` arrives on :attr:`done`."""
         flight.timeout = timeout.total_seconds() if timeout is not None else None
-        if _is_async(flight.task):
+        if flight.expired is not None:
+            flight.future = self._pool.submit(self._settle, flight, None, flight.expired)
+        elif _is_async(flight.task):
             loop = self._event_loop()
             seconds = timeout.total_seconds() if timeout is not None else None
             flight.future = asyncio.run_coroutine_threadsafe(self._run_async(flight, seconds), loop)
@@ -156,6 +170,20 @@ class Runner:
         name = flight.stage.task_by_id(flight.task_id).name
         error = TaskCancelledError(f"task {name!r} of stage {flight.stage.ref_id!r} was canceled")
         return Finished(flight, error=error)
+
+    def time_out(self, flight: InFlight) -> None:
+        """Give up on a sync task past its deadline: ``on_timeout`` settles it on the pool."""
+        assert flight.deadline is not None
+        error = TaskTimeoutError(_timeout_message(flight, flight.deadline - flight.started))
+        self.abandon(flight)  # what the task returns later is dropped
+        flight.timing_out = True
+        self._pool.submit(self._settle, flight, None, error, None, True)
+
+    def cleanup(self, flight: InFlight) -> None:
+        """Run ``on_cleanup`` on the pool, if the task has one (its result is committed)."""
+        if type(flight.task).on_cleanup is not Task.on_cleanup:
+            with contextlib.suppress(RuntimeError):  # the pool is shut down: skipped
+                self._pool.submit(_hook, flight.task.on_cleanup, flight.stage)
 
     def abandon(self, flight: InFlight) -> None:
         """Stop waiting for a task whose thread cannot be stopped.
@@ -188,25 +216,62 @@ class Runner:
             value = flight.task.execute(flight.stage)
             if inspect.isawaitable(value):  # a sync-looking execute that returned a coroutine
                 value = asyncio.run(_await(value))
-            self.done.put(Finished(flight, result=_check_result(value)))
+            result = _check_result(value)
         except BaseException as exc:
-            self.done.put(Finished(flight, error=exc, tb=traceback.format_exc()))
+            self._settle(flight, None, exc, traceback.format_exc())
+            return
+        self._settle(flight, result, None)
+
+    def _settle(
+        self,
+        flight: InFlight,
+        result: TaskResult | None,
+        error: BaseException | None,
+        tb: str | None = None,
+        timing_out: bool = False,
+    ) -> None:
+        """Report what user code did; a timeout first runs ``on_timeout``, here, once.
+
+        The hook is user code: it runs on a task thread, never inside the transaction that
+        commits its result.
+        """
+        if flight.abandoned and not timing_out:
+            return  # the engine settled this execution already; the hook ran then
+        at_ms = int(self._clock() * 1000)
+        if error is None and result is not None:
+            error = _overall_timeout(flight, result, at_ms)
+        if not isinstance(error, TaskTimeoutError):
+            self.done.put(Finished(flight, result=result, error=error, tb=tb, at_ms=at_ms))
+            return
+        replacement = _hook(flight.task.on_timeout, flight.stage)
+        if not isinstance(replacement, TaskResult):
+            replacement = None
+        self.done.put(
+            Finished(flight, result=replacement, error=error, tb=tb, hooked=True, at_ms=at_ms)
+        )
 
     async def _run_async(self, flight: InFlight, timeout: float | None) -> None:
+        result: TaskResult | None = None
+        error: BaseException | None = None
+        tb: str | None = None
         try:
             value = flight.task.execute(flight.stage)
-            if not inspect.isawaitable(value):
-                self.done.put(Finished(flight, result=_check_result(value)))
-                return
-            result = await asyncio.wait_for(_await(value), timeout)
-            self.done.put(Finished(flight, result=_check_result(result)))
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(_await(value), timeout)
+            result = _check_result(value)
         except TimeoutError:
             error = TaskTimeoutError(_timeout_message(flight, timeout))
-            self.done.put(Finished(flight, error=error))
         except asyncio.CancelledError:
             return  # canceled by the engine, which already settled this execution
         except BaseException as exc:
-            self.done.put(Finished(flight, error=exc, tb=traceback.format_exc()))
+            error, tb = exc, traceback.format_exc()
+        if isinstance(error, TaskTimeoutError) or (
+            result is not None and result.status is S.RUNNING
+        ):
+            # on_timeout may run (sync user code): off the event loop.
+            await asyncio.to_thread(self._settle, flight, result, error, tb)
+        else:
+            self._settle(flight, result, error, tb)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -257,11 +322,23 @@ def _timeout_message(flight: InFlight, seconds: float | None) -> str:
     return f"{where} exceeded its timeout of {seconds:g}s"
 
 
-def timeout_finished(flight: InFlight) -> Finished:
-    """The :class:`Finished` of a sync task that overran its deadline (its thread lingers)."""
-    assert flight.deadline is not None
-    seconds = flight.deadline - flight.started
-    return Finished(flight, error=TaskTimeoutError(_timeout_message(flight, seconds)))
+def _overall_timeout(flight: InFlight, result: TaskResult, now_ms: int) -> TaskTimeoutError | None:
+    """The error of a RetryableTask still RUNNING past its overall timeout, else None."""
+    task = flight.task
+    if result.status is not S.RUNNING or not isinstance(task, RetryableTask):
+        return None
+    try:
+        limit = task.get_dynamic_timeout(flight.stage)
+    except Exception:
+        return None  # to_outcome reports the failure
+    elapsed = timedelta(milliseconds=max(0, now_ms - flight.first_start_ms))
+    if elapsed <= limit:
+        return None
+    name = flight.stage.task_by_id(flight.task_id).name
+    return TaskTimeoutError(
+        f"task {name!r} of stage {flight.stage.ref_id!r} kept running for "
+        f"{elapsed.total_seconds():g}s, beyond its timeout of {limit.total_seconds():g}s"
+    )
 
 
 def to_outcome(
@@ -293,13 +370,14 @@ def _to_outcome(
     where: str,
 ) -> TaskOutcome:
     flight = finished.flight
-    stage = flight.stage
     error = finished.error
+    if finished.at_ms is not None:
+        now_ms = finished.at_ms  # the overall timeout was checked then, by the runner
     if error is not None:
         if isinstance(error, TaskTimeoutError):
-            replacement = _hook(flight.task.on_timeout, stage)
-            if isinstance(replacement, TaskResult):
-                return _from_result(replacement, flight, config, now_ms, where)
+            # on_timeout ran on the runner (hooked), never here inside the transaction.
+            if finished.hooked and finished.result is not None:
+                return _from_result(finished.result, flight, config, now_ms, where)
             return _failure(_describe(error), error, finished.tb)
         if is_transient(error):
             attempt = flight.retry_count + 1  # retries so far, counting this one
