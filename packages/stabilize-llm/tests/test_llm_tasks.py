@@ -637,6 +637,7 @@ def test_exports_are_lazy_and_pinned() -> None:
         "ScriptedModel",
         "Tool",
         "ToolCall",
+        "ToolError",
         "ToolRegistry",
         "ToolResult",
         "Usage",

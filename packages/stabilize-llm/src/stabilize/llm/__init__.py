@@ -17,7 +17,7 @@ from stabilize.llm._agent import AgentLoopTask
 from stabilize.llm._client import LLMClient
 from stabilize.llm._llm_task import LLMTask
 from stabilize.llm._scripted import Reply, ScriptedModel
-from stabilize.llm._tools import Tool, ToolRegistry, ToolResult, tool
+from stabilize.llm._tools import Tool, ToolError, ToolRegistry, ToolResult, tool
 from stabilize.llm._types import ChatMessage, ChatResponse, LLMError, ToolCall, Usage
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "ScriptedModel",
     "Tool",
     "ToolCall",
+    "ToolError",
     "ToolRegistry",
     "ToolResult",
     "Usage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from stabilize.llm._stage import (
     take_budget_decision,
     usage_outputs,
 )
-from stabilize.llm._tools import ToolRegistry
+from stabilize.llm._tools import TOOL_ERROR_POLICIES, ToolErrorPolicy, ToolRegistry
 from stabilize.llm._types import ChatMessage, ToolCall, Usage
 from stabilize.models.stage import StageExecution
 from stabilize.tasks._context import ContextReader
@@ -57,17 +58,40 @@ class AgentLoopTask(RetryableTask):
     Outputs: ``{output_key}``, ``tool_invocations`` (``tool``, ``arguments``, ``result``,
     ``idempotency_key``, ``step``, ``status``), ``iterations``, ``usage``, and the usage
     outputs of :class:`LLMTask`. Reaching ``max_iterations`` without an answer ends the
-    stage FAILED_CONTINUE. Tool errors and invalid arguments are fed back to the model as
-    ``"ERROR: ..."`` results; a tool raising :class:`~stabilize.TransientError` is retried.
+    stage FAILED_CONTINUE. Invalid arguments, unknown tools and a
+    :class:`~stabilize.llm.ToolError` are fed back to the model as ``"ERROR: ..."``
+    results; a tool raising :class:`~stabilize.TransientError` is retried. Another
+    exception from a tool follows ``tool_errors`` (see :meth:`ToolRegistry.dispatch`): by
+    default a programming error (``NameError``, ``TypeError``, ``AttributeError``,
+    ``ImportError``, ``SyntaxError``, ``NotImplementedError``) fails the stage TERMINAL
+    with its traceback, and any other goes to the model. A failing call records nothing:
+    the last committed checkpoint stays as it was.
 
     Args:
         client: The model client (default: built from the stage context).
         tools: The tools the model may call.
+        tool_errors: ``"auto"`` (default), ``"model"`` (every exception goes to the
+            model) or ``"fail"`` (every exception but :class:`~stabilize.llm.ToolError`
+            fails the stage).
+
+    Raises:
+        ValueError: ``tool_errors`` is none of these.
     """
 
-    def __init__(self, client: LLMClient | None = None, tools: ToolRegistry | None = None) -> None:
+    def __init__(
+        self,
+        client: LLMClient | None = None,
+        tools: ToolRegistry | None = None,
+        *,
+        tool_errors: ToolErrorPolicy = "auto",
+    ) -> None:
+        if tool_errors not in TOOL_ERROR_POLICIES:
+            raise ValueError(
+                f"tool_errors must be one of {', '.join(TOOL_ERROR_POLICIES)}, got {tool_errors!r}"
+            )
         self.client = client
         self.tools = tools if tools is not None else ToolRegistry()
+        self.tool_errors: ToolErrorPolicy = tool_errors
 
     @property
     def aliases(self) -> list[str]:
@@ -97,7 +121,9 @@ class AgentLoopTask(RetryableTask):
         stream = reader.flag("stream", False)
         options = call_options(reader, self.client)
         raw_state = stage.context.get(STATE_KEY)
-        state = dict(raw_state) if isinstance(raw_state, dict) else _fresh(reader)
+        # A copy: a step that raises (a failing tool) must leave the stage's checkpoint as
+        # it was, not half-updated in memory.
+        state = copy.deepcopy(raw_state) if isinstance(raw_state, dict) else _fresh(reader)
         usage = Usage.from_dict(state["usage"])
         decided, context = take_budget_decision(
             stage, reader, _outputs(stage, state, output_key, None)
@@ -165,8 +191,9 @@ class AgentLoopTask(RetryableTask):
         record = next(i for i in state["invocations"] if i["step"] == pending["step"])
         call = ToolCall(record["tool"], record["arguments"], record["call_id"])
         # A TransientError escapes here, before anything is recorded: the engine retries
-        # this same call, with the same idempotency key.
-        result = self.tools.dispatch(call, pending["idempotency_key"])
+        # this same call, with the same idempotency key. A bug (PermanentError) escapes
+        # the same way and fails the stage.
+        result = self.tools.dispatch(call, pending["idempotency_key"], errors=self.tool_errors)
         state["pending"] = state["pending"][1:]
         record["result"] = result.content
         record["status"] = "error" if result.is_error else "done"

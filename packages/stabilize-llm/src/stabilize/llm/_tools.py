@@ -6,13 +6,46 @@ import asyncio
 import concurrent.futures
 import inspect
 import json
+import logging
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Literal, overload
 
-from stabilize.errors import TransientError
+from stabilize.errors import PermanentError, TransientError
 from stabilize.llm._schema import ArgumentError, parse_docstring, signature_of
 from stabilize.llm._types import ToolCall
+
+log = logging.getLogger("stabilize.llm")
+
+ToolErrorPolicy = Literal["auto", "model", "fail"]
+"""What an exception from a tool's own code does (see :meth:`ToolRegistry.dispatch`)."""
+
+TOOL_ERROR_POLICIES: tuple[ToolErrorPolicy, ...] = ("auto", "model", "fail")
+
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
+    NameError,
+    TypeError,
+    AttributeError,
+    ImportError,
+    SyntaxError,
+    NotImplementedError,
+)
+"""Exceptions that mean the tool's code is wrong, not the model's request.
+
+Under the ``"auto"`` policy these fail the stage with their traceback: the model cannot fix
+a typo in a tool, and feeding it the error would let the stage succeed around a bug.
+``KeyError``, ``IndexError``, ``ValueError`` and the rest still go to the model, since tools
+commonly raise them for a request the model can correct (an unknown id, a bad value).
+(``TypeError`` from bad arguments cannot happen here: arguments are validated first.)
+"""
+
+
+class ToolError(Exception):
+    """Raised by a tool on purpose: its message goes back to the model as ``ERROR: ...``.
+
+    Use it for failures the model can act on (not found, not allowed, try another value);
+    it is never treated as a bug, whatever the policy.
+    """
 
 
 @dataclass
@@ -192,14 +225,29 @@ class ToolRegistry:
         return [t.schema() for t in self._tools.values()]
 
     def dispatch(
-        self, call: ToolCall | Mapping[str, Any], idempotency_key: str | None = None
+        self,
+        call: ToolCall | Mapping[str, Any],
+        idempotency_key: str | None = None,
+        *,
+        errors: ToolErrorPolicy = "auto",
     ) -> ToolResult:
         """Run one tool call and return what to feed back to the model.
 
-        An unknown tool, invalid arguments or an exception in the tool become an
+        An unknown tool, invalid arguments and a :class:`ToolError` become an
         ``"ERROR: ..."`` result, so that the model can correct itself. A
         :class:`~stabilize.TransientError` raised by the tool propagates, so that the
-        engine retries the call (with the same idempotency key).
+        engine retries the call (with the same idempotency key). Any other exception is
+        logged (logger ``stabilize.llm``) and, depending on ``errors``:
+
+        - ``"auto"`` (default): one of :data:`PROGRAMMING_ERRORS` (a bug in the tool)
+          raises :class:`~stabilize.PermanentError` naming the tool, chained to it, so that
+          the stage fails with the traceback; others become an ``"ERROR: ..."`` result.
+        - ``"model"``: every exception becomes an ``"ERROR: ..."`` result.
+        - ``"fail"``: every exception raises, as a bug does under ``"auto"``.
+
+        Raises:
+            PermanentError: the tool failed and the policy says the stage fails.
+            TransientError: raised by the tool.
         """
         found = self._lookup(call)
         if isinstance(found, ToolResult):
@@ -212,11 +260,15 @@ class ToolRegistry:
         except TransientError:
             raise
         except Exception as exc:
-            return ToolResult(f"ERROR: {type(exc).__name__}: {exc}", True)
+            return tool_failure(item.name, exc, errors)
         return ToolResult(render(value))
 
     async def adispatch(
-        self, call: ToolCall | Mapping[str, Any], idempotency_key: str | None = None
+        self,
+        call: ToolCall | Mapping[str, Any],
+        idempotency_key: str | None = None,
+        *,
+        errors: ToolErrorPolicy = "auto",
     ) -> ToolResult:
         """Like :meth:`dispatch`, on the running event loop."""
         found = self._lookup(call)
@@ -230,7 +282,7 @@ class ToolRegistry:
         except TransientError:
             raise
         except Exception as exc:
-            return ToolResult(f"ERROR: {type(exc).__name__}: {exc}", True)
+            return tool_failure(item.name, exc, errors)
         return ToolResult(render(value))
 
     def _lookup(
@@ -242,6 +294,25 @@ class ToolRegistry:
             known = ", ".join(self._tools) or "none"
             return ToolResult(f"ERROR: unknown tool {parsed.name!r} (available: {known})", True)
         return item, dict(parsed.arguments)
+
+
+def tool_failure(name: str, exc: Exception, errors: ToolErrorPolicy) -> ToolResult:
+    """The result for the model when tool ``name`` raised ``exc``, or the error that fails.
+
+    Raises:
+        PermanentError: ``exc`` is a bug under ``errors`` (chained: its traceback is kept).
+    """
+    if isinstance(exc, ToolError):
+        log.info("tool %r refused the call: %s", name, exc)
+        return ToolResult(f"ERROR: {exc}", True)
+    if errors == "fail" or (errors == "auto" and isinstance(exc, PROGRAMMING_ERRORS)):
+        log.error("tool %r failed with %s: failing the stage", name, type(exc).__name__)
+        raise PermanentError(
+            f"tool {name!r} raised {type(exc).__name__}: {exc} (a bug in the tool's code "
+            "fails the stage; raise ToolError for an error the model should see)"
+        ) from exc
+    log.warning("tool %r raised %s: %s (shown to the model)", name, type(exc).__name__, exc)
+    return ToolResult(f"ERROR: {type(exc).__name__}: {exc}", True)
 
 
 def render(value: Any) -> str:
