@@ -76,6 +76,7 @@ from stabilize.tasks.python_task import PythonTask
 from stabilize.tasks.shell import ShellTask
 from stabilize.tasks.ssh import SSHTask
 from stabilize.tasks.sub_workflow import SubWorkflowTask, sub_workflow_config
+from stabilize.workflow_engine import WorkflowEngine
 
 if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __getattr__
     from stabilize.hitl import ApprovalTask as ApprovalTask
@@ -131,6 +132,7 @@ __all__ = [
     "TransientError",
     "WaitTask",
     "Workflow",
+    "WorkflowEngine",
     "WorkflowNotFoundError",
     "WorkflowStatus",
     "WorkflowStore",

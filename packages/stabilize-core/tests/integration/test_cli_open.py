@@ -155,6 +155,7 @@ def test_purge_opens_an_existing_database(tmp_path: Path) -> None:
 
 def test_mg_up_creates_the_file_the_others_then_open(tmp_path: Path) -> None:
     path = tmp_path / "new" / "wf.db"
+    path.parent.mkdir()  # a missing directory is refused (issue 15), even by mg-up
     url = f"sqlite:///{path}"
 
     up = stabilize("mg-up", "--db-url", url)
@@ -274,8 +275,10 @@ def test_library_openers_create_by_default_and_not_with_create_false(tmp_path: P
     assert (tmp_path / "made.db").is_file()
     assert store.count() == 0
     assert queue.backend is store.backend
-    SqliteWorkflowStore(f"sqlite:///{tmp_path / 'also.db'}", create_tables=False)
-    assert (tmp_path / "also.db").is_file()  # create_tables is ignored on SQLite, as before
+    # create_tables=False opens only, as on PostgreSQL (issue 15; it used to be ignored).
+    with pytest.raises(DatabaseNotFoundError, match="no stabilize database"):
+        SqliteWorkflowStore(f"sqlite:///{tmp_path / 'also.db'}", create_tables=False)
+    assert not (tmp_path / "also.db").exists()
 
 
 def test_open_event_store_open_only_reads_a_log_kept_in_a_file_of_its_own(tmp_path: Path) -> None:

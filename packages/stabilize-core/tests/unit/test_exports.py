@@ -46,6 +46,7 @@ EXPECTED = [
     "TransientError",
     "WaitTask",
     "Workflow",
+    "WorkflowEngine",
     "WorkflowNotFoundError",
     "WorkflowStatus",
     "WorkflowStore",

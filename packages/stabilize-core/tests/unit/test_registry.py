@@ -89,10 +89,32 @@ def test_plain_function_is_wrapped_and_gets_the_stage() -> None:
     assert seen == [stage]
 
 
-def test_function_returning_none_is_a_success_without_outputs() -> None:
+def test_function_returning_none_is_refused_naming_the_function() -> None:
+    # Issue 15: a forgotten return used to count as a success without outputs.
     registry = TaskRegistry()
     registry.register("none", lambda stage: None)
-    result = registry.get("none").execute(a_stage())
+    with pytest.raises(TypeError) as caught:
+        registry.get("none").execute(a_stage())
+    message = str(caught.value)
+    assert message.startswith("task function 'none' returned None (no return statement?)")
+    assert "return TaskResult.success() or {} to succeed without outputs" in message
+
+
+def test_named_function_returning_none_is_named_with_its_registration() -> None:
+    registry = TaskRegistry()
+
+    def forgot(stage: StageExecution) -> None:
+        stage.context["done"] = True
+
+    registry.register("step", forgot)
+    with pytest.raises(TypeError, match=r"^task function forgot\(\) \(registered as 'step'\)"):
+        registry.get("step").execute(a_stage())
+
+
+def test_empty_dict_is_a_success_without_outputs() -> None:
+    registry = TaskRegistry()
+    registry.register("empty", lambda stage: {})
+    result = registry.get("empty").execute(a_stage())
     assert isinstance(result, TaskResult)
     assert (result.status, result.outputs, result.context) == (S.SUCCEEDED, {}, {})
 
@@ -112,7 +134,7 @@ def test_function_returning_the_wrong_type_raises_a_clear_type_error() -> None:
 
     registry.register("bad", bad)
     with pytest.raises(
-        TypeError, match=r"callable task 'bad' returned int; expected a TaskResult, a dict"
+        TypeError, match=r"task function 'bad' returned int; expected a TaskResult or a dict"
     ):
         registry.get("bad").execute(a_stage())
 

@@ -127,6 +127,7 @@ class PostgresBackend(Backend):
                 schema must already be at the current version.
 
         Raises:
+            ConnectionError: the server cannot be reached (naming host and port).
             SchemaVersionError: the schema is newer than this stabilize, or older and
                 ``create_tables`` is False.
             DatabaseNotFoundError: ``create_tables`` is False and the schema does not
@@ -138,16 +139,25 @@ class PostgresBackend(Backend):
             backend = cls._instances.get(key)
             created = backend is None or backend.closed
             if backend is None or backend.closed:
-                backend = cls(url, schema, options)
+                try:
+                    backend = cls(url, schema, options)
+                except Exception as exc:
+                    unreachable = _unreachable(exc, url)
+                    if unreachable is not None:
+                        raise unreachable from exc
+                    raise
                 cls._instances[key] = backend
         try:
             backend.ensure_schema(create=create_tables)
-        except BaseException:
+        except BaseException as exc:
             if created:
                 with cls._instances_lock:
                     if cls._instances.get(key) is backend:
                         del cls._instances[key]
                 backend.close()
+            unreachable = _unreachable(exc, url)
+            if unreachable is not None:
+                raise unreachable from exc
             raise
         return backend
 
@@ -500,3 +510,18 @@ class PostgresBackend(Backend):
         for listener in listeners:
             listener.close()
         self.pool.close()
+
+
+def _unreachable(exc: BaseException, url: str) -> ConnectionError | None:
+    """A ConnectionError naming the server, when ``exc`` says it could not be reached.
+
+    psycopg's own message spans lines and names the address only in passing (issue 15).
+    """
+    from stabilize.connect import _is_connection_failure, describe_failure
+
+    if not _is_connection_failure(exc):
+        return None
+    return ConnectionError(
+        f"{describe_failure(exc, url)} (check that the server is running and accepts "
+        "connections there, and the host and port in the URL)"
+    )

@@ -81,6 +81,24 @@ def connect_existing(path: str) -> sqlite3.Connection:
         raise DatabaseNotFoundError(f"cannot open {path}: {exc}") from None
 
 
+def check_directory(path: str) -> None:
+    """Refuse to create a database file in a directory that does not exist.
+
+    A typo in a URL must not leave a directory tree behind (issue 15): the directory is
+    the user's to create.
+
+    Raises:
+        DatabaseNotFoundError: naming the file and the missing directory.
+    """
+    parent = Path(path).parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise DatabaseNotFoundError(
+            f"cannot create the SQLite database {path}: the directory {parent} {what} "
+            "(create it first, or check the path in the URL)"
+        )
+
+
 def check_schema_version(conn: sqlite3.Connection, path: str, *, current: bool = False) -> int:
     """Read the file's schema version; refuse a newer one (or, if ``current``, any other).
 
@@ -218,7 +236,7 @@ class SqliteBackend(Backend):
         # connection opened by the user's thread and used by the processor's.
         if create:
             if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                check_directory(path)
             self.conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=60
             )
@@ -366,7 +384,13 @@ class SqliteBackend(Backend):
             return self.conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
-        """Close the connection (and the reader of :meth:`own_event_store`)."""
+        """Close the connection (and the reader of :meth:`own_event_store`).
+
+        The next store or queue opened on the file opens it afresh.
+        """
+        with SqliteBackend._instances_lock:
+            if SqliteBackend._instances.get(self.path) is self:
+                del SqliteBackend._instances[self.path]
         with self.lock:
             if self.checkpointer is not None:
                 self.checkpointer.close()

@@ -431,14 +431,40 @@ def cancel_workflow(wf: Workflow, user: str | None, reason: str | None, now: int
 
 
 @_transition
-def fail_workflow(wf: Workflow, error: str, now: int) -> Effects:
-    """End a workflow that cannot run (say, a task type no worker knows) TERMINAL."""
+def fail_workflow(
+    wf: Workflow, error: str, now: int, *, stage_id: str | None = None, task_id: str | None = None
+) -> Effects:
+    """End a workflow that cannot run (say, a task type no worker knows) TERMINAL.
+
+    Args:
+        wf: The workflow.
+        error: Why it cannot run (becomes ``wf.error``).
+        now: The time, in epoch milliseconds.
+        stage_id: The stage at fault, if one is: it ends TERMINAL too, so that the reason
+            shows on the stage and not only on the workflow (issue 15).
+        task_id: The task of that stage at fault: it ends TERMINAL with ``error`` in its
+            ``task_exception_details``.
+    """
     fx = Effects()
     if wf.status.is_complete:
         fx.stale = True
         return fx
     if wf.start_time is None:
         wf.start_time = now
+    if stage_id is not None:
+        stage = wf.stage_by_id(stage_id)
+        if task_id is not None:
+            task = stage.task_by_id(task_id)
+            task.status = S.TERMINAL
+            task.end_time = now
+            task.task_exception_details = {"message": error}
+            fx.emit(
+                "task.failed", "task", task.id, stage_id=stage.id, status="TERMINAL", error=error
+            )
+        mark_stage(wf, stage, S.TERMINAL)
+        stage.end_time = now
+        fx.touch(stage)
+        fx.emit("stage.failed", "stage", stage.id, status=S.TERMINAL.value, error=error)
     _end_workflow(wf, S.TERMINAL, now, fx, error=error)
     return fx
 

@@ -169,6 +169,42 @@ class StageExecution:
         self.split_type = SplitType(self.split_type)
         self.straggler_policy = StragglerPolicy(self.straggler_policy)
 
+    @classmethod
+    def for_task(
+        cls,
+        ref_id: str,
+        task: str,
+        *,
+        name: str | None = None,
+        context: dict[str, Any] | None = None,
+        requisite_stage_ref_ids: Iterable[str] = (),
+        **fields: Any,
+    ) -> StageExecution:
+        """A stage that runs one task: ``StageExecution.for_task("greet", "greet")``.
+
+        The same as spelling out ``tasks=[TaskExecution.create(ref_id, task)]``. (A stage
+        built with no tasks stays what it is: a step that succeeds at once, as joins and
+        markers use.)
+
+        Args:
+            ref_id: The stage's id within the workflow (also its task's name).
+            task: The task type to run, as registered (``implementing_class``); also the
+                stage's ``type``.
+            name: A human-readable name (default: ``ref_id``).
+            context: The stage's configuration.
+            requisite_stage_ref_ids: The stages this one runs after.
+            **fields: Any other :class:`StageExecution` field (``join_type``, ...).
+        """
+        return cls(
+            ref_id=ref_id,
+            type=fields.pop("type", task),
+            name=name if name is not None else ref_id,
+            context=dict(context or {}),
+            requisite_stage_ref_ids=set(requisite_stage_ref_ids),
+            tasks=[TaskExecution.create(ref_id, task, stage_start=True, stage_end=True)],
+            **fields,
+        )
+
     @property
     def is_dead(self) -> bool:
         """True when the stage was skipped as part of a path that is not taken."""

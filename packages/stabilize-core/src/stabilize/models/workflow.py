@@ -186,6 +186,29 @@ class Workflow:
         value = int(self.context.get("_max_jumps", DEFAULT_MAX_JUMPS))
         return value + sum(int(s.context.get("_loop_max_iterations", 0)) for s in self.stages)
 
+    def failure_summary(self) -> str | None:
+        """Why the workflow failed, in a few lines; ``None`` unless it ended in failure.
+
+        Names each failed stage with the messages of its failed tasks (from their
+        ``task_exception_details``), and the workflow's ``error`` when no task says it.
+        """
+        if not (self.status.is_complete and self.status.is_failure):
+            return None
+        lines = [f"workflow {self.name!r} ({self.id}) ended {self.status.value}"]
+        told: list[str] = []
+        for stage in self.stages:
+            if not stage.status.is_failure:
+                continue
+            lines.append(f"  stage {stage.ref_id!r} ended {stage.status.value}")
+            for task in stage.tasks:
+                message = str(task.task_exception_details.get("message") or "")
+                if task.status.is_failure and message:
+                    lines.append(f"    task {task.name!r}: {message}")
+                    told.append(message)
+        if self.error and not any(self.error in m or m in self.error for m in told):
+            lines.insert(1, f"  {self.error}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the workflow without its stages."""
         return {

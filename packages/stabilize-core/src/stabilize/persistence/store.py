@@ -282,23 +282,32 @@ def _filters(
 class SqliteWorkflowStore(WorkflowStore):
     """Workflow state in a SQLite file; the schema is created and migrated in place.
 
+    ``create_tables`` means what it means for :class:`PostgresWorkflowStore`: left out or
+    True, the database is created (file and tables) or migrated as needed; False opens an
+    existing stabilize database at the current version only, and changes nothing when
+    there is none. The file's directory must exist in either case.
+
     Args:
         connection_string: ``sqlite:///path/to/file.db``.
-        create_tables: Accepted for compatibility and ignored: ``create`` decides.
-        create: Create the file and apply pending migrations (the default). False opens
-            an existing stabilize database at the current version only, and changes
-            nothing when there is none (what the ``stabilize`` commands do).
+        create_tables: Create or migrate the database (the default); False: open only.
+        create: The same switch under the name the ``stabilize`` commands use; only
+            consulted when ``create_tables`` is left out.
 
     Raises:
-        SchemaVersionError: the file is newer than this stabilize (or, without
-            ``create``, older).
-        DatabaseNotFoundError: without ``create``, the file or its tables do not exist.
+        SchemaVersionError: the file is newer than this stabilize (or, when opening
+            only, older).
+        DatabaseNotFoundError: when opening only, the file or its tables do not exist;
+            when creating, the file's directory does not exist.
+        ValueError: ``create_tables`` and ``create`` disagree.
     """
 
     def __init__(
-        self, connection_string: str, create_tables: bool = False, *, create: bool = True
+        self, connection_string: str, create_tables: bool | None = None, *, create: bool = True
     ) -> None:
-        super().__init__(SqliteBackend.for_url(connection_string, create=create))
+        if create_tables and not create:
+            raise ValueError("create_tables=True and create=False disagree; pass only one")
+        make = create if create_tables is None else create_tables
+        super().__init__(SqliteBackend.for_url(connection_string, create=make))
         self.connection_string = connection_string
 
 
@@ -313,13 +322,15 @@ class PostgresWorkflowStore(WorkflowStore):
         schema: The schema holding the tables (``None``: the connection's default, usually
             ``public``); created if missing when ``create_tables`` is True.
         options: Connection-pool settings (:class:`~stabilize.backends.postgres.PoolOptions`).
-        create_tables: Apply pending migrations on first use (under an advisory lock, so
-            workers starting at once are safe); otherwise the schema must be current
-            (``stabilize mg-up``).
+        create_tables: Create the schema and apply pending migrations on first use (under
+            an advisory lock, so workers starting at once are safe), the default; False
+            opens only a schema at the current version (``stabilize mg-up`` creates one)
+            and changes nothing otherwise, as for :class:`SqliteWorkflowStore`.
         health_timeout: Seconds :meth:`is_healthy` waits for the database.
 
     Raises:
         ImportError: psycopg is not installed (``pip install "stabilize-core[postgres]"``).
+        ConnectionError: the server cannot be reached (naming its host and port).
         SchemaVersionError: the schema is newer than this stabilize, or not current and
             ``create_tables`` is False.
     """

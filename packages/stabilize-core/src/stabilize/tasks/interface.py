@@ -118,8 +118,10 @@ class SkippableTask(Task):
 class CallableTask(Task):
     """Adapts a plain function into a task.
 
-    The function takes the stage and returns a :class:`TaskResult`, a dict (taken as
-    outputs of a success) or ``None`` (a success without outputs). It may be ``async``.
+    The function takes the stage and returns a :class:`TaskResult` or a dict (taken as
+    the outputs of a success). It may be ``async``. Returning ``None`` (a forgotten
+    ``return``, usually) fails the task with an error naming the function: return
+    ``TaskResult.success()`` or ``{}`` to succeed without outputs.
     """
 
     def __init__(self, fn: Callable[[StageExecution], Any], name: str | None = None) -> None:
@@ -130,22 +132,29 @@ class CallableTask(Task):
 
     def execute(self, stage: StageExecution) -> TaskOutcome:
         """Call the function and adapt its return value."""
-        return _adapt(self.fn(stage), self.name)
+        return _adapt(self.fn(stage), self._label())
 
     async def _execute_async(self, stage: StageExecution) -> TaskResult:
-        return _adapt(await self.fn(stage), self.name)
+        return _adapt(await self.fn(stage), self._label())
+
+    def _label(self) -> str:
+        fn_name = str(getattr(self.fn, "__name__", ""))
+        if fn_name in ("", "<lambda>", self.name):
+            return repr(self.name)
+        return f"{fn_name}() (registered as {self.name!r})"
 
 
-def _adapt(value: Any, name: str) -> TaskResult:
+def _adapt(value: Any, label: str) -> TaskResult:
     if isinstance(value, TaskResult):
         return value
-    if value is None:
-        return TaskResult.success()
     if isinstance(value, dict):
         return TaskResult.success(outputs=value)
+    # None is refused rather than taken for success: a function that forgot its return
+    # would otherwise "succeed" without doing what it reports (issue 15).
+    got = "None (no return statement?)" if value is None else type(value).__name__
     raise TypeError(
-        f"callable task {name!r} returned {type(value).__name__}; "
-        "expected a TaskResult, a dict of outputs or None"
+        f"task function {label} returned {got}; expected a TaskResult or a dict of "
+        "outputs (return TaskResult.success() or {} to succeed without outputs)"
     )
 
 

@@ -43,6 +43,7 @@ from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
 from stabilize.queue.processor._recovery import new_owner, owner_is_dead
+from stabilize.queue.processor._result import ProcessResult
 from stabilize.queue.processor._runner import (
     Finished,
     InFlight,
@@ -138,7 +139,7 @@ class QueueProcessor:
         """Tasks running now."""
         return sum(1 for f in self._inflight.values() if not f.abandoned)
 
-    def process_all(self, timeout: float = 60.0) -> int:
+    def process_all(self, timeout: float = 60.0) -> ProcessResult:
         """Process until the queue is empty and no task runs, or ``timeout`` seconds pass.
 
         Delayed messages (retries, polls, waits) are waited for while the timeout allows;
@@ -146,7 +147,10 @@ class QueueProcessor:
         approval's timer, say).
 
         Returns:
-            The number of messages processed.
+            The number of messages processed, an ``int`` that also says what was left:
+            ``result.finished`` is False when messages were still queued or tasks still
+            running, and ``result.timed_out`` is True when the timeout ran out while work
+            was ready (see :class:`ProcessResult`).
         """
         if self.is_running:
             raise RuntimeError("process_all() cannot run while start() is running")
@@ -156,7 +160,7 @@ class QueueProcessor:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return processed
+                return self._result(processed, timed_out=True)
             try:
                 done, claimed = self._step(min(remaining, self.config.poll_frequency_ms / 1000))
                 processed += done
@@ -170,13 +174,29 @@ class QueueProcessor:
                 time.sleep(min(self.config.retry_delay.total_seconds(), max(0.0, remaining)))
                 continue
             if count == 0:
-                return processed
+                return ProcessResult(processed)
             now_ms = self._now_ms()
             wait = (earliest - now_ms) / 1000 if earliest is not None else 0.0
             if wait > remaining:
-                return processed
+                return ProcessResult(processed, pending=count)
             pause = min(max(wait, self.config.poll_frequency_ms / 1000), remaining)
             self.backend.wait_for_work(max(0.0, min(pause, 1.0)))
+
+    def _result(self, processed: int, *, timed_out: bool) -> ProcessResult:
+        """The result of a call that ends now, counting what is left."""
+        try:
+            pending = self._queue_depth()[0]
+        except Exception as exc:
+            if not self.backend.is_transient_error(exc):
+                raise
+            pending = 0  # a busy database must not turn a timeout into an error
+        running = self.active_count
+        return ProcessResult(
+            processed,
+            pending=pending,
+            running=running,
+            timed_out=timed_out and bool(pending or running),
+        )
 
     def process_one(self) -> bool:
         """Run one step without waiting; return True if a message was processed or claimed."""
@@ -496,7 +516,8 @@ class QueueProcessor:
         if msg.kind == START_WORKFLOW:
             missing = self._unknown_task(wf)
             if missing is not None:
-                batch.save(wf, fail_workflow(wf, missing, now))
+                error, stage_id, task_id = missing
+                batch.save(wf, fail_workflow(wf, error, now, stage_id=stage_id, task_id=task_id))
             else:
                 batch.save(wf, start_workflow(wf, now))
         elif msg.kind == STAGE_DEADLINE:
@@ -531,13 +552,17 @@ class QueueProcessor:
         else:
             batch.save(wf, mutex_granted(wf, stage_id, now))
 
-    def _unknown_task(self, wf: Workflow) -> str | None:
+    def _unknown_task(self, wf: Workflow) -> tuple[str, str, str] | None:
+        """(error, stage id, task id) of the first task no registry here knows, if any."""
         for stage in wf.stages:
             for task in stage.tasks:
                 if not self.task_registry.has(task.implementing_class):
-                    return (
-                        f"stage {stage.ref_id!r}: no task registered as {task.implementing_class!r}"
+                    known = ", ".join(self.task_registry.names())
+                    error = (
+                        f"stage {stage.ref_id!r}: no task registered as "
+                        f"{task.implementing_class!r} on this worker (registered: {known})"
                     )
+                    return error, stage.id, task.id
         return None
 
     def _prepare(
