@@ -30,15 +30,23 @@ def test_help_documents_every_option_with_an_example() -> None:
     done = stabilize("monitor", "--help")
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())  # argparse wraps to the terminal's width
-    for option in ("--db-url URL", "--schema NAME", "--app APP", "--status", "--refresh SECONDS"):
+    for option in (
+        "--db-url URL",
+        "--schema NAME",
+        "--app APP",
+        "--status STATUS",
+        "--refresh SECONDS",
+        "--verbose",
+    ):
         assert option in text
     for example in (
         "e.g. --schema jobs",
         "e.g. --app billing",
         "e.g. --status failed",
         "e.g. --refresh 5",
-        "stabilize monitor --db-url sqlite:///stabilize.db",
-        "{all,running,failed,recent}",
+        "sqlite:///path/to/file.db or postgresql://",
+        "all, running (with suspended and paused), failed",
+        "Example: stabilize monitor --db-url sqlite:///stabilize.db",
     ):
         assert example in text
     assert "q quit" in text

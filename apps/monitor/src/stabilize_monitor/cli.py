@@ -14,45 +14,39 @@ from typing import TextIO
 
 from stabilize_monitor._model import STATUS_FILTERS, Filters
 
-PROG = "stabilize monitor"
+COMMAND = "monitor"
 
-EXAMPLES = """\
-examples:
-  stabilize monitor --db-url sqlite:///stabilize.db
-  stabilize monitor --db-url postgresql://app@db:5432/app --app billing --status failed
-  stabilize monitor --db-url sqlite:///stabilize.db --status running --refresh 5
-  stabilize monitor --db-url sqlite:///stabilize.db | cat     (no terminal: a summary)
+SUMMARY = "Watch a stabilize database live in the terminal: workflows, the queue and workers."
 
-keys: q quit, r refresh, / search, a next application, s next status filter,
-      enter open a workflow, escape back; in a workflow: [ ] scrub its events,
-      y approve, n reject, g signal, c cancel, x cancel stage, p pause or resume.
-"""
+DETAILS = (
+    "Open a workflow to see its stage graph, a stage's context and outputs, its progress "
+    "messages, and to step through its event log; approve or reject gates, send signals, "
+    "cancel, pause and resume, each confirmed. Without a terminal (stdin or stdout not a "
+    "TTY) it prints a one-shot summary and exits."
+)
+
+EXAMPLES = (
+    "stabilize monitor --db-url sqlite:///stabilize.db",
+    "stabilize monitor --db-url postgresql://app@db:5432/app --app billing --status failed",
+    "stabilize monitor --db-url sqlite:///stabilize.db --status running --refresh 5",
+    "stabilize monitor --db-url sqlite:///stabilize.db | cat     (no terminal: a summary)",
+)
+
+KEYS = """\
+Keys: q quit, r refresh, / search, a next application, s next status filter,
+      enter open a workflow, escape back; in a workflow: [ ] step through its events,
+      l live, y approve, n reject, g signal, c cancel, x cancel stage, p pause or resume."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``stabilize monitor``'s options."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "A live terminal dashboard of a stabilize database: workflows, the queue and "
-            "its workers, a workflow's stage graph, its events and actions on it. Without "
-            "a terminal (stdin or stdout not a TTY) it prints a one-shot summary and exits."
-        ),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--db-url",
-        metavar="URL",
-        required=True,
-        help="the database to watch, e.g. sqlite:///stabilize.db or "
-        "postgresql://user:password@host:5432/dbname",
-    )
-    parser.add_argument(
-        "--schema",
-        metavar="NAME",
-        default=None,
-        help="PostgreSQL schema (default: the connection's, usually public), e.g. --schema jobs",
+    from stabilize._cli_support import add_database_options, command_parser
+
+    parser = command_parser(COMMAND, SUMMARY, details=DETAILS, examples=EXAMPLES, notes=KEYS)
+    add_database_options(
+        parser,
+        schema_help="PostgreSQL schema (default: the connection's, usually public), "
+        "e.g. --schema jobs",
     )
     parser.add_argument(
         "--app",
@@ -62,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--status",
+        metavar="STATUS",
         choices=list(STATUS_FILTERS),
         default="all",
-        help="which workflows to list: all, running (incl. suspended and paused), failed "
-        "(terminal, stopped, canceled) or recent (stored in the last day); "
-        "default: %(default)s, e.g. --status failed",
+        help="which workflows to list: all, running (with suspended and paused), failed "
+        "(terminal, stopped, canceled) or recent (stored in the last day), e.g. --status failed",
     )
     parser.add_argument(
         "--refresh",
@@ -74,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=2.0,
         help="how often to check for changes nothing announced (commits wake the monitor "
-        "at once); default: %(default)s, e.g. --refresh 5",
+        "at once), e.g. --refresh 5",
     )
     return parser
 
@@ -89,29 +83,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success (``q`` quits with 0), 1 when the database cannot be opened or read,
         2 for a usage error (a bad option or ``--db-url``).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        ns = build_parser().parse_args(args)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    filters = Filters(application=ns.app, status=ns.status)
+    from stabilize._cli_support import run_command
 
-    from stabilize.connect import describe_failure
-    from stabilize.errors import DatabaseUrlError
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_command(COMMAND, build_parser(), args, _run)
+
+
+def _run(ns: argparse.Namespace) -> int:
     from stabilize_monitor._source import DatabaseSource
 
-    try:
-        # Open only: a mistyped path or schema must not become a new, empty database.
-        source = DatabaseSource.open(ns.db_url, ns.schema)
-        if not _interactive(sys.stdin, sys.stdout):
-            from stabilize_monitor._summary import summary_text
+    filters = Filters(application=ns.app, status=ns.status)
+    # Open only: a mistyped path or schema must not become a new, empty database.
+    source = DatabaseSource.open(ns.db_url, ns.schema)
+    if not _interactive(sys.stdin, sys.stdout):
+        from stabilize_monitor._summary import summary_text
 
-            sys.stdout.write(summary_text(source, filters, time.time()))
-            sys.stdout.flush()
-            return 0
-    except Exception as exc:
-        print(f"{PROG}: error: {describe_failure(exc, ns.db_url)}", file=sys.stderr)
-        return 2 if isinstance(exc, DatabaseUrlError) else 1
+        sys.stdout.write(summary_text(source, filters, time.time()))
+        sys.stdout.flush()
+        return 0
 
     from stabilize_monitor.app import MonitorApp
 
