@@ -145,12 +145,62 @@ def test_approving_twice_is_refused_and_resumes_nothing_twice(engine: Engine) ->
     assert engine.store.retrieve(wf.id).stage_by_ref_id("approve").outputs["approved_by"] == "alice"
 
 
-def test_approving_a_stage_that_is_not_waiting_yet_is_refused(engine: Engine) -> None:
+def test_an_approval_sent_before_the_workflow_starts_is_kept_until_the_gate_waits(
+    engine: Engine,
+) -> None:
+    # Issue 14: a quick approver used to get "not waiting yet" and lose the decision.
     wf = gated()
     engine.store.store(wf)
-    with pytest.raises(SignalError, match="not waiting"):
-        approve(engine.queue, wf.id, "approve", user="alice")
-    assert engine.store.retrieve(wf.id).stage_by_ref_id("approve").pending_signals == []
+    approve(engine.queue, wf.id, "approve", {"user": "alice"})
+    assert [
+        s["name"] for s in engine.store.retrieve(wf.id).stage_by_ref_id("approve").pending_signals
+    ] == ["approve"]
+    engine.orchestrator.start(wf)
+    engine.processor.process_all(timeout=30)
+    result = engine.store.retrieve(wf.id)
+    assert result.status is S.SUCCEEDED
+    assert result.stage_by_ref_id("approve").outputs["approved_by"] == "alice"
+
+
+def test_a_rejection_sent_while_the_upstream_runs_is_delivered_when_the_gate_waits(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'early.db'}")
+    wf = gated()
+    seen: list[S] = []
+
+    def agent(stage: StageExecution) -> TaskResult:
+        # The upstream is RUNNING and the gate NOT_STARTED while the decision arrives.
+        reject(engine.queue, wf.id, "approve", user="bob", note="too late anyway")
+        seen.append(engine.store.retrieve(wf.id).stage_by_ref_id("agent").status)
+        return TaskResult.success()
+
+    registry = TaskRegistry()
+    registry.register("agent", agent)
+    registry.register("approval", ApprovalTask)
+    processor = QueueProcessor(engine.queue, store=engine.store, task_registry=registry)
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    processor.process_all(timeout=30)
+    result = engine.store.retrieve(wf.id)
+    assert seen == [S.RUNNING]
+    assert result.status is S.TERMINAL
+    assert result.stage_by_ref_id("approve").outputs["rejected_by"] == "bob"
+
+
+def test_a_second_early_decision_is_refused_and_the_first_one_stands(engine: Engine) -> None:
+    wf = gated()
+    engine.store.store(wf)
+    approve(engine.queue, wf.id, "approve", user="alice")
+    with pytest.raises(SignalError, match=r"has one already \(approve\)"):
+        reject(engine.queue, wf.id, "approve", user="mallory")
+    gate = engine.store.retrieve(wf.id).stage_by_ref_id("approve")
+    assert [s["user"] for s in gate.pending_signals] == ["alice"]
+    engine.orchestrator.start(wf)
+    engine.processor.process_all(timeout=30)
+    result = engine.store.retrieve(wf.id)
+    assert result.status is S.SUCCEEDED
+    assert result.stage_by_ref_id("approve").outputs["approved_by"] == "alice"
 
 
 def test_approving_a_stage_of_another_workflow_is_refused(engine: Engine) -> None:

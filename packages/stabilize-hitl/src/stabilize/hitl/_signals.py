@@ -30,7 +30,10 @@ def approve(
     execution_type: str = "PIPELINE",
     store: WorkflowStore | None = None,
 ) -> None:
-    """Approve a waiting approval gate; its workflow carries on.
+    """Approve an approval gate; its workflow carries on.
+
+    A gate that has not suspended yet (it has not started, or its upstream still runs)
+    keeps the decision and acts on it when it suspends.
 
     Args:
         queue: The queue of the gate's database.
@@ -43,8 +46,8 @@ def approve(
         store: Accepted for compatibility (the queue's database is used).
 
     Raises:
-        SignalError: the workflow has no such stage, or the stage is not waiting (not yet
-            suspended, already decided, or finished). Nothing is changed then.
+        SignalError: the workflow has no such stage, or the gate takes no decision (it
+            has one already, or it finished). Nothing is changed then.
     """
     _decide(queue, execution_id, stage_id, APPROVE, data, user, note)
 
@@ -60,7 +63,7 @@ def reject(
     execution_type: str = "PIPELINE",
     store: WorkflowStore | None = None,
 ) -> None:
-    """Reject a waiting approval gate: it fails (or continues, if the gate says so).
+    """Reject an approval gate: it fails (or continues, if the gate says so).
 
     Takes the same arguments and raises the same errors as :func:`approve`.
     """
@@ -122,12 +125,26 @@ def _decide(
     def transition(wf: Workflow, now: int) -> Effects:
         stage = wf.index.by_id.get(stage_id) or wf.index.by_ref.get(stage_id)
         ended = wf.status.is_complete or (stage is not None and stage.status.is_complete)
-        if stage is not None and stage.status is not S.SUSPENDED and not ended:
-            # A decision is never kept for later: say so in the gate's terms.
+        earlier = None if stage is None or ended else _decision_of(stage)
+        if earlier is not None and stage is not None:
+            # One decision per gate: a second one would be dropped silently once it ends.
             raise SignalError(
-                f"stage {stage.ref_id!r} of workflow {wf.id} is not waiting for a decision "
-                f"yet (it is {stage.status.value}): {decision} it once it waits"
+                f"stage {stage.ref_id!r} of workflow {wf.id} is not waiting for a decision: "
+                f"it has one already ({earlier})"
             )
-        return signal_stage(wf, stage_id, decision, payload, now, persistent=False, user=by)
+        # Kept until the gate suspends when it comes early (issue 14): a quick approver
+        # must not lose the decision because the upstream stage still runs.
+        return signal_stage(wf, stage_id, decision, payload, now, persistent=True, user=by)
 
     apply_transition(queue.backend, execution_id, transition, int(time.time() * 1000))
+
+
+def _decision_of(stage: StageExecution) -> str | None:
+    """The decision ``stage`` was given and has not finished acting on, if any."""
+    for signal in stage.pending_signals:
+        if signal.get("name") in (APPROVE, REJECT):
+            return str(signal["name"])
+    name = stage.context.get("_signal_name")
+    if stage.status is S.RUNNING and name in (APPROVE, REJECT):
+        return str(name)
+    return None
