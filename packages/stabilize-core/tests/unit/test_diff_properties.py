@@ -179,3 +179,13 @@ def test_enums_equal_to_what_json_stored_are_not_changes() -> None:
     assert diff(stored, live) == {}
     was_true = {"c": {"colour": "red", "level": True, "levels": [1, 1.5]}}
     assert diff(was_true, live) == {"sub": {"c": {"set": {"level": Level.ONE}}}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(live_values)
+@example({None: 1, "n": {None: [1]}})
+@example({True: 1, 1.5: 2, 10**30: 3, -0.0: 4})
+@example([1e16, 1e-7, -0.0, 2**63, -(2**63) - 1, "\u2028\ud7ff\x00"])
+def test_the_engines_two_encoders_write_what_reads_back_the_same(value: Any) -> None:
+    """Events are written with ``dumps_known``, rows with ``dumps``: one JSON value."""
+    assert canonical(loads(dumps_known(value))) == canonical(loads(dumps(value)))
