@@ -160,12 +160,12 @@ def test_approve_through_the_source_finishes_the_workflow(engine: Engine) -> Non
     assert outputs["approval"] == {"note": "looks right"}
 
 
-def test_approving_a_stage_that_is_not_waiting_is_refused(engine: Engine) -> None:
+def test_approving_a_finished_stage_is_refused(engine: Engine) -> None:
     from stabilize import SignalError
 
     gated, report, _ = run_some(engine)
-    with pytest.raises(SignalError, match="send"):
-        engine.source.approve(gated.id, "send", "mallory", "")
+    with pytest.raises(SignalError, match="'fetch'"):
+        engine.source.approve(gated.id, "fetch", "mallory", "")
     assert engine.stage_status(gated.id, "approve") == "SUSPENDED"
     assert engine.status(report.id) == "SUCCEEDED"
 
