@@ -86,8 +86,8 @@ def test_string_command_runs_through_the_shell(tmp_path: Path) -> None:
     result = run({"command": "echo out; echo err >&2; pwd", "cwd": str(tmp_path)})
     assert result.status is S.SUCCEEDED
     assert result.outputs == {
-        "stdout": f"out\n{tmp_path}\n",
-        "stderr": "err\n",
+        "stdout": f"out\n{tmp_path}",
+        "stderr": "err",
         "returncode": 0,
         "truncated": False,
     }
@@ -118,7 +118,7 @@ def test_injection_with_shell_false(tmp_path: Path) -> None:
     marker = tmp_path / f"pwned_{uuid.uuid4().hex}"
     value = f"$(touch {marker}); touch {marker}"
     result = run({"command": "echo '{v}' {v}", "v": value, "shell": False})
-    assert result.outputs["stdout"] == f"{value} {value}\n"
+    assert result.outputs["stdout"] == f"{value} {value}"
     assert not marker.exists()
 
 
@@ -133,14 +133,14 @@ def test_env_is_merged_over_the_environment_unless_not_inherited(
 ) -> None:
     monkeypatch.setenv("STZ_FROM_PARENT", "parent")
     context = {"command": "echo $GREETING-$STZ_FROM_PARENT", "env": {"GREETING": "hi", "N": 1}}
-    assert run(context).outputs["stdout"] == "hi-parent\n"
+    assert run(context).outputs["stdout"] == "hi-parent"
     bare = run({**context, "inherit_env": False})
-    assert bare.outputs["stdout"] == "hi-\n"
+    assert bare.outputs["stdout"] == "hi-"
 
 
 def test_stdin_is_fed_and_closed() -> None:
     result = run({"command": ["cat"], "stdin": "line 1\nline 2\n"})
-    assert result.outputs["stdout"] == "line 1\nline 2\n"
+    assert result.outputs["stdout"] == "line 1\nline 2"
 
 
 def test_stdin_ignored_by_the_command_does_not_hang() -> None:
@@ -170,7 +170,7 @@ def test_failure_message_quotes_only_the_tail_of_stderr() -> None:
 def test_continue_on_failure_gives_failed_continue() -> None:
     result = run({"command": "echo partial; exit 2", "continue_on_failure": True})
     assert result.status is S.FAILED_CONTINUE
-    assert result.outputs["stdout"] == "partial\n"
+    assert result.outputs["stdout"] == "partial"
 
 
 def test_restart_on_failure_raises_transient() -> None:
@@ -216,8 +216,8 @@ def test_secrets_are_masked_in_outputs_and_errors() -> None:
     assert result.error is not None
     assert "s3cr3t-value" not in result.error
     assert "***" in result.error
-    assert result.outputs["stdout"] == "token=***\n"
-    assert result.outputs["stderr"] == "***\n"
+    assert result.outputs["stdout"] == "token=***"
+    assert result.outputs["stderr"] == "***"
 
 
 def test_secret_cut_by_the_output_cap_is_masked() -> None:
@@ -253,7 +253,7 @@ def test_members_left_running_when_the_command_ends_are_stopped(tmp_path: Path) 
     command = "echo $$ > {pidfile}; sleep 600 & echo started"
     result = run({"command": command, "pidfile": str(pidfile)})
     assert result.status is S.SUCCEEDED
-    assert result.outputs["stdout"] == "started\n"
+    assert result.outputs["stdout"] == "started"
     pgid = int(pidfile.read_text())
     wait_until(lambda: group_gone(pgid), "the leftover sleep to die")
 
@@ -315,10 +315,32 @@ def test_upstream_outputs_fill_placeholders_safely(shell_engine: Any, tmp_path: 
     assert done.status is S.SUCCEEDED
     stages = {s.ref_id: s for s in done.stages}
     assert stages["produce"].outputs["stdout"] == evil
-    assert stages["consume"].outputs["stdout"] == f"got {evil}\nargv {evil}\n"
+    assert stages["consume"].outputs["stdout"] == f"got {evil}\nargv {evil}"
     # The nearest upstream output wins: "list" sees consume's stdout.
-    assert stages["list"].outputs["stdout"] == f"got {evil}\nargv {evil}\n\n"
+    assert stages["list"].outputs["stdout"] == f"got {evil}\nargv {evil}"
     assert not marker.exists()
+
+
+def test_stdout_reaches_the_next_placeholder_without_its_trailing_newline(
+    shell_engine: Any,
+) -> None:
+    # Issue 14: the original gives stdout without the trailing newline; "got:{stdout}"
+    # used to print "got:'build-42\n'" (the newline quoted into the word).
+    wf = Workflow.create(
+        application="tests",
+        name="shell",
+        stages=[
+            shell_stage("build", {"command": "echo build-42"}),
+            shell_stage("report", {"command": "echo got:{stdout}"}, {"build"}),
+            shell_stage("lines", {"command": "printf 'a\\nb\\n\\n'; echo e >&2"}),
+        ],
+    )
+    done = shell_engine.run(wf)
+    assert done.status is S.SUCCEEDED
+    assert done.stage_by_ref_id("build").outputs["stdout"] == "build-42"
+    assert done.stage_by_ref_id("report").outputs["stdout"] == "got:build-42"
+    lines = done.stage_by_ref_id("lines").outputs
+    assert (lines["stdout"], lines["stderr"]) == ("a\nb", "e")
 
 
 def test_an_upstream_subscript_payload_never_reaches_bash_arithmetic(
@@ -359,7 +381,7 @@ def test_an_upstream_subscript_payload_never_reaches_bash_arithmetic(
     # The same worker goes on running workflows; a number passes.
     done = shell_engine.run(workflow("7"))
     assert done.status is S.SUCCEEDED
-    assert done.stage_by_ref_id("compare").outputs["stdout"] == "big\n"
+    assert done.stage_by_ref_id("compare").outputs["stdout"] == "big"
     assert not marker.exists()
 
 
@@ -376,7 +398,7 @@ def test_failed_continue_lets_downstream_run(shell_engine: Any) -> None:
     stages = {s.ref_id: s for s in done.stages}
     assert stages["flaky"].status is S.FAILED_CONTINUE
     assert stages["flaky"].outputs["returncode"] == 9
-    assert stages["after"].outputs["stdout"] == "ran\n"
+    assert stages["after"].outputs["stdout"] == "ran"
     assert done.status is S.SUCCEEDED
 
 

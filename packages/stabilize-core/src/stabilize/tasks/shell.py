@@ -69,8 +69,8 @@ class ShellTask(ProcessTask):
     ``expected_codes`` ([0]), ``max_output_size`` (10 MB per stream), ``secrets``,
     ``binary``, ``continue_on_failure``, ``restart_on_failure``.
 
-    Outputs: ``stdout``, ``stderr``, ``returncode``, ``truncated`` and, with ``binary``,
-    ``stdout_b64``.
+    Outputs: ``stdout`` and ``stderr`` (without trailing newlines), ``returncode``,
+    ``truncated`` and, with ``binary``, ``stdout_b64`` (every byte).
 
     Attributes:
         kill_grace: Seconds between SIGTERM and SIGKILL when the process group is stopped.
@@ -155,9 +155,11 @@ def _expected_codes(reader: ContextReader) -> list[int]:
 
 def _outputs(result: ProcessResult, secrets: Sequence[str], binary: bool) -> dict[str, Any]:
     stdout, stderr = masked_streams(result, secrets)
+    # Trailing newlines dropped, as the original package (and `$(...)`) does, so that
+    # `echo got:{stdout}` after `echo build-42` prints `got:build-42` (issue 14).
     outputs: dict[str, Any] = {
-        "stdout": stdout,
-        "stderr": stderr,
+        "stdout": stdout.rstrip("\n"),
+        "stderr": stderr.rstrip("\n"),
         "returncode": result.returncode,
         "truncated": result.truncated,
     }
