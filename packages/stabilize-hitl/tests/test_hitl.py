@@ -388,6 +388,7 @@ def test_cli_refuses_a_newer_file_and_leaves_it(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
+@pytest.mark.postgres
 def test_cli_refuses_a_missing_postgres_schema_and_creates_nothing() -> None:
     url = os.environ.get("STABILIZE_TEST_PG_URL")
     if not url:
