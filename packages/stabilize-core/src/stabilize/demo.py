@@ -10,13 +10,10 @@ from typing import TextIO
 from stabilize.events.bus import get_event_bus
 from stabilize.events.model import Event
 from stabilize.events.recorder import emit_progress
-from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus
-from stabilize.orchestrator import Orchestrator
-from stabilize.persistence.store import SqliteWorkflowStore
-from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
-from stabilize.queue.queue import SqliteQueue
-from stabilize.tasks.registry import TaskRegistry
+from stabilize.models import StageExecution, Workflow, WorkflowStatus
+from stabilize.queue.processor import QueueProcessorConfig
 from stabilize.tasks.result import TaskResult
+from stabilize.workflow_engine import WorkflowEngine
 
 TEXT = (
     "A workflow is a graph of stages. Stages run tasks. The engine runs stages in parallel "
@@ -65,26 +62,42 @@ def summarize(stage: StageExecution) -> TaskResult:
 def build_workflow() -> Workflow:
     """Fetch -> (words, letters, sentences in parallel) -> summarize."""
 
-    def stage(ref: str, task: str, requires: set[str] | None = None) -> StageExecution:
-        return StageExecution(
-            ref_id=ref,
-            type=task,
+    def stage(ref: str, requires: set[str] | None = None) -> StageExecution:
+        return StageExecution.for_task(
+            ref,
+            ref,
             name=ref.replace("_", " ").title(),
             requisite_stage_ref_ids=requires or set(),
-            tasks=[TaskExecution.create(ref, task, stage_start=True, stage_end=True)],
         )
 
     return Workflow.create(
         application="demo",
         name="Analyse a document",
         stages=[
-            stage("fetch", "fetch"),
-            stage("count_words", "count_words", {"fetch"}),
-            stage("top_letters", "top_letters", {"fetch"}),
-            stage("sentences", "sentences", {"fetch"}),
-            stage("summarize", "summarize", {"count_words", "top_letters", "sentences"}),
+            stage("fetch"),
+            stage("count_words", {"fetch"}),
+            stage("top_letters", {"fetch"}),
+            stage("sentences", {"fetch"}),
+            stage("summarize", {"count_words", "top_letters", "sentences"}),
         ],
     )
+
+
+WIDTH = 100
+"""The widest line the demo prints; longer ones are cut with an ellipsis."""
+
+VALUE_WIDTH = 40
+"""The widest output value the demo prints."""
+
+
+def shorten(text: str, width: int) -> str:
+    """``text``, cut to ``width`` characters with an ellipsis when it is longer."""
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def describe_outputs(outputs: dict[str, object]) -> str:
+    """``key=value`` pairs, each value cut to :data:`VALUE_WIDTH` characters."""
+    return ", ".join(f"{k}={shorten(repr(v), VALUE_WIDTH)}" for k, v in outputs.items())
 
 
 def run_demo(db_path: str, workers: int, out: TextIO) -> int:
@@ -94,53 +107,55 @@ def run_demo(db_path: str, workers: int, out: TextIO) -> int:
         0 when the workflow succeeded, 1 otherwise.
     """
     path = Path(db_path).expanduser().resolve()
-    url = f"sqlite:///{path}"
-    store = SqliteWorkflowStore(url, create_tables=True)
-    queue = SqliteQueue(url)
-    queue._create_table()
-    registry = TaskRegistry()
-    for fn in (fetch, count_words, top_letters, sentences, summarize):
-        registry.register(fn.__name__, fn)
-    processor = QueueProcessor(
-        queue,
-        store=store,
-        task_registry=registry,
-        config=QueueProcessorConfig(max_workers=workers),
-    )
-    orchestrator = Orchestrator(queue, store=store)
-    workflow = build_workflow()
-    names = {s.id: s.ref_id for s in workflow.stages}
-    started = time.monotonic()
-
-    def show(event: Event) -> None:
-        if event.workflow_id != workflow.id:
-            return
-        elapsed = time.monotonic() - started
-        ref = names.get(event.entity_id) or names.get(str(event.data.get("stage_id", "")), "")
-        label = f"{event.event_type:<20} {ref}"
-        if event.event_type == "custom.progress":
-            label += f"  ({event.data.get('message')})"
-        print(f"  {elapsed * 1000:7.1f} ms  {label}", file=out)
-
-    unsubscribe = get_event_bus().subscribe(show, workflow.id)
-    print(f"stabilize demo: workflow {workflow.id}", file=out)
-    print("  fetch -> (count_words | top_letters | sentences) -> summarize", file=out)
-    try:
-        store.store(workflow)
-        orchestrator.start(workflow)
-        processor.process_all(timeout=60)
-    finally:
-        unsubscribe()
-    result = store.retrieve(workflow.id)
-    print(f"\nworkflow {result.status.value}", file=out)
-    for s in result.stages:
-        print(f"  {s.ref_id:<12} {s.status.value:<10} {s.outputs}"[:160], file=out)
-    summary = result.stage_by_ref_id("summarize").outputs.get("summary")
-    if summary:
-        print(f"\nsummary: {summary}", file=out)
+    config = QueueProcessorConfig(max_workers=workers)
+    with WorkflowEngine(f"sqlite:///{path}", config=config) as engine:
+        for fn in (fetch, count_words, top_letters, sentences, summarize):
+            engine.register(fn.__name__, fn)
+        result = _run(engine, out)
     print(
         f"\nstate lives in {path} (SQLite; tables workflows, stages, queue_messages, events)",
         file=out,
     )
     print(f"inspect it with: sqlite3 {path} 'select ref_id, status from stages'", file=out)
     return 0 if result.status is WorkflowStatus.SUCCEEDED else 1
+
+
+def _run(engine: WorkflowEngine, out: TextIO) -> Workflow:
+    workflow = build_workflow()
+    names = {s.id: s.ref_id for s in workflow.stages}
+    started = time.monotonic()
+
+    def show(event: Event) -> None:
+        # state.changed rows carry the stored diff: they say nothing a reader can use here.
+        if event.workflow_id != workflow.id or event.event_type == "state.changed":
+            return
+        elapsed = time.monotonic() - started
+        if event.entity_type == "workflow":
+            subject = workflow.name
+        else:
+            subject = names.get(event.entity_id) or names.get(
+                str(event.data.get("stage_id", "")), event.entity_id
+            )
+        label = f"{event.event_type:<20} {subject}"
+        if event.event_type == "custom.progress":
+            label += f"  ({event.data.get('message')})"
+        print(shorten(f"  {elapsed * 1000:7.1f} ms  {label}", WIDTH), file=out)
+
+    unsubscribe = get_event_bus().subscribe(show, workflow.id)
+    print(f"stabilize demo: workflow {workflow.id}", file=out)
+    print("  fetch -> (count_words | top_letters | sentences) -> summarize", file=out)
+    try:
+        result = engine.run(workflow, timeout=60)
+    finally:
+        unsubscribe()
+    print(f"\nworkflow {result.status.value}", file=out)
+    for s in result.stages:
+        line = f"  {s.ref_id:<12} {s.status.value:<10} {describe_outputs(s.outputs)}"
+        print(shorten(line, WIDTH), file=out)
+    failure = result.failure_summary()
+    if failure:
+        print(f"\n{failure}", file=out)
+    summary = result.stage_by_ref_id("summarize").outputs.get("summary")
+    if summary:
+        print(f"\nsummary: {summary}", file=out)
+    return result

@@ -57,3 +57,36 @@ def test_demo_command_in_a_subprocess(tmp_path):
     assert "workflow SUCCEEDED" in proc.stdout
     assert str(path.resolve()) in proc.stdout
     assert path.exists()
+
+
+def test_every_event_line_of_the_demo_names_what_it_is_about(tmp_path):
+    # Issue 15: state.changed rows used to show up as lines naming nothing.
+    out = io.StringIO()
+
+    assert run_demo(str(tmp_path / "demo.db"), workers=2, out=out) == 0
+
+    lines = [line for line in out.getvalue().splitlines() if " ms  " in line]
+    assert lines
+    assert not [line for line in lines if "state.changed" in line]
+    for line in lines:
+        kind, _, subject = line.split(" ms  ", 1)[1].partition(" ")
+        assert kind.split(".")[0] in {"workflow", "stage", "task", "custom"}, line
+        assert subject.strip(), line
+    assert any(line.endswith("workflow.completed   Analyse a document") for line in lines)
+
+
+def test_long_values_are_cut_with_an_ellipsis(tmp_path):
+    from stabilize.demo import TEXT, WIDTH, describe_outputs, shorten
+
+    out = io.StringIO()
+
+    assert run_demo(str(tmp_path / "demo.db"), workers=2, out=out) == 0
+
+    text = out.getvalue()
+    assert TEXT not in text  # the fetched document is too long to print whole
+    fetch_line = next(line for line in text.splitlines() if line.startswith("  fetch  "))
+    assert fetch_line.endswith("\u2026")
+    assert all(len(line) <= WIDTH for line in text.splitlines() if " ms  " in line)
+    assert shorten("abc", 3) == "abc"
+    assert shorten("abcd", 3) == "ab\u2026"
+    assert describe_outputs({"n": 1, "s": "x" * 100}) == "n=1, s='" + "x" * 38 + "\u2026"
