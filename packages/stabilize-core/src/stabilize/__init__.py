@@ -39,6 +39,12 @@ from stabilize.errors import (
     is_transient,
 )
 from stabilize.events.recorder import emit_progress
+from stabilize.lifecycle import (
+    LifecycleManager,
+    get_lifecycle_manager,
+    install_shutdown_handlers,
+    set_lifecycle_manager,
+)
 from stabilize.loops import LoopTask, repeat_until, while_loop
 from stabilize.models import (
     JoinType,
@@ -59,6 +65,7 @@ from stabilize.persistence import (
 )
 from stabilize.queue import PostgresQueue, Queue, SqliteQueue
 from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
+from stabilize.recovery import RecoveryError, RecoveryResult, WorkflowRecovery, recover_on_startup
 from stabilize.reducers import apply_output_reducers, get_reducer, register_reducer
 from stabilize.tasks import (
     CallableTask,
@@ -99,6 +106,7 @@ __all__ = [
     "InvalidStageGraphError",
     "InvalidTaskResultError",
     "JoinType",
+    "LifecycleManager",
     "LoopTask",
     "MultiInstanceConfig",
     "NoOpTask",
@@ -110,6 +118,8 @@ __all__ = [
     "Queue",
     "QueueProcessor",
     "QueueProcessorConfig",
+    "RecoveryError",
+    "RecoveryResult",
     "RetryableTask",
     "SSHTask",
     "ShellTask",
@@ -134,19 +144,24 @@ __all__ = [
     "Workflow",
     "WorkflowEngine",
     "WorkflowNotFoundError",
+    "WorkflowRecovery",
     "WorkflowStatus",
     "WorkflowStore",
     "WorkflowValidationError",
     "__version__",
     "apply_output_reducers",
     "emit_progress",
+    "get_lifecycle_manager",
     "get_reducer",
+    "install_shutdown_handlers",
     "is_cancellation_requested",
     "is_permanent",
     "is_transient",
     "raise_if_cancellation_requested",
+    "recover_on_startup",
     "register_reducer",
     "repeat_until",
+    "set_lifecycle_manager",
     "sub_workflow_config",
     "while_loop",
 ]

@@ -53,6 +53,7 @@ from stabilize.queue.processor._runner import (
 )
 from stabilize.queue.processor.config import QueueProcessorConfig
 from stabilize.queue.queue import Queue
+from stabilize.recovery import WorkflowRecovery
 from stabilize.tasks.interface import RetryableTask
 from stabilize.tasks.registry import TaskRegistry
 
@@ -720,6 +721,10 @@ class QueueProcessor:
         due = interval > 0 and time.monotonic() - self._last_recovery >= interval
         if (force and self.config.recover_on_start) or due:
             self.run_recovery()
+            if force and self.store is not None:
+                # Workflows whose messages are gone altogether (the README's promise).
+                recovery = WorkflowRecovery(self.store, self.queue, clock=self._clock)
+                recovery.recover_pending_workflows()
 
     def _queue_depth(self) -> tuple[int, int | None]:
         with self.backend.read() as tx:

@@ -177,3 +177,7 @@ SELECT 1 WHERE to_regclass('events') IS NOT NULL;
 
 -- name: delete_workflow_events
 DELETE FROM events WHERE workflow_id = %s;
+
+-- name: workflow_has_messages
+-- Any message of the workflow, due or not, leased or not (WorkflowRecovery).
+SELECT 1 FROM queue_messages WHERE workflow_id = %s LIMIT 1;

@@ -122,3 +122,7 @@ SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events';
 
 -- name: delete_workflow_events
 DELETE FROM events WHERE workflow_id = ?;
+
+-- name: workflow_has_messages
+-- Any message of the workflow, due or not, leased or not (WorkflowRecovery).
+SELECT 1 FROM queue_messages WHERE workflow_id = ? LIMIT 1;
