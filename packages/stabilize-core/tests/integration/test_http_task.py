@@ -265,39 +265,50 @@ def test_text_body_and_form(server: Server) -> None:
     assert echo["headers"]["content-type"] == "application/x-www-form-urlencoded"
 
 
-def test_basic_and_bearer_auth_are_sent_and_masked(server: Server) -> None:
+def test_basic_and_bearer_auth_are_sent_and_the_echo_is_output_as_received(
+    server: Server,
+) -> None:
+    # Issue 14: the response is data; an echoed Authorization header used to come back as
+    # "***" in body_json, which no downstream stage could use.
     basic = run({"url": f"{server.base}/echo", "auth": ["user", "hunter2"], "parse_json": True})
-    # The server saw the real credentials; what it echoed back is masked in the outputs.
     assert server.hits[-1][2]["Authorization"] == "Basic dXNlcjpodW50ZXIy"
-    assert basic.outputs["body_json"]["headers"]["authorization"] == "***"
+    assert basic.outputs["body_json"]["headers"]["authorization"] == "Basic dXNlcjpodW50ZXIy"
     bearer = run({"url": f"{server.base}/echo", "bearer_token": "tok-123456", "parse_json": True})
-    assert bearer.outputs["body_json"]["headers"]["authorization"] == "***"
-    assert "tok-123456" not in bearer.outputs["body"]
+    assert bearer.outputs["body_json"]["headers"]["authorization"] == "Bearer tok-123456"
+    assert "tok-123456" in bearer.outputs["body"]
     assert server.hits[-1][2]["Authorization"] == "Bearer tok-123456"
 
 
-def test_secrets_are_masked_in_outputs_and_errors(server: Server) -> None:
+def test_secrets_are_masked_in_errors_and_the_url_but_not_in_the_response(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     ok = run(
         {
-            "url": f"{server.base}/echo",
+            "url": f"{server.base}/echo?key=s3cr3t-value",
             "headers": {"X-Custom": "s3cr3t-value"},
             "api_key": "s3cr3t-value",
             "secrets": ["api_key"],
             "parse_json": True,
         }
     )
-    assert ok.outputs["body_json"]["headers"]["x-custom"] == "***"
-    assert "s3cr3t-value" not in json.dumps(ok.outputs)
+    assert ok.outputs["body_json"]["headers"]["x-custom"] == "s3cr3t-value"
+    assert ok.outputs["url"].endswith("/echo?key=***")
+    caplog.set_level("INFO")
     failed = run(
         {
             "url": f"{server.base}/status/500?key=s3cr3t-value",
             "api_key": "s3cr3t-value",
             "secrets": ["api_key"],
+            "retries": 1,
+            "retry_delay": 0,
+            "retry_on_status": [500],
         }
     )
     assert failed.status is S.TERMINAL
     assert "s3cr3t-value" not in (failed.error or "")
     assert "key=***" in (failed.error or "")
+    assert "retrying" in caplog.text
+    assert "s3cr3t-value" not in caplog.text
 
 
 def test_head_request(server: Server) -> None:

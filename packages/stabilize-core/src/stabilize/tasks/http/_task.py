@@ -38,6 +38,24 @@ WATCH_INTERVAL = 0.05
 
 _INSTALL_HINT = 'HTTPTask needs httpx: pip install "stabilize-core[http]"'
 
+# The secrets of the request this thread is sending: httpx logs each request's full URL
+# at INFO on its own logger, where our masking never ran (issue 14).
+_sending = threading.local()
+
+
+class _MaskSecrets(logging.Filter):
+    """Masks the current request's secrets in what httpx logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets: list[str] | None = getattr(_sending, "secrets", None)
+        if secrets:
+            record.msg = mask(record.getMessage(), secrets)
+            record.args = None
+        return True
+
+
+logging.getLogger("httpx").addFilter(_MaskSecrets())
+
 
 def _import_httpx() -> Any:
     try:
@@ -158,6 +176,13 @@ class HTTPTask(Task):
             resolver=self._resolver,
             policy=self._policy,
         )
+        _sending.secrets = cfg.secrets
+        try:
+            return self._run(hx, cfg, guard, stage)
+        finally:
+            _sending.secrets = None
+
+    def _run(self, hx: Any, cfg: HttpConfig, guard: SSRFGuard, stage: StageExecution) -> TaskResult:
         token = stage._cancel_token
         attempt = 0
         while True:
@@ -328,11 +353,13 @@ class HTTPTask(Task):
         size: int,
         started: float,
     ) -> dict[str, Any]:
-        secrets = cfg.secrets
+        # The response is data the next stage works with: it is output as received, with
+        # no secret masked (issue 14: an echoed Authorization header came back as "***").
+        # Only the request's own URL is masked, and every log line and error message.
         outputs: dict[str, Any] = {
             "status_code": response.status_code,
-            "headers": {k: mask(v, secrets) for k, v in response.headers.items()},
-            "url": mask(str(response.url), secrets),
+            "headers": dict(response.headers.items()),
+            "url": mask(str(response.url), cfg.secrets),
             "content_type": response.headers.get("content-type"),
             "content_length": size,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
@@ -340,7 +367,7 @@ class HTTPTask(Task):
         }
         if data is not None:
             text = data.decode(_encoding(response), errors="replace")
-            outputs["body"] = mask(text, secrets)
+            outputs["body"] = text
             if cfg.parse_json:
                 try:
                     parsed = json.loads(text) if text.strip() else None
@@ -351,7 +378,7 @@ class HTTPTask(Task):
                         f"body: {excerpt!r}{' (truncated)' if cut else ''}",
                         outputs=outputs,
                     ) from exc
-                outputs["body_json"] = _mask_json(parsed, secrets)
+                outputs["body_json"] = parsed
         return outputs
 
     def _read_body(self, response: httpx.Response, cfg: HttpConfig, watch: _Watch) -> bytes:
@@ -433,18 +460,6 @@ def _encoding(response: httpx.Response) -> str:
     except LookupError:
         return "utf-8"
     return name
-
-
-def _mask_json(value: Any, secrets: list[str]) -> Any:
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        return mask(value, secrets)
-    if isinstance(value, list):
-        return [_mask_json(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: _mask_json(v, secrets) for k, v in value.items()}
-    return value
 
 
 def _wait(token: CancellationToken | None, seconds: float) -> bool:
