@@ -83,6 +83,23 @@ from stabilize.tasks.python_task import PythonTask
 from stabilize.tasks.shell import ShellTask
 from stabilize.tasks.ssh import SSHTask
 from stabilize.tasks.sub_workflow import SubWorkflowTask, sub_workflow_config
+from stabilize.validation import (
+    SchemaValidator,
+    ValidationError,
+    is_valid,
+    validate_context,
+    validate_outputs,
+)
+from stabilize.verification import (
+    CallableVerifier,
+    OutputVerifier,
+    Verifier,
+    VerifyResult,
+    VerifyStatus,
+    get_verifier,
+    register_verifier,
+    verifier,
+)
 from stabilize.workflow_engine import WorkflowEngine
 
 if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __getattr__
@@ -99,6 +116,7 @@ if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __g
 
 __all__ = [
     "CallableTask",
+    "CallableVerifier",
     "CancellationToken",
     "CircularDependencyError",
     "DockerTask",
@@ -111,6 +129,7 @@ __all__ = [
     "MultiInstanceConfig",
     "NoOpTask",
     "Orchestrator",
+    "OutputVerifier",
     "PermanentError",
     "PostgresQueue",
     "PostgresWorkflowStore",
@@ -122,6 +141,7 @@ __all__ = [
     "RecoveryResult",
     "RetryableTask",
     "SSHTask",
+    "SchemaValidator",
     "ShellTask",
     "SignalError",
     "SkippableTask",
@@ -140,6 +160,10 @@ __all__ = [
     "TaskResult",
     "TaskTimeoutError",
     "TransientError",
+    "ValidationError",
+    "Verifier",
+    "VerifyResult",
+    "VerifyStatus",
     "WaitTask",
     "Workflow",
     "WorkflowEngine",
@@ -153,16 +177,22 @@ __all__ = [
     "emit_progress",
     "get_lifecycle_manager",
     "get_reducer",
+    "get_verifier",
     "install_shutdown_handlers",
     "is_cancellation_requested",
     "is_permanent",
     "is_transient",
+    "is_valid",
     "raise_if_cancellation_requested",
     "recover_on_startup",
     "register_reducer",
+    "register_verifier",
     "repeat_until",
     "set_lifecycle_manager",
     "sub_workflow_config",
+    "validate_context",
+    "validate_outputs",
+    "verifier",
     "while_loop",
 ]
 
