@@ -1,4 +1,4 @@
-"""The orchestrator: submits workflows and cancels, pauses or resumes them."""
+"""The orchestrator: submits workflows and cancels, restarts, pauses or resumes them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from stabilize.engine.transitions import (
     cancel_workflow,
     pause_workflow,
     region_refs,
+    restart_stage,
     resume_workflow,
     signal_stage,
 )
@@ -121,6 +122,31 @@ class Orchestrator:
 
         def transition(wf: Workflow, now: int) -> Effects:
             return signal_stage(wf, stage, name, data, now, persistent=persistent, user=user)
+
+        self._apply(execution, transition)
+
+    def restart(self, execution: Workflow | str, stage_id: str, user: str | None = None) -> None:
+        """Run a finished stage again, and every stage downstream of it.
+
+        The usual use is a stage that failed: the workflow, if it ended because of it, is
+        RUNNING again and a worker picks the stage up. The stage and its downstream
+        stages start over from NOT_STARTED (tasks too; outputs and errors cleared, context
+        kept). See :func:`~stabilize.engine.transitions.restart_stage`.
+
+        Args:
+            execution: The workflow, or its id.
+            stage_id: The stage's id or ``ref_id``.
+            user: Who asked (recorded in the ``stage.restarted`` event).
+
+        Raises:
+            RestartError: the stage does not exist, is running or waiting, has not run
+                yet, has a downstream stage still running, or the workflow was canceled.
+                Nothing is changed then.
+            WorkflowNotFoundError: no workflow has this id.
+        """
+
+        def transition(wf: Workflow, now: int) -> Effects:
+            return restart_stage(wf, stage_id, user, now)
 
         self._apply(execution, transition)
 

@@ -35,6 +35,8 @@ from stabilize.engine._flow import (
     mark_stage,
 )
 from stabilize.engine._jumps import _redirect
+from stabilize.engine._restart import RestartError
+from stabilize.engine._restart import restart_stage as _restart_stage
 from stabilize.engine._signals import _choose, _deliver_signal
 from stabilize.engine.messages import (
     RELEASE_MUTEX,
@@ -47,6 +49,7 @@ from stabilize.models.workflow import Workflow
 
 __all__ = [
     "SIGNAL_TIMEOUT_KEY",
+    "RestartError",
     "TaskOutcome",
     "cancel_stages",
     "cancel_workflow",
@@ -57,6 +60,7 @@ __all__ = [
     "pause_workflow",
     "prepare_task",
     "region_refs",
+    "restart_stage",
     "resume_workflow",
     "signal_stage",
     "signal_timeout",
@@ -369,6 +373,9 @@ def signal_timeout(wf: Workflow, stage_id: str, task_id: str, run: int, now: int
     signal: dict[str, Any] = {"name": "timeout", "data": {}, "user": None, "at": now}
     _deliver_signal(wf, stage, signal, now, fx)
     return fx
+
+
+restart_stage = _transition(_restart_stage)
 
 
 def region_refs(wf: Workflow, region: str) -> list[str]:
