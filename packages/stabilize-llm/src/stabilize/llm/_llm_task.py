@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from stabilize.errors import TransientError
 from stabilize.events.recorder import emit_progress
 from stabilize.llm._client import LLMClient
+from stabilize.llm._retry import DEFAULT_RETRY_TIMEOUT, retry_budget, retry_or_give_up
 from stabilize.llm._stage import (
     call_options,
     check_budget,
@@ -42,20 +44,29 @@ class LLMTask(Task):
             ``custom.progress`` event with ``token`` (see :func:`stabilize.emit_progress`).
         llm_token_budget: The workflow's token budget (see :mod:`stabilize.llm`).
         llm_budget_timeout_seconds: How long to wait for a budget decision before stopping.
+        llm_retry_timeout_seconds: This stage's retry budget (see ``retry_timeout``).
 
     Outputs: ``{output_key}``, ``llm_usage`` (prompt, completion and total tokens),
     ``llm_workflow_usage`` (the workflow's spending up to and including this stage) and
     ``llm_raw`` (the provider's JSON).
 
-    Errors follow the client: rate limits, server errors, timeouts and connection failures
-    are retried by the engine; other refusals fail the stage with the provider's message.
+    Errors follow the client: server errors, timeouts and connection failures are retried
+    with backoff for ``retry_timeout`` seconds, then fail the stage with the provider's
+    status and message; rate limits (429) are retried by the engine as long as it retries
+    any transient error; other refusals fail the stage at once with the provider's message.
 
     Args:
         client: The client to use (default: built from the stage context).
+        retry_timeout: Seconds a failing call is retried before the stage fails (30).
     """
 
-    def __init__(self, client: LLMClient | None = None) -> None:
+    def __init__(
+        self, client: LLMClient | None = None, *, retry_timeout: float = DEFAULT_RETRY_TIMEOUT
+    ) -> None:
+        if retry_timeout < 0:
+            raise ValueError(f"retry_timeout must be >= 0, got {retry_timeout!r}")
         self.client = client
+        self.retry_timeout = retry_timeout
 
     @property
     def aliases(self) -> list[str]:
@@ -77,7 +88,9 @@ class LLMTask(Task):
             suspended = check_budget(stage, reader, Usage(), estimate_tokens(messages, None))
             if suspended is not None:
                 return suspended
-            response = call_model(stage, client, messages, None, options, stream)
+            response = call_model(
+                stage, client, messages, None, options, stream, retry_timeout=self.retry_timeout
+            )
         finally:
             if client is not self.client:
                 client.close()
@@ -97,8 +110,34 @@ def call_model(
     tools: list[dict[str, Any]] | None,
     options: dict[str, Any],
     stream: bool,
+    *,
+    retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
 ) -> ChatResponse:
-    """One model call; when streaming, publish each piece of text as it arrives."""
+    """One model call; when streaming, publish each piece of text as it arrives.
+
+    A transient failure is retried (raised as a :class:`TransientError` with a delay)
+    until the call has failed for ``retry_timeout`` seconds (or the stage's
+    ``llm_retry_timeout_seconds``); then it raises :class:`LLMError`.
+    """
+    try:
+        return _call(stage, client, messages, tools, options, stream)
+    except TransientError as exc:
+        # The conversation's length names the call: an agent's next step starts afresh.
+        call = str(len(messages))
+        raised = retry_or_give_up(stage, exc, call, retry_budget(stage, retry_timeout))
+        if raised is exc:
+            raise
+        raise raised from exc
+
+
+def _call(
+    stage: StageExecution,
+    client: LLMClient,
+    messages: list[ChatMessage],
+    tools: list[dict[str, Any]] | None,
+    options: dict[str, Any],
+    stream: bool,
+) -> ChatResponse:
     if not stream:
         return client.chat(messages, tools, **options)
     final: ChatResponse | None = None
