@@ -192,19 +192,17 @@ def test_generated_workflows_replay_exactly_at_every_sequence(
 ) -> None:
     db = databases.new()
     events = db.event_store()
+    config = QueueProcessorConfig(poll_frequency_ms=5, max_workers=2)
+    engine = make_engine(db, config, registry=registry(plan))
     try:
-        run_and_check(
-            plan,
-            make_engine(
-                db,
-                QueueProcessorConfig(poll_frequency_ms=5, max_workers=2),
-                registry=registry(plan),
-            ),
-            events,
-        )
+        run_and_check(plan, engine, events)
     finally:
         configure_event_sourcing()
+        # No thread of an example may outlive it: psycopg's pool draws from the global
+        # random module, which Hypothesis watches while it draws the next example.
+        engine.processor.stop(wait=True)
         events.close()
+        engine.backend.close()
 
 
 def run_and_check(plan: list[StagePlan], engine: Any, events: EventStore) -> None:
