@@ -50,7 +50,9 @@ class SubWorkflowTask(RetryableTask):
     id is derived from the task execution's idempotency key, so a parent task re-run
     after a crash finds the child it already started instead of starting another.
 
-    Context keys: ``_sub_workflow_config`` (required; see :func:`sub_workflow_config`),
+    Context keys: ``_sub_workflow_config`` (required; see :func:`sub_workflow_config`;
+    its ``stages`` may also be ``StageExecution`` objects, as when a subclass builds the
+    child inside ``execute`` before calling ``super().execute(stage)``),
     ``_max_recursion_depth`` (10), ``_sub_workflow_poll_seconds`` (0.5),
     ``_sub_workflow_timeout_seconds`` (1800). Outputs: ``sub_workflow_id``,
     ``sub_workflow_status`` and ``sub_workflow_outputs`` (the child's stage outputs
@@ -94,9 +96,15 @@ class SubWorkflowTask(RetryableTask):
                     f"stage {stage.ref_id!r}: sub-workflow nesting depth {depth} exceeds "
                     f"_max_recursion_depth={limit}"
                 )
+            # A config built inside execute may hold StageExecution objects (issue 14):
+            # the stored context keeps their dict form.
+            config = _as_stored(config)
+            stage.context["_sub_workflow_config"] = config
             child = _build_child(stage, config, depth)
             submit_workflow(backend, child, int(time.time() * 1000))
-            return TaskResult.running(context={"_sub_workflow_id": child.id})
+            return TaskResult.running(
+                context={"_sub_workflow_id": child.id, "_sub_workflow_config": config}
+            )
         with backend.read() as tx:
             child_wf = tx.read_workflow(child_id)
         if child_wf is None:
@@ -115,6 +123,15 @@ class SubWorkflowTask(RetryableTask):
             return TaskResult.canceled(outputs=outputs)
         error = f"sub-workflow {child_id} ended {status.value}: {child_wf.error or 'no detail'}"
         return TaskResult(WorkflowStatus.TERMINAL, outputs=outputs, error=error)
+
+
+def _as_stored(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each stage (and task) in the dict form the stage context stores."""
+    stored = dict(config)
+    stored["stages"] = [
+        s.to_dict() if isinstance(s, StageExecution) else s for s in config["stages"]
+    ]
+    return stored
 
 
 def _build_child(stage: StageExecution, config: dict[str, Any], depth: int) -> Workflow:
