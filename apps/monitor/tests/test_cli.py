@@ -148,11 +148,6 @@ def test_schema_with_sqlite_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     assert not db.exists()
 
 
-@pytest.mark.xfail(
-    reason="core's stabilize.cli says only 'unknown command' for a known plugin command "
-    "whose distribution is not installed (needs a hint table in stabilize/cli.py)",
-    strict=True,
-)
 def test_without_the_plugin_stabilize_monitor_says_what_to_install() -> None:
     done = stabilize("monitor", "--db-url", "x", env={"STABILIZE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert done.returncode != 0

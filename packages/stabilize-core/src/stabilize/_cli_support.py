@@ -88,6 +88,17 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         return f"{text} (default: %(default)s)"
 
+    def add_argument(self, action: argparse.Action) -> None:
+        """Make room for subcommand names, which argparse measures two columns short."""
+        super().add_argument(action)
+        get_subactions = getattr(action, "_get_subactions", None)
+        if action.help is argparse.SUPPRESS or get_subactions is None:
+            return
+        for sub in get_subactions():
+            width = len(self._format_action_invocation(sub))
+            width += self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, width)
+
 
 class CommandParser(argparse.ArgumentParser):
     """An argparse parser whose errors are raised (:class:`UsageError`), not printed."""
@@ -218,7 +229,7 @@ def _expected(exc: BaseException) -> bool:
     """True for failures of the world (files, servers, data), false for likely bugs."""
     from stabilize.errors import StabilizeError
 
-    if isinstance(exc, StabilizeError | OSError | ImportError | LookupError | ValueError):
+    if isinstance(exc, StabilizeError | OSError | ImportError | ValueError):
         return True
     module = type(exc).__module__.split(".")[0]
     return module in ("sqlite3", "psycopg", "psycopg_pool")

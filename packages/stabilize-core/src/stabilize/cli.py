@@ -221,13 +221,20 @@ _BUILTINS: dict[str, tuple[str, _Handler, _Configure, tuple[str, ...]]] = {
     ),
 }
 
-_PLUGIN_SUMMARIES = {
-    "serve": "Serve a database's workflow events over WebSocket, with a live timeline page.",
-    "approve": "Approve a workflow's waiting approval gate.",
-    "reject": "Reject a workflow's waiting approval gate.",
-    "monitor": "Watch a database's workflows, queue and workers in a terminal dashboard.",
+_KNOWN_PLUGINS = {
+    "serve": (
+        "stabilize-stream",
+        "Serve a database's workflow events over WebSocket, with a live timeline page.",
+    ),
+    "approve": ("stabilize-hitl", "Approve a workflow's waiting approval gate."),
+    "reject": ("stabilize-hitl", "Reject a workflow's waiting approval gate."),
+    "monitor": (
+        "stabilize-monitor",
+        "Watch a stabilize database live in the terminal: workflows, the queue and workers.",
+    ),
 }
-"""What the known plugin commands do, for ``--help`` (nothing is loaded to describe them)."""
+"""Our plugin commands: the distribution to install and the one-sentence summary, so that
+``--help`` describes them without loading them and a missing one gets an install hint."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -246,7 +253,7 @@ def _build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=summary, add_help=False)
     # Listed for --help only: main() dispatches every command before this parser runs.
     for name, ep in sorted(_plugin_commands().items()):
-        summary = _PLUGIN_SUMMARIES.get(name, "A plugin command.")
+        summary = _KNOWN_PLUGINS.get(name, ("", "A plugin command."))[1]
         commands.add_parser(name, help=f"{summary} (from {describe_dist(ep)})", add_help=False)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
@@ -258,6 +265,18 @@ def _plugin_commands() -> dict[str, EntryPoint]:
 
 def _run_plugin(name: str, argv: list[str]) -> int:
     ep = _plugin_commands().get(name)
+    if ep is None and name in _KNOWN_PLUGINS:
+        from stabilize._plugins import DISABLE_AUTOLOAD_ENV, autoload_disabled
+
+        dist = _KNOWN_PLUGINS[name][0]
+        hint = f"pip install {dist}"
+        if autoload_disabled():
+            hint += f" (or unset {DISABLE_AUTOLOAD_ENV}, which hides installed plugins)"
+        print(
+            error_line(name, f"this command comes with {dist}, which is not installed: {hint}"),
+            file=sys.stderr,
+        )
+        return 1
     if ep is None:
         known = ", ".join([*_BUILTINS, *sorted(_plugin_commands())])
         print(f"{PROG}: error: unknown command {name!r} (choose from {known})", file=sys.stderr)
