@@ -11,54 +11,37 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    processor = QueueProcessor(queue, store=store, task_registry=TaskRegistry())
-    orchestrator = Orchestrator(queue, store=store)
-
-    workflow = Workflow.create(
-        "docs",
-        "cancel stage and region",
-        [
-            stage("review", "wait_for_signal"),
-            stage("notify", "noop", {"review"}),
-            stage("lint", "wait_for_signal", cancel_region="checks"),
-            stage("docs", "wait_for_signal", cancel_region="checks"),
-            stage("build", "wait_for_signal"),
-            stage("ship", "noop", {"build"}),
-        ],
-    )
-    orchestrator.start(workflow)
-    processor.process_all(timeout=30)  # everything that can wait is waiting
-    orchestrator.cancel_stage(workflow.id, "review", user="bob", reason="not needed")
-    orchestrator.cancel_region(workflow.id, "checks", user="bob", reason="hotfix")
-    orchestrator.signal(workflow.id, "build", "built")
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+    with WorkflowEngine(db_url) as engine:
+        workflow = Workflow.create(
+            "docs",
+            "cancel stage and region",
+            [
+                stage("review", "wait_for_signal"),
+                stage("notify", "noop", {"review"}),
+                stage("lint", "wait_for_signal", cancel_region="checks"),
+                stage("docs", "wait_for_signal", cancel_region="checks"),
+                stage("build", "wait_for_signal"),
+                stage("ship", "noop", {"build"}),
+            ],
+        )
+        engine.start(workflow)
+        engine.process(timeout=30)  # everything that can wait is waiting
+        engine.orchestrator.cancel_stage(workflow.id, "review", user="bob", reason="not needed")
+        engine.orchestrator.cancel_region(workflow.id, "checks", user="bob", reason="hotfix")
+        engine.orchestrator.signal(workflow.id, "build", "built")
+        engine.process(timeout=30)
+        return engine.retrieve(workflow.id)
 
 
 if __name__ == "__main__":

@@ -11,34 +11,20 @@ import time
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
     QueueProcessorConfig,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
     TaskRegistry,
     Workflow,
+    WorkflowEngine,
     is_cancellation_requested,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> tuple[Workflow, list[Any]]:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
     started, stopped = threading.Event(), threading.Event()
     seen: list[Any] = []  # statuses after pause and resume, then what crunch saw
 
@@ -54,30 +40,29 @@ def main(db_url: str) -> tuple[Workflow, list[Any]]:
     registry = TaskRegistry()
     registry.register("crunch", crunch)
     config = QueueProcessorConfig(cancel_check_interval_seconds=0.02)
-    processor = QueueProcessor(queue, config=config, store=store, task_registry=registry)
-    orchestrator = Orchestrator(queue, store=store)
-    workflow = Workflow.create(
-        "docs",
-        "cancel",
-        [
-            stage("crunch", "crunch"),
-            stage("approve", "wait_for_signal"),
-            stage("report", "noop", {"crunch", "approve"}),
-        ],
-    )
-    processor.start()  # a background worker, as in a service
-    try:
-        orchestrator.start(workflow)
-        started.wait(10)
-        orchestrator.pause(workflow.id)  # tasks in flight go on; nothing new starts
-        seen.append(store.retrieve(workflow.id).status)
-        orchestrator.resume(workflow.id)
-        seen.append(store.retrieve(workflow.id).status)
-        orchestrator.cancel(workflow.id, user="carol", reason="superseded")
-        stopped.wait(10)  # crunch noticed the cancel and returned
-    finally:
-        processor.stop()
-    return store.retrieve(workflow.id), seen
+    with WorkflowEngine(db_url, config=config, registry=registry) as engine:
+        workflow = Workflow.create(
+            "docs",
+            "cancel",
+            [
+                stage("crunch", "crunch"),
+                stage("approve", "wait_for_signal"),
+                stage("report", "noop", {"crunch", "approve"}),
+            ],
+        )
+        engine.processor.start()  # a background worker, as in a service
+        try:
+            engine.start(workflow)
+            started.wait(10)
+            engine.orchestrator.pause(workflow.id)  # tasks in flight go on; nothing new starts
+            seen.append(engine.retrieve(workflow.id).status)
+            engine.orchestrator.resume(workflow.id)
+            seen.append(engine.retrieve(workflow.id).status)
+            engine.orchestrator.cancel(workflow.id, user="carol", reason="superseded")
+            stopped.wait(10)  # crunch noticed the cancel and returned
+        finally:
+            engine.processor.stop()
+        return engine.retrieve(workflow.id), seen
 
 
 if __name__ == "__main__":

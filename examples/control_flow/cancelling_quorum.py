@@ -13,31 +13,20 @@ from typing import Any
 
 from stabilize import (
     JoinType,
-    Orchestrator,
-    QueueProcessor,
     QueueProcessorConfig,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
     StragglerPolicy,
     Task,
-    TaskExecution,
     TaskRegistry,
     TaskResult,
     Workflow,
+    WorkflowEngine,
     is_cancellation_requested,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 class SlowVote(Task):
@@ -62,9 +51,6 @@ class SlowVote(Task):
 
 
 def main(db_url: str) -> tuple[Workflow, list[str]]:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
     slow = SlowVote()
 
     def quick(s: StageExecution) -> dict[str, Any]:
@@ -76,30 +62,29 @@ def main(db_url: str) -> tuple[Workflow, list[str]]:
     registry.register("slow", slow)
     registry.register("decide", lambda s: {"decision": s.context["vote"]})
     config = QueueProcessorConfig(cancel_check_interval_seconds=0.02)
-    processor = QueueProcessor(queue, config=config, store=store, task_registry=registry)
-
-    workflow = Workflow.create(
-        "docs",
-        "cancelling quorum",
-        [
-            stage("vote_a", "quick"),
-            stage("vote_b", "quick"),
-            stage("vote_c", "slow"),
-            stage(
-                "decide",
-                "decide",
-                {"vote_a", "vote_b", "vote_c"},
-                join_type=JoinType.N_OF_M,
-                join_threshold=2,
-                straggler_policy=StragglerPolicy.CANCEL,
-                output_reducers={"vote": "collect"},
-            ),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    slow.cancel_done.wait(10)  # on_cancel runs on a worker thread
-    return store.retrieve(workflow.id), slow.canceled
+    with WorkflowEngine(db_url, config=config, registry=registry) as engine:
+        workflow = Workflow.create(
+            "docs",
+            "cancelling quorum",
+            [
+                stage("vote_a", "quick"),
+                stage("vote_b", "quick"),
+                stage("vote_c", "slow"),
+                stage(
+                    "decide",
+                    "decide",
+                    {"vote_a", "vote_b", "vote_c"},
+                    join_type=JoinType.N_OF_M,
+                    join_threshold=2,
+                    straggler_policy=StragglerPolicy.CANCEL,
+                    output_reducers={"vote": "collect"},
+                ),
+            ],
+        )
+        engine.start(workflow)
+        engine.process(timeout=30)
+        slow.cancel_done.wait(10)  # on_cancel runs on a worker thread
+        return engine.retrieve(workflow.id), slow.canceled
 
 
 if __name__ == "__main__":

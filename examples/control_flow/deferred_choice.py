@@ -10,51 +10,34 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("close", lambda s: {"closed_via": s.context["signal_data"]["channel"]})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
-    orchestrator = Orchestrator(queue, store=store)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("close", lambda s: {"closed_via": s.context["signal_data"]["channel"]})
 
-    workflow = Workflow.create(
-        "docs",
-        "deferred choice",
-        [
-            stage("by_email", "wait_for_signal", deferred_choice_group="reply"),
-            stage("by_phone", "wait_for_signal", deferred_choice_group="reply"),
-            stage("close", "close", {"by_email", "by_phone"}),
-        ],
-    )
-    orchestrator.start(workflow)
-    processor.process_all(timeout=30)  # both stages are now SUSPENDED, waiting
-    orchestrator.signal(workflow.id, "by_phone", "replied", {"channel": "phone"})
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "deferred choice",
+            [
+                stage("by_email", "wait_for_signal", deferred_choice_group="reply"),
+                stage("by_phone", "wait_for_signal", deferred_choice_group="reply"),
+                stage("close", "close", {"by_email", "by_phone"}),
+            ],
+        )
+        engine.start(workflow)
+        engine.process(timeout=30)  # both stages are now SUSPENDED, waiting
+        engine.orchestrator.signal(workflow.id, "by_phone", "replied", {"channel": "phone"})
+        engine.process(timeout=30)
+        return engine.retrieve(workflow.id)
 
 
 if __name__ == "__main__":

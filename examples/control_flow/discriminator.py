@@ -12,64 +12,46 @@ from typing import Any
 
 from stabilize import (
     JoinType,
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> tuple[Workflow, int]:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    picked = threading.Event()  # holds `slow` back until the join ran: a deterministic race
-    pick_runs: list[str] = []
+    with WorkflowEngine(db_url) as engine:
+        picked = threading.Event()  # holds `slow` back until the join ran: a deterministic race
+        pick_runs: list[str] = []
 
-    def slow(s: StageExecution) -> dict[str, Any]:
-        picked.wait(10)
-        return {"answer": "slow"}
+        def slow(s: StageExecution) -> dict[str, Any]:
+            picked.wait(10)
+            return {"answer": "slow"}
 
-    def pick(s: StageExecution) -> dict[str, Any]:
-        pick_runs.append(s.context["answer"])
-        picked.set()
-        return {"picked": s.context["answer"]}
+        def pick(s: StageExecution) -> dict[str, Any]:
+            pick_runs.append(s.context["answer"])
+            picked.set()
+            return {"picked": s.context["answer"]}
 
-    registry = TaskRegistry()
-    registry.register("fast", lambda s: {"answer": "fast"})
-    registry.register("slow", slow)
-    registry.register("pick", pick)
-    registry.register("publish", lambda s: {"published": s.context["picked"]})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+        engine.register("fast", lambda s: {"answer": "fast"})
+        engine.register("slow", slow)
+        engine.register("pick", pick)
+        engine.register("publish", lambda s: {"published": s.context["picked"]})
 
-    workflow = Workflow.create(
-        "docs",
-        "discriminator",
-        [
-            stage("fast", "fast"),
-            stage("slow", "slow"),
-            stage("pick", "pick", {"fast", "slow"}, join_type=JoinType.DISCRIMINATOR),
-            stage("publish", "publish", {"pick"}),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id), len(pick_runs)
+        workflow = Workflow.create(
+            "docs",
+            "discriminator",
+            [
+                stage("fast", "fast"),
+                stage("slow", "slow"),
+                stage("pick", "pick", {"fast", "slow"}, join_type=JoinType.DISCRIMINATOR),
+                stage("publish", "publish", {"pick"}),
+            ],
+        )
+        return engine.run(workflow, timeout=30), len(pick_runs)
 
 
 if __name__ == "__main__":

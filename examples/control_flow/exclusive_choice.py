@@ -11,61 +11,43 @@ from typing import Any
 
 from stabilize import (
     JoinType,
-    Orchestrator,
-    QueueProcessor,
     SplitType,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str, amount: int = 40) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("triage", lambda s: {"amount": amount})
-    registry.register("approve", lambda s: {"approved_by": s.ref_id})
-    registry.register("book", lambda s: {"booked": s.context["approved_by"]})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("triage", lambda s: {"amount": amount})
+        engine.register("approve", lambda s: {"approved_by": s.ref_id})
+        engine.register("book", lambda s: {"booked": s.context["approved_by"]})
 
-    workflow = Workflow.create(
-        "docs",
-        "exclusive choice",
-        [
-            stage(
-                "triage",
-                "triage",
-                split_type=SplitType.OR,
-                split_conditions={
-                    "auto_approve": "amount <= 100",
-                    "manual_review": "amount > 100",
-                },
-            ),
-            stage("auto_approve", "approve", {"triage"}),
-            stage("manual_review", "approve", {"triage"}),
-            # The branch not taken ends SKIPPED, so the join waits only for the live one.
-            stage("book", "book", {"auto_approve", "manual_review"}, join_type=JoinType.OR),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "exclusive choice",
+            [
+                stage(
+                    "triage",
+                    "triage",
+                    split_type=SplitType.OR,
+                    split_conditions={
+                        "auto_approve": "amount <= 100",
+                        "manual_review": "amount > 100",
+                    },
+                ),
+                stage("auto_approve", "approve", {"triage"}),
+                stage("manual_review", "approve", {"triage"}),
+                # The branch not taken ends SKIPPED, so the join waits only for the live one.
+                stage("book", "book", {"auto_approve", "manual_review"}, join_type=JoinType.OR),
+            ],
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

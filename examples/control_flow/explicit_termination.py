@@ -9,49 +9,31 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     TaskResult,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("watchdog", lambda s: TaskResult.canceled(outputs={"why": "expired"}))
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("watchdog", lambda s: TaskResult.canceled(outputs={"why": "expired"}))
 
-    workflow = Workflow.create(
-        "docs",
-        "explicit termination",
-        [
-            stage("approve", "wait_for_signal"),
-            stage("archive", "noop", {"approve"}),
-            stage("watchdog", "watchdog"),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "explicit termination",
+            [
+                stage("approve", "wait_for_signal"),
+                stage("archive", "noop", {"approve"}),
+                stage("watchdog", "watchdog"),
+            ],
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

@@ -10,27 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     TaskResult,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def review(s: StageExecution) -> TaskResult:
@@ -41,32 +29,26 @@ def review(s: StageExecution) -> TaskResult:
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    # A jump resets draft..review and merges its context into draft's own context.
-    registry.register("draft", lambda s: {"version": s.context.get("previous", 0) + 1})
-    registry.register("check", lambda s: {f"{s.ref_id}_ok": True})
-    registry.register("review", review)
-    registry.register("publish", lambda s: {"published": s.context["approved"]})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        # A jump resets draft..review and merges its context into draft's own context.
+        engine.register("draft", lambda s: {"version": s.context.get("previous", 0) + 1})
+        engine.register("check", lambda s: {f"{s.ref_id}_ok": True})
+        engine.register("review", review)
+        engine.register("publish", lambda s: {"published": s.context["approved"]})
 
-    workflow = Workflow.create(
-        "docs",
-        "review loop",
-        [
-            stage("draft", "draft"),
-            stage("spellcheck", "check", {"draft"}),
-            stage("factcheck", "check", {"draft"}),
-            stage("review", "review", {"spellcheck", "factcheck"}),
-            stage("publish", "publish", {"review"}),
-        ],
-        context={"_max_jumps": 5},  # the bound on jumps for this workflow (default 10)
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "review loop",
+            [
+                stage("draft", "draft"),
+                stage("spellcheck", "check", {"draft"}),
+                stage("factcheck", "check", {"draft"}),
+                stage("review", "review", {"spellcheck", "factcheck"}),
+                stage("publish", "publish", {"review"}),
+            ],
+            context={"_max_jumps": 5},  # the bound on jumps for this workflow (default 10)
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

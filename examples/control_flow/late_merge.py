@@ -12,68 +12,50 @@ from typing import Any
 
 from stabilize import (
     JoinType,
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
     StragglerPolicy,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    answered = threading.Event()  # holds big_model back until the join ran
+    with WorkflowEngine(db_url) as engine:
+        answered = threading.Event()  # holds big_model back until the join ran
 
-    def big_model(s: StageExecution) -> dict[str, Any]:
-        answered.wait(10)
-        return {"draft": "long answer", "cost": 30}
+        def big_model(s: StageExecution) -> dict[str, Any]:
+            answered.wait(10)
+            return {"draft": "long answer", "cost": 30}
 
-    def answer(s: StageExecution) -> dict[str, Any]:
-        answered.set()
-        return {"first": s.context["draft"]}  # the reduced value so far: ["short answer"]
+        def answer(s: StageExecution) -> dict[str, Any]:
+            answered.set()
+            return {"first": s.context["draft"]}  # the reduced value so far: ["short answer"]
 
-    registry = TaskRegistry()
-    registry.register("cheap_model", lambda s: {"draft": "short answer", "cost": 1})
-    registry.register("big_model", big_model)
-    registry.register("answer", answer)
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+        engine.register("cheap_model", lambda s: {"draft": "short answer", "cost": 1})
+        engine.register("big_model", big_model)
+        engine.register("answer", answer)
 
-    workflow = Workflow.create(
-        "docs",
-        "late merge",
-        [
-            stage("cheap_model", "cheap_model"),
-            stage("big_model", "big_model"),
-            stage(
-                "answer",
-                "answer",
-                {"cheap_model", "big_model"},
-                join_type=JoinType.DISCRIMINATOR,
-                straggler_policy=StragglerPolicy.MERGE,
-                output_reducers={"draft": "collect", "cost": "sum"},
-            ),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "late merge",
+            [
+                stage("cheap_model", "cheap_model"),
+                stage("big_model", "big_model"),
+                stage(
+                    "answer",
+                    "answer",
+                    {"cheap_model", "big_model"},
+                    join_type=JoinType.DISCRIMINATOR,
+                    straggler_policy=StragglerPolicy.MERGE,
+                    output_reducers={"draft": "collect", "cost": "sum"},
+                ),
+            ],
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

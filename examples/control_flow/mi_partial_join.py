@@ -12,15 +12,12 @@ from typing import Any
 
 from stabilize import (
     MultiInstanceConfig,
-    Orchestrator,
-    QueueProcessor,
     QueueProcessorConfig,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
     TaskExecution,
     TaskRegistry,
     Workflow,
+    WorkflowEngine,
     is_cancellation_requested,
 )
 
@@ -34,27 +31,21 @@ def upload(s: StageExecution) -> dict[str, Any]:
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
     registry = TaskRegistry()
     registry.register("upload", upload)
     config = QueueProcessorConfig(cancel_check_interval_seconds=0.02)
-    processor = QueueProcessor(queue, config=config, store=store, task_registry=registry)
-
-    mirror = StageExecution(
-        ref_id="mirror",
-        type="upload",
-        name="mirror",
-        context={"hosts": ["a.example", "slow.example", "b.example"]},  # known at design time
-        tasks=[TaskExecution.create("upload", "upload")],
-        mi_config=MultiInstanceConfig(items_key="hosts", item_key="host", join_threshold=2),
-        output_reducers={"uploaded_to": "collect"},
-    )
-    workflow = Workflow.create("docs", "partial join", [mirror])
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+    with WorkflowEngine(db_url, config=config, registry=registry) as engine:
+        mirror = StageExecution(
+            ref_id="mirror",
+            type="upload",
+            name="mirror",
+            context={"hosts": ["a.example", "slow.example", "b.example"]},  # known at design time
+            tasks=[TaskExecution.create("upload", "upload")],
+            mi_config=MultiInstanceConfig(items_key="hosts", item_key="host", join_threshold=2),
+            output_reducers={"uploaded_to": "collect"},
+        )
+        workflow = Workflow.create("docs", "partial join", [mirror])
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

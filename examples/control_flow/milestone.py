@@ -10,60 +10,43 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
     WorkflowStatus,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("work", lambda s: {s.ref_id: "done"})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
-    orchestrator = Orchestrator(queue, store=store)
-    open_window: dict[str, Any] = {
-        "milestone_ref_id": "window",
-        "milestone_status": WorkflowStatus.SUSPENDED,
-    }
+    with WorkflowEngine(db_url) as engine:
+        engine.register("work", lambda s: {s.ref_id: "done"})
+        open_window: dict[str, Any] = {
+            "milestone_ref_id": "window",
+            "milestone_status": WorkflowStatus.SUSPENDED,
+        }
 
-    workflow = Workflow.create(
-        "docs",
-        "milestone",
-        [
-            stage("window", "wait_for_signal"),
-            stage("prepare", "work"),
-            stage("amend", "work", {"prepare"}, **open_window),
-            stage("late_check", "wait_for_signal"),
-            stage("late_amend", "work", {"late_check"}, **open_window),
-        ],
-    )
-    orchestrator.start(workflow)
-    processor.process_all(timeout=30)  # amend ran while the window was open
-    orchestrator.signal(workflow.id, "window", "close")
-    processor.process_all(timeout=30)  # the window has closed
-    orchestrator.signal(workflow.id, "late_check", "done")
-    processor.process_all(timeout=30)  # late_amend is skipped: its milestone has passed
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "milestone",
+            [
+                stage("window", "wait_for_signal"),
+                stage("prepare", "work"),
+                stage("amend", "work", {"prepare"}, **open_window),
+                stage("late_check", "wait_for_signal"),
+                stage("late_amend", "work", {"late_check"}, **open_window),
+            ],
+        )
+        engine.start(workflow)
+        engine.process(timeout=30)  # amend ran while the window was open
+        engine.orchestrator.signal(workflow.id, "window", "close")
+        engine.process(timeout=30)  # the window has closed
+        engine.orchestrator.signal(workflow.id, "late_check", "done")
+        engine.process(timeout=30)  # late_amend is skipped: its milestone has passed
+        return engine.retrieve(workflow.id)
 
 
 if __name__ == "__main__":

@@ -14,69 +14,51 @@ from typing import Any
 
 from stabilize import (
     MultiInstanceConfig,
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> tuple[Workflow, int]:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    lock, running, peak = threading.Lock(), [0], [0]
+    with WorkflowEngine(db_url) as engine:
+        lock, running, peak = threading.Lock(), [0], [0]
 
-    def measure(s: StageExecution) -> dict[str, Any]:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        return {"size": len(s.context["file"])}
+        def measure(s: StageExecution) -> dict[str, Any]:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            return {"size": len(s.context["file"])}
 
-    registry = TaskRegistry()
-    registry.register("list_files", lambda s: {"files": ["a.txt", "bb.txt", "ccc.txt", "d.md"]})
-    registry.register("measure", measure)
-    registry.register("report", lambda s: {"total": s.context["size"]})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+        engine.register("list_files", lambda s: {"files": ["a.txt", "bb.txt", "ccc.txt", "d.md"]})
+        engine.register("measure", measure)
+        engine.register("report", lambda s: {"total": s.context["size"]})
 
-    workflow = Workflow.create(
-        "docs",
-        "fan-out",
-        [
-            stage("list_files", "list_files"),
-            stage(
-                "measure",
-                "measure",
-                {"list_files"},
-                mi_config=MultiInstanceConfig(
-                    items_key="files", item_key="file", max_concurrency=2
+        workflow = Workflow.create(
+            "docs",
+            "fan-out",
+            [
+                stage("list_files", "list_files"),
+                stage(
+                    "measure",
+                    "measure",
+                    {"list_files"},
+                    mi_config=MultiInstanceConfig(
+                        items_key="files", item_key="file", max_concurrency=2
+                    ),
+                    output_reducers={"size": "sum"},  # folds the instances' outputs
                 ),
-                output_reducers={"size": "sum"},  # folds the instances' outputs
-            ),
-            stage("report", "report", {"measure"}),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id), peak[0]
+                stage("report", "report", {"measure"}),
+            ],
+        )
+        return engine.run(workflow, timeout=30), peak[0]
 
 
 if __name__ == "__main__":

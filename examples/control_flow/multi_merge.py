@@ -12,58 +12,42 @@ from typing import Any
 
 from stabilize import (
     JoinType,
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> tuple[Workflow, int]:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    runs: list[str] = []
-    lock = threading.Lock()
+    with WorkflowEngine(db_url) as engine:
+        runs: list[str] = []
+        lock = threading.Lock()
 
-    def index(s: StageExecution) -> dict[str, Any]:
-        with lock:
-            runs.append(s.ref_id)
-        return {"indexed": True}
+        def index(s: StageExecution) -> dict[str, Any]:
+            with lock:
+                runs.append(s.ref_id)
+            return {"indexed": True}
 
-    registry = TaskRegistry()
-    registry.register("scan", lambda s: {"found": s.ref_id})
-    registry.register("index", index)
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+        engine.register("scan", lambda s: {"found": s.ref_id})
+        engine.register("index", index)
 
-    workflow = Workflow.create(
-        "docs",
-        "multi-merge",
-        [
-            stage("scan_a", "scan"),
-            stage("scan_b", "scan"),
-            stage("scan_c", "scan"),
-            stage("index", "index", {"scan_a", "scan_b", "scan_c"}, join_type=JoinType.MULTI_MERGE),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id), len(runs)
+        workflow = Workflow.create(
+            "docs",
+            "multi-merge",
+            [
+                stage("scan_a", "scan"),
+                stage("scan_b", "scan"),
+                stage("scan_c", "scan"),
+                stage(
+                    "index", "index", {"scan_a", "scan_b", "scan_c"}, join_type=JoinType.MULTI_MERGE
+                ),
+            ],
+        )
+        return engine.run(workflow, timeout=30), len(runs)
 
 
 if __name__ == "__main__":

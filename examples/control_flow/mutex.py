@@ -12,58 +12,40 @@ import time
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> tuple[Workflow, list[tuple[float, float]]]:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    spans: list[tuple[float, float]] = []
-    lock = threading.Lock()
+    with WorkflowEngine(db_url) as engine:
+        spans: list[tuple[float, float]] = []
+        lock = threading.Lock()
 
-    def migrate(s: StageExecution) -> dict[str, Any]:
-        start = time.monotonic()
-        time.sleep(0.05)  # holds the critical section for a while
-        with lock:
-            spans.append((start, time.monotonic()))
-        return {s.ref_id: "migrated"}
+        def migrate(s: StageExecution) -> dict[str, Any]:
+            start = time.monotonic()
+            time.sleep(0.05)  # holds the critical section for a while
+            with lock:
+                spans.append((start, time.monotonic()))
+            return {s.ref_id: "migrated"}
 
-    registry = TaskRegistry()
-    registry.register("migrate", migrate)
-    processor = QueueProcessor(queue, store=store, task_registry=registry)  # 10 workers
+        engine.register("migrate", migrate)  # the engine's processor runs 10 tasks at once
 
-    tables = ["migrate_users", "migrate_orders", "migrate_stock"]
-    workflow = Workflow.create(
-        "docs",
-        "mutex",
-        [
-            *(stage(ref, "migrate", mutex_key="db-schema") for ref in tables),
-            stage("done", "noop", set(tables)),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id), sorted(spans)
+        tables = ["migrate_users", "migrate_orders", "migrate_stock"]
+        workflow = Workflow.create(
+            "docs",
+            "mutex",
+            [
+                *(stage(ref, "migrate", mutex_key="db-schema") for ref in tables),
+                stage("done", "noop", set(tables)),
+            ],
+        )
+        return engine.run(workflow, timeout=30), sorted(spans)
 
 
 if __name__ == "__main__":

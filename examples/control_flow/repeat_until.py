@@ -9,27 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
     repeat_until,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def attempt(s: StageExecution) -> dict[str, Any]:
@@ -38,26 +26,20 @@ def attempt(s: StageExecution) -> dict[str, Any]:
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("attempt", attempt)
-    registry.register("report", lambda s: {"report": f"{s.context['tries']} tries"})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("attempt", attempt)
+        engine.register("report", lambda s: {"report": f"{s.context['tries']} tries"})
 
-    loop = repeat_until(
-        "until_good",
-        body=[stage("attempt", "attempt")],
-        until="score >= 0.8",
-        max_iterations=5,
-    )
-    workflow = Workflow.create(
-        "docs", "repeat until", [*loop, stage("report", "report", {"until_good"})]
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        loop = repeat_until(
+            "until_good",
+            body=[stage("attempt", "attempt")],
+            until="score >= 0.8",
+            max_iterations=5,
+        )
+        workflow = Workflow.create(
+            "docs", "repeat until", [*loop, stage("report", "report", {"until_good"})]
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

@@ -9,52 +9,34 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("fetch", lambda s: {"words": ["durable", "flows", "resume"]})
-    registry.register("count", lambda s: {"count": len(s.context["words"])})
-    registry.register("longest", lambda s: {"longest": max(s.context["words"], key=len)})
-    registry.register("report", lambda s: {"report": f"{s.context['count']} words"})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("fetch", lambda s: {"words": ["durable", "flows", "resume"]})
+        engine.register("count", lambda s: {"count": len(s.context["words"])})
+        engine.register("longest", lambda s: {"longest": max(s.context["words"], key=len)})
+        engine.register("report", lambda s: {"report": f"{s.context['count']} words"})
 
-    workflow = Workflow.create(
-        "docs",
-        "sequence and parallel split",
-        [
-            stage("fetch", "fetch"),  # WCP-1: count and longest follow fetch
-            stage("count", "count", {"fetch"}),  # WCP-2: both start when fetch succeeds
-            stage("longest", "longest", {"fetch"}),
-            stage("report", "report", {"count", "longest"}),  # WCP-3: AND join (default)
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "sequence and parallel split",
+            [
+                stage("fetch", "fetch"),  # WCP-1: count and longest follow fetch
+                stage("count", "count", {"fetch"}),  # WCP-2: both start when fetch succeeds
+                stage("longest", "longest", {"fetch"}),
+                stage("report", "report", {"count", "longest"}),  # WCP-3: AND join (default)
+            ],
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

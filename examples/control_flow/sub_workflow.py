@@ -8,27 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
     sub_workflow_config,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def child_stage(ref: str, name: str, stages: list[StageExecution]) -> StageExecution:
@@ -41,25 +29,19 @@ def child_stage(ref: str, name: str, stages: list[StageExecution]) -> StageExecu
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("double", lambda s: {"doubled": s.context["n"] * 2})
-    registry.register("add_one", lambda s: {"plus_one": s.context["n"] + 1})
-    registry.register("report", lambda s: {"child_said": s.context["sub_workflow_outputs"]})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("double", lambda s: {"doubled": s.context["n"] * 2})
+        engine.register("add_one", lambda s: {"plus_one": s.context["n"] + 1})
+        engine.register("report", lambda s: {"child_said": s.context["sub_workflow_outputs"]})
 
-    grandchild = [stage("add_one", "add_one")]
-    child = [stage("double", "double"), child_stage("inner", "grandchild", grandchild)]
-    workflow = Workflow.create(
-        "docs",
-        "sub-workflow",
-        [child_stage("enrich", "child", child), stage("report", "report", {"enrich"})],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        grandchild = [stage("add_one", "add_one")]
+        child = [stage("double", "double"), child_stage("inner", "grandchild", grandchild)]
+        workflow = Workflow.create(
+            "docs",
+            "sub-workflow",
+            [child_stage("enrich", "child", child), stage("report", "report", {"enrich"})],
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":

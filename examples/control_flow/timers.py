@@ -9,56 +9,40 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("notify", lambda s: {"notified": True})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("notify", lambda s: {"notified": True})
 
-    workflow = Workflow.create(
-        "docs",
-        "timers",
-        [
-            # "wait" frees the worker; waitUntil takes epoch seconds or an ISO 8601 time.
-            stage("cool_down", "wait", context={"waitTime": 0.2}),
-            stage(
-                "approval",
-                "wait_for_signal",
-                {"cool_down"},
-                deadline_seconds=0.3,  # without deadline_route the stage would fail TERMINAL
-                deadline_route="notify",
-            ),
-            stage("manual", "noop", {"approval"}),
-            stage("notify", "notify", {"manual"}),
-        ],
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)  # waits for the timer and the deadline
-    return store.retrieve(workflow.id)
+        workflow = Workflow.create(
+            "docs",
+            "timers",
+            [
+                # "wait" frees the worker; waitUntil takes epoch seconds or an ISO 8601 time.
+                stage("cool_down", "wait", context={"waitTime": 0.2}),
+                stage(
+                    "approval",
+                    "wait_for_signal",
+                    {"cool_down"},
+                    deadline_seconds=0.3,  # without deadline_route the stage would fail TERMINAL
+                    deadline_route="notify",
+                ),
+                stage("manual", "noop", {"approval"}),
+                stage("notify", "notify", {"manual"}),
+            ],
+        )
+        engine.start(workflow)
+        engine.process(timeout=30)  # waits for the timer and the deadline
+        return engine.retrieve(workflow.id)
 
 
 if __name__ == "__main__":

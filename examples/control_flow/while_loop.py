@@ -10,50 +10,32 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize import (
-    Orchestrator,
-    QueueProcessor,
-    SqliteQueue,
-    SqliteWorkflowStore,
     StageExecution,
-    TaskExecution,
-    TaskRegistry,
     Workflow,
+    WorkflowEngine,
     while_loop,
 )
 
 
 def stage(ref: str, task: str, requires: set[str] | None = None, **flow: Any) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        requisite_stage_ref_ids=requires or set(),
-        tasks=[TaskExecution.create(ref, task)],
-        **flow,
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires or set(), **flow)
 
 
 def main(db_url: str, start_level: int = 0) -> Workflow:
-    store = SqliteWorkflowStore(db_url, create_tables=True)
-    queue = SqliteQueue(db_url)
-    queue._create_table()
-    registry = TaskRegistry()
-    registry.register("add", lambda s: {"level": s.context["level"] + 1})
-    registry.register("report", lambda s: {"final_level": s.context["level"]})
-    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    with WorkflowEngine(db_url) as engine:
+        engine.register("add", lambda s: {"level": s.context["level"] + 1})
+        engine.register("report", lambda s: {"final_level": s.context["level"]})
 
-    loop = while_loop(
-        "refill", body=[stage("add", "add")], condition="level < 3", max_iterations=10
-    )
-    workflow = Workflow.create(
-        "docs",
-        "while loop",
-        [*loop, stage("report", "report", {"refill_done"})],
-        context={"level": start_level},  # the condition's names must exist before the loop
-    )
-    Orchestrator(queue, store=store).start(workflow)
-    processor.process_all(timeout=30)
-    return store.retrieve(workflow.id)
+        loop = while_loop(
+            "refill", body=[stage("add", "add")], condition="level < 3", max_iterations=10
+        )
+        workflow = Workflow.create(
+            "docs",
+            "while loop",
+            [*loop, stage("report", "report", {"refill_done"})],
+            context={"level": start_level},  # the condition's names must exist before the loop
+        )
+        return engine.run(workflow, timeout=30)
 
 
 if __name__ == "__main__":
