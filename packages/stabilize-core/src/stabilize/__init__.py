@@ -45,6 +45,16 @@ from stabilize.lifecycle import (
     install_shutdown_handlers,
     set_lifecycle_manager,
 )
+from stabilize.logs import (
+    bind_context,
+    clear_context,
+    configure_logging,
+    get_logger,
+    stage_logger,
+    task_logger,
+    unbind_context,
+    workflow_logger,
+)
 from stabilize.loops import LoopTask, repeat_until, while_loop
 from stabilize.models import (
     JoinType,
@@ -83,6 +93,13 @@ from stabilize.tasks.python_task import PythonTask
 from stabilize.tasks.shell import ShellTask
 from stabilize.tasks.ssh import SSHTask
 from stabilize.tasks.sub_workflow import SubWorkflowTask, sub_workflow_config
+from stabilize.tracing import (
+    add_event,
+    configure_tracing,
+    get_tracer,
+    set_attribute,
+    trace_operation,
+)
 from stabilize.validation import (
     SchemaValidator,
     ValidationError,
@@ -173,10 +190,17 @@ __all__ = [
     "WorkflowStore",
     "WorkflowValidationError",
     "__version__",
+    "add_event",
     "apply_output_reducers",
+    "bind_context",
+    "clear_context",
+    "configure_logging",
+    "configure_tracing",
     "emit_progress",
     "get_lifecycle_manager",
+    "get_logger",
     "get_reducer",
+    "get_tracer",
     "get_verifier",
     "install_shutdown_handlers",
     "is_cancellation_requested",
@@ -188,12 +212,18 @@ __all__ = [
     "register_reducer",
     "register_verifier",
     "repeat_until",
+    "set_attribute",
     "set_lifecycle_manager",
+    "stage_logger",
     "sub_workflow_config",
+    "task_logger",
+    "trace_operation",
+    "unbind_context",
     "validate_context",
     "validate_outputs",
     "verifier",
     "while_loop",
+    "workflow_logger",
 ]
 
 

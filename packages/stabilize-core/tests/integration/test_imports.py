@@ -19,6 +19,7 @@ HEAVY = [
     "psycopg_pool",
     "websockets",
     "textual",
+    "opentelemetry",
     "stabilize.llm",
     "stabilize.hitl",
     "stabilize.streaming",

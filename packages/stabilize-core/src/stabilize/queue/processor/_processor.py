@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from stabilize import tracing
 from stabilize._json import safe_text
 from stabilize.backends._base import Transaction
 from stabilize.engine.messages import (
@@ -371,8 +372,12 @@ class QueueProcessor:
         already) and settles what needs no user code. Returns the number of messages
         acknowledged and the executions to dispatch.
         """
+        observer = tracing.observer
+        started_ns = time.time_ns() if observer is not None else 0
         with self.backend.transaction() as tx:
             batch = _Batch(tx, self.owner, self.lease_ms, capacity, now)
+            if observer is not None:
+                batch.ends = []
             acked = tx.ack_many([item.flight.msg for item in finished], self.owner)
             for item in finished:
                 self._commit_result(batch, item, item.flight.msg.id in acked)
@@ -401,8 +406,12 @@ class QueueProcessor:
                     self._inline(batch, msg)
                 else:
                     tx.dead_letter(msg, f"unknown message kind {msg.kind!r}", now)
+                    if observer is not None:
+                        observer.dead_lettered(msg.kind)
                 batch.done += 1
         self.commits += 1
+        if observer is not None and batch.ends is not None and (batch.done or batch.dispatch):
+            observer.committed(started_ns, batch.done, len(batch.dispatch), batch.ends)
         return batch.done, batch.dispatch
 
     def _commit_apart(
@@ -485,6 +494,9 @@ class QueueProcessor:
             log.exception("could not dead-letter message %s", msg.id)
             return 0
         self.commits += 1
+        observer = tracing.observer
+        if observer is not None:
+            observer.dead_lettered(msg.kind)
         return 1
 
     def _commit_result(self, batch: _Batch, item: Finished, acked: bool) -> None:
@@ -497,6 +509,10 @@ class QueueProcessor:
             return
         batch.done += 1
         item.flight.cleanup = outcome.status is not WorkflowStatus.RUNNING
+        observer = tracing.observer
+        if outcome.retry and observer is not None:
+            task = item.flight.stage.task_by_id(item.flight.task_id)
+            observer.retried(task.implementing_class)
         wf = batch.tx.workflow(msg.workflow_id)
         if wf is None:
             return
@@ -582,6 +598,9 @@ class QueueProcessor:
                 f"(max_attempts={self.queue.max_attempts}); its worker may keep crashing"
             )
             tx.dead_letter(msg, reason, now)
+            observer = tracing.observer
+            if observer is not None:
+                observer.dead_lettered(msg.kind)
             outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=reason)
             batch.save(wf, complete_task(wf, stage_id, task_id, outcome, now, _run(msg)))
             return None
@@ -771,6 +790,8 @@ class _Batch:
         self.next = 0
         self.dispatch: list[tuple[InFlight, timedelta | None]] = []
         self.done = 0
+        self.ends: list[tuple[Workflow, EventDraft]] | None = None
+        """Stage and workflow ends saved, kept only while tracing is on."""
 
     def room(self) -> int:
         waiting = sum(1 for m in self.pending[self.next :] if m.kind == RUN_TASK)
@@ -789,6 +810,8 @@ class _Batch:
 
     def save(self, wf: Workflow, fx: Effects) -> None:
         self.tx.save(wf, fx, self.now)
+        if self.ends is not None:
+            self.ends.extend((wf, event) for event in tracing.ends_of(fx.events))
         if fx.messages:
             self.enqueue(fx.messages)
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from stabilize import tracing
 from stabilize._json import describe_unencodable, dumps, safe_text
 from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.engine.messages import ClaimedMessage
 from stabilize.engine.transitions import TaskOutcome
 from stabilize.errors import InvalidTaskResultError, TaskTimeoutError, is_transient
+from stabilize.logs import bind_task, task_log_context, unbind_task
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
@@ -55,6 +57,9 @@ class InFlight:
     """Abandoned at its deadline; its ``on_timeout`` runs and settles it."""
     cleanup: bool = False
     """Its result ended the task (committed): ``on_cleanup`` runs after the commit."""
+    claimed_at: float = field(default_factory=time.monotonic)
+    started_ns: int = 0
+    """Wall clock at the start of user code (set only while tracing is on)."""
 
     def unrecorded_progress(self) -> list[dict[str, Any]]:
         """Progress updates emitted since the last recorded one (the task only appends)."""
@@ -212,15 +217,22 @@ class Runner:
         flight.started = time.monotonic()
         if flight.timeout is not None:
             flight.deadline = flight.started + flight.timeout
+        token = bind_task(task_log_context(flight.msg.workflow_id, flight.stage, flight.task_id))
         try:
-            value = flight.task.execute(flight.stage)
-            if inspect.isawaitable(value):  # a sync-looking execute that returned a coroutine
-                value = asyncio.run(_await(value))
-            result = _check_result(value)
-        except BaseException as exc:
-            self._settle(flight, None, exc, traceback.format_exc())
-            return
-        self._settle(flight, result, None)
+            observer = tracing.observer
+            if observer is not None:
+                observer.task_started(flight)
+            try:
+                value = flight.task.execute(flight.stage)
+                if inspect.isawaitable(value):  # a sync-looking execute that returned a coroutine
+                    value = asyncio.run(_await(value))
+                result = _check_result(value)
+            except BaseException as exc:
+                self._settle(flight, None, exc, traceback.format_exc())
+                return
+            self._settle(flight, result, None)
+        finally:
+            unbind_task(token)
 
     def _settle(
         self,
@@ -240,6 +252,10 @@ class Runner:
         at_ms = int(self._clock() * 1000)
         if error is None and result is not None:
             error = _overall_timeout(flight, result, at_ms)
+        observer = tracing.observer
+        if observer is not None and flight.expired is None:
+            status = "ERROR" if error is not None or result is None else result.status.value
+            observer.task_finished(flight, status, error)
         if not isinstance(error, TaskTimeoutError):
             self.done.put(Finished(flight, result=result, error=error, tb=tb, at_ms=at_ms))
             return
@@ -254,6 +270,11 @@ class Runner:
         result: TaskResult | None = None
         error: BaseException | None = None
         tb: str | None = None
+        # This coroutine runs in a context of its own: the binding ends with it.
+        bind_task(task_log_context(flight.msg.workflow_id, flight.stage, flight.task_id))
+        observer = tracing.observer
+        if observer is not None:
+            observer.task_started(flight)
         try:
             value = flight.task.execute(flight.stage)
             if inspect.isawaitable(value):
