@@ -137,6 +137,11 @@ def fan_out(width: int) -> Workflow:
     return _workflow(f"fanout-{width}", stages)
 
 
+def independent(count: int) -> Workflow:
+    """One workflow of ``count`` stages with no requisites (all ready at once)."""
+    return _workflow(f"independent-{count}", [_stage(f"s{i}") for i in range(count)])
+
+
 def jump_loop() -> Workflow:
     """a -> b -> c, where c jumps back to a until the pass counter reaches 3."""
     stages = [
@@ -181,7 +186,31 @@ WORKLOADS: list[Workload] = [
     _fan_out_workload(400, "width series: root -> 400 parallel stages -> join"),
 ]
 
-BY_NAME = {w.name: w for w in WORKLOADS}
+# Wide single workflows (issue 13): run with --only, not by default (they take a while).
+EXTRA_WORKLOADS: list[Workload] = [
+    _fan_out_workload(10_000, "wide: root -> 10,000 parallel stages -> join"),
+    Workload(
+        "independent_10000",
+        "wide: 1 workflow of 10,000 stages without requisites",
+        lambda: [independent(10_000)],
+        10_000,
+    ),
+    Workload(
+        "independent_200",
+        "wide, for scale: 1 workflow of 200 stages without requisites",
+        lambda: [independent(200)],
+        200,
+    ),
+    _fan_out_workload(4_000, "wide: root -> 4,000 parallel stages -> join"),
+    Workload(
+        "independent_4000",
+        "wide: 1 workflow of 4,000 stages without requisites",
+        lambda: [independent(4_000)],
+        4_000,
+    ),
+]
+
+BY_NAME = {w.name: w for w in [*WORKLOADS, *EXTRA_WORKLOADS]}
 
 # The multi-process throughput workload: 200 small workflows of 5 single-task stages each,
 # half chains (s0 -> ... -> s4), half small fan-outs (root -> 3 parallel stages -> join).
@@ -387,11 +416,13 @@ def run_once(workload: Workload, target: Target) -> dict[str, Any]:
         RUNS.value = 0
         setup.counter.reset()
         started = time.perf_counter()
+        cpu_before = time.process_time()
         for wf in workflows:
             setup.store.store(wf)
             setup.orchestrator.start(wf)
         processed = setup.processor.process_all(timeout=PROCESS_ALL_TIMEOUT_S)
         wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
         commits, reads, rollbacks = (
             setup.counter.commits,
             setup.counter.reads,
@@ -414,6 +445,7 @@ def run_once(workload: Workload, target: Target) -> dict[str, Any]:
             "wall_s": wall,
             "stages_per_s": runs / wall,
             "us_per_stage": 1e6 * wall / runs,
+            "cpu_us_per_stage": 1e6 * cpu / runs,
             "commits": commits,
             "processor_commits": setup.processor.commits,
             "reads": reads,
