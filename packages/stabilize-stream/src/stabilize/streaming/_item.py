@@ -24,8 +24,10 @@ class StreamItem:
         sequence: Its number in the workflow's log (1, 2, 3, ...); 0 for a live progress
             update that is not recorded yet.
         timestamp: Commit (or, for live progress, emission) time in epoch milliseconds.
-        source: ``"log"`` when read from the event log, ``"live"`` when delivered in-process
-            as it happened (progress updates).
+        source: ``"replay"`` for recorded history (in the log when the consumer started
+            reading, and every item of :meth:`WorkflowStream.replay`), ``"live"`` for what
+            happened since: events committed later and in-process progress updates (the
+            values of the original package).
     """
 
     event_type: str
@@ -35,7 +37,7 @@ class StreamItem:
     data: dict[str, Any] = field(default_factory=dict)
     sequence: int = 0
     timestamp: int = 0
-    source: Literal["live", "log"] = "log"
+    source: Literal["live", "replay"] = "replay"
 
     @property
     def is_terminal(self) -> bool:
@@ -43,7 +45,7 @@ class StreamItem:
         return self.event_type in TERMINAL_EVENTS
 
     @classmethod
-    def from_event(cls, event: Event, source: Literal["live", "log"] = "log") -> StreamItem:
+    def from_event(cls, event: Event, source: Literal["live", "replay"] = "replay") -> StreamItem:
         """The item of a recorded (or live) event."""
         return cls(
             event_type=event.event_type,

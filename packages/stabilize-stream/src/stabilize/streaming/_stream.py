@@ -2,19 +2,23 @@
 
 What a reader sees:
 
-- Every event recorded in the workflow's log, once, in sequence order, with
-  ``source="log"``. The stream tails the log itself (``sequence > last seen``, ordered,
-  in batches: a range scan of the ``events`` primary key). Commits made in this process
-  wake the stream at once through the event bus. Commits of workers in *other* processes
-  wake it at once on PostgreSQL (a ``LISTEN`` connection of the stream receives the
-  ``NOTIFY`` the engine sends with each commit that records events) and arrive within
-  ``poll_interval`` otherwise (SQLite, or a lost notification).
+- Every event recorded in the workflow's log, once, in sequence order: with
+  ``source="replay"`` if it was in the log when the stream started reading (history),
+  ``source="live"`` if it was committed later. The stream tails the log itself
+  (``sequence > last seen``, ordered, in batches: a range scan of the ``events`` primary
+  key). Commits made in this process wake the stream at once through the event bus.
+  Commits of workers in *other* processes wake it at once on PostgreSQL (a ``LISTEN``
+  connection of the stream receives the ``NOTIFY`` the engine sends with each commit that
+  records events) and arrive within ``poll_interval`` otherwise (SQLite, or a lost
+  notification). :meth:`WorkflowStream.close` reads the log once more first, so that
+  consumers get everything committed before the call.
 - Progress updates (``emit_progress``) from tasks running in *this* process as soon as
   they are emitted: ``event_type="custom.progress"``, ``sequence=0``, ``source="live"``.
   They are recorded with the task's result; the recorded copy of an update this stream
-  already delivered live is skipped (matched by stage id and data), so an in-process
-  follower sees each update once. Updates from other processes arrive only as recorded
-  copies, when the task's result commits.
+  already delivered live is skipped (matched by stage id and data), and so is a live
+  copy whose recorded one went out first, so an in-process follower sees each update
+  once. Updates from other processes arrive only as recorded copies, when the task's
+  result commits.
 - After a crash, the updates of the interrupted task execution were never recorded: a
   live reader saw them, a later reader of the log does not. Everything else in the log
   is exactly what committed.
@@ -36,7 +40,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from stabilize.events import PostgresEventStore
 from stabilize.events.bus import get_event_bus
@@ -53,6 +57,7 @@ _Sink = Callable[[StreamItem | None], None]
 """A consumer of the pump: an item, or None when the stream closes."""
 
 _PROGRESS = "custom.progress"
+_LOGGED_FIRST_KEPT = 1024
 
 
 class StreamError(RuntimeError):
@@ -111,6 +116,7 @@ class WorkflowStream:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self._cursor: int | None = since
+        self._history_end = 0  # the log's end when the pump started: older is "replay"
         self._last_sequence = since or 0
         self._lock = threading.Lock()  # sinks, live buffer, thread state
         self._pump_lock = threading.Lock()  # one pass (read, deliver, advance) at a time
@@ -120,6 +126,9 @@ class WorkflowStream:
         self._next_sink = 0
         self._live: deque[StreamItem] = deque()
         self._seen_live: Counter[tuple[str, str]] = Counter()
+        # Recorded progress delivered before its live copy came (a worker may flush the
+        # update to the log between buffering and publishing it): that copy is dropped.
+        self._logged_first: deque[tuple[str, str]] = deque(maxlen=_LOGGED_FIRST_KEPT)
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -260,16 +269,30 @@ class WorkflowStream:
         return self.afollow()
 
     def close(self) -> None:
-        """Stop the background thread and end every consumer (idempotent)."""
+        """Stop the background thread and end every consumer (idempotent).
+
+        Consumers first get everything committed (and every progress update emitted in
+        this process) before the call: the README's pattern (subscribe, ``process_all``,
+        close) sees the whole run (issue 14).
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            thread = self._stop_pump()
+        inside = thread is threading.current_thread()
+        if thread is not None and not inside:
+            thread.join()
+        if thread is not None and not inside:
+            # The pump may have slept through the last commits: one more pass.
+            with self._pump_lock:
+                try:
+                    self._pass()
+                except Exception:
+                    log.warning("reading events of %s failed", self.workflow_id, exc_info=True)
+        with self._lock:
             sinks = list(self._sinks.values())
             self._sinks.clear()
-            thread = self._stop_pump()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
         for sink in sinks:
             sink(None)
 
@@ -320,9 +343,11 @@ class WorkflowStream:
         """Subscribe to the bus, fix the cursor, start the thread (under ``_lock``)."""
         # Subscribe first: a progress update emitted while the cursor is set is not lost.
         self._unsubscribe = get_event_bus().subscribe(self._on_bus, self.workflow_id)
+        end = self._log_end()
         if self._cursor is None:
-            self._cursor = 0 if include_history else self._log_end()
+            self._cursor = 0 if include_history else end
             self._last_sequence = self._cursor
+        self._history_end = end
         stop = threading.Event()
         self._stop = stop
         self._wake.set()  # the first pass reads at once
@@ -360,8 +385,12 @@ class WorkflowStream:
 
     def _on_bus(self, event: Event) -> None:
         if event.sequence == 0 and event.event_type == _PROGRESS:
+            key = _progress_key(event.entity_id, event.data)
             with self._lock:
-                self._live.append(StreamItem.from_event(event, source="live"))
+                if key in self._logged_first:
+                    self._logged_first.remove(key)
+                else:
+                    self._live.append(StreamItem.from_event(event, source="live"))
         # Committed events are read from the log (that keeps one order and no gap);
         # their publication only says that there is something to read.
         self._wake_up()
@@ -444,9 +473,22 @@ class WorkflowStream:
                     if self._seen_live[key] > 0:
                         self._seen_live[key] -= 1
                         continue
-                self._deliver(StreamItem.from_event(event))
+                    self._forget_live(key)
+                source: Literal["live", "replay"] = (
+                    "replay" if event.sequence <= self._history_end else "live"
+                )
+                self._deliver(StreamItem.from_event(event, source))
             if len(events) < self.batch_size:
                 return
+
+    def _forget_live(self, key: tuple[str, str]) -> None:
+        """The recorded copy of a progress update goes out first: drop its live copy."""
+        with self._lock:
+            for item in self._live:
+                if _progress_key(item.entity_id, item.data) == key:
+                    self._live.remove(item)
+                    return
+            self._logged_first.append(key)
 
     def _deliver(self, item: StreamItem) -> None:
         with self._lock:
