@@ -620,6 +620,7 @@ class QueueProcessor:
         snapshot._backend = self.backend  # for tasks that start workflows (SubWorkflowTask)
         first_start = task.start_time if task.start_time is not None else now
         flight = InFlight(msg, impl, snapshot, task_id, task.retry_count, first_start)
+        flight.clock = self._clock
         if isinstance(impl, RetryableTask):
             limit = impl.get_dynamic_timeout(snapshot).total_seconds() * 1000
             if now - first_start > limit:
@@ -751,7 +752,7 @@ class QueueProcessor:
 
     def _ensure_runner(self) -> Runner:
         if self._runner is None:
-            self._runner = Runner(self.config.max_workers, "stabilize", self._clock)
+            self._runner = Runner(self.config.max_workers, "stabilize")
         return self._runner
 
     def _shutdown_runner(self, wait: bool) -> None:

@@ -57,6 +57,8 @@ class InFlight:
     """Abandoned at its deadline; its ``on_timeout`` runs and settles it."""
     cleanup: bool = False
     """Its result ended the task (committed): ``on_cleanup`` runs after the commit."""
+    clock: Callable[[], float] = time.time
+    """The processor's clock (epoch seconds): the overall timeout is checked by it."""
     claimed_at: float = field(default_factory=time.monotonic)
     started_ns: int = 0
     """Wall clock at the start of user code (set only while tracing is on)."""
@@ -135,9 +137,8 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
 class Runner:
     """Executes tasks off the processor's thread and reports back through a queue."""
 
-    def __init__(self, max_workers: int, name: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, max_workers: int, name: str) -> None:
         self.done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
-        self._clock = clock
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix=f"{name}-task"
         )
@@ -150,9 +151,7 @@ class Runner:
     def submit(self, flight: InFlight, timeout: timedelta | None) -> None:
         """Start ``flight``; its :class:`Finished` arrives on :attr:`done`."""
         flight.timeout = timeout.total_seconds() if timeout is not None else None
-        if flight.expired is not None:
-            flight.future = self._pool.submit(self._settle, flight, None, flight.expired)
-        elif _is_async(flight.task):
+        if _is_async(flight.task) and flight.expired is None:
             loop = self._event_loop()
             seconds = timeout.total_seconds() if timeout is not None else None
             flight.future = asyncio.run_coroutine_threadsafe(self._run_async(flight, seconds), loop)
@@ -213,6 +212,9 @@ class Runner:
                 self._pool._max_workers -= 1
 
     def _run_sync(self, flight: InFlight) -> None:
+        if flight.expired is not None:  # past its overall timeout: on_timeout only
+            self._settle(flight, None, flight.expired)
+            return
         # The clock starts when the task does, not when it was queued for a thread.
         flight.started = time.monotonic()
         if flight.timeout is not None:
@@ -249,7 +251,7 @@ class Runner:
         """
         if flight.abandoned and not timing_out:
             return  # the engine settled this execution already; the hook ran then
-        at_ms = int(self._clock() * 1000)
+        at_ms = int(flight.clock() * 1000)
         if error is None and result is not None:
             error = _overall_timeout(flight, result, at_ms)
         observer = tracing.observer
