@@ -105,6 +105,8 @@ def check_workflow(
     starts: Counter[str] = Counter()
     deadline = False
     jumped_to: set[str] = set()
+    merge_credit: Counter[str] = Counter()
+    merge_starts: Counter[str] = Counter()
     for event in events:
         kind, data = event.event_type, event.data
         if kind == "jump.executed":
@@ -141,12 +143,30 @@ def check_workflow(
             if succeeded and (wf_id, *key) not in executed:
                 problems.append(f"{wf_id} seq {event.sequence}: success of {key} never ran")
         elif kind in STAGE_ENDS:
-            live[event.entity_id] = str(data.get("status") or STAGE_ENDS[kind])
+            status = str(data.get("status") or STAGE_ENDS[kind])
+            live[event.entity_id] = status
+            if status in SUCCEEDED_EDGE:
+                ended = stages[event.entity_id]["ref_id"]
+                for merge in _merges_after(stages, ended):
+                    merge_credit[merge] += 1
         elif kind == "stage.started":
             starts[event.entity_id] += 1
             live[event.entity_id] = S.RUNNING.value
-            ref = stages[event.entity_id]["ref_id"]
-            problem = None if ref in jumped_to else _join_problem(stages, live, event.entity_id)
+            row = stages[event.entity_id]
+            if row["ref_id"] in jumped_to:
+                continue
+            if row.get("join_type") == "MULTI_MERGE":
+                # Once per requisite success, possibly later (a restart owed to a success
+                # that came while it ran, even if a loop has reset that requisite since).
+                merge_starts[event.entity_id] += 1
+                if merge_starts[event.entity_id] > merge_credit[event.entity_id]:
+                    problems.append(
+                        f"{wf_id} seq {event.sequence}: MULTI_MERGE join {row['ref_id']} started "
+                        f"{merge_starts[event.entity_id]} times after "
+                        f"{merge_credit[event.entity_id]} requisite successes"
+                    )
+                continue
+            problem = _join_problem(stages, live, event.entity_id)
             if problem:
                 problems.append(f"{wf_id} seq {event.sequence}: {problem}")
     if plan is not None and not plan.has_loop:
@@ -171,6 +191,15 @@ def _run_key(stages: dict[str, dict[str, Any]], entity_id: str, kind: str) -> Ru
     return None
 
 
+def _merges_after(stages: dict[str, dict[str, Any]], ref: str) -> list[str]:
+    """The ids of the multi-merge stages that have ``ref`` among their requisites."""
+    return [
+        stage_id
+        for stage_id, row in stages.items()
+        if row.get("join_type") == "MULTI_MERGE" and ref in row.get("requisite_stage_ref_ids", ())
+    ]
+
+
 def _join_problem(
     stages: dict[str, dict[str, Any]], live: dict[str, str], stage_id: str
 ) -> str | None:
@@ -193,7 +222,7 @@ def _join_problem(
     join = stage.join_type.value
     if join in ("AND", "OR") and len(done) < len(ups):
         return f"{join} join {stage.ref_id} started with requisites {statuses}"
-    need = {"N_OF_M": stage.join_threshold, "DISCRIMINATOR": 1, "MULTI_MERGE": 1}.get(join, 0)
+    need = {"N_OF_M": stage.join_threshold, "DISCRIMINATOR": 1}.get(join, 0)
     if len(succeeded) < need:
         return f"{join} join {stage.ref_id} (needs {need}) started with requisites {statuses}"
     return None
