@@ -8,6 +8,8 @@ sequence number; no task runs again.
 
 from __future__ import annotations
 
+from collections.abc import KeysView
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stabilize.events.diff import apply, diff
@@ -28,6 +30,59 @@ class ReplayError(LookupError):
     """The log does not hold what a replay needs (no ``workflow.created``, say)."""
 
 
+class ReplayedWorkflow(Workflow):
+    """A workflow rebuilt from its log that also answers the original package's keys.
+
+    The original ``rebuild_workflow_state`` returned a dict; code written for it indexes
+    the result (``state["status"]``, ``state["stages"][stage_id]["status"]``), and that
+    keeps working (issue 14). The keys: ``workflow_id``, ``status`` (a string),
+    ``application``, ``name``, ``start_time`` and ``end_time`` (ISO 8601 or None),
+    ``context``, ``stages`` (each stage's dict by stage id, with ``status`` a string) and
+    ``tasks`` (each task's dict by task id, with its ``stage_id``). Everything else is a
+    :class:`~stabilize.models.workflow.Workflow`.
+    """
+
+    def to_state(self) -> dict[str, Any]:
+        """The state as the original package's dict."""
+        return {
+            "workflow_id": self.id,
+            "status": self.status.value,
+            "application": self.application,
+            "name": self.name,
+            "start_time": _iso(self.start_time),
+            "end_time": _iso(self.end_time),
+            "context": self.context,
+            "stages": {s.id: s.to_dict() for s in self.stages},
+            "tasks": {
+                t.id: {**t.to_dict(), "stage_id": s.id} for s in self.stages for t in s.tasks
+            },
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_state()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in _STATE_KEYS
+
+    def keys(self) -> KeysView[str]:
+        """The keys of :meth:`to_state`."""
+        return self.to_state().keys()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, or ``default`` for a key the state does not have."""
+        return self.to_state().get(key, default)
+
+
+_STATE_KEYS = frozenset(
+    {"workflow_id", "status", "application", "name", "start_time", "end_time"}
+    | {"context", "stages", "tasks"}
+)
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
 class EventReplayer:
     """Rebuilds past states of workflows from an event store.
 
@@ -40,15 +95,21 @@ class EventReplayer:
 
     def rebuild_workflow_state(
         self, workflow_id: str, as_of_sequence: int | None = None
-    ) -> Workflow:
+    ) -> ReplayedWorkflow:
         """The workflow as it was right after event ``as_of_sequence`` (default: the last).
+
+        The result is a :class:`~stabilize.models.workflow.Workflow` that also answers the
+        keys of the original package's dict (``state["status"]``, ``state["stages"]``, ...;
+        see :class:`ReplayedWorkflow`).
 
         Raises:
             ReplayError: the log has no ``workflow.created`` for this workflow.
         """
         workflow, stages = self._documents(workflow_id, as_of_sequence)
         built = [StageExecution.from_dict(s) for s in stages.values()]
-        return Workflow.from_dict(workflow, built, version=0)
+        rebuilt = ReplayedWorkflow.from_dict(workflow, built, version=0)
+        assert isinstance(rebuilt, ReplayedWorkflow)
+        return rebuilt
 
     def time_travel_query(
         self, workflow_id: str, stage_ref_id: str, as_of_sequence: int
