@@ -34,14 +34,16 @@ def test_the_original_keys_and_the_typed_workflow(make_engine: Any, backend: Any
     assert state["status"] == "SUCCEEDED"
     assert state["workflow_id"] == wf.id
     assert (state["application"], state["name"]) == ("replay", "keys")
-    assert state["end_time"] is not None and state["end_time"].startswith("20")
+    assert state["end_time"] is not None
+    assert state["end_time"].startswith("20")
     a = stored.stage_by_ref_id("a")
     assert state["stages"][a.id]["status"] == "SUCCEEDED"
     assert state["stages"][a.id]["ref_id"] == "a"
     assert state["stages"][a.id]["outputs"] == {"a_out": 1}
     assert state["tasks"][a.tasks[0].id]["stage_id"] == a.id
     assert state["tasks"][a.tasks[0].id]["status"] == "SUCCEEDED"
-    assert "stages" in state and "nonsense" not in state
+    assert "stages" in state
+    assert "nonsense" not in state
     assert state.get("nonsense", 7) == 7
     assert set(dict(state)) == set(state.to_state())
     # ... and it is still the typed workflow.
