@@ -372,7 +372,14 @@ def _consider(
                 _start_stage(wf, child, now, fx)
         else:
             need = 1 if join is JoinType.DISCRIMINATOR else child.join_threshold
-            succeeded = sum(1 for u in ups if _edge_succeeded(u, child))
+            # Only finished requisites can have succeeded: no count (a scan of the
+            # requisites) before enough have finished, or a wide join costs O(n²) (issue 13).
+            finished = len(ups) - index.pending_upstream[child.ref_id]
+            succeeded = (
+                sum(1 for u in ups if _edge_succeeded(u, child))
+                if finished >= need or all_done
+                else 0
+            )
             if succeeded >= need:
                 fx.emit("join.fired", "stage", child.id, succeeded=succeeded, needed=need)
                 _start_stage(wf, child, now, fx)
