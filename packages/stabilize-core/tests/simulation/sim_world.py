@@ -1,16 +1,18 @@
-"""The simulated world: real processors on a real SQLite file, driven by a seeded scheduler.
+"""The simulated world: real processors on a real database, driven by a seeded scheduler.
 
-Nothing runs on its own. The scheduler draws, at each tick, one of the actions enabled
-at that point: a worker takes a step (commits what its tasks finished, claims and
-dispatches), a dispatched task runs, a worker crashes, the clock jumps past every lease,
-a workflow is canceled. When nothing can happen before the clock moves, the clock moves
-to the next due message or lease expiry. Everything that could vary between two runs is
-fixed: the clock is the simulation's, tasks run when the scheduler says (on its thread),
-the processors' timers run every step (interval 0) or never, and ids come from the seed.
+The database is a SQLite file, or a PostgreSQL schema. Nothing runs on its own. The
+scheduler draws, at each tick, one of the actions enabled at that point: a worker takes a
+step (commits what its tasks finished, claims and dispatches), a dispatched task runs, a
+worker crashes, the clock jumps past every lease, a workflow or a stage is canceled, a
+workflow is paused or resumed, a stage gets a signal before it waits for one. When nothing
+can happen before the clock moves, the clock moves to the next due message or lease
+expiry. Everything that could vary between two runs is fixed: the clock is the
+simulation's, tasks run when the scheduler says (on its thread), the processors' timers
+run every step (interval 0) or never, and ids come from the seed.
 
 Faults are injected at the edges only:
 - database errors: the backend the processors use is a thin wrapper around the real one
-  whose ``transaction()`` and ``read()`` raise SQLite's own transient error at seeded
+  whose ``transaction()`` and ``read()`` raise the dialect's transient error at seeded
   points (before the transaction, before its commit so that it rolls back, or after a
   commit as a lost acknowledgement would);
 - crashes: a worker is dropped with its in-memory state (claimed messages, results not
@@ -256,13 +258,6 @@ class Worker:
         self.proc._runner = None
         self.runner.pending.clear()
         self.runner.shutdown(wait=True)
-
-
-@dataclass
-class Violation:
-    """An invariant that failed during the run (checked at the end with the others)."""
-
-    message: str
 
 
 @dataclass
