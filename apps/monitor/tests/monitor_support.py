@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,9 +58,21 @@ class Engine:
         return self.source.store.retrieve(workflow_id).stage_by_ref_id(ref_id).status.value
 
 
+FLAKY_RUNS: Counter[str] = Counter()
+"""Runs of each ``flaky`` stage (by stage id): its first run fails, later ones succeed."""
+
+
+def flaky(stage: StageExecution) -> TaskResult:
+    FLAKY_RUNS[stage.id] += 1
+    if FLAKY_RUNS[stage.id] == 1:
+        return TaskResult.terminal("the first run fails")
+    return TaskResult.success(outputs={"runs": FLAKY_RUNS[stage.id]})
+
+
 def registry() -> TaskRegistry:
     registry = TaskRegistry()
     registry.register("work", lambda stage: TaskResult.success(outputs={"done": stage.ref_id}))
+    registry.register("flaky", flaky)
     registry.register("approval", ApprovalTask)
     return registry
 
@@ -99,6 +112,16 @@ def plain_workflow(application: str = "reports", name: str = "Nightly report") -
         application=application,
         name=name,
         stages=[work_stage("a"), work_stage("b", "a"), work_stage("c", "a")],
+    )
+
+
+def flaky_workflow(application: str = "reports", name: str = "Flaky export") -> Workflow:
+    """a -> b, whose task fails its first run -> c."""
+    b = work_stage("b", "a")
+    b.type = "flaky"
+    b.tasks = [TaskExecution.create("b", "flaky", stage_start=True, stage_end=True)]
+    return Workflow.create(
+        application=application, name=name, stages=[work_stage("a"), b, work_stage("c", "b")]
     )
 
 
@@ -170,6 +193,9 @@ class FakeSource:
 
     def cancel_stage(self, workflow_id: str, stage: str, user: str, reason: str) -> None:
         self.calls.append(("cancel_stage", workflow_id, stage, user, reason))
+
+    def restart(self, workflow_id: str, stage: str, user: str) -> None:
+        self.calls.append(("restart", workflow_id, stage, user))
 
     def pause(self, workflow_id: str) -> None:
         self.calls.append(("pause", workflow_id))
@@ -266,7 +292,7 @@ def detail_workflow(fake_source: FakeSource) -> FakeSource:
     c_id = stages[2].id
     fake_source.event_log["wf_2"] = [
         Event("wf_2", 1, "workflow.created", "workflow", "wf_2", 0, {}),
-        Event("wf_2", 2, "stage.started", "stage", c_id, 0, {}),
+        Event("wf_2", 2, "stage.started", "stage", c_id, 0, {"ref_id": "c"}),
         Event("wf_2", 3, "custom.progress", "stage", c_id, 0, {"message": "half way"}),
     ]
     earlier = Workflow(

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from monitor_support import Engine, gated_workflow, plain_workflow
+from monitor_support import FLAKY_RUNS, Engine, flaky_workflow, gated_workflow, plain_workflow
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -114,3 +114,51 @@ async def test_a_refused_action_says_why_and_changes_nothing(engine: Engine) -> 
         messages = [n.message for n in app._notifications]
         assert any(m.startswith("refused: ") and "'a'" in m for m in messages), messages
         assert engine.status(wf.id) == "SUCCEEDED"
+
+
+async def test_restart_a_failed_stage_and_watch_it_finish(engine: Engine) -> None:
+    wf = engine.start(flaky_workflow())
+    app = MonitorApp(engine.source, refresh=0.5)
+    async with app.run_test(size=(140, 36)) as pilot:
+        await until(pilot, lambda: cell(app, wf.id, 2) == "TERMINAL", "the workflow to fail")
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, WorkflowScreen)
+        timeline = str(screen.query_one("#timeline").render())
+        assert "b" in timeline
+        assert "TERMINAL" in timeline
+        await pilot.press("down")  # stage b, the failed one
+        assert screen.selected_ref() == "b"
+        screen.operator = "alice"
+        await pilot.press("R")
+        await pilot.press(*"fixed the input", "enter")
+        await until(pilot, lambda: "SUCCEEDED" in title(screen), "the restarted workflow to finish")
+        done = engine.source.workflow(wf.id)
+        assert [s.status.value for s in done.stages] == ["SUCCEEDED"] * 3
+        assert FLAKY_RUNS[done.stage_by_ref_id("b").id] == 2
+        restarted = [e for e in engine.source.events(wf.id) if e.event_type == "stage.restarted"]
+        assert [e.data["user"] for e in restarted] == ["alice"]
+        # The timeline shows both runs of b, the failed one and the one that succeeded.
+        await until(
+            pilot, lambda: "2 runs" in str(screen.query_one("#timeline").render()), "b's two runs"
+        )
+
+
+async def test_a_refused_restart_says_why_and_changes_nothing(engine: Engine) -> None:
+    wf = engine.start(gated_workflow())
+    app = MonitorApp(engine.source, refresh=0.5)
+    async with app.run_test(size=(140, 36)) as pilot:
+        await until(pilot, lambda: cell(app, wf.id, 6) == "approve", "the gate to wait")
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, WorkflowScreen)
+        before = engine.source.workflow(wf.id).to_dict()
+        await pilot.press("down")  # the gate, SUSPENDED
+        await pilot.press("R", "enter")
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert any(
+            m.startswith("refused: ") and "'approve'" in m and "SUSPENDED" in m for m in messages
+        ), messages
+        assert engine.source.workflow(wf.id).to_dict() == before
+        assert engine.stage_status(wf.id, "approve") == "SUSPENDED"

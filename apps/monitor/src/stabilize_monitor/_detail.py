@@ -19,6 +19,7 @@ from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize_monitor._dialogs import Confirmed, ConfirmScreen
+from stabilize_monitor._gantt import GanttTimeline, stage_runs
 from stabilize_monitor._graph import frontier, graph_lines
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class WorkflowScreen(Screen[None]):
     #wf-title { height: 2; background: $primary-background; padding: 0 1; }
     #stages { width: 3fr; }
     #stage-pane { width: 2fr; border-left: solid $primary; padding: 0 1; }
+    #timeline { border-top: solid $primary; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -53,6 +55,7 @@ class WorkflowScreen(Screen[None]):
         Binding("g", "signal", "Signal"),
         Binding("c", "cancel_workflow", "Cancel wf"),
         Binding("x", "cancel_stage", "Cancel stage"),
+        Binding("R", "restart_stage", "Restart stage"),
         Binding("p", "pause_resume", "Pause/resume"),
         Binding("q", "app.quit_monitor", "Quit", show=False),
     ]
@@ -83,6 +86,7 @@ class WorkflowScreen(Screen[None]):
             yield table
             with VerticalScroll(id="stage-pane"):
                 yield Static(id="stage-info")
+        yield GanttTimeline(id="timeline")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -137,6 +141,15 @@ class WorkflowScreen(Screen[None]):
             table.move_cursor(row=refs.index(chosen))
         self._draw_title(wf)
         self._draw_stage()
+        self._draw_timeline(wf)
+
+    def _draw_timeline(self, wf: Workflow) -> None:
+        shown = [e for e in self.events if self.as_of is None or e.sequence <= self.as_of]
+        if self.as_of is None:
+            now = int(self.monitor.clock() * 1000)
+        else:  # as of an event: running bars end at its time
+            now = shown[-1].timestamp if shown else 0
+        self.query_one("#timeline", GanttTimeline).show(wf, stage_runs(wf, shown), now)
 
     def _draw_title(self, wf: Workflow) -> None:
         last = self.events[-1].sequence if self.events else 0
@@ -274,6 +287,19 @@ class WorkflowScreen(Screen[None]):
             f"Cancel stage {stage.ref_id!r} of workflow {self.workflow_id}?",
             lambda ok: source.cancel_stage(self.workflow_id, stage.ref_id, ok.user, ok.note),
             f"stage {stage.ref_id} canceled",
+        )
+
+    def action_restart_stage(self) -> None:
+        """Run the chosen (finished) stage again, and everything downstream of it."""
+        stage = self._live_stage()
+        if stage is None:
+            return
+        source = self.monitor.source
+        self._confirm(
+            f"Restart stage {stage.ref_id!r} of workflow {self.workflow_id} "
+            "(it and the stages after it run again)?",
+            lambda ok: source.restart(self.workflow_id, stage.ref_id, ok.user),
+            f"stage {stage.ref_id} restarted",
         )
 
     def action_pause_resume(self) -> None:

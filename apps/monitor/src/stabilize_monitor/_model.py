@@ -135,6 +135,10 @@ class Source(Protocol):
         """Cancel one stage of a workflow."""
         ...
 
+    def restart(self, workflow_id: str, stage: str, user: str) -> None:
+        """Run a finished stage again, and every stage downstream of it."""
+        ...
+
     def pause(self, workflow_id: str) -> None:
         """Pause a running workflow."""
         ...

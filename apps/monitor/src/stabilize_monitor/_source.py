@@ -140,6 +140,10 @@ class DatabaseSource:
         """Cancel one stage of a workflow."""
         self.orchestrator.cancel_stage(workflow_id, stage, user=user, reason=reason)
 
+    def restart(self, workflow_id: str, stage: str, user: str) -> None:
+        """Run a finished stage again, and every stage downstream of it."""
+        self.orchestrator.restart(workflow_id, stage, user=user)
+
     def pause(self, workflow_id: str) -> None:
         """Pause a running workflow."""
         self.orchestrator.pause(workflow_id)

@@ -179,6 +179,8 @@ class MonitorApp(App[int]):
 
     def reload(self) -> None:
         """Reread the source and redraw the table, the panel and the open screen."""
+        if not self.screen_stack or not self.screen_stack[0].query("#title"):
+            return  # shutting down: a deferred reload fired after the widgets were removed
         self._last_read = time.monotonic()
         self.reads += 1
         now = self.clock()
