@@ -373,12 +373,51 @@ def test_deferred_choice_withdraws_a_rival_that_has_not_started() -> None:
 def test_deferred_choice_early_signal_on_one_branch_wins_when_it_suspends() -> None:
     run = choice()
     run.signal("a", "early")  # a is still running: kept
-    run.suspend("b")
-    assert run.st("b") is S.SUSPENDED  # no choice yet
-    run.suspend("a")  # the kept signal is delivered: a wins now
+    assert run.status()["b"] == ("BUFFERED", "waiting_for_choice")  # a's task runs first
+    run.suspend("a")  # the kept signal is delivered: a wins now, before b ever ran
     assert run.st("a") is S.RUNNING
-    assert run.status()["b"] == ("CANCELED", "withdrawn")
+    assert run.status()["b"] == ("SKIPPED", "withdrawn")
+    assert run["b"].tasks[0].status is S.NOT_STARTED
     assert run.status()["b2"] == ("SKIPPED", "branch_not_taken")
+
+
+def test_deferred_choice_of_ordinary_tasks_runs_only_the_first_to_start() -> None:
+    # Issue 14: both branches used to run and the loser was canceled after the fact.
+    run = Run(
+        stage("a", deferred_choice_group="g"),
+        stage("b", deferred_choice_group="g"),
+        stage("c", deferred_choice_group="g"),
+        stage("j", ["a", "b", "c"], join_type=JoinType.OR),
+    )
+    started = [
+        e.entity_id for fx in run.effects for e in fx.events if e.event_type == "task.started"
+    ]
+    assert started == [run["a"].tasks[0].id]  # the rivals' tasks were never started
+    assert run.status()["b"] == ("BUFFERED", "waiting_for_choice")
+    assert run.status()["c"] == ("BUFFERED", "waiting_for_choice")
+    fx = run.finish("a", outputs={"via": "a"})
+    assert [e.data for e in fx.events if e.event_type == "choice.made"] == [
+        {"group": "g", "chosen": "a"}
+    ]
+    for rival in ("b", "c"):
+        assert run.status()[rival] == ("SKIPPED", "withdrawn")
+        assert run[rival].tasks[0].status is S.NOT_STARTED
+    assert run.st("j") is S.RUNNING
+    run.finish("j")
+    assert run.wf_status() is S.SUCCEEDED
+
+
+def test_deferred_choice_a_suspending_member_lets_the_next_one_start() -> None:
+    run = Run(
+        stage("wait", task="wait_for_signal", deferred_choice_group="g"),
+        stage("work", deferred_choice_group="g"),
+    )
+    assert run.status()["work"] == ("BUFFERED", "waiting_for_choice")
+    run.suspend("wait")  # no choice yet: the next member's task may run
+    assert run.st("work") is S.RUNNING
+    run.finish("work")  # it completes first: it is the choice
+    assert run.status()["wait"] == ("CANCELED", "withdrawn")
+    assert run.wf_status() is S.SUCCEEDED
 
 
 # -- milestone ---------------------------------------------------------------------------

@@ -188,6 +188,11 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
             Message(ACQUIRE_MUTEX, wf.id, stage.id, payload={"key": stage.mutex_key})
         )
         return
+    if stage.deferred_choice_group is not None:
+        from stabilize.engine._signals import _hold_for_choice  # it imports this module
+
+        if _hold_for_choice(wf, stage, fx):
+            return
     stage.status_reason = None
     mark_stage(wf, stage, S.RUNNING)
     stage.start_time = now

@@ -37,7 +37,7 @@ from stabilize.engine._flow import (
 from stabilize.engine._jumps import _redirect
 from stabilize.engine._restart import RestartError
 from stabilize.engine._restart import restart_stage as _restart_stage
-from stabilize.engine._signals import _choose, _deliver_signal
+from stabilize.engine._signals import _choose, _deliver_signal, _release_choice
 from stabilize.engine.messages import (
     RELEASE_MUTEX,
     SIGNAL_TIMEOUT,
@@ -227,6 +227,8 @@ def complete_task(
         mark_stage(wf, stage, S.SUSPENDED)
         wait = outcome.context.get(SIGNAL_TIMEOUT_KEY)
         fx.emit("stage.suspended", "stage", stage.id, timeout_seconds=wait)
+        if stage.deferred_choice_group is not None and not stage.pending_signals:
+            _release_choice(wf, stage, now, fx)
         if stage.pending_signals:
             _deliver_signal(wf, stage, stage.pending_signals.pop(0), now, fx)
         elif isinstance(wait, int | float) and not isinstance(wait, bool) and wait >= 0:
