@@ -20,7 +20,9 @@ class QueueProcessorConfig:
         enable_lock_heartbeat: Renew the leases of running tasks.
         lock_heartbeat_interval_seconds: Renewal period (``None``: a third of the lease).
         recover_on_start: On start, release at once the leases of dead worker processes on
-            this host, so their interrupted tasks run again without waiting for expiry.
+            this host, so their interrupted tasks run again without waiting for expiry; then
+            resume RUNNING workflows that have no message left
+            (:class:`~stabilize.WorkflowRecovery`, when the processor has a store).
         recovery_interval_seconds: Repeat that check periodically (0: only on start).
         transient_max_attempts: Runs of a task that keeps raising ``TransientError`` before
             it fails (the first run counts).
