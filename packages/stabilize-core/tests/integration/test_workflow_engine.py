@@ -23,6 +23,7 @@ from stabilize import (
     WorkflowStatus,
 )
 from stabilize.errors import DatabaseNotFoundError, UnknownTaskTypeError
+from stabilize.events import EventReplayer
 from stabilize.queue.processor import ProcessResult, QueueProcessorConfig
 
 S = WorkflowStatus
@@ -309,6 +310,10 @@ def test_an_unknown_task_type_fails_its_stage_and_task_not_only_the_workflow(
     summary = done.failure_summary()
     assert summary is not None
     assert "stage 'second' ended TERMINAL" in summary
+    # The log replays to the stored state, the failed stage included.
+    rebuilt = EventReplayer(store.backend.own_event_store()).rebuild_workflow_state(wf.id)
+    assert rebuilt.to_dict() == done.to_dict()
+    assert sorted(s.to_dict()["status"] for s in rebuilt.stages) == ["NOT_STARTED", "TERMINAL"]
 
 
 # -- opening databases ------------------------------------------------------------------
