@@ -22,9 +22,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make gateway_helpers importable
 
-from gateway_helpers import HANG_GUARD, GatewayFactory
+from gateway_helpers import HANG_GUARD, GatewayFactory, engine_registry, run_engine
 
-from stabilize import StageExecution, TaskExecution, Workflow
+from stabilize import StageExecution, TaskExecution, TaskResult, TransientError, Workflow
 
 if TYPE_CHECKING:
     from conftest import StreamEngine
@@ -230,3 +230,138 @@ async def test_timeline_page_follows_a_running_workflow(
     ]
     assert title == "timeline demo · timeline"
     assert connection == "live"
+
+
+def pictures_workflow() -> Workflow:
+    """start -> b1 (gated), b2 (retried once), b3 -> quorum (2 of 3) -> check (loops) -> end."""
+
+    def stage(ref: str, kind: str, after: set[str], **fields: Any) -> StageExecution:
+        return StageExecution(
+            ref_id=ref,
+            type=kind,
+            name=fields.pop("name", ref),
+            requisite_stage_ref_ids=after,
+            tasks=[TaskExecution.create(ref, kind, stage_start=True, stage_end=True)],
+            **fields,
+        )
+
+    return Workflow.create(
+        application="pictures",
+        name="pictures demo",
+        stages=[
+            stage("start", "step", set(), name='<img src="x" id="injected">'),
+            stage("b1", "gated", {"start"}),
+            stage("b2", "flaky", {"start"}),
+            stage("b3", "step", {"start"}),
+            stage("quorum", "step", {"b1", "b2", "b3"}, join_type="N_OF_M", join_threshold=2),
+            stage("check", "loop", {"quorum"}),
+            stage("end", "step", {"check"}),
+        ],
+    )
+
+
+def pictures_registry(db: StreamEngine) -> Any:
+    registry = engine_registry(db)
+    runs: dict[str, int] = {}
+
+    def once(stage: StageExecution) -> int:
+        runs[stage.ref_id] = runs.get(stage.ref_id, 0) + 1
+        return runs[stage.ref_id]
+
+    def flaky(stage: StageExecution) -> TaskResult:
+        if once(stage) == 1:
+            raise TransientError("the first attempt fails", retry_after=0)
+        return TaskResult.success()
+
+    def loop(stage: StageExecution) -> TaskResult:
+        return TaskResult.jump_to("check") if once(stage) == 1 else TaskResult.success()
+
+    registry.register("flaky", flaky)
+    registry.register("loop", loop)
+    return registry
+
+
+BARS_JS = """[...document.querySelectorAll('#gantt rect.bar')].map(b => [
+    b.dataset.refId, b.dataset.status, Number(b.dataset.run), Number(b.dataset.retries),
+    b.classList.contains('running')])"""
+NODES_JS = """Object.fromEntries([...document.querySelectorAll('#graph g.node')].map(n => [
+    n.dataset.refId, [n.dataset.status, n.dataset.join || '']]))"""
+BAR_WIDTH_JS = (
+    "Number(document.querySelector('#gantt rect.bar[data-ref-id=\"b1\"]').getAttribute('width'))"
+)
+
+
+async def test_timeline_page_draws_the_gantt_and_the_graph_as_a_workflow_runs(
+    db: StreamEngine, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    run_engine(db, pictures_registry(db))
+    gateway = await start_gateway(db.events, token=TOKEN)
+    wf = pictures_workflow()
+    db.orchestrator().start(wf)
+    url = f"{gateway.http_url}/workflows/{wf.id}?token={TOKEN}"
+    async with browser(url, tmp_path / "chromium") as (tools, page):
+        # b1 waits at its gate while the rest runs: the quorum fired on b2 and b3.
+        await tools.until(
+            page,
+            "document.querySelector('#graph g.node[data-ref-id=\"end\"]')?.dataset.status"
+            " === 'SUCCEEDED'",
+        )
+        nodes = await tools.evaluate(page, NODES_JS)
+        bars = await tools.evaluate(page, BARS_JS)
+        width = await tools.evaluate(page, BAR_WIDTH_JS)
+        # The running bar grows as time passes (the page redraws it; no event needed).
+        grown = await tools.until(page, f"{BAR_WIDTH_JS} > {width} && {BAR_WIDTH_JS}")
+        injected = await tools.evaluate(page, "document.querySelectorAll('#injected').length")
+        start_title = await tools.evaluate(
+            page, "document.querySelector('#graph g.node[data-ref-id=\"start\"] title').textContent"
+        )
+        db.gate.set()
+        status = await tools.until(page, "document.body.dataset.workflowStatus")
+        await tools.until(
+            page,
+            "document.querySelector('#graph g.node[data-ref-id=\"b1\"]')?.dataset.status"
+            " === 'SUCCEEDED'",
+        )
+        final_nodes = await tools.evaluate(page, NODES_JS)
+        final_bars = await tools.evaluate(page, BARS_JS)
+        edges = await tools.evaluate(
+            page,
+            "[...document.querySelectorAll('#graph path.edge')]"
+            ".map(e => e.dataset.from + '>' + e.dataset.to).sort()",
+        )
+    assert nodes == {
+        "start": ["SUCCEEDED", ""],
+        "b1": ["RUNNING", ""],
+        "b2": ["SUCCEEDED", ""],
+        "b3": ["SUCCEEDED", ""],
+        "quorum": ["SUCCEEDED", "2/3"],
+        "check": ["SUCCEEDED", ""],
+        "end": ["SUCCEEDED", ""],
+    }
+    by_ref: dict[str, list[list[Any]]] = {}
+    for bar in bars:
+        by_ref.setdefault(bar[0], []).append(bar[1:])
+    assert by_ref["b1"] == [["RUNNING", 1, 0, True]]
+    assert by_ref["b2"] == [["SUCCEEDED", 1, 1, False]]  # one retry, in one run
+    assert by_ref["check"] == [["REDIRECT", 1, 0, False], ["SUCCEEDED", 2, 0, False]]
+    assert by_ref["quorum"] == [["SUCCEEDED", 1, 0, False]]
+    assert set(by_ref) == {"start", "b1", "b2", "b3", "quorum", "check", "end"}
+    assert grown > width
+    assert injected == 0  # names are text, never markup
+    assert start_title == '<img src="x" id="injected"> (start): SUCCEEDED'
+    assert status == "SUCCEEDED"
+    assert {ref: s for ref, (s, _) in final_nodes.items()} == dict.fromkeys(nodes, "SUCCEEDED")
+    assert final_nodes["quorum"] == ["SUCCEEDED", "3/3"]
+    assert not any(bar[4] for bar in final_bars)  # nothing runs any more
+    assert edges == sorted(
+        [
+            "start>b1",
+            "start>b2",
+            "start>b3",
+            "b1>quorum",
+            "b2>quorum",
+            "b3>quorum",
+            "quorum>check",
+            "check>end",
+        ]
+    )
