@@ -71,9 +71,12 @@ def test_a_child_built_from_stage_objects_inside_execute_runs_and_its_outputs_fl
         ),
     )
     seen: list[Any] = []
-    engine.registry.register(
-        "publish", lambda s: seen.append(s.context.get("sub_workflow_outputs")) or {}
-    )
+
+    def publish(s: StageExecution) -> TaskResult:
+        seen.append(s.context.get("sub_workflow_outputs"))
+        return TaskResult.success()
+
+    engine.registry.register("publish", publish)
     wf = Workflow.create(
         application="demo",
         name="parent",
