@@ -27,6 +27,7 @@ CORE = canonicalize_name("stabilize-core")
 META_EXTRAS = {
     "postgres": CORE,
     "http": CORE,
+    "observability": CORE,
     "llm": canonicalize_name("stabilize-llm"),
     "hitl": canonicalize_name("stabilize-hitl"),
     "stream": canonicalize_name("stabilize-stream"),
@@ -163,7 +164,7 @@ def test_the_stabilize_extras_install_every_member(members):
     (core_in_all,) = [
         r for r in map(Requirement, extras["all"]) if canonicalize_name(r.name) == CORE
     ]
-    assert core_extras == {"postgres", "http"} == core_in_all.extras
+    assert core_extras == {"postgres", "http", "observability"} == core_in_all.extras
 
 
 def test_the_stabilize_distribution_ships_no_code(members):

@@ -128,6 +128,7 @@ if TYPE_CHECKING:  # exact types for mypy; at run time these resolve through __g
     from stabilize.llm import AgentLoopTask as AgentLoopTask
     from stabilize.llm import LLMClient as LLMClient
     from stabilize.llm import LLMTask as LLMTask
+    from stabilize.llm import ToolError as ToolError
     from stabilize.llm import ToolRegistry as ToolRegistry
     from stabilize.llm import tool as tool
 

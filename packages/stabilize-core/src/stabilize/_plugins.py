@@ -39,8 +39,28 @@ OPTIONAL_EXPORTS: dict[str, str] = {
     "AgentLoopTask": "stabilize-llm",
     "ToolRegistry": "stabilize-llm",
     "tool": "stabilize-llm",
+    "ToolError": "stabilize-llm",
 }
 """Public names that extensions provide, mapped to the distribution to install for each."""
+
+_SPANS_BY_THE_ENGINE = (
+    "the worker records workflow, stage and task spans itself once configure_tracing() "
+    "is called; for spans of your own use trace_operation() (docs/compatibility.md, Tracing)"
+)
+
+REPLACED_NAMES: dict[str, str] = {
+    "trace_workflow": _SPANS_BY_THE_ENGINE,
+    "trace_stage": _SPANS_BY_THE_ENGINE,
+    "trace_task": _SPANS_BY_THE_ENGINE,
+    "trace_message_processing": _SPANS_BY_THE_ENGINE,
+}
+"""Names of the original package left out on purpose, mapped to what to use instead."""
+
+
+class RemovedNameError(StabilizeError, ImportError):
+    """A name the original package had and stabilize deliberately does not: says what to
+    use instead (an ImportError, so that ``from stabilize import name`` shows the text)."""
+
 
 # The import package each extension distribution ships: the `name` of the hint's error.
 _DIST_MODULES = {
@@ -183,6 +203,8 @@ def load_export(name: str) -> Any:
         ModuleNotFoundError: ``name`` belongs to an extension that is not installed; the
             message says what to install. (An ``AttributeError`` raised by a module's
             ``__getattr__`` loses its text in ``from stabilize import name``.)
+        RemovedNameError: ``name`` is one of the original package's names left out on
+            purpose (:data:`REPLACED_NAMES`); the message says what to use instead.
         AttributeError: No extension exports ``name``.
         ImportError: The extension failed to import, or two distributions export ``name``.
     """
@@ -190,6 +212,9 @@ def load_export(name: str) -> Any:
     ep = None if name.startswith("__") else group(EXPORTS_GROUP).get(name)
     if ep is not None:
         return load_entry_point(ep)
+    replacement = REPLACED_NAMES.get(name)
+    if replacement is not None:
+        raise RemovedNameError(f"stabilize.{name} does not exist here: {replacement}", name=name)
     dist = OPTIONAL_EXPORTS.get(name)
     if dist is not None:
         hint = f"stabilize.{name} needs {dist}: pip install {dist}"

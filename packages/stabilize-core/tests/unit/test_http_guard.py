@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 
 from stabilize import StageExecution
 from stabilize.tasks.http import BlockedURLError, HTTPTask, SSRFGuard, blocked_reason
 from stabilize.tasks.http._guard import IPAddress
-from stabilize.tasks.http._transport import GuardedBackend
 
 
 @pytest.mark.parametrize(
@@ -156,11 +156,19 @@ def test_policy_is_replaceable_and_sees_the_port() -> None:
         g.check_url("http://internal.test/")
 
 
+def guarded_backend(guard: SSRFGuard) -> Any:
+    """The connect-time half of the guard (it needs httpcore: the ``http`` extra)."""
+    pytest.importorskip("httpcore", reason="the connect-time guard needs stabilize-core[http]")
+    from stabilize.tasks.http._transport import GuardedBackend
+
+    return GuardedBackend(guard)
+
+
 def test_connect_time_check_refuses_before_any_socket() -> None:
     answers = iter([["93.184.216.34"], ["10.0.0.7"]])
     g = SSRFGuard(resolver=lambda host, port: next(answers))
     g.check_url("http://rebind.test/")  # the check sees a public address ...
-    backend = GuardedBackend(g)
+    backend = guarded_backend(g)
     with pytest.raises(BlockedURLError, match=r"10\.0\.0\.7"):
         backend.connect_tcp("rebind.test", 80)  # ... the connect sees a private one
     assert backend._streams == []
@@ -168,7 +176,7 @@ def test_connect_time_check_refuses_before_any_socket() -> None:
 
 def test_backend_refuses_unix_sockets() -> None:
     with pytest.raises(BlockedURLError, match="unix sockets"):
-        GuardedBackend(SSRFGuard()).connect_unix_socket("/var/run/docker.sock")
+        guarded_backend(SSRFGuard()).connect_unix_socket("/var/run/docker.sock")
 
 
 def test_task_refuses_a_private_url_before_connecting() -> None:

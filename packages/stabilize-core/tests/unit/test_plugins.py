@@ -125,6 +125,7 @@ def test_optional_export_table_covers_the_extensions():
         "LLMClient": "stabilize-llm",
         "LLMTask": "stabilize-llm",
         "StreamItem": "stabilize-stream",
+        "ToolError": "stabilize-llm",
         "ToolRegistry": "stabilize-llm",
         "WorkflowStream": "stabilize-stream",
         "approve": "stabilize-hitl",
@@ -314,3 +315,11 @@ def test_describe_dist_names_the_distribution(fake_plugins):
 
     assert _plugins.describe_dist(ep) == "stabilize-monitor 0.4.2"
     assert _plugins.describe_dist(fake_plugins.add("g", "n", "m:v")) == "an unknown distribution"
+
+
+@pytest.mark.parametrize("name", sorted(_plugins.REPLACED_NAMES))
+def test_a_name_left_out_on_purpose_says_what_to_use_instead(name):
+    with pytest.raises(ImportError, match=r"trace_operation\(\)") as excinfo:
+        exec(f"from stabilize import {name}", {})
+    assert isinstance(excinfo.value, _plugins.RemovedNameError)
+    assert f"stabilize.{name} does not exist here" in str(excinfo.value)
