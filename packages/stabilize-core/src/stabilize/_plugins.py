@@ -58,8 +58,11 @@ REPLACED_NAMES: dict[str, str] = {
 
 
 class RemovedNameError(StabilizeError, ImportError):
-    """A name the original package had and stabilize deliberately does not: says what to
-    use instead (an ImportError, so that ``from stabilize import name`` shows the text)."""
+    """A name of the original package that stabilize leaves out on purpose.
+
+    Its message says what to use instead; it is an ImportError so that ``from stabilize
+    import name`` shows that text.
+    """
 
 
 # The import package each extension distribution ships: the `name` of the hint's error.
