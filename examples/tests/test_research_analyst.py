@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -13,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def analyst(monkeypatch: pytest.MonkeyPatch):
+def analyst(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(REPO))
     for name in [m for m in sys.modules if m.startswith("examples.research_analyst")]:
         monkeypatch.delitem(sys.modules, name)
@@ -22,7 +23,7 @@ def analyst(monkeypatch: pytest.MonkeyPatch):
     return run
 
 
-def test_offline_run(tmp_path: Path, analyst) -> None:
+def test_offline_run(tmp_path: Path, analyst: ModuleType) -> None:
     lines: list[str] = []
     outcome = analyst.main(f"sqlite:///{tmp_path / 'a.db'}", workdir=tmp_path, out=lines.append)
     wf = outcome.workflow
@@ -42,7 +43,7 @@ def test_offline_run(tmp_path: Path, analyst) -> None:
     assert outcome.verdict is None
 
 
-def test_tool_keys_stay_unique_across_the_loop_back(tmp_path: Path, analyst) -> None:
+def test_tool_keys_stay_unique_across_the_loop_back(tmp_path: Path, analyst: ModuleType) -> None:
     analyst.main(f"sqlite:///{tmp_path / 'a.db'}", workdir=tmp_path, out=lambda _: None)
     from examples.research_analyst.ledger import Ledger
 
@@ -52,7 +53,7 @@ def test_tool_keys_stay_unique_across_the_loop_back(tmp_path: Path, analyst) -> 
 
 
 @pytest.mark.chaos
-def test_chaos_run_repeats_no_committed_call(tmp_path: Path, analyst) -> None:
+def test_chaos_run_repeats_no_committed_call(tmp_path: Path, analyst: ModuleType) -> None:
     lines: list[str] = []
     outcome = analyst.main(
         f"sqlite:///{tmp_path / 'a.db'}", workdir=tmp_path, chaos=True, out=lines.append
