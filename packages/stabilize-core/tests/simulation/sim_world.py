@@ -59,11 +59,6 @@ REPLAY = (
 
 
 KNOWN_BUGS = {
-    "same-batch-end": (
-        "QueueProcessor._commit dispatches a RunTask claimed earlier in a batch even when a "
-        "later message of the same transaction (a stage deadline, a cancellation) ends its "
-        "stage or workflow: user code runs for a task already CANCELED in the committed state"
-    ),
     "sub-workflow-db-error": (
         "SubWorkflowTask lets a transient database error of its own reads and writes fail the "
         "task for good (TERMINAL) instead of retrying it"
@@ -362,12 +357,7 @@ class World:
         run = flight.msg.payload.get("run")
         if task is None or task.status is not S.RUNNING or task.version != run:
             state = None if task is None else (task.status.value, task.version)
-            problem = f"{where}: stored task is {state}, message is for run {run}"
-            canceled = task is not None and task.status is S.CANCELED
-            if canceled and wf.id in self.faulty.last_touched and not self.strict:
-                self.known.append(f"{KNOWN_BUGS['same-batch-end']}: {problem}")
-            else:
-                self.violations.append(problem)
+            self.violations.append(f"{where}: stored task is {state}, message is for run {run}")
         elif task.retry_count != flight.retry_count:
             self.violations.append(
                 f"{where}: stored retry {task.retry_count}, dispatched as {flight.retry_count}"

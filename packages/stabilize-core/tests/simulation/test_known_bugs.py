@@ -1,16 +1,13 @@
-"""Minimal reproductions of engine bugs the simulation found (skipped until fixed).
+"""Minimal reproductions of engine bugs the simulation found.
 
-Each names the seed that found it; un-skip it together with the seeds in
-test_simulation.py once the fix is in.
+Each names the seed that found it. A bug not fixed yet is skipped, together with its
+seeds in test_simulation.py, naming it; the fixed ones stay here as regression tests.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-
-import pytest
-from simulation.sim_world import KNOWN_BUGS
 
 from stabilize import (
     Orchestrator,
@@ -36,7 +33,6 @@ class Clock:
         return self.now
 
 
-@pytest.mark.skip(reason=f"engine bug (simulation seeds 14, 37): {KNOWN_BUGS['same-batch-end']}")
 def test_a_task_whose_stage_ends_in_the_same_commit_is_not_run(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'wf.db'}"
     store = SqliteWorkflowStore(url, create_tables=True)

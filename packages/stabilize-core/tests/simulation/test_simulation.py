@@ -94,12 +94,8 @@ def test_a_seed_replays_exactly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("seed", "faults_in_tasks"),
     [
-        pytest.param(
-            37, False, marks=pytest.mark.skip(reason=f"engine bug: {KNOWN_BUGS['same-batch-end']}")
-        ),
-        pytest.param(
-            14, False, marks=pytest.mark.skip(reason=f"engine bug: {KNOWN_BUGS['same-batch-end']}")
-        ),
+        pytest.param(37, False),
+        pytest.param(14, False),
         pytest.param(
             24,
             True,

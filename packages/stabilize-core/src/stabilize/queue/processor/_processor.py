@@ -15,6 +15,7 @@ from typing import Any
 from stabilize import tracing
 from stabilize._json import safe_text
 from stabilize.backends._base import Transaction
+from stabilize.cancellation import TaskCancelledError
 from stabilize.engine.messages import (
     ACQUIRE_MUTEX,
     CANCEL_WORKFLOW,
@@ -409,10 +410,41 @@ class QueueProcessor:
                     if observer is not None:
                         observer.dead_lettered(msg.kind)
                 batch.done += 1
+            if batch.dispatch:
+                batch.dispatch = self._still_running(tx, batch.dispatch)
         self.commits += 1
         if observer is not None and batch.ends is not None and (batch.done or batch.dispatch):
             observer.committed(started_ns, batch.done, len(batch.dispatch), batch.ends)
         return batch.done, batch.dispatch
+
+    def _still_running(
+        self, tx: Transaction, dispatch: list[tuple[InFlight, timedelta | None]]
+    ) -> list[tuple[InFlight, timedelta | None]]:
+        """The executions of ``dispatch`` whose task is still RUNNING as the batch ends.
+
+        A later message of the same batch (a stage deadline, a cancellation) can end a task
+        dispatched earlier in it: its user code must not run (found by the simulation,
+        seeds 14 and 37). The others are settled with the next step, as canceled runs
+        whose completion is stale.
+        """
+        keep: list[tuple[InFlight, timedelta | None]] = []
+        for flight, timeout in dispatch:
+            wf = tx.touched.get(flight.msg.workflow_id)
+            stage = wf.index.by_id.get(flight.stage.id) if wf is not None else None
+            task = next((t for t in stage.tasks if t.id == flight.task_id), None) if stage else None
+            run = _run(flight.msg)
+            if (
+                task is not None
+                and task.status is WorkflowStatus.RUNNING
+                and (run is None or task.version == run)
+            ):
+                keep.append((flight, timeout))
+                continue
+            flight.withdrawn = True
+            where = f"stage {flight.stage.ref_id!r}"
+            error = TaskCancelledError(f"a task of {where} ended before it could start")
+            self._retry.append(Finished(flight, error=error))
+        return keep
 
     def _commit_apart(
         self, finished: list[Finished], capacity: int, now: int, error: Exception
@@ -508,7 +540,9 @@ class QueueProcessor:
             log.info("message %s is no longer leased to us; result dropped", msg.id)
             return
         batch.done += 1
-        item.flight.cleanup = outcome.status is not WorkflowStatus.RUNNING
+        item.flight.cleanup = (
+            outcome.status is not WorkflowStatus.RUNNING and not item.flight.withdrawn
+        )
         observer = tracing.observer
         if outcome.retry and observer is not None:
             task = item.flight.stage.task_by_id(item.flight.task_id)

@@ -57,6 +57,8 @@ class InFlight:
     """Abandoned at its deadline; its ``on_timeout`` runs and settles it."""
     cleanup: bool = False
     """Its result ended the task (committed): ``on_cleanup`` runs after the commit."""
+    withdrawn: bool = False
+    """Taken back before its user code ran (its task ended in the batch that claimed it)."""
     clock: Callable[[], float] = time.time
     """The processor's clock (epoch seconds): the overall timeout is checked by it."""
     claimed_at: float = field(default_factory=time.monotonic)
