@@ -66,6 +66,13 @@ def _cmd_version(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prompt(ns: argparse.Namespace) -> int:
+    from stabilize._prompt import render
+
+    sys.stdout.write(render())
+    return 0
+
+
 def _cmd_demo(ns: argparse.Namespace) -> int:
     from stabilize.demo import run_demo
 
@@ -188,6 +195,12 @@ _BUILTINS: dict[str, tuple[str, _Handler, _Configure, tuple[str, ...]]] = {
         _cmd_version,
         _no_options,
         ("stabilize version",),
+    ),
+    "prompt": (
+        "Print a Markdown reference of the installed stabilize packages for a coding agent.",
+        _cmd_prompt,
+        _no_options,
+        ("stabilize prompt > stabilize-reference.md",),
     ),
     "demo": (
         "Run a small workflow on a local SQLite file and show its progress.",

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from stabilize._cli_support import CommandError, command_parser, error_line, run_command
 from stabilize._plugins import cli_commands
 
-BUILTINS = ["version", "demo", "mg-up", "mg-status", "purge"]
+BUILTINS = ["version", "prompt", "demo", "mg-up", "mg-status", "purge"]
 PLUGINS = ["serve", "approve", "reject", "monitor"]
 DOWN_URL = "postgresql://root@127.0.0.1:1/test"
 SENTENCE = re.compile(r"[A-Z][^.]*(\.[^ .][^.]*)*\.")
