@@ -44,12 +44,26 @@ class CancellationToken:
 
 
 def is_cancellation_requested(stage: StageExecution) -> bool:
-    """True when the task that received ``stage`` has been asked to stop."""
+    """Report whether the task that received ``stage`` has been asked to stop.
+
+    Args:
+        stage: The stage the task received (its copy carries the task's cancel token).
+
+    Returns:
+        True once the stage or its workflow was canceled while the task runs.
+    """
     token = stage._cancel_token
     return token is not None and token.is_cancelled
 
 
 def raise_if_cancellation_requested(stage: StageExecution) -> None:
-    """Raise :class:`TaskCancelledError` when the task has been asked to stop."""
+    """Raise :class:`TaskCancelledError` when the task has been asked to stop.
+
+    Args:
+        stage: The stage the task received.
+
+    Raises:
+        TaskCancelledError: The stage or its workflow was canceled; the message names it.
+    """
     if is_cancellation_requested(stage):
         raise TaskCancelledError(f"stage {stage.ref_id!r} was canceled")

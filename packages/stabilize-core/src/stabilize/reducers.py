@@ -53,6 +53,13 @@ def register_reducer(name: str, fn: Reducer) -> None:
 
     Reducers run inside the engine's transitions: they must be pure and deterministic, and
     every worker process must register the same ones.
+
+    Args:
+        name: The name stages use in ``output_reducers``.
+        fn: Takes the list of the branches' values (in declaration order) and returns one.
+
+    Raises:
+        ValueError: ``name`` is empty or ``fn`` is not callable.
     """
     if not name or not callable(fn):
         raise ValueError("register_reducer(name, fn) needs a name and a callable")
@@ -61,10 +68,16 @@ def register_reducer(name: str, fn: Reducer) -> None:
 
 
 def get_reducer(name: str) -> Reducer:
-    """Return the reducer registered as ``name``.
+    """Return the reducer registered as ``name`` (a registered one before a built-in).
+
+    Args:
+        name: A built-in reducer's name or one given to :func:`register_reducer`.
+
+    Returns:
+        The reducer function.
 
     Raises:
-        ValueError: no reducer has that name.
+        ValueError: no reducer has that name; the message lists the known ones.
     """
     fn = _custom.get(name) or _BUILTINS.get(name)
     if fn is None:
@@ -85,6 +98,13 @@ def apply_output_reducers(
 
     Only keys present in at least one branch are produced; branches lacking a key are left
     out of that key's values.
+
+    Args:
+        reducers: Output key to reducer name, as in ``StageExecution.output_reducers``.
+        branch_outputs: The outputs of each branch, in declaration order.
+
+    Returns:
+        The combined value of each reduced key that some branch published.
 
     Raises:
         ValueError: a reducer name is unknown.
