@@ -384,7 +384,7 @@ def test_the_engine_cancels_a_running_docker_command(
 def test_the_engine_passes_outputs_downstream(fake_docker: FakeDocker, engine: Engine) -> None:
     engine.registry.register("docker", DockerTask(docker_path=str(fake_docker.path)))
     seen: list[Any] = []
-    engine.registry.register("look", lambda s: seen.append(s.context.get("container_id")))
+    engine.registry.register("look", lambda s: seen.append(s.context.get("container_id")) or {})
     look = StageExecution(
         ref_id="look",
         type="look",
