@@ -35,6 +35,7 @@ from stabilize import (
     Workflow,
     WorkflowStatus,
 )
+from stabilize.backends.postgres import PostgresBackend
 from stabilize.events import open_event_store
 
 if TYPE_CHECKING:
@@ -113,9 +114,11 @@ class Roles:
         return url_as(self.pg_url, self.names[kind])
 
     def drop(self) -> None:
-        from conftest import close_pg_backends
-
-        close_pg_backends(self.schema)
+        # Roles are server-wide: they outlive the schema unless dropped here. The pools of
+        # the roles' connections close first (as conftest's close_pg_backends does).
+        for key, backend in list(PostgresBackend._instances.items()):
+            if key[1] == self.schema:
+                backend.close()
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             for name in reversed(self.created):
                 role = sql.Identifier(name)
