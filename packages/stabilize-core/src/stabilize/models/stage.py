@@ -58,6 +58,16 @@ class StragglerPolicy(StrEnum):
     MERGE = "merge"
 
 
+RUN_STATE_KEYS = (
+    "_signal_name",
+    "_signal_data",
+    "_signal_user",
+    "_wait_until",
+    "_sub_workflow_id",
+)
+"""Context keys that belong to one run of a stage: :meth:`StageExecution.reset` drops them."""
+
+
 @dataclass
 class MultiInstanceConfig:
     """Run a stage once per item of a list known only at run time (dynamic fan-out).
@@ -262,7 +272,14 @@ class StageExecution:
         raise KeyError(f"stage {self.ref_id!r} has no task {task_id!r}")
 
     def reset(self) -> None:
-        """Return the stage and its tasks to NOT_STARTED (used by jumps and restarts)."""
+        """Return the stage and its tasks to NOT_STARTED (used by jumps and restarts).
+
+        The context keeps what the user and the tasks put there, except the keys that hold
+        the state of one run (:data:`RUN_STATE_KEYS`): a signal delivered to the last run,
+        a wait's deadline, the child of a sub-workflow. The next run starts without them.
+        """
+        for key in RUN_STATE_KEYS:
+            self.context.pop(key, None)
         self.status = WorkflowStatus.NOT_STARTED
         self.start_time = None
         self.end_time = None

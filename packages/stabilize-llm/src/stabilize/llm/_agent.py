@@ -124,6 +124,7 @@ class AgentLoopTask(RetryableTask):
         # A copy: a step that raises (a failing tool) must leave the stage's checkpoint as
         # it was, not half-updated in memory.
         state = copy.deepcopy(raw_state) if isinstance(raw_state, dict) else _fresh(reader)
+        state = _this_run(stage, reader, state)
         usage = Usage.from_dict(state["usage"])
         decided, context = take_budget_decision(
             stage, reader, _outputs(stage, state, output_key, None)
@@ -203,6 +204,26 @@ class AgentLoopTask(RetryableTask):
         emit_progress(
             stage, f"tool {call.name}", step=record["step"], tool=call.name, error=result.is_error
         )
+
+
+def _this_run(
+    stage: StageExecution, reader: ContextReader, state: dict[str, Any]
+) -> dict[str, Any]:
+    """The checkpoint of this run of the stage: a fresh conversation after a reset.
+
+    A jump or a restart runs the stage again (it starts at a new time); the checkpoint of
+    the last run must not carry on. Step numbers go on from the last run, so that tool
+    calls keep idempotency keys of their own.
+    """
+    started = stage.start_time
+    if "run_started" not in state:  # a checkpoint of this run written before the field
+        state["run_started"] = started
+    elif state["run_started"] != started:
+        step = int(state.get("step", 0))
+        state = _fresh(reader)
+        state["step"] = step
+        state["run_started"] = started
+    return state
 
 
 def _fresh(reader: ContextReader) -> dict[str, Any]:

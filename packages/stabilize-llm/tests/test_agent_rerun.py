@@ -1,0 +1,77 @@
+"""An agent stage run again (a jump back to it) starts a fresh conversation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stabilize import (
+    Orchestrator,
+    QueueProcessor,
+    SqliteQueue,
+    SqliteWorkflowStore,
+    StageExecution,
+    TaskExecution,
+    TaskRegistry,
+    TaskResult,
+    Workflow,
+    WorkflowStatus,
+)
+from stabilize.llm import AgentLoopTask, ScriptedModel, ToolCall, ToolRegistry, tool
+
+
+def test_a_jump_back_to_an_agent_stage_starts_a_new_conversation(sqlite_url):
+    keys: list[str] = []
+
+    @tool
+    def ping(idempotency_key: str) -> str:
+        """Ping."""
+        keys.append(idempotency_key)
+        return "pong"
+
+    # The script answers by the conversation's length: a fresh conversation starts over.
+    replies: list[Any] = [ToolCall("ping", {}), "done", "carried on an old conversation"]
+    agent = AgentLoopTask(client=ScriptedModel(replies).client(), tools=ToolRegistry().add(ping))
+
+    passes: list[str] = []
+
+    def again(stage: StageExecution) -> TaskResult:
+        passes.append(stage.id)
+        if len(passes) > 1:
+            return TaskResult.success()
+        return TaskResult.jump_to("ag")
+
+    registry = TaskRegistry()
+    registry.register("agent", agent)
+    registry.register("again", again)
+    stages = [
+        StageExecution(
+            ref_id="ag",
+            type="agent",
+            name="ag",
+            context={"prompt": "Ping."},
+            tasks=[TaskExecution.create("ag", "agent")],
+        ),
+        StageExecution(
+            ref_id="loop",
+            type="again",
+            name="loop",
+            requisite_stage_ref_ids={"ag"},
+            tasks=[TaskExecution.create("loop", "again")],
+        ),
+    ]
+    wf = Workflow.create(application="test", name="rerun", stages=stages)
+    store = SqliteWorkflowStore(sqlite_url)
+    queue = SqliteQueue(sqlite_url)
+    processor = QueueProcessor(queue, store=store, task_registry=registry)
+    Orchestrator(queue, store=store).start(wf)
+    processor.process_all(timeout=30)
+
+    done = store.retrieve(wf.id)
+    assert done.status is WorkflowStatus.SUCCEEDED
+    agent_stage = done.stage_by_ref_id("ag")
+    assert agent_stage.outputs["answer"] == "done"
+    # The second run asked the model afresh, called the tool again, under a new key.
+    assert len(keys) == 2
+    assert len(set(keys)) == 2
+    state = agent_stage.context["_agent"]
+    assert [m["role"] for m in state["messages"]].count("user") == 1
