@@ -1,4 +1,4 @@
-"""An agent stage run again (a jump back to it) starts a fresh conversation."""
+"""An agent stage run again starts a fresh conversation; the worker's key stays home."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from stabilize import (
     WorkflowStatus,
 )
 from stabilize.llm import AgentLoopTask, ScriptedModel, ToolCall, ToolRegistry, tool
+from stabilize.llm._stage import client_for
+from stabilize.tasks._context import ContextReader
 
 
 def test_a_jump_back_to_an_agent_stage_starts_a_new_conversation(sqlite_url):
@@ -75,3 +77,27 @@ def test_a_jump_back_to_an_agent_stage_starts_a_new_conversation(sqlite_url):
     assert len(set(keys)) == 2
     state = agent_stage.context["_agent"]
     assert [m["role"] for m in state["messages"]].count("user") == 1
+
+
+# -- the worker's key goes only to the worker's endpoint (docs/security.md) ------------------
+
+
+def _client(context: dict[str, Any]) -> Any:
+    return client_for(ContextReader(context, "llm"), None)
+
+
+def test_a_base_url_from_the_context_gets_no_key_of_the_worker(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-worker")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    client = _client({"model": "m", "base_url": "http://attacker.invalid/v1"})
+    assert "authorization" not in client._http.headers
+    client.close()
+
+
+def test_the_worker_key_still_goes_to_the_worker_endpoint(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-worker")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    for context in ({"model": "m"}, {"model": "m", "base_url": "http://127.0.0.1:9/v1/"}):
+        client = _client(context)
+        assert client._http.headers["authorization"] == "Bearer sk-worker"
+        client.close()

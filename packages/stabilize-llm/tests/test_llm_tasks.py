@@ -321,6 +321,8 @@ def test_llm_task_builds_client_from_context_without_keys_in_state(
     model_server: Any, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    # The key goes to the worker's own endpoint only (test_agent_rerun.py: not elsewhere).
+    monkeypatch.setenv("OPENAI_BASE_URL", model_server.openai_url)
     model_server.script(["fine"])
     engine = make_engine(sqlite_url, {"llm": LLMTask()})
     wf = engine.run(

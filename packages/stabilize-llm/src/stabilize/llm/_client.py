@@ -67,7 +67,7 @@ class LLMClient:
             raise ValueError(f"api must be one of {list(APIS)}, not {api!r}")
         self.model = model
         self.api = api
-        self.base_url = (base_url or _default_base_url(api)).rstrip("/")
+        self.base_url = (base_url or default_base_url(api)).rstrip("/")
         self.timeout = timeout
         self.default_options = dict(default_options or {})
         self._api_key = api_key if api_key is not None else _env_key(api)
@@ -251,7 +251,8 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def _default_base_url(api: str) -> str:
+def default_base_url(api: str) -> str:
+    """The endpoint a client of ``api`` talks to unless given one (from the environment)."""
     if api == "openai":
         return os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
     host = os.environ.get("OLLAMA_HOST") or OLLAMA_BASE_URL

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stabilize.engine.transitions import SIGNAL_TIMEOUT_KEY
-from stabilize.llm._client import LLMClient
+from stabilize.llm._client import LLMClient, default_base_url
 from stabilize.llm._types import ChatMessage, Usage
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
@@ -43,7 +43,11 @@ def client_for(reader: ContextReader, injected: LLMClient | None) -> LLMClient:
     """The injected client, or one built from ``model``, ``base_url`` and ``api``.
 
     An API key is never read from the stage context (it would be stored with the
-    workflow): the client takes it from the environment.
+    workflow): the client takes it from the environment, and sends it only to the
+    environment's own endpoint (``OPENAI_BASE_URL`` or the default, ``OLLAMA_HOST``). A
+    ``base_url`` that names another server gets no key: whoever writes a workflow must not
+    be able to send the worker's key to a server of their choosing. For another endpoint
+    that needs a key, the worker's operator injects a client.
     """
     if reader.has("api_key"):
         raise reader.error(
@@ -55,7 +59,10 @@ def client_for(reader: ContextReader, injected: LLMClient | None) -> LLMClient:
         return injected
     model = reader.text("model")
     api = reader.choice("api", ("openai", "ollama"), "openai")
-    return LLMClient(model, base_url=reader.text("base_url", None), api=api)
+    base_url = reader.text("base_url", None)
+    if base_url is not None and base_url.rstrip("/") != default_base_url(api).rstrip("/"):
+        return LLMClient(model, base_url=base_url, api=api, api_key="")
+    return LLMClient(model, base_url=base_url, api=api)
 
 
 def call_options(reader: ContextReader, injected: LLMClient | None) -> dict[str, Any]:
