@@ -384,7 +384,11 @@ def test_the_engine_cancels_a_running_docker_command(
 def test_the_engine_passes_outputs_downstream(fake_docker: FakeDocker, engine: Engine) -> None:
     engine.registry.register("docker", DockerTask(docker_path=str(fake_docker.path)))
     seen: list[Any] = []
-    engine.registry.register("look", lambda s: seen.append(s.context.get("container_id")) or {})
+    def look_task(stage: StageExecution) -> dict[str, Any]:
+        seen.append(stage.context.get("container_id"))
+        return {}
+
+    engine.registry.register("look", look_task)
     look = StageExecution(
         ref_id="look",
         type="look",
