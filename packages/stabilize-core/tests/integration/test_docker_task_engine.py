@@ -384,6 +384,7 @@ def test_the_engine_cancels_a_running_docker_command(
 def test_the_engine_passes_outputs_downstream(fake_docker: FakeDocker, engine: Engine) -> None:
     engine.registry.register("docker", DockerTask(docker_path=str(fake_docker.path)))
     seen: list[Any] = []
+
     def look_task(stage: StageExecution) -> dict[str, Any]:
         seen.append(stage.context.get("container_id"))
         return {}
