@@ -28,8 +28,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[4]
 LEFT_TO_OTHERS = {
     "docs/agentic.md",  # stabilize-llm's tests/test_agentic_docs.py runs it, in order
-    # The gateway's own examples serve and follow a live server; they are not marked yet.
-    "docs/gateway.md",
 }
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 MARKER = re.compile(r"<!--\s*snippet:\s*([\w-]+)\s*(.*?)\s*-->")
