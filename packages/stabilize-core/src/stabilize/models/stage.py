@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -164,6 +164,7 @@ class StageExecution:
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
     _cancel_token: CancellationToken | None = field(default=None, repr=False, compare=False)
     _backend: Backend | None = field(default=None, repr=False, compare=False)
+    _clock: Callable[[], float] | None = field(default=None, repr=False, compare=False)
     _own_keys: frozenset[str] | None = field(default=None, repr=False, compare=False)
     # The row as last written or read (JSON), the baseline of the diff that records what
     # the next transition changes (see Transaction.save).

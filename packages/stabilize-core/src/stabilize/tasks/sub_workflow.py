@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -15,6 +16,8 @@ from stabilize.tasks.interface import RetryableTask
 from stabilize.tasks.result import TaskResult
 
 DEFAULT_MAX_RECURSION_DEPTH = 10
+
+log = logging.getLogger(__name__)
 
 
 def sub_workflow_config(
@@ -47,8 +50,12 @@ class SubWorkflowTask(RetryableTask):
 
     The child runs on the same database as the parent, through the same queue, so any
     worker process may run its stages; no orchestrator singleton is involved. The child's
-    id is derived from the task execution's idempotency key, so a parent task re-run
-    after a crash finds the child it already started instead of starting another.
+    id is derived from the parent workflow, stage, task and run (not the retry), so a
+    parent task run again after a crash or a database error finds the child it already
+    started instead of starting another, and a stage run again (a jump back, a restart)
+    starts a new one. A transient database error while starting or checking the child
+    (as the backend's ``is_transient_error`` says) is retried at the next poll; the
+    task's timeout bounds how long.
 
     Context keys: ``_sub_workflow_config`` (required; see :func:`sub_workflow_config`;
     its ``stages`` may also be ``StageExecution`` objects, as when a subclass builds the
@@ -101,12 +108,25 @@ class SubWorkflowTask(RetryableTask):
             config = _as_stored(config)
             stage.context["_sub_workflow_config"] = config
             child = _build_child(stage, config, depth)
-            submit_workflow(backend, child, int(time.time() * 1000))
+            clock = stage._clock or time.time
+            try:
+                submit_workflow(backend, child, int(clock() * 1000))
+            except Exception as exc:
+                if not backend.is_transient_error(exc):
+                    raise
+                # The child may have been stored all the same (an error at the commit):
+                # the next poll submits the same id again, which finds it.
+                return _poll_again(stage, f"starting sub-workflow {child.id}", exc)
             return TaskResult.running(
                 context={"_sub_workflow_id": child.id, "_sub_workflow_config": config}
             )
-        with backend.read() as tx:
-            child_wf = tx.read_workflow(child_id)
+        try:
+            with backend.read() as tx:
+                child_wf = tx.read_workflow(child_id)
+        except Exception as exc:
+            if not backend.is_transient_error(exc):
+                raise
+            return _poll_again(stage, f"reading sub-workflow {child_id}", exc)
         if child_wf is None:
             return TaskResult.terminal(f"sub-workflow {child_id} has disappeared")
         status = child_wf.status
@@ -125,6 +145,22 @@ class SubWorkflowTask(RetryableTask):
         return TaskResult(WorkflowStatus.TERMINAL, outputs=outputs, error=error)
 
 
+def _poll_again(stage: StageExecution, doing: str, exc: Exception) -> TaskResult:
+    """RUNNING after a transient database error: the next poll tries again.
+
+    Not a ``TransientError``: polls of a long child would add up to the retry budget
+    (``transient_max_attempts``) and fail the parent on a busy database.
+    """
+    log.warning(
+        "stage %r: transient database error %s, retrying at the next poll: %s: %s",
+        stage.ref_id,
+        doing,
+        type(exc).__name__,
+        exc,
+    )
+    return TaskResult.running()
+
+
 def _as_stored(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with each stage (and task) in the dict form the stage context stores."""
     stored = dict(config)
@@ -136,7 +172,7 @@ def _as_stored(config: dict[str, Any]) -> dict[str, Any]:
 
 def _build_child(stage: StageExecution, config: dict[str, Any], depth: int) -> Workflow:
     parent = stage.execution
-    seed = stage.idempotency_key
+    seed = _run_seed(stage)
     stages = []
     for i, data in enumerate(config["stages"]):
         copy = dict(data)
@@ -163,6 +199,19 @@ def _build_child(stage: StageExecution, config: dict[str, Any], depth: int) -> W
     )
     child.id = _derived_id(seed, "workflow")
     return child
+
+
+def _run_seed(stage: StageExecution) -> str:
+    """What names this run of the stage's task: ``workflow:stage:task:run<version>``.
+
+    Unlike the idempotency key it leaves out the retry count: an attempt retried after a
+    ``TransientError`` (raised by a subclass after the submit) finds the same child.
+    """
+    running = [t for t in stage.tasks if t.status is WorkflowStatus.RUNNING]
+    if len(running) != 1:
+        return stage.idempotency_key
+    task = running[0]
+    return f"{stage.execution.id}:{stage.id}:{task.id}:run{task.version}"
 
 
 def _derived_id(seed: str, what: str) -> str:

@@ -651,7 +651,10 @@ class QueueProcessor:
             self._settle(batch, wf, msg, str(exc))
             return None
         snapshot = snapshot_stage(wf, stage, task)
-        snapshot._backend = self.backend  # for tasks that start workflows (SubWorkflowTask)
+        # For tasks that start workflows (SubWorkflowTask): the database, and the clock that
+        # stamps what they queue.
+        snapshot._backend = self.backend
+        snapshot._clock = self._clock
         first_start = task.start_time if task.start_time is not None else now
         flight = InFlight(msg, impl, snapshot, task_id, task.retry_count, first_start)
         flight.clock = self._clock
