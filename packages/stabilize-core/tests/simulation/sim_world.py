@@ -49,21 +49,16 @@ from stabilize.queue.processor._runner import InFlight, Runner
 S = WorkflowStatus
 LEASE_S = 30.0
 """Lease of a claimed message; the clock jumps past it to force redelivery."""
-START_S = 4_102_444_800.0
-"""2100-01-01: SubWorkflowTask stamps the child's first message with the wall clock, which
-must already be due on the simulation's clock."""
+START_S = 1_700_000_000.0
+"""Where the simulation's clock starts (2023-11-14), an ordinary time: nothing the engine
+queues may be stamped with the wall clock."""
 MAX_TICKS = 20_000
 REPLAY = (
     "uv run pytest packages/stabilize-core/tests/simulation -p no:cacheprovider --sim-seed {seed}"
 )
 
 
-KNOWN_BUGS = {
-    "sub-workflow-db-error": (
-        "SubWorkflowTask lets a transient database error of its own reads and writes fail the "
-        "task for good (TERMINAL) instead of retrying it"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Engine bugs the simulation found that are not fixed yet (processor and task code).
 
 A run counts what they do apart (``World.known``); ``strict`` runs count them as
@@ -224,8 +219,8 @@ class SteppedRunner(Runner):
         if flight.abandoned:
             return  # the processor settled it already (canceled)
         self.world.running = self.worker
-        # Tasks that use the database themselves (SubWorkflowTask) see its errors only when
-        # the run asks for it: see KNOWN_BUGS.
+        # Tasks that use the database themselves (SubWorkflowTask) see its errors too,
+        # unless the run says otherwise.
         self.world.faults.armed = self.world.faults_in_tasks
         try:
             self._run_sync(flight)
@@ -264,7 +259,7 @@ class World:
     workflows_per_run: int = 4
     strict: bool = False
     """Count the known engine bugs (KNOWN_BUGS) as violations too."""
-    faults_in_tasks: bool = False
+    faults_in_tasks: bool = True
     """Inject database errors into what tasks do with the database as well."""
     postgres: tuple[str, str] | None = None
     """Run on this PostgreSQL (URL, schema) instead of a SQLite file in ``directory``."""

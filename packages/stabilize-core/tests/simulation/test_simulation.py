@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from simulation.sim_checks import check_run, comparable
-from simulation.sim_world import KNOWN_BUGS, REPLAY, ErrorLog, Stats, World
+from simulation.sim_world import REPLAY, ErrorLog, Stats, World
 
 if TYPE_CHECKING:
     from conftest import PgSchemas
@@ -27,7 +27,7 @@ def simulate(
     directory: Path,
     *,
     strict: bool = False,
-    faults_in_tasks: bool = False,
+    faults_in_tasks: bool = True,
     postgres: tuple[str, str] | None = None,
 ) -> World:
     """Run ``seed`` to its end and check every invariant; fail naming the seed."""
@@ -96,11 +96,7 @@ def test_a_seed_replays_exactly(tmp_path: Path) -> None:
     [
         pytest.param(37, False),
         pytest.param(14, False),
-        pytest.param(
-            24,
-            True,
-            marks=pytest.mark.skip(reason=f"engine bug: {KNOWN_BUGS['sub-workflow-db-error']}"),
-        ),
+        pytest.param(24, True),
     ],
 )
 def test_known_engine_bugs_are_fixed(seed: int, faults_in_tasks: bool, tmp_path: Path) -> None:
