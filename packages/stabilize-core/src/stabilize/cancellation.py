@@ -39,7 +39,14 @@ class CancellationToken:
         return self._event.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until cancellation is requested or ``timeout`` passes; return the flag."""
+        """Block until cancellation is requested or ``timeout`` passes; return the flag.
+
+        Args:
+            timeout: The most seconds to wait (default: no limit).
+
+        Returns:
+            True when cancellation was requested, False if ``timeout`` ran out first.
+        """
         return self._event.wait(timeout)
 
 

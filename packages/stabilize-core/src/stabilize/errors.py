@@ -164,6 +164,13 @@ def is_transient(error: BaseException) -> bool:
     """Return True when ``error`` should be retried.
 
     Besides :class:`TransientError`, the stdlib's timeout and connection errors count.
+
+    Args:
+        error: The exception to classify.
+
+    Returns:
+        False for a :class:`PermanentError` (it wins over everything), True for a
+        :class:`TransientError`, `TimeoutError` or `ConnectionError`, else False.
     """
     if isinstance(error, PermanentError):
         return False
@@ -171,5 +178,12 @@ def is_transient(error: BaseException) -> bool:
 
 
 def is_permanent(error: BaseException) -> bool:
-    """Return True when ``error`` must not be retried."""
+    """Return True when ``error`` must not be retried.
+
+    Args:
+        error: The exception to classify.
+
+    Returns:
+        The opposite of `is_transient`: anything not known to be transient is permanent.
+    """
     return not is_transient(error)

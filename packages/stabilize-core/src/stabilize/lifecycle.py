@@ -58,24 +58,44 @@ class LifecycleManager:
     # -- registration ----------------------------------------------------------------
 
     def register_processor(self, processor: QueueProcessor) -> None:
-        """Stop ``processor`` on shutdown."""
+        """Stop ``processor`` on shutdown (registering it twice changes nothing).
+
+        Args:
+            processor: A processor of this process.
+        """
         with self._lock:
             if processor not in self._processors:
                 self._processors.append(processor)
 
     def unregister_processor(self, processor: QueueProcessor) -> None:
-        """Forget ``processor``."""
+        """Forget ``processor``: a shutdown no longer stops it.
+
+        Args:
+            processor: A processor registered before; any other is ignored.
+        """
         with self._lock:
             if processor in self._processors:
                 self._processors.remove(processor)
 
     def on_shutdown(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Register ``callback`` to run after the processors stopped (usable as a decorator)."""
+        """Register ``callback`` to run after the processors stopped (usable as a decorator).
+
+        Args:
+            callback: Called with no argument; an exception it raises is logged.
+
+        Returns:
+            ``callback`` itself.
+        """
         self.add_shutdown_callback(callback)
         return callback
 
     def add_shutdown_callback(self, callback: Callable[[], None]) -> None:
-        """Register ``callback`` to run after the processors stopped, in order."""
+        """Register ``callback`` to run after the processors stopped, in order.
+
+        Args:
+            callback: Called with no argument; an exception it raises is logged and the
+                next callback still runs.
+        """
         with self._lock:
             self._callbacks.append(callback)
 
@@ -135,6 +155,12 @@ class LifecycleManager:
 
         A worker's main thread typically starts its processors and then waits here. The
         wait wakes regularly so that signal handlers run in the main thread.
+
+        Args:
+            timeout: The most seconds to wait (default: no limit).
+
+        Returns:
+            True once the shutdown completed, False if ``timeout`` ran out first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.wait(0.1):
@@ -208,7 +234,11 @@ _manager: LifecycleManager | None = None
 
 
 def get_lifecycle_manager() -> LifecycleManager:
-    """The process's lifecycle manager (created on first use, handlers not installed)."""
+    """The process's lifecycle manager (created on first use, handlers not installed).
+
+    Returns:
+        The manager set by `set_lifecycle_manager`, or one made with the defaults.
+    """
     global _manager
     if _manager is None:
         _manager = LifecycleManager()
@@ -216,7 +246,11 @@ def get_lifecycle_manager() -> LifecycleManager:
 
 
 def set_lifecycle_manager(manager: LifecycleManager) -> None:
-    """Make ``manager`` the process's lifecycle manager."""
+    """Make ``manager`` the process's lifecycle manager.
+
+    Args:
+        manager: What `get_lifecycle_manager` returns from now on.
+    """
     global _manager
     _manager = manager
 

@@ -37,18 +37,29 @@ _RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "as
 
 
 def bind_context(**values: Any) -> None:
-    """Add ``values`` to every record logged from this thread or task from now on."""
+    """Add ``values`` to every record logged from this thread or task from now on.
+
+    The values live in a context variable: asyncio tasks created afterwards inherit them
+    (they copy the context); other threads do not see them.
+
+    Args:
+        **values: Field names and values to add (a value given in ``extra`` wins).
+    """
     _bound.set({**_bound.get(), **values})
 
 
 def unbind_context(*keys: str) -> None:
-    """Stop adding ``keys``."""
+    """Stop adding ``keys`` to records logged from this thread or task.
+
+    Args:
+        *keys: Names bound by `bind_context`; names not bound are ignored.
+    """
     current = _bound.get()
     _bound.set({k: v for k, v in current.items() if k not in keys})
 
 
 def clear_context() -> None:
-    """Stop adding anything bound so far."""
+    """Stop adding anything bound so far in this thread or task (`bind_context`)."""
     _bound.set({})
 
 
@@ -145,21 +156,45 @@ def configure_logging(
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
-    """A standard logger (``stabilize`` when no name is given)."""
+    """A standard logger (``stabilize`` when no name is given).
+
+    Args:
+        name: The logger's name (default: ``stabilize``, the engine's own).
+
+    Returns:
+        The `logging.Logger` of that name.
+    """
     return logging.getLogger(name or "stabilize")
 
 
 def workflow_logger(
     workflow_id: str, name: str | None = None
 ) -> logging.LoggerAdapter[logging.Logger]:
-    """A logger whose records carry ``workflow_id``."""
+    """A logger whose records carry ``workflow_id``.
+
+    Args:
+        workflow_id: The id added to each record.
+        name: The underlying logger's name (default: ``stabilize``).
+
+    Returns:
+        A `logging.LoggerAdapter` adding the id as a record field.
+    """
     return logging.LoggerAdapter(get_logger(name), {"workflow_id": workflow_id})
 
 
 def stage_logger(
     workflow_id: str, stage_id: str, name: str | None = None
 ) -> logging.LoggerAdapter[logging.Logger]:
-    """A logger whose records carry ``workflow_id`` and ``stage_id``."""
+    """A logger whose records carry ``workflow_id`` and ``stage_id``.
+
+    Args:
+        workflow_id: The workflow id added to each record.
+        stage_id: The stage id added to each record.
+        name: The underlying logger's name (default: ``stabilize``).
+
+    Returns:
+        A `logging.LoggerAdapter` adding both ids as record fields.
+    """
     return logging.LoggerAdapter(
         get_logger(name), {"workflow_id": workflow_id, "stage_id": stage_id}
     )
@@ -168,7 +203,17 @@ def stage_logger(
 def task_logger(
     workflow_id: str, stage_id: str, task_id: str, name: str | None = None
 ) -> logging.LoggerAdapter[logging.Logger]:
-    """A logger whose records carry ``workflow_id``, ``stage_id`` and ``task_id``."""
+    """A logger whose records carry ``workflow_id``, ``stage_id`` and ``task_id``.
+
+    Args:
+        workflow_id: The workflow id added to each record.
+        stage_id: The stage id added to each record.
+        task_id: The task id added to each record.
+        name: The underlying logger's name (default: ``stabilize``).
+
+    Returns:
+        A `logging.LoggerAdapter` adding the three ids as record fields.
+    """
     extra = {"workflow_id": workflow_id, "stage_id": stage_id, "task_id": task_id}
     return logging.LoggerAdapter(get_logger(name), extra)
 

@@ -34,7 +34,17 @@ class LoopTask(Task):
     """
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Evaluate the loop's condition and jump, or let the workflow go on."""
+        """Evaluate the loop's condition and jump, or let the workflow go on.
+
+        Args:
+            stage: The loop's check stage, its ``_loop_*`` keys set by `repeat_until` or
+                `while_loop`.
+
+        Returns:
+            A jump back into the loop, a success (with ``<ref_id>_iterations`` and
+            ``<ref_id>_condition_met``) or jump to the exit, or TERMINAL when
+            ``_loop_fail_when_exhausted`` is set and the bound was reached.
+        """
         ctx = stage.context
         mode = ctx.get("_loop_mode", "until")
         limit = int(ctx.get("_loop_max_iterations", 1))
@@ -98,6 +108,11 @@ def repeat_until(
 
     Returns:
         The body stages followed by the check stage.
+
+    Raises:
+        InvalidStageGraphError: ``max_iterations`` is below 1, ``body`` is empty or has
+            not exactly one entry stage (``kind="bad_loop"``).
+        ExpressionError: ``until`` is not a valid expression.
     """
     entry, sinks = _wire(ref_id, body, max_iterations, until, requisite_stage_ref_ids)
     check = _loop_stage(ref_id, sinks, "until", until, max_iterations, entry, fail_when_exhausted)
@@ -114,9 +129,28 @@ def while_loop(
 ) -> list[StageExecution]:
     """A while loop: check ``condition`` before each iteration of ``body``.
 
-    Returns the check stage (``ref_id``), the body, a ``<ref_id>_next`` stage that goes
-    back to the check, and a ``<ref_id>_done`` stage where the loop exits; later stages
-    depend on ``<ref_id>_done``. When the condition is false at once, the body is skipped.
+    When the condition is false at once, the body is skipped.
+
+    Args:
+        ref_id: The ``ref_id`` of the check stage; also the prefix of the two stages
+            added (``<ref_id>_next``, ``<ref_id>_done``).
+        body: The stages of one iteration, wired among themselves; exactly one of them
+            has no requisite inside the body (the entry).
+        condition: The condition to keep going, evaluated before each iteration.
+        max_iterations: The most iterations; then the loop ends anyway.
+        requisite_stage_ref_ids: What the check stage waits for.
+        fail_when_exhausted: End TERMINAL instead when the condition still held after
+            ``max_iterations``.
+
+    Returns:
+        The check stage (``ref_id``), the body, a ``<ref_id>_next`` stage that goes back
+        to the check, and a ``<ref_id>_done`` stage where the loop exits; later stages
+        depend on ``<ref_id>_done``.
+
+    Raises:
+        InvalidStageGraphError: ``max_iterations`` is below 1, ``body`` is empty or has
+            not exactly one entry stage (``kind="bad_loop"``).
+        ExpressionError: ``condition`` is not a valid expression.
     """
     entry, sinks = _wire(ref_id, body, max_iterations, condition, [ref_id])
     done_ref = f"{ref_id}_done"

@@ -53,11 +53,21 @@ class Orchestrator:
 
     @classmethod
     def get_instance(cls) -> Orchestrator | None:
-        """The orchestrator created last in this process (kept for compatibility)."""
+        """The orchestrator created last in this process (kept for compatibility).
+
+        Returns:
+            That orchestrator, or None when none was created.
+        """
         return cls._instance
 
     def start(self, execution: Workflow, handler_config: object = None) -> None:
         """Start a workflow, storing it first if needed.
+
+        Starting a workflow that has started or finished already does nothing.
+
+        Args:
+            execution: The workflow.
+            handler_config: Accepted for compatibility; unused.
 
         Raises:
             WorkflowValidationError: the workflow is invalid (nothing is written).
@@ -67,7 +77,16 @@ class Orchestrator:
     def cancel(self, execution: Workflow | str, user: str = "", reason: str = "") -> None:
         """Cancel a workflow: running stages end CANCELED, queued work is dropped.
 
-        A task running right now finishes, but its result is discarded.
+        A task running right now finishes, but its result is discarded. Canceling a
+        finished workflow changes nothing.
+
+        Args:
+            execution: The workflow, or its id.
+            user: Who asked (recorded on the workflow and in its event).
+            reason: Why, in words.
+
+        Raises:
+            WorkflowNotFoundError: No workflow has this id.
         """
         self._apply(execution, lambda wf, now: cancel_workflow(wf, user, reason, now))
 
@@ -76,8 +95,15 @@ class Orchestrator:
     ) -> None:
         """Cancel one stage; the rest of the workflow carries on (see :func:`cancel_stages`).
 
+        Args:
+            execution: The workflow, or its id.
+            ref_id: The stage's ``ref_id``.
+            user: Who asked.
+            reason: Why, in words.
+
         Raises:
             KeyError: the workflow has no stage with this ``ref_id``.
+            WorkflowNotFoundError: No workflow has this id.
         """
 
         def transition(wf: Workflow, now: int) -> Effects:
@@ -91,8 +117,15 @@ class Orchestrator:
     ) -> None:
         """Cancel every stage whose ``cancel_region`` is ``region``.
 
+        Args:
+            execution: The workflow, or its id.
+            region: The region's name, as set on the stages.
+            user: Who asked.
+            reason: Why, in words.
+
         Raises:
             KeyError: no stage of the workflow belongs to ``region``.
+            WorkflowNotFoundError: No workflow has this id.
         """
 
         def transition(wf: Workflow, now: int) -> Effects:
@@ -115,9 +148,19 @@ class Orchestrator:
     ) -> None:
         """Send a named signal to a stage (by id or ``ref_id``); see :func:`signal_stage`.
 
+        Args:
+            execution: The workflow, or its id.
+            stage: The stage's id or ``ref_id``.
+            name: The signal's name.
+            data: JSON values delivered with it (the waiting task's ``signal_data``).
+            persistent: Keep a signal sent before the stage waits, for when it does;
+                False refuses it instead.
+            user: Who sent it.
+
         Raises:
             SignalError: the stage does not exist, has finished, or is not waiting and the
                 signal is not persistent. Nothing is changed then.
+            WorkflowNotFoundError: No workflow has this id.
         """
 
         def transition(wf: Workflow, now: int) -> Effects:
@@ -151,17 +194,46 @@ class Orchestrator:
         self._apply(execution, transition)
 
     def pause(self, execution: Workflow | str) -> None:
-        """Pause a running workflow: tasks in flight finish, nothing new starts."""
+        """Pause a running workflow: tasks in flight finish, nothing new starts.
+
+        A workflow that is not RUNNING is left as it is.
+
+        Args:
+            execution: The workflow, or its id.
+
+        Raises:
+            WorkflowNotFoundError: No workflow has this id.
+        """
         self._apply(execution, pause_workflow)
 
     def resume(self, execution: Workflow | str) -> None:
-        """Resume a paused workflow."""
+        """Resume a paused workflow: the tasks parked by the pause are queued again.
+
+        A workflow that is not PAUSED is left as it is.
+
+        Args:
+            execution: The workflow, or its id.
+
+        Raises:
+            WorkflowNotFoundError: No workflow has this id.
+        """
         self._apply(execution, resume_workflow)
 
     unpause = resume
 
     def get_execution(self, workflow_id: str) -> Workflow:
-        """Load a workflow (a fresh copy)."""
+        """Load a workflow (a fresh copy).
+
+        Args:
+            workflow_id: The workflow's id.
+
+        Returns:
+            The workflow as stored now.
+
+        Raises:
+            RuntimeError: The orchestrator was made without a store.
+            WorkflowNotFoundError: No workflow has this id.
+        """
         if self.store is None:
             raise RuntimeError("Orchestrator.get_execution needs a store")
         return self.store.retrieve(workflow_id)

@@ -90,6 +90,9 @@ class WorkflowRecovery:
     def recover_pending_workflows(self, application: str | None = None) -> list[RecoveryResult]:
         """Check every RUNNING workflow (of ``application``, if given) and resume the stuck.
 
+        Args:
+            application: Only the workflows of this application (default: all).
+
         Returns:
             One result per RUNNING workflow checked.
 

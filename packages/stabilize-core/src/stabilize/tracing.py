@@ -375,22 +375,59 @@ def disable_tracing() -> None:
 
 
 def get_tracer(name: str = "stabilize") -> Tracer:
-    """An OpenTelemetry tracer (OpenTelemetry's global provider's)."""
+    """An OpenTelemetry tracer (OpenTelemetry's global provider's).
+
+    Args:
+        name: The instrumentation scope's name.
+
+    Returns:
+        The tracer from OpenTelemetry's global tracer provider.
+
+    Raises:
+        ModuleNotFoundError: OpenTelemetry is not installed (the message says what to install).
+    """
     return _import_otel().get_tracer(name)  # type: ignore[no-any-return]
 
 
 @contextmanager
 def trace_operation(name: str, **attributes: Any) -> Iterator[Span]:
-    """A span around a block of your code (inside a task: a child of nothing, alone)."""
+    """A span around a block of your code (inside a task: a child of nothing, alone).
+
+    Args:
+        name: The span's name.
+        **attributes: Attributes set on the span when it starts.
+
+    Yields:
+        The span, current inside the ``with`` block.
+
+    Raises:
+        ModuleNotFoundError: OpenTelemetry is not installed (the message says what to install).
+    """
     with get_tracer().start_as_current_span(name, attributes=attributes) as span:
         yield span
 
 
 def add_event(name: str, **attributes: Any) -> None:
-    """Add an event to the current span, if any."""
+    """Add an event to the current span, if any (without one, nothing is recorded).
+
+    Args:
+        name: The event's name.
+        **attributes: The event's attributes.
+
+    Raises:
+        ModuleNotFoundError: OpenTelemetry is not installed (the message says what to install).
+    """
     _import_otel().get_current_span().add_event(name, attributes=attributes)
 
 
 def set_attribute(key: str, value: Any) -> None:
-    """Set an attribute on the current span, if any."""
+    """Set an attribute on the current span, if any (without one, nothing is recorded).
+
+    Args:
+        key: The attribute's name.
+        value: Its value (a string, number, boolean or a sequence of one of those).
+
+    Raises:
+        ModuleNotFoundError: OpenTelemetry is not installed (the message says what to install).
+    """
     _import_otel().get_current_span().set_attribute(key, value)

@@ -73,28 +73,75 @@ class SchemaValidator:
         self.schema = schema
 
     def validate(self, data: Any) -> list[ValidationError]:
-        """Every way ``data`` breaks the schema (empty when it is valid)."""
+        """Every way ``data`` breaks the schema (empty when it is valid).
+
+        Args:
+            data: Any JSON-like value (dicts, lists, strings, numbers, booleans, None).
+
+        Returns:
+            One `ValidationError` per violation, each naming its path; empty when valid.
+        """
         errors: list[ValidationError] = []
         _validate(data, self.schema, "", errors)
         return errors
 
     def is_valid(self, data: Any) -> bool:
-        """True when ``data`` satisfies the schema."""
+        """True when ``data`` satisfies the schema.
+
+        Args:
+            data: Any JSON-like value.
+
+        Returns:
+            Whether `validate` finds nothing wrong.
+        """
         return not self.validate(data)
 
 
 def validate_context(context: Any, schema: Mapping[str, Any]) -> list[ValidationError]:
-    """Validate a stage's context (a :class:`StageExecution` or the dict itself)."""
+    """Validate a stage's context (a :class:`StageExecution` or the dict itself).
+
+    Args:
+        context: A stage (its ``context`` is checked) or the mapping to check.
+        schema: The schema (see the module docstring for the keywords).
+
+    Returns:
+        Every violation found; empty when the context is valid.
+
+    Raises:
+        ValueError: ``schema`` is not a valid schema, naming where.
+    """
     return SchemaValidator(schema).validate(_mapping_of(context, "context"))
 
 
 def validate_outputs(outputs: Any, schema: Mapping[str, Any]) -> list[ValidationError]:
-    """Validate a stage's outputs (a :class:`StageExecution` or the dict itself)."""
+    """Validate a stage's outputs (a :class:`StageExecution` or the dict itself).
+
+    Args:
+        outputs: A stage (its ``outputs`` are checked) or the mapping to check.
+        schema: The schema (see the module docstring for the keywords).
+
+    Returns:
+        Every violation found; empty when the outputs are valid.
+
+    Raises:
+        ValueError: ``schema`` is not a valid schema, naming where.
+    """
     return SchemaValidator(schema).validate(_mapping_of(outputs, "outputs"))
 
 
 def is_valid(data: Any, schema: Mapping[str, Any]) -> bool:
-    """True when ``data`` satisfies ``schema``."""
+    """True when ``data`` satisfies ``schema``.
+
+    Args:
+        data: Any JSON-like value.
+        schema: The schema (see the module docstring for the keywords).
+
+    Returns:
+        Whether ``data`` breaks none of the schema's constraints.
+
+    Raises:
+        ValueError: ``schema`` is not a valid schema, naming where.
+    """
     return SchemaValidator(schema).is_valid(data)
 
 

@@ -58,7 +58,14 @@ class VerifyResult:
 
     @classmethod
     def ok(cls, message: str = "Verification passed") -> VerifyResult:
-        """The outputs are as they should be."""
+        """The outputs are as they should be.
+
+        Args:
+            message: Why, in words.
+
+        Returns:
+            An OK result.
+        """
         return cls(VerifyStatus.OK, message)
 
     @classmethod
@@ -67,17 +74,40 @@ class VerifyResult:
         message: str = "Verification pending, will retry",
         details: dict[str, Any] | None = None,
     ) -> VerifyResult:
-        """Not yet: check again later."""
+        """Not yet: check again later.
+
+        Args:
+            message: Why, in words.
+            details: Anything else worth keeping (copied).
+
+        Returns:
+            A RETRY result.
+        """
         return cls(VerifyStatus.RETRY, message, dict(details or {}))
 
     @classmethod
     def failed(cls, message: str, details: dict[str, Any] | None = None) -> VerifyResult:
-        """The outputs are wrong."""
+        """The outputs are wrong.
+
+        Args:
+            message: What is wrong.
+            details: Anything else worth keeping (copied).
+
+        Returns:
+            A FAILED result.
+        """
         return cls(VerifyStatus.FAILED, message, dict(details or {}))
 
     @classmethod
     def skipped(cls, message: str = "Verification skipped") -> VerifyResult:
-        """Nothing was checked."""
+        """Nothing was checked.
+
+        Args:
+            message: Why, in words.
+
+        Returns:
+            A SKIPPED result.
+        """
         return cls(VerifyStatus.SKIPPED, message)
 
     @property
@@ -101,7 +131,16 @@ class VerifyResult:
         return self.status is not VerifyStatus.RETRY
 
     def to_task_result(self, outputs: dict[str, Any] | None = None) -> TaskResult:
-        """The task result this verification usually means (see the module docstring)."""
+        """The task result this verification usually means (see the module docstring).
+
+        Args:
+            outputs: The outputs of the success result that OK maps to.
+
+        Returns:
+            ``TaskResult.success(outputs)`` for OK, ``running()`` for RETRY (the task is
+            polled again), ``skipped()`` for SKIPPED, and for FAILED ``terminal(...)``
+            whose error names the message.
+        """
         if self.status is VerifyStatus.OK:
             return TaskResult.success(outputs=outputs)
         if self.status is VerifyStatus.RETRY:
@@ -116,7 +155,14 @@ class Verifier(ABC):
 
     @abstractmethod
     def verify(self, stage: StageExecution) -> VerifyResult:
-        """Check ``stage`` (its ``outputs``, usually)."""
+        """Check ``stage`` (its ``outputs``, usually).
+
+        Args:
+            stage: The stage whose work is checked.
+
+        Returns:
+            What the check found.
+        """
 
     @property
     def max_retries(self) -> int:
@@ -146,7 +192,14 @@ class OutputVerifier(Verifier):
         self.type_checks = dict(type_checks or {})
 
     def verify(self, stage: StageExecution) -> VerifyResult:
-        """FAILED naming the missing keys, or the keys of the wrong type; else OK."""
+        """FAILED naming the missing keys, or the keys of the wrong type; else OK.
+
+        Args:
+            stage: The stage whose ``outputs`` are checked.
+
+        Returns:
+            FAILED with ``missing_keys`` or ``type_errors`` in its details, or OK.
+        """
         outputs = stage.outputs
         missing = [k for k in self.required_keys if k not in outputs]
         if missing:
@@ -183,7 +236,17 @@ class CallableVerifier(Verifier):
         self._retry_delay = retry_delay
 
     def verify(self, stage: StageExecution) -> VerifyResult:
-        """Call the function; anything but a VerifyResult is an error naming it."""
+        """Call the function; anything but a VerifyResult is an error naming it.
+
+        Args:
+            stage: Passed to the function.
+
+        Returns:
+            The function's result.
+
+        Raises:
+            TypeError: The function returned something else, naming it and the type.
+        """
         result: object = self._func(stage)  # user code: checked, not trusted
         if not isinstance(result, VerifyResult):
             name = getattr(self._func, "__qualname__", repr(self._func))
@@ -212,8 +275,16 @@ def register_verifier(
 ) -> Verifier:
     """Register a verifier (or a check function) under ``name``; a later one replaces it.
 
+    Args:
+        name: The name `get_verifier` finds it by (a non-empty string).
+        verifier: A `Verifier`, or a function ``(stage) -> VerifyResult``.
+
     Returns:
         The registered :class:`Verifier` (a function is wrapped in :class:`CallableVerifier`).
+
+    Raises:
+        ValueError: ``name`` is not a non-empty string.
+        TypeError: ``verifier`` is neither a `Verifier` nor callable.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"a verifier name must be a non-empty string, not {name!r}")
@@ -232,6 +303,12 @@ def register_verifier(
 
 def get_verifier(name: str) -> Verifier:
     """The verifier registered as ``name``.
+
+    Args:
+        name: The name given to `register_verifier` (or `verifier`).
+
+    Returns:
+        The registered `Verifier`.
 
     Raises:
         KeyError: none is, naming those that are.
@@ -260,6 +337,15 @@ def verifier(name: Any = None) -> Any:
     """Decorator registering a check function: ``@verifier`` or ``@verifier("name")``.
 
     The function stays as it was; it is registered under ``name`` (default: its name).
+
+    Args:
+        name: The name to register under, or (used bare as ``@verifier``) the function.
+
+    Returns:
+        The function itself when used bare; else a decorator that registers and returns it.
+
+    Raises:
+        ValueError: ``name`` is an empty string.
     """
 
     def register(

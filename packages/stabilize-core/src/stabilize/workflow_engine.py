@@ -94,7 +94,19 @@ class WorkflowEngine:
         aliases: Iterable[str] | None = None,
         strict: bool = False,
     ) -> None:
-        """Register a task: the same as :meth:`TaskRegistry.register` on :attr:`registry`."""
+        """Register a task: the same as :meth:`TaskRegistry.register` on :attr:`registry`.
+
+        Args:
+            name: The name stages use as ``implementing_class``, or a Task class to
+                register under its own name (then ``task`` is omitted).
+            task: A Task subclass, a Task instance or a callable ``(stage) -> result``.
+            aliases: Further names for the same task.
+            strict: Refuse a name already registered instead of replacing it.
+
+        Raises:
+            TypeError: ``task`` is neither a Task class, a Task instance nor a callable.
+            ValueError: ``name`` is empty, or already taken while ``strict``.
+        """
         self.registry.register(name, task, aliases=aliases, strict=strict)
 
     @overload
@@ -112,6 +124,18 @@ class WorkflowEngine:
 
         ``@engine.task("greet")`` registers it as ``greet``; plain ``@engine.task`` uses
         the function's (or class's) own name.
+
+        Args:
+            name: The name to register under, or (used bare) the function or class.
+            aliases: Further names for it.
+
+        Returns:
+            The function or class itself when used bare; else a decorator returning it
+            unchanged.
+
+        Raises:
+            TypeError: What is decorated is neither a Task class nor a callable.
+            ValueError: The name is empty.
         """
         if name is not None and not isinstance(name, str):
             source = name
@@ -131,6 +155,9 @@ class WorkflowEngine:
         A worker runs it: :meth:`process` here, ``engine.processor.start()`` in the
         background, or another process on the same database.
 
+        Args:
+            workflow: The workflow to start; starting one already started does nothing.
+
         Raises:
             WorkflowValidationError: the workflow cannot run (nothing is written).
         """
@@ -140,6 +167,16 @@ class WorkflowEngine:
         """Work on every workflow of the database until nothing is left or ``timeout``.
 
         The same as ``engine.processor.process_all(timeout)``.
+
+        Args:
+            timeout: The most seconds to work.
+
+        Returns:
+            The number of messages processed, with ``finished`` and ``timed_out``
+            saying what was left (see :class:`ProcessResult`).
+
+        Raises:
+            RuntimeError: The processor is running in the background (``start()``).
         """
         return self.processor.process_all(timeout=timeout)
 
@@ -150,6 +187,13 @@ class WorkflowEngine:
         waits for a signal or an approval, or the next step is due later (a wait, a
         retry's backoff). Check ``status``: ``SUCCEEDED``, or ``TERMINAL`` with the reason
         in :meth:`Workflow.failure_summary`, or still ``RUNNING`` when it waits.
+
+        Args:
+            workflow: The workflow to run.
+            timeout: The most seconds to work on it.
+
+        Returns:
+            The workflow as stored when the work stopped.
 
         Raises:
             WorkflowValidationError: the workflow cannot run (nothing is written).
@@ -168,7 +212,17 @@ class WorkflowEngine:
         return stored
 
     def retrieve(self, workflow_id: str) -> Workflow:
-        """Load a workflow as stored (the same as ``engine.store.retrieve``)."""
+        """Load a workflow as stored (the same as ``engine.store.retrieve``).
+
+        Args:
+            workflow_id: The workflow's id.
+
+        Returns:
+            A fresh copy of the workflow with its stages and tasks.
+
+        Raises:
+            WorkflowNotFoundError: No workflow has this id.
+        """
         return self.store.retrieve(workflow_id)
 
     def close(self) -> None:

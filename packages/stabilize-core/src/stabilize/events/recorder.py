@@ -302,6 +302,13 @@ def emit_progress(
     emitted since the last flush are gone (live listeners saw them), and the task runs
     again, emitting its own.
 
+    Args:
+        stage: The stage the task received.
+        message: What is happening, in words.
+        recorder: The recorder to record with (default: the one the worker set for the
+            task, if any).
+        **data: Further JSON values, added to the event's data next to ``message``.
+
     Raises:
         ContextSerializationError: the message or a value of ``data`` cannot be stored
             as JSON (the error names the key); nothing is emitted.

@@ -97,7 +97,17 @@ class MultiInstanceConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MultiInstanceConfig:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output.
+
+        Args:
+            data: What :meth:`to_dict` returned.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            KeyError: ``data`` lacks ``items_key``.
+        """
         return cls(
             items_key=data["items_key"],
             item_key=data.get("item_key", "item"),
@@ -266,7 +276,17 @@ class StageExecution:
         return [s for s in self.execution.stages if self.ref_id in s.requisite_stage_ref_ids]
 
     def task_by_id(self, task_id: str) -> TaskExecution:
-        """Return the task with this id; raise ``KeyError`` when there is none."""
+        """Return the task with this id.
+
+        Args:
+            task_id: The task's id.
+
+        Returns:
+            The task.
+
+        Raises:
+            KeyError: The stage has no task with this id, naming both.
+        """
         for task in self.tasks:
             if task.id == task_id:
                 return task
@@ -392,7 +412,18 @@ class StageExecution:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageExecution:
-        """Rebuild a stage from :meth:`to_dict` output."""
+        """Rebuild a stage from :meth:`to_dict` output.
+
+        Args:
+            data: What :meth:`to_dict` (or :meth:`to_row`) returned.
+
+        Returns:
+            The stage, not yet attached to a workflow.
+
+        Raises:
+            KeyError: ``data`` lacks ``id``, ``ref_id`` or ``status``.
+            ValueError: ``data`` names an unknown status, split type or straggler policy.
+        """
         return cls(
             id=data["id"],
             ref_id=data["ref_id"],

@@ -117,7 +117,18 @@ class TaskExecution:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskExecution:
-        """Rebuild a task from :meth:`to_dict` output."""
+        """Rebuild a task from :meth:`to_dict` output.
+
+        Args:
+            data: What :meth:`to_dict` (or :meth:`to_row`) returned.
+
+        Returns:
+            The task.
+
+        Raises:
+            KeyError: ``data`` lacks ``id``, ``name``, ``implementing_class`` or ``status``.
+            ValueError: ``data`` names an unknown status.
+        """
         return cls(
             id=data["id"],
             name=data["name"],

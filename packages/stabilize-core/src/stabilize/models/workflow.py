@@ -82,6 +82,9 @@ class Workflow:
             pipeline_config_id: An optional id of the definition this run came from.
             context: Workflow-level context, visible to every task.
 
+        Returns:
+            A NOT_STARTED workflow holding the stages (not stored yet).
+
         Raises:
             InvalidStageGraphError: duplicate, unknown or self-referencing ``ref_id``.
             CircularDependencyError: the stages depend on each other in a cycle.
@@ -103,7 +106,20 @@ class Workflow:
     def create_orchestration(
         cls, application: str, name: str, stages: Sequence[StageExecution]
     ) -> Workflow:
-        """Create an ORCHESTRATION-type workflow (otherwise the same as :meth:`create`)."""
+        """Create an ORCHESTRATION-type workflow (otherwise the same as :meth:`create`).
+
+        Args:
+            application: The owning application.
+            name: A human-readable name.
+            stages: The stages, wired by ``requisite_stage_ref_ids``.
+
+        Returns:
+            A NOT_STARTED workflow (not stored yet).
+
+        Raises:
+            InvalidStageGraphError: duplicate, unknown or self-referencing ``ref_id``.
+            CircularDependencyError: the stages depend on each other in a cycle.
+        """
         workflow = cls.create(application, name, stages)
         workflow.type = WorkflowType.ORCHESTRATION
         return workflow
@@ -120,14 +136,34 @@ class Workflow:
         self._index = None
 
     def stage_by_id(self, stage_id: str) -> StageExecution:
-        """Return the stage with this id; raise ``KeyError`` when there is none."""
+        """Return the stage with this id.
+
+        Args:
+            stage_id: The stage's id (not its ``ref_id``).
+
+        Returns:
+            The stage.
+
+        Raises:
+            KeyError: The workflow has no stage with this id, naming both.
+        """
         try:
             return self.index.by_id[stage_id]
         except KeyError:
             raise KeyError(f"workflow {self.id} has no stage with id {stage_id!r}") from None
 
     def stage_by_ref_id(self, ref_id: str) -> StageExecution:
-        """Return the stage with this ``ref_id``; raise ``KeyError`` when there is none."""
+        """Return the stage with this ``ref_id``.
+
+        Args:
+            ref_id: The stage's ``ref_id``.
+
+        Returns:
+            The stage.
+
+        Raises:
+            KeyError: The workflow has no stage with this ``ref_id``, naming both.
+        """
         try:
             return self.index.by_ref[ref_id]
         except KeyError:
@@ -148,6 +184,12 @@ class Workflow:
         (nearer ancestors override farther ones; ties keep declaration order), then the
         keys the stage's ``output_reducers`` combine from its requisites, then the stage's
         own context on top: the stage's own keys always win.
+
+        Args:
+            stage: A stage of this workflow.
+
+        Returns:
+            A new dict (changing it changes nothing stored).
         """
         merged: dict[str, Any] = dict(self.context)
         for ancestor in self.index.ancestors(stage.ref_id):
@@ -159,7 +201,14 @@ class Workflow:
         return merged
 
     def joined_upstream(self, stage: StageExecution) -> list[StageExecution]:
-        """The requisites of ``stage`` that finished and activated it, in declaration order."""
+        """The requisites of ``stage`` that finished and activated it, in declaration order.
+
+        Args:
+            stage: A stage of this workflow.
+
+        Returns:
+            Its SUCCEEDED or FAILED_CONTINUE requisites whose branch leads to it.
+        """
         ups = {s.ref_id for s in self.index.upstream[stage.ref_id]}
         return [
             s
@@ -238,7 +287,21 @@ class Workflow:
         version: int,
         event_sequence: int = 0,
     ) -> Workflow:
-        """Rebuild a workflow from :meth:`to_dict` output and its stages."""
+        """Rebuild a workflow from :meth:`to_dict` output and its stages.
+
+        Args:
+            data: What :meth:`to_dict` returned.
+            stages: The workflow's stages.
+            version: The stored row's version.
+            event_sequence: The last event sequence recorded for the workflow.
+
+        Returns:
+            The workflow, its stages linked back to it.
+
+        Raises:
+            KeyError: ``data`` lacks ``id``, ``application``, ``name`` or ``status``.
+            ValueError: ``data`` names an unknown status or type.
+        """
         return cls(
             id=data["id"],
             type=WorkflowType(data.get("type", "PIPELINE")),

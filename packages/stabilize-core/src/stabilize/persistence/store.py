@@ -61,13 +61,20 @@ def validate_for_submit(backend: Backend, workflow: Workflow) -> None:
 
 
 class WorkflowStore:
-    """Durable workflow state on a backend (use :class:`SqliteWorkflowStore` and friends)."""
+    """Durable workflow state on a backend (use :class:`SqliteWorkflowStore` and friends).
+
+    Args:
+        backend: The database backend the state lives in.
+    """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
     def store(self, workflow: Workflow) -> None:
         """Save a new workflow with its stages.
+
+        Args:
+            workflow: The workflow to save, with its stages and tasks.
 
         Raises:
             WorkflowValidationError: the workflow is invalid (nothing is written).
@@ -83,6 +90,12 @@ class WorkflowStore:
     def retrieve(self, workflow_id: str) -> Workflow:
         """Load a workflow with all its stages and tasks (a fresh copy).
 
+        Args:
+            workflow_id: The workflow's id.
+
+        Returns:
+            The workflow as stored now.
+
         Raises:
             WorkflowNotFoundError: no workflow has this id.
         """
@@ -93,7 +106,14 @@ class WorkflowStore:
         return workflow
 
     def exists(self, workflow_id: str) -> bool:
-        """True when a workflow with this id is stored."""
+        """True when a workflow with this id is stored.
+
+        Args:
+            workflow_id: The workflow's id.
+
+        Returns:
+            Whether it is stored.
+        """
         with self.backend.read() as tx:
             tx.cur.execute(tx.q["workflow_exists"], (workflow_id,))
             return tx.cur.fetchone() is not None
@@ -114,6 +134,12 @@ class WorkflowStore:
             name: Only workflows whose name contains this text.
             limit: At most this many.
             offset: Skip this many first.
+
+        Returns:
+            The workflows found, newest first.
+
+        Raises:
+            ValueError: A status is not a `WorkflowStatus` name.
         """
         ids = self._search_ids(application, status, name, limit, offset)
         with self.backend.read() as tx:
@@ -121,11 +147,29 @@ class WorkflowStore:
         return [wf for wf in found if wf is not None]
 
     def retrieve_by_application(self, application: str, limit: int = 100) -> list[Workflow]:
-        """The newest workflows of one application."""
+        """The newest workflows of one application.
+
+        Args:
+            application: The application's name.
+            limit: At most this many.
+
+        Returns:
+            The workflows found, newest first.
+        """
         return self.list_workflows(application=application, limit=limit)
 
     def search(self, **filters: Any) -> list[Workflow]:
-        """Same as :meth:`list_workflows` (kept as the searching verb)."""
+        """Same as :meth:`list_workflows` (kept as the searching verb).
+
+        Args:
+            **filters: The keyword arguments of :meth:`list_workflows`.
+
+        Returns:
+            The workflows found, newest first.
+
+        Raises:
+            ValueError: A status is not a `WorkflowStatus` name.
+        """
         return self.list_workflows(**filters)
 
     def count(
@@ -133,7 +177,18 @@ class WorkflowStore:
         application: str | None = None,
         status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None = None,
     ) -> int:
-        """Count workflows by application and status."""
+        """Count workflows by application and status.
+
+        Args:
+            application: Only this application's workflows.
+            status: One status or several.
+
+        Returns:
+            How many stored workflows match.
+
+        Raises:
+            ValueError: A status is not a `WorkflowStatus` name.
+        """
         where, params = _filters(self.backend.placeholder, application, status, None)
         rows = self._query(f"SELECT count(*) FROM workflows{where}", params)
         return int(rows[0][0])
@@ -142,7 +197,10 @@ class WorkflowStore:
         """Delete a workflow with its stages, queued messages, mutex waits and events.
 
         Events go from this database's own ``events`` table (not from an event log kept
-        in another database).
+        in another database). Deleting an id that is not stored does nothing.
+
+        Args:
+            workflow_id: The workflow's id.
         """
         with self.backend.transaction() as tx:
             _delete_workflows(tx, [workflow_id], keep_events=False)
@@ -205,7 +263,17 @@ class WorkflowStore:
                 return deleted
 
     def stage_outputs(self, workflow_id: str) -> dict[str, dict[str, Any]]:
-        """The outputs of every stage of a workflow, by ``ref_id``."""
+        """The outputs of every stage of a workflow, by ``ref_id``.
+
+        Args:
+            workflow_id: The workflow's id.
+
+        Returns:
+            Each stage's outputs, keyed by its ``ref_id``.
+
+        Raises:
+            WorkflowNotFoundError: No workflow has this id.
+        """
         return {s.ref_id: s.outputs for s in self.retrieve(workflow_id).stages}
 
     def _search_ids(
@@ -353,7 +421,11 @@ class PostgresWorkflowStore(WorkflowStore):
         self.health_timeout = health_timeout
 
     def is_healthy(self) -> bool:
-        """True when the database answers within ``health_timeout`` seconds."""
+        """True when the database answers within ``health_timeout`` seconds.
+
+        Returns:
+            Whether a trivial query succeeded in time (never raises).
+        """
         from stabilize.backends.postgres import PostgresBackend
 
         backend = self.backend

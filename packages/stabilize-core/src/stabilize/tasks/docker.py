@@ -448,7 +448,18 @@ class DockerTask(ProcessTask):
         self.docker_path = docker_path or "docker"
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Validate the keys, run the command and report its outputs."""
+        """Validate the keys, run the command and report its outputs.
+
+        Args:
+            stage: The stage; its context holds ``action`` and the other keys.
+
+        Returns:
+            A success with the command's outputs, or a failure naming the exit code (or
+            saying the docker CLI is missing).
+
+        Raises:
+            TaskConfigError: A context key is missing or malformed, naming it.
+        """
         reader = ContextReader(stage.context, TASK)
         secrets = secret_values(reader)
         plan = plan_docker(stage.context)

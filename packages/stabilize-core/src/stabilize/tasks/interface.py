@@ -31,10 +31,29 @@ class Task(ABC):
 
     @abstractmethod
     def execute(self, stage: StageExecution) -> TaskOutcome:
-        """Run the task for ``stage`` and say how it went."""
+        """Run the task for ``stage`` and say how it went.
+
+        Args:
+            stage: A private copy of the stage; its ``context`` holds the ancestors'
+                outputs.
+
+        Returns:
+            A :class:`TaskResult` (or, from ``async def execute``, an awaitable of one).
+
+        Raises:
+            TransientError: Raise it (or `TimeoutError`, `ConnectionError`) to be
+                retried; any other exception fails the task TERMINAL.
+        """
 
     def get_execution_timeout(self, stage: StageExecution) -> timedelta | None:
-        """The limit for one execution (defaults to :attr:`timeout`)."""
+        """The limit for one execution (defaults to :attr:`timeout`).
+
+        Args:
+            stage: The stage about to run.
+
+        Returns:
+            The limit, or None for none.
+        """
         return timedelta(seconds=self.timeout) if self.timeout is not None else None
 
     def on_timeout(self, stage: StageExecution) -> TaskResult | None:
@@ -45,6 +64,12 @@ class Task(ABC):
         (still returning ``running()``, or due again after the limit). It runs on a task
         thread, outside any transaction. Return ``None`` (the default) to fail the task
         TERMINAL with the timeout error; a ``running()`` past the overall limit fails too.
+
+        Args:
+            stage: The stage whose task timed out.
+
+        Returns:
+            The result that decides the task, or None for the timeout error.
         """
         return None
 
@@ -52,6 +77,12 @@ class Task(ABC):
         """Called when the running task's workflow or stage is canceled.
 
         What it returns is ignored: the task ends CANCELED.
+
+        Args:
+            stage: The stage whose task is canceled.
+
+        Returns:
+            Ignored (None by default).
         """
         return None
 
@@ -61,6 +92,9 @@ class Task(ABC):
         Success, failure, timeout and cancel all count; a ``running()`` poll or a retry
         does not. It runs on a task thread outside any transaction; an exception it
         raises is ignored. A crash between the commit and the call skips it.
+
+        Args:
+            stage: The stage whose task ended.
         """
         return None
 
@@ -77,19 +111,46 @@ class RetryableTask(Task):
     """
 
     def get_timeout(self) -> timedelta:
-        """The overall limit across every poll (default: one hour)."""
+        """The overall limit across every poll (default: one hour).
+
+        Returns:
+            The limit, counted from the task's first start.
+        """
         return timedelta(hours=1)
 
     def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
-        """How long to wait before the next poll; ``duration`` is the time spent so far."""
+        """How long to wait before the next poll (default: one second).
+
+        Args:
+            stage: The polling stage.
+            duration: The time spent since the task's first start.
+
+        Returns:
+            The delay before the next poll.
+        """
         return timedelta(seconds=1)
 
     def get_dynamic_timeout(self, stage: StageExecution) -> timedelta:
-        """The overall limit for this stage (defaults to :meth:`get_timeout`)."""
+        """The overall limit for this stage (defaults to :meth:`get_timeout`).
+
+        Args:
+            stage: The polling stage.
+
+        Returns:
+            The limit, counted from the task's first start.
+        """
         return self.get_timeout()
 
     def get_dynamic_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
-        """The backoff for this stage (defaults to :meth:`get_backoff_period`)."""
+        """The backoff for this stage (defaults to :meth:`get_backoff_period`).
+
+        Args:
+            stage: The polling stage.
+            duration: The time spent since the task's first start.
+
+        Returns:
+            The delay before the next poll.
+        """
         return self.get_backoff_period(stage, duration)
 
 
@@ -101,18 +162,39 @@ class SkippableTask(Task):
     """
 
     def is_enabled(self, stage: StageExecution) -> bool:
-        """Whether the task should run for ``stage`` (default: always)."""
+        """Whether the task should run for ``stage`` (default: always).
+
+        Args:
+            stage: The stage about to run.
+
+        Returns:
+            False to skip the stage.
+        """
         return True
 
     def execute(self, stage: StageExecution) -> TaskOutcome:
-        """Skip when disabled, else run :meth:`do_execute`."""
+        """Skip when disabled, else run :meth:`do_execute`.
+
+        Args:
+            stage: The stage to run.
+
+        Returns:
+            :meth:`TaskResult.skipped`, or what :meth:`do_execute` returns.
+        """
         if not self.is_enabled(stage):
             return TaskResult.skipped()
         return self.do_execute(stage)
 
     @abstractmethod
     def do_execute(self, stage: StageExecution) -> TaskOutcome:
-        """Run the task (it is enabled) and say how it went."""
+        """Run the task (it is enabled) and say how it went.
+
+        Args:
+            stage: The stage to run, as for :meth:`Task.execute`.
+
+        Returns:
+            A :class:`TaskResult` (or an awaitable of one).
+        """
 
 
 class CallableTask(Task):
@@ -122,6 +204,10 @@ class CallableTask(Task):
     the outputs of a success). It may be ``async``. Returning ``None`` (a forgotten
     ``return``, usually) fails the task with an error naming the function: return
     ``TaskResult.success()`` or ``{}`` to succeed without outputs.
+
+    Args:
+        fn: The function, ``(stage) -> TaskResult | dict`` (sync or async).
+        name: The task's name (default: the function's ``__name__``).
     """
 
     def __init__(self, fn: Callable[[StageExecution], Any], name: str | None = None) -> None:
@@ -131,7 +217,17 @@ class CallableTask(Task):
             self.execute = self._execute_async  # type: ignore[method-assign]
 
     def execute(self, stage: StageExecution) -> TaskOutcome:
-        """Call the function and adapt its return value."""
+        """Call the function and adapt its return value.
+
+        Args:
+            stage: Passed to the function.
+
+        Returns:
+            The function's :class:`TaskResult`, or a success whose outputs are its dict.
+
+        Raises:
+            TypeError: The function returned something else (None included), naming it.
+        """
         return _adapt(self.fn(stage), self._label())
 
     async def _execute_async(self, stage: StageExecution) -> TaskResult:
@@ -162,7 +258,14 @@ class NoOpTask(Task):
     """Does nothing and succeeds."""
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Succeed at once."""
+        """Succeed at once.
+
+        Args:
+            stage: Ignored.
+
+        Returns:
+            A success without outputs.
+        """
         return TaskResult.success()
 
 
@@ -196,11 +299,25 @@ class WaitTask(RetryableTask):
     """
 
     def get_timeout(self) -> timedelta:
-        """Waits may be long: allow up to a year."""
+        """Waits may be long: allow up to a year.
+
+        Returns:
+            365 days.
+        """
         return timedelta(days=365)
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Succeed once the deadline has passed, else ask to be polled at the deadline."""
+        """Succeed once the deadline has passed, else ask to be polled at the deadline.
+
+        Args:
+            stage: The waiting stage (``waitTime`` or ``waitUntil`` in its context).
+
+        Returns:
+            A success, or ``running()`` storing the deadline as ``_wait_until``.
+
+        Raises:
+            ValueError: ``waitUntil`` is neither epoch seconds nor an ISO 8601 string.
+        """
         now = time.time()
         until = stage.context.get("_wait_until")
         if until is None:
@@ -218,7 +335,15 @@ class WaitTask(RetryableTask):
         return TaskResult.running()
 
     def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
-        """Sleep until the deadline."""
+        """Sleep until the deadline.
+
+        Args:
+            stage: The waiting stage.
+            duration: Ignored.
+
+        Returns:
+            The time left until ``_wait_until`` (zero once it passed).
+        """
         until = float(stage.context.get("_wait_until", time.time()))
         return timedelta(seconds=max(0.0, until - time.time()))
 

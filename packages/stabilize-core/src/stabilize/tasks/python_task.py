@@ -176,7 +176,15 @@ class PythonTask(ProcessTask):
     name = "PythonTask"
 
     def get_execution_timeout(self, stage: StageExecution) -> timedelta | None:
-        """``timeout`` for a callable; a little more for a subprocess, which the task kills."""
+        """``timeout`` for a callable; a little more for a subprocess, which the task kills.
+
+        Args:
+            stage: The stage about to run (its ``timeout`` key, in seconds; a malformed
+                one counts as the default here and is refused by :meth:`execute`).
+
+        Returns:
+            The engine's limit for one execution.
+        """
         seconds = timeout_of(stage.context, DEFAULT_TIMEOUT)
         if stage.context.get("callable") is not None:
             return timedelta(seconds=seconds)
@@ -184,6 +192,13 @@ class PythonTask(ProcessTask):
 
     def execute(self, stage: StageExecution) -> TaskResult:
         """Validate the configuration and run the code.
+
+        Args:
+            stage: The stage; its context holds one of ``callable``, ``script``,
+                ``script_file`` or ``module``, and the other keys.
+
+        Returns:
+            A success with the code's outputs, or a failure saying why it failed.
 
         Raises:
             TaskConfigError: A context key is missing or malformed, or the callable cannot

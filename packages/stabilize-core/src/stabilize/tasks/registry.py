@@ -63,6 +63,13 @@ class TaskRegistry:
         ``register(MyTask)`` registers a class under its own name. Registering a name twice
         replaces the first with a warning, or raises ``ValueError`` when ``strict``.
 
+        Args:
+            name: The name stages use as ``implementing_class``, or a Task class to
+                register under its own name (then ``task`` is omitted).
+            task: A Task subclass, a Task instance or a callable ``(stage) -> result``.
+            aliases: Further names for the same task.
+            strict: Refuse a name already registered instead of replacing it.
+
         Raises:
             TypeError: ``task`` is neither a Task class, a Task instance nor a callable.
             ValueError: ``name`` is empty, or already taken while ``strict``.
@@ -86,11 +93,28 @@ class TaskRegistry:
             self._wrapped.pop(key, None)
 
     def register_class(self, task_class: type[Task], aliases: Iterable[str] | None = None) -> None:
-        """Register a task class under its class name."""
+        """Register a task class under its class name.
+
+        Args:
+            task_class: A :class:`Task` subclass.
+            aliases: Further names for it.
+
+        Raises:
+            TypeError: ``task_class`` is not a Task class.
+        """
         self.register(task_class.__name__, task_class, aliases=aliases)
 
     def task(self, name: str, aliases: Iterable[str] | None = None) -> Callable[[T], T]:
-        """Decorator form of :meth:`register`."""
+        """Decorator form of :meth:`register`.
+
+        Args:
+            name: The name to register under.
+            aliases: Further names for it.
+
+        Returns:
+            A decorator that registers the function or class and returns it unchanged
+            (it raises what :meth:`register` raises).
+        """
 
         def decorate(source: T) -> T:
             self.register(name, source, aliases=aliases)
@@ -100,6 +124,13 @@ class TaskRegistry:
 
     def get(self, name: str) -> Task:
         """Return a task for ``name``.
+
+        Args:
+            name: A registered name, a built-in's (``noop``, ``wait``...) or a plugin's.
+
+        Returns:
+            The task: a fresh instance for a registered class, the shared instance or
+            function wrapper otherwise.
 
         Raises:
             TaskNotFoundError: nothing is registered, built in or offered by a plugin.
@@ -117,21 +148,42 @@ class TaskRegistry:
         return task
 
     def get_by_class(self, task_class: type[Task]) -> Task:
-        """Return a task registered as (or as an instance of) ``task_class``."""
+        """Return a task registered as (or as an instance of) ``task_class``.
+
+        Args:
+            task_class: The class to look for (built-ins and plugins are not searched).
+
+        Returns:
+            A fresh instance of it, or the registered instance.
+
+        Raises:
+            TaskNotFoundError: No registered task is of this class.
+        """
         for source in self._entries.values():
             if source is task_class or isinstance(source, task_class):
                 return _instantiate(task_class.__name__, source)
         raise TaskNotFoundError(f"no task of class {task_class.__name__} is registered")
 
     def has(self, name: str) -> bool:
-        """True when :meth:`get` would find a task for ``name``."""
+        """True when :meth:`get` would find a task for ``name``.
+
+        Args:
+            name: The name to look up (a plugin offering it is loaded).
+
+        Returns:
+            Whether a task is registered, built in or offered by a plugin under it.
+        """
         return self._resolve(name) is not None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.has(name)
 
     def names(self) -> list[str]:
-        """The explicitly registered names and the built-ins."""
+        """The explicitly registered names and the built-ins.
+
+        Returns:
+            The names, sorted (plugins' names are not listed).
+        """
         return sorted({*self._entries, *_builtins()})
 
     def _resolve(self, name: str) -> TaskSource | None:

@@ -54,17 +54,49 @@ class TaskResult:
     def success(
         cls, outputs: dict[str, Any] | None = None, context: dict[str, Any] | None = None
     ) -> TaskResult:
-        """The task finished; the stage moves on to its next task."""
+        """The task finished; the stage moves on to its next task.
+
+        Args:
+            outputs: Values visible to downstream stages (JSON values).
+            context: Values merged into this stage's context (JSON values).
+
+        Returns:
+            A SUCCEEDED result (the dicts are copied).
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(WorkflowStatus.SUCCEEDED, dict(context or {}), dict(outputs or {}))
 
     @classmethod
     def running(cls, context: dict[str, Any] | None = None) -> TaskResult:
-        """Not done yet: run the task again after its backoff period (polling)."""
+        """Not done yet: run the task again after its backoff period (polling).
+
+        Args:
+            context: Values merged into the stage's context before the next poll.
+
+        Returns:
+            A RUNNING result.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(WorkflowStatus.RUNNING, dict(context or {}))
 
     @classmethod
     def terminal(cls, error: str, context: dict[str, Any] | None = None) -> TaskResult:
-        """The task failed and the workflow stops."""
+        """The task failed and the workflow stops.
+
+        Args:
+            error: What went wrong, in words (stored on the stage).
+            context: Values merged into the stage's context.
+
+        Returns:
+            A TERMINAL result.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(WorkflowStatus.TERMINAL, dict(context or {}), error=error)
 
     failure = terminal
@@ -76,34 +108,90 @@ class TaskResult:
         outputs: dict[str, Any] | None = None,
         context: dict[str, Any] | None = None,
     ) -> TaskResult:
-        """The task failed but downstream stages still run."""
+        """The task failed but downstream stages still run.
+
+        Args:
+            error: What went wrong, in words (stored on the stage).
+            outputs: Values visible to downstream stages.
+            context: Values merged into the stage's context.
+
+        Returns:
+            A FAILED_CONTINUE result.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(
             WorkflowStatus.FAILED_CONTINUE, dict(context or {}), dict(outputs or {}), error=error
         )
 
     @classmethod
     def skipped(cls) -> TaskResult:
-        """The task did nothing and the stage ends SKIPPED."""
+        """The task did nothing and the stage ends SKIPPED.
+
+        Returns:
+            A SKIPPED result.
+        """
         return cls(WorkflowStatus.SKIPPED)
 
     @classmethod
     def canceled(cls, outputs: dict[str, Any] | None = None) -> TaskResult:
-        """The task gave up because it was canceled."""
+        """The task gave up because it was canceled.
+
+        Args:
+            outputs: Values visible to downstream stages.
+
+        Returns:
+            A CANCELED result.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(WorkflowStatus.CANCELED, outputs=dict(outputs or {}))
 
     @classmethod
     def stopped(cls, outputs: dict[str, Any] | None = None) -> TaskResult:
-        """The task stopped the workflow on purpose."""
+        """The task stopped the workflow on purpose.
+
+        Args:
+            outputs: Values visible to downstream stages.
+
+        Returns:
+            A STOPPED result.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(WorkflowStatus.STOPPED, outputs=dict(outputs or {}))
 
     @classmethod
     def suspend(cls, context: dict[str, Any] | None = None) -> TaskResult:
-        """Park the stage until a signal resumes it (the worker is freed meanwhile)."""
+        """Park the stage until a signal resumes it (the worker is freed meanwhile).
+
+        Args:
+            context: Values merged into the stage's context.
+
+        Returns:
+            A SUSPENDED result.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(WorkflowStatus.SUSPENDED, dict(context or {}))
 
     @classmethod
     def redirect(cls, context: dict[str, Any] | None = None) -> TaskResult:
-        """Restart the current stage's tasks from the first one."""
+        """Restart the current stage's tasks from the first one.
+
+        Args:
+            context: Values merged into the stage's context first.
+
+        Returns:
+            A REDIRECT result without a target.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return cls(WorkflowStatus.REDIRECT, dict(context or {}))
 
     @classmethod
@@ -119,6 +207,20 @@ class TaskResult:
         reset and run again; ``context`` and ``outputs`` are merged into the target's
         context. Forward (to a descendant): the stages between are skipped, this stage
         completes with ``outputs`` and ``context`` is merged into the target's context.
+
+        Args:
+            target_stage_ref_id: The ``ref_id`` of the stage to jump to.
+            context: Values merged into the target's context.
+            outputs: Backward: merged into the target's context; forward: this stage's
+                outputs.
+
+        Returns:
+            A REDIRECT result naming the target (the engine checks the target exists and
+            counts the jump against the workflow's bound).
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key, or the target is
+                not a string.
         """
         return cls(
             WorkflowStatus.REDIRECT,
@@ -129,11 +231,28 @@ class TaskResult:
 
     @classmethod
     def builder(cls, status: WorkflowStatus) -> TaskResultBuilder:
-        """Start building a result with this status."""
+        """Start building a result with this status.
+
+        Args:
+            status: The result's status.
+
+        Returns:
+            A :class:`TaskResultBuilder`; its ``build()`` makes the result.
+        """
         return TaskResultBuilder(status)
 
     def merge_outputs(self, outputs: dict[str, Any]) -> TaskResult:
-        """Return a copy with ``outputs`` merged into this result's outputs."""
+        """Return a copy with ``outputs`` merged into this result's outputs.
+
+        Args:
+            outputs: Values that win over this result's outputs of the same name.
+
+        Returns:
+            A new result; this one is unchanged.
+
+        Raises:
+            InvalidTaskResultError: A value is not JSON, naming its key.
+        """
         return TaskResult(
             self.status,
             dict(self.context),

@@ -79,11 +79,25 @@ class ShellTask(ProcessTask):
     name = "ShellTask"
 
     def get_execution_timeout(self, stage: StageExecution) -> timedelta | None:
-        """A little more than ``timeout``: the task stops its process group first."""
+        """A little more than ``timeout``: the task stops its process group first.
+
+        Args:
+            stage: The stage about to run (its ``timeout`` key, in seconds; a malformed
+                one counts as the default here and is refused by :meth:`execute`).
+
+        Returns:
+            The engine's limit for one execution.
+        """
         return self.engine_limit(timeout_of(stage.context, DEFAULT_TIMEOUT))
 
     def execute(self, stage: StageExecution) -> TaskResult:
         """Validate the configuration, run the command and report its outcome.
+
+        Args:
+            stage: The stage; its context holds ``command`` and the other keys.
+
+        Returns:
+            A success with the command's outputs, or a failure naming the exit code.
 
         Raises:
             TaskConfigError: A context key is missing or malformed.

@@ -164,7 +164,20 @@ class SSHTask(ProcessTask):
         self.ssh_path = ssh_path or "ssh"
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Validate the keys, run the command remotely and report its outputs."""
+        """Validate the keys, run the command remotely and report its outputs.
+
+        Args:
+            stage: The stage; its context holds ``host``, ``command`` and the other keys.
+
+        Returns:
+            A success with the command's outputs, or a failure naming the exit code (or
+            saying the ssh client is missing).
+
+        Raises:
+            TaskConfigError: A context key is missing or malformed, naming it.
+            TransientError: ssh could not connect or authenticate and
+                ``retry_on_connection_error`` is set.
+        """
         reader = ContextReader(stage.context, TASK)
         secrets = secret_values(reader)
         plan = plan_ssh(stage.context)

@@ -159,7 +159,22 @@ class HTTPTask(Task):
         return [] if self.allow_private_urls else ["http"]
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Send the request, follow redirects, retry, and report the response."""
+        """Send the request, follow redirects, retry, and report the response.
+
+        Args:
+            stage: The stage; its own context (not its ancestors' outputs) holds ``url``
+                and the other keys.
+
+        Returns:
+            A success with the response's outputs, or a TERMINAL (``failed_continue``
+            with ``continue_on_failure``) result naming what failed.
+
+        Raises:
+            TaskConfigError: A context key is missing or malformed, or tries to turn the
+                private-address guard off.
+            TaskCancelledError: The stage was canceled during the request or a retry's wait.
+            ImportError: httpx is not installed (the message says what to install).
+        """
         # Settings come from the stage's own context: an upstream stage's outputs (an HTTP
         # stage's `headers`, `body`, `url`) must not turn into this request's settings.
         cfg = read_config(stage.own_context())
