@@ -49,7 +49,9 @@ def bind_context(**values: Any) -> None:
 
 
 def unbind_context(*keys: str) -> None:
-    """Stop adding ``keys`` to records logged from this thread or task.
+    """Stop adding ``keys``.
+
+    Only this thread or asyncio task's bindings change.
 
     Args:
         *keys: Names bound by `bind_context`; names not bound are ignored.
@@ -59,7 +61,10 @@ def unbind_context(*keys: str) -> None:
 
 
 def clear_context() -> None:
-    """Stop adding anything bound so far in this thread or task (`bind_context`)."""
+    """Stop adding anything bound so far.
+
+    Only this thread or asyncio task's bindings (`bind_context`) are dropped.
+    """
     _bound.set({})
 
 

@@ -408,7 +408,9 @@ def trace_operation(name: str, **attributes: Any) -> Iterator[Span]:
 
 
 def add_event(name: str, **attributes: Any) -> None:
-    """Add an event to the current span, if any (without one, nothing is recorded).
+    """Add an event to the current span, if any.
+
+    Without a current span nothing is recorded.
 
     Args:
         name: The event's name.
@@ -421,7 +423,9 @@ def add_event(name: str, **attributes: Any) -> None:
 
 
 def set_attribute(key: str, value: Any) -> None:
-    """Set an attribute on the current span, if any (without one, nothing is recorded).
+    """Set an attribute on the current span, if any.
+
+    Without a current span nothing is recorded.
 
     Args:
         key: The attribute's name.
