@@ -36,7 +36,20 @@ class ApprovalTask(Task):
     """
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Suspend until a decision arrives, then turn it into the stage's result."""
+        """Suspend until a decision arrives, then turn it into the stage's result.
+
+        Args:
+            stage: The gate's stage; its context holds the ``approval_*`` settings and,
+                once decided, the delivered signal.
+
+        Returns:
+            ``suspend()`` while waiting (with a timer when a timeout is set), then a
+            success for an approval, or TERMINAL (FAILED_CONTINUE with
+            ``approval_reject_continues``) for a rejection.
+
+        Raises:
+            TaskConfigError: An ``approval_*`` key is malformed, naming it.
+        """
         ctx = ContextReader(stage.context, "ApprovalTask")
         action = ctx.choice("approval_timeout_action", TIMEOUT_ACTIONS, "reject")
         name = stage.context.get("_signal_name")

@@ -48,6 +48,7 @@ def approve(
     Raises:
         SignalError: the workflow has no such stage, or the gate takes no decision (it
             has one already, or it finished). Nothing is changed then.
+        WorkflowNotFoundError: no workflow has this id.
     """
     _decide(queue, execution_id, stage_id, APPROVE, data, user, note)
 
@@ -65,7 +66,24 @@ def reject(
 ) -> None:
     """Reject an approval gate: it fails (or continues, if the gate says so).
 
-    Takes the same arguments and raises the same errors as :func:`approve`.
+    A gate that has not suspended yet keeps the decision and acts on it when it
+    suspends, as with :func:`approve`.
+
+    Args:
+        queue: The queue of the gate's database.
+        execution_id: The workflow id.
+        stage_id: The gate's stage id (or ``ref_id``).
+        data: Anything to pass along (a ``reason``, say); the gate outputs it as
+            ``approval``.
+        user: Who rejects (default: ``data["user"]``); recorded in the event log.
+        note: A note recorded with the decision.
+        execution_type: Accepted for compatibility.
+        store: Accepted for compatibility (the queue's database is used).
+
+    Raises:
+        SignalError: the workflow has no such stage, or the gate takes no decision (it
+            has one already, or it finished). Nothing is changed then.
+        WorkflowNotFoundError: no workflow has this id.
     """
     _decide(queue, execution_id, stage_id, REJECT, data, user, note)
 
@@ -87,9 +105,22 @@ def send_signal(
     A suspended stage resumes at once. With ``persistent`` (the default), a signal sent
     before the stage suspends is kept and delivered when it does.
 
+    Args:
+        queue: The queue of the stage's database.
+        execution_id: The workflow id.
+        stage_id: The stage id (or ``ref_id``).
+        signal_name: The signal's name (what :func:`get_signal` returns first).
+        signal_data: JSON values delivered with it.
+        persistent: Keep a signal sent before the stage suspends, for when it does.
+        user: Who sent it; recorded in the event log.
+        execution_type: Accepted for compatibility.
+        store: Accepted for compatibility (the queue's database is used).
+
     Raises:
         SignalError: no such stage, the stage finished, or it is not waiting yet and
-            ``persistent`` is False (the signal would not be kept for later).
+            ``persistent`` is False (the signal would not be kept for later). Nothing is
+            changed then.
+        WorkflowNotFoundError: no workflow has this id.
     """
 
     def transition(wf: Workflow, now: int) -> Effects:
@@ -101,7 +132,15 @@ def send_signal(
 
 
 def get_signal(stage: StageExecution) -> tuple[str | None, dict[str, Any]]:
-    """The signal that resumed the task holding ``stage``: ``(name, data)``, or ``(None, {})``."""
+    """The signal that resumed the task holding ``stage``: ``(name, data)``, or ``(None, {})``.
+
+    Args:
+        stage: The stage the task received.
+
+    Returns:
+        The signal's name and a copy of its data, or ``(None, {})`` when no signal was
+        delivered to this run of the stage.
+    """
     name = stage.context.get("_signal_name")
     data = stage.context.get("_signal_data") or {}
     return (name if isinstance(name, str) else None), dict(data)

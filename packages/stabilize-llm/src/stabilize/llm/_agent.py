@@ -99,7 +99,15 @@ class AgentLoopTask(RetryableTask):
         return ["react_agent", "agent_loop"]
 
     def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
-        """Run the next step at once: the pause is only the checkpoint's commit."""
+        """Run the next step at once: the pause is only the checkpoint's commit.
+
+        Args:
+            stage: The agent's stage.
+            duration: The time spent since the loop started.
+
+        Returns:
+            Zero.
+        """
         return timedelta(0)
 
     def get_timeout(self) -> timedelta:
@@ -107,14 +115,42 @@ class AgentLoopTask(RetryableTask):
         return DEFAULT_TIMEOUT
 
     def get_dynamic_timeout(self, stage: StageExecution) -> timedelta:
-        """``agent_timeout_seconds`` from the stage context, else :meth:`get_timeout`."""
+        """``agent_timeout_seconds`` from the stage context, else :meth:`get_timeout`.
+
+        Args:
+            stage: The agent's stage.
+
+        Returns:
+            The limit for the whole loop, counted from its first step.
+
+        Raises:
+            TaskConfigError: ``agent_timeout_seconds`` is not a number of at least 0.
+        """
         seconds = ContextReader(stage.context, "AgentLoopTask").number(
             "agent_timeout_seconds", None, minimum=0
         )
         return timedelta(seconds=seconds) if seconds is not None else self.get_timeout()
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Take the next step of the loop."""
+        """Take the next step of the loop.
+
+        One step is one model call or one tool call; its state is checkpointed in the
+        stage context, so a crash repeats at most the step in flight.
+
+        Args:
+            stage: The agent's stage; its context holds the prompt, the model settings,
+                ``max_iterations`` and the checkpoint.
+
+        Returns:
+            ``running()`` with the checkpoint while the loop goes on, a success with the
+            final answer under ``output_key``, FAILED_CONTINUE when ``max_iterations``
+            ran out without an answer, or ``suspend()`` when the token budget is spent.
+
+        Raises:
+            TaskConfigError: A context key is missing or malformed, naming it.
+            TransientError: The model call failed transiently; it is retried.
+            LLMError: The model refused the call, or kept failing past the retry timeout.
+        """
         reader = ContextReader(stage.context, "AgentLoopTask")
         output_key = reader.text("output_key", "answer")
         max_iterations = reader.number("max_iterations", 8, minimum=1, integer=True)

@@ -135,6 +135,20 @@ class LLMClient:
         :class:`ChatResponse` with the joined text, tool calls and usage. OpenAI streams
         server-sent events (``data: {...}`` lines ending with ``data: [DONE]``), Ollama
         newline-delimited JSON.
+
+        Args:
+            messages: The conversation (:class:`ChatMessage` or ``{"role", "content"}``).
+            tools: Tool schemas in the OpenAI format (:meth:`ToolRegistry.schemas`).
+            temperature: Sampling temperature.
+            model: Use another model than the client's for this call.
+            **options: Provider options (``max_tokens``, ``seed``, ``format`` ...).
+
+        Yields:
+            Text deltas (``str``), then one :class:`ChatResponse`.
+
+        Raises:
+            TransientError: rate limited, server error, timeout or connection failure.
+            LLMError: any other refusal, or a stream that cannot be parsed.
         """
         body = self._body(messages, tools, temperature, model, options, stream=True)
         assembler = StreamAssembler(self.api)

@@ -74,7 +74,21 @@ class LLMTask(Task):
         return ["chat"]
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Make the call (unless the budget forbids it) and return the answer."""
+        """Make the call (unless the budget forbids it) and return the answer.
+
+        Args:
+            stage: The stage; its context holds the prompt (or messages), the model
+                settings and ``output_key``.
+
+        Returns:
+            A success with the answer under ``output_key``, the token usage and
+            ``llm_raw``; or ``suspend()`` when the token budget would be exceeded.
+
+        Raises:
+            TaskConfigError: A context key is missing or malformed, naming it.
+            TransientError: The call failed transiently; it is retried.
+            LLMError: The model refused the call, or kept failing past the retry timeout.
+        """
         reader = ContextReader(stage.context, "LLMTask")
         output_key = reader.text("output_key", "completion")
         messages = initial_messages(reader)

@@ -56,7 +56,16 @@ class ScriptedModel:
         self._lock = threading.Lock()
 
     def client(self, model: str = "scripted", api: str = "openai", **kwargs: Any) -> LLMClient:
-        """An :class:`LLMClient` that talks to this model (``api``: openai or ollama)."""
+        """An :class:`LLMClient` that talks to this model (``api``: openai or ollama).
+
+        Args:
+            model: The model name the client sends.
+            api: ``openai`` or ``ollama``: the protocol the client speaks.
+            **kwargs: Further :class:`LLMClient` arguments (``base_url`` has a default).
+
+        Returns:
+            A client whose requests this model answers (and records in ``requests``).
+        """
         kwargs.setdefault(
             "base_url", "http://scripted.invalid" + ("/v1" if api == "openai" else "")
         )
@@ -67,7 +76,22 @@ class ScriptedModel:
         return httpx.MockTransport(self._handle)
 
     def reply_for(self, messages: list[ChatMessage]) -> Reply:
-        """The scripted answer to a conversation."""
+        """The scripted answer to a conversation.
+
+        The answer is the script's item for the turn: the number of assistant messages
+        so far. A callable item is called with the conversation.
+
+        Args:
+            messages: The conversation so far.
+
+        Returns:
+            The answer, as a :class:`Reply`.
+
+        Raises:
+            IndexError: The script has no answer for this turn.
+            TypeError: The item (or what a callable item returned) is not a string, tool
+                call(s) or Reply.
+        """
         turn = sum(1 for m in messages if m.role == "assistant")
         if turn >= len(self.script):
             raise IndexError(f"the script has {len(self.script)} answers; turn {turn + 1} asked")

@@ -116,8 +116,16 @@ class Tool:
     def invoke(self, arguments: Mapping[str, Any], idempotency_key: str | None = None) -> Any:
         """Validate ``arguments`` and call the function (an async one is run to completion).
 
+        Args:
+            arguments: The model's arguments, by parameter name.
+            idempotency_key: Passed to a function that takes ``idempotency_key``.
+
+        Returns:
+            What the function returned.
+
         Raises:
             ArgumentError: the arguments do not fit the signature (nothing was called).
+            Exception: whatever the function raises, unchanged.
         """
         kwargs = self.signature.validate(arguments)
         if self.accepts_idempotency_key:
@@ -130,7 +138,19 @@ class Tool:
     async def ainvoke(
         self, arguments: Mapping[str, Any], idempotency_key: str | None = None
     ) -> Any:
-        """Like :meth:`invoke`, awaiting an async function on the running loop."""
+        """Like :meth:`invoke`, awaiting an async function on the running loop.
+
+        Args:
+            arguments: The model's arguments, by parameter name.
+            idempotency_key: Passed to a function that takes ``idempotency_key``.
+
+        Returns:
+            What the function returned (awaited).
+
+        Raises:
+            ArgumentError: the arguments do not fit the signature (nothing was called).
+            Exception: whatever the function raises, unchanged.
+        """
         kwargs = self.signature.validate(arguments)
         if self.accepts_idempotency_key:
             kwargs["idempotency_key"] = idempotency_key
@@ -190,6 +210,14 @@ class ToolRegistry:
     ) -> ToolRegistry:
         """Add a tool (a :class:`Tool` or a plain function); return the registry.
 
+        Args:
+            fn: A :class:`Tool`, or a function whose signature and docstring describe it.
+            name: The name the model calls it by (default: the tool's or function's).
+            description: What the model reads about it (default: from the docstring).
+
+        Returns:
+            This registry, so that calls chain.
+
         Raises:
             ValueError: another tool already has that name.
         """
@@ -203,7 +231,14 @@ class ToolRegistry:
         return self
 
     def get(self, name: str) -> Tool | None:
-        """The tool called ``name``, if any."""
+        """The tool called ``name``, if any.
+
+        Args:
+            name: The tool's name.
+
+        Returns:
+            The tool, or None when none has that name.
+        """
         return self._tools.get(name)
 
     @property
@@ -245,6 +280,14 @@ class ToolRegistry:
         - ``"model"``: every exception becomes an ``"ERROR: ..."`` result.
         - ``"fail"``: every exception raises, as a bug does under ``"auto"``.
 
+        Args:
+            call: A :class:`ToolCall`, or a mapping with ``name`` and ``arguments``.
+            idempotency_key: Passed to a tool that takes ``idempotency_key``.
+            errors: What an unexpected exception of the tool does (see above).
+
+        Returns:
+            The text to send back to the model, and whether it is an error.
+
         Raises:
             PermanentError: the tool failed and the policy says the stage fails.
             TransientError: raised by the tool.
@@ -270,7 +313,20 @@ class ToolRegistry:
         *,
         errors: ToolErrorPolicy = "auto",
     ) -> ToolResult:
-        """Like :meth:`dispatch`, on the running event loop."""
+        """Like :meth:`dispatch`, on the running event loop.
+
+        Args:
+            call: A :class:`ToolCall`, or a mapping with ``name`` and ``arguments``.
+            idempotency_key: Passed to a tool that takes ``idempotency_key``.
+            errors: What an unexpected exception of the tool does (see :meth:`dispatch`).
+
+        Returns:
+            The text to send back to the model, and whether it is an error.
+
+        Raises:
+            PermanentError: the tool failed and the policy says the stage fails.
+            TransientError: raised by the tool.
+        """
         found = self._lookup(call)
         if isinstance(found, ToolResult):
             return found

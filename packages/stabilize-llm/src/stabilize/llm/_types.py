@@ -46,7 +46,15 @@ class ToolCall:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ToolCall:
-        """The inverse of :meth:`to_dict`; also accepts the OpenAI ``function`` shape."""
+        """The inverse of :meth:`to_dict`; also accepts the OpenAI ``function`` shape.
+
+        Args:
+            data: ``{"id", "name", "arguments"}``, or OpenAI's
+                ``{"id", "function": {"name", "arguments"}}``.
+
+        Returns:
+            The call; arguments that are not a JSON object are kept under ``"_raw"``.
+        """
         if "function" in data:
             fn = data["function"]
             return cls(
@@ -107,7 +115,14 @@ class ChatMessage:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChatMessage:
-        """Read a message in the neutral form or in either provider's form."""
+        """Read a message in the neutral form or in either provider's form.
+
+        Args:
+            data: A message as :meth:`to_dict`, OpenAI or Ollama write it.
+
+        Returns:
+            The message (role ``user`` when none is given).
+        """
         content = data.get("content")
         return cls(
             role=str(data.get("role", "user")),
@@ -160,7 +175,14 @@ class Usage:
 
     @classmethod
     def from_dict(cls, data: Any) -> Usage:
-        """Read :meth:`to_dict`'s form; anything else counts as nothing."""
+        """Read :meth:`to_dict`'s form; anything else counts as nothing.
+
+        Args:
+            data: What :meth:`to_dict` returned, or anything.
+
+        Returns:
+            The usage (all zeros for anything that is not a mapping).
+        """
         if not isinstance(data, Mapping):
             return cls()
         return cls(

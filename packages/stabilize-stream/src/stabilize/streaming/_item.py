@@ -46,7 +46,16 @@ class StreamItem:
 
     @classmethod
     def from_event(cls, event: Event, source: Literal["live", "replay"] = "replay") -> StreamItem:
-        """The item of a recorded (or live) event."""
+        """The item of a recorded (or live) event.
+
+        Args:
+            event: The event, as the log or the event bus gives it.
+            source: ``replay`` for an event read from the log, ``live`` for one
+                delivered as it happened.
+
+        Returns:
+            The item, with the event's fields.
+        """
         return cls(
             event_type=event.event_type,
             entity_type=event.entity_type,

@@ -228,7 +228,20 @@ class WorkflowStream:
     ) -> AsyncIterator[StreamItem]:
         """:meth:`follow` for asyncio: waits without blocking the event loop.
 
-        Call it from a coroutine (it binds to the running loop).
+        Call it from a coroutine (it binds to the running loop). It ends as
+        :meth:`follow` does.
+
+        Args:
+            include_history: Yield the recorded history first (when the stream has no
+                ``since`` and no consumer yet).
+            timeout: Seconds of inactivity after which to stop (None: never).
+
+        Returns:
+            An async iterator of the items, attached when this is called.
+
+        Raises:
+            StreamError: The stream is closed.
+            RuntimeError: No event loop is running.
         """
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[StreamItem | None] = asyncio.Queue()
