@@ -74,11 +74,28 @@ class Source(Protocol):
         ...
 
     def workflows(self, filters: Filters, limit: int, now: float) -> list[WorkflowRow]:
-        """The newest ``limit`` workflows that pass ``filters`` (``now``: epoch seconds)."""
+        """The newest ``limit`` workflows that pass ``filters`` (``now``: epoch seconds).
+
+        Args:
+            filters: What the user filters by (application, status, search text).
+            limit: The most rows.
+            now: The current time in epoch seconds (the ``recent`` filter counts back
+                from it).
+
+        Returns:
+            One row per workflow, newest first.
+        """
         ...
 
     def counts(self, application: str | None) -> dict[str, int]:
-        """Workflows per status."""
+        """Workflows per status.
+
+        Args:
+            application: Only this application's workflows (None: all).
+
+        Returns:
+            The number of workflows by status name.
+        """
         ...
 
     def applications(self) -> list[str]:
@@ -86,7 +103,14 @@ class Source(Protocol):
         ...
 
     def queue_stats(self, now: float) -> QueueStats:
-        """The queue's depth, leases per worker and dead letters."""
+        """The queue's depth, leases per worker and dead letters.
+
+        Args:
+            now: The current time in epoch seconds (what is due counts from it).
+
+        Returns:
+            The queue's figures.
+        """
         ...
 
     def marker(self) -> Any:
@@ -96,55 +120,130 @@ class Source(Protocol):
     def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` (from any thread) when something may have changed.
 
+        Args:
+            wake: Called with no argument, possibly from another thread.
+
         Returns:
             A function that stops watching.
         """
         ...
 
     def workflow(self, workflow_id: str) -> Workflow:
-        """One workflow with its stages, as it is now."""
+        """One workflow with its stages, as it is now.
+
+        Args:
+            workflow_id: The workflow's id.
+
+        Returns:
+            The workflow.
+        """
         ...
 
     def events(self, workflow_id: str, since: int = 0) -> list[Event]:
-        """The workflow's recorded events with ``sequence > since``, in order."""
+        """The workflow's recorded events with ``sequence > since``, in order.
+
+        Args:
+            workflow_id: The workflow's id.
+            since: The last sequence already seen (0: from the start).
+
+        Returns:
+            The events, by sequence.
+        """
         ...
 
     def state_at(self, workflow_id: str, sequence: int) -> Workflow:
-        """The workflow as it was right after event ``sequence`` (replayed, never re-run)."""
+        """The workflow as it was right after event ``sequence`` (replayed, never re-run).
+
+        Args:
+            workflow_id: The workflow's id.
+            sequence: The event after which to look.
+
+        Returns:
+            The workflow rebuilt from its events.
+        """
         ...
 
     def approve(self, workflow_id: str, stage: str, user: str, note: str) -> None:
-        """Approve a waiting approval gate."""
+        """Approve a waiting approval gate.
+
+        Args:
+            workflow_id: The workflow's id.
+            stage: The gate's stage id or ``ref_id``.
+            user: Who approves.
+            note: A note recorded with the decision (empty: none).
+        """
         ...
 
     def reject(self, workflow_id: str, stage: str, user: str, note: str) -> None:
-        """Reject a waiting approval gate."""
+        """Reject a waiting approval gate.
+
+        Args:
+            workflow_id: The workflow's id.
+            stage: The gate's stage id or ``ref_id``.
+            user: Who rejects.
+            note: A note recorded with the decision (empty: none).
+        """
         ...
 
     def signal(
         self, workflow_id: str, stage: str, name: str, data: dict[str, Any], user: str
     ) -> None:
-        """Send a named signal to a stage."""
+        """Send a named signal to a stage.
+
+        Args:
+            workflow_id: The workflow's id.
+            stage: The stage's id or ``ref_id``.
+            name: The signal's name.
+            data: JSON values delivered with it.
+            user: Who sends it.
+        """
         ...
 
     def cancel(self, workflow_id: str, user: str, reason: str) -> None:
-        """Cancel a workflow."""
+        """Cancel a workflow.
+
+        Args:
+            workflow_id: The workflow's id.
+            user: Who cancels.
+            reason: Why, in words.
+        """
         ...
 
     def cancel_stage(self, workflow_id: str, stage: str, user: str, reason: str) -> None:
-        """Cancel one stage of a workflow."""
+        """Cancel one stage of a workflow.
+
+        Args:
+            workflow_id: The workflow's id.
+            stage: The stage's ``ref_id``.
+            user: Who cancels.
+            reason: Why, in words.
+        """
         ...
 
     def restart(self, workflow_id: str, stage: str, user: str) -> None:
-        """Run a finished stage again, and every stage downstream of it."""
+        """Run a finished stage again, and every stage downstream of it.
+
+        Args:
+            workflow_id: The workflow's id.
+            stage: The stage's id or ``ref_id``.
+            user: Who asks.
+        """
         ...
 
     def pause(self, workflow_id: str) -> None:
-        """Pause a running workflow."""
+        """Pause a running workflow.
+
+        Args:
+            workflow_id: The workflow's id.
+        """
         ...
 
     def resume(self, workflow_id: str) -> None:
-        """Resume a paused workflow."""
+        """Resume a paused workflow.
+
+        Args:
+            workflow_id: The workflow's id.
+        """
         ...
 
     def close(self) -> None:
