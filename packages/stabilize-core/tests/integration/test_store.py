@@ -194,6 +194,7 @@ def test_list_workflows_by_name_substring(populated):
     assert ids(store.list_workflows(name="nightly")) == ["w3", "w2", "w0"]
     assert ids(store.list_workflows(name="50%")) == ["w1"]  # % is literal
     assert ids(store.list_workflows(name="h_n")) == ["w4"]  # _ is literal
+    assert ids(store.list_workflows(name="NIGHTLY")) == ["w3", "w2", "w0"]  # any case, any db
     assert ids(store.search(name="import", application="shop")) == ["w3", "w0"]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stabilize.models.status import WorkflowStatus
-from stabilize.persistence.store import WorkflowStore
+from stabilize.persistence.store import WorkflowStore, workflow_filters
 from stabilize.queue.queue import Queue
 
 
@@ -140,7 +140,7 @@ def count_by_status(store: WorkflowStore, application: str | None = None) -> dic
         application: Only this application's workflows.
     """
     backend = store.backend
-    where, params = _where(backend.placeholder, application, None, None, None)
+    where, params = workflow_filters(backend.placeholder, application, None, None, None)
     with backend.read() as tx:
         tx.cur.execute(f"SELECT status, count(*) FROM workflows{where} GROUP BY status", params)
         return {str(status): int(n) for status, n in tx.cur.fetchall()}
@@ -250,7 +250,7 @@ def _page_ids(
     parts: list[str] = []
     params: list[Any] = []
     for n, value in enumerate(statuses):
-        where, part_params = _where(p, application, value, name, created_since)
+        where, part_params = workflow_filters(p, application, value, name, created_since)
         parts.append(
             f"SELECT id, created_at FROM (SELECT id, created_at FROM workflows{where} "
             f"ORDER BY created_at DESC, id DESC LIMIT {p}) AS s{n}"
@@ -278,32 +278,3 @@ def _summary(row: tuple[Any, ...], stages: list[tuple[str, str]]) -> WorkflowSum
         stages_total=len(stages),
         current_stages=current,
     )
-
-
-def _where(
-    p: str,
-    application: str | None,
-    status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
-    name: str | None,
-    created_since: int | None,
-) -> tuple[str, tuple[Any, ...]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if application is not None:
-        clauses.append(f"application = {p}")
-        params.append(application)
-    if status is not None:
-        statuses = [status] if isinstance(status, str | WorkflowStatus) else list(status)
-        values = [WorkflowStatus(s).value for s in statuses]
-        clauses.append(f"status IN ({', '.join(p for _ in values)})")
-        params.extend(values)
-    if name is not None:
-        # lower() on both sides: PostgreSQL's LIKE is case-sensitive, SQLite's is not.
-        clauses.append(f"lower(name) LIKE lower({p}) ESCAPE '!'")
-        escaped = name.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-        params.append(f"%{escaped}%")
-    if created_since is not None:
-        clauses.append(f"created_at >= {p}")
-        params.append(created_since)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    return where, tuple(params)

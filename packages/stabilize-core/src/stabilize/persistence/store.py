@@ -131,7 +131,7 @@ class WorkflowStore:
         Args:
             application: Only this application's workflows.
             status: One status or several.
-            name: Only workflows whose name contains this text.
+            name: Only workflows whose name contains this text (in any case).
             limit: At most this many.
             offset: Skip this many first.
 
@@ -189,7 +189,7 @@ class WorkflowStore:
         Raises:
             ValueError: A status is not a `WorkflowStatus` name.
         """
-        where, params = _filters(self.backend.placeholder, application, status, None)
+        where, params = workflow_filters(self.backend.placeholder, application, status, None)
         rows = self._query(f"SELECT count(*) FROM workflows{where}", params)
         return int(rows[0][0])
 
@@ -285,7 +285,7 @@ class WorkflowStore:
         offset: int,
     ) -> list[str]:
         p = self.backend.placeholder
-        where, params = _filters(p, application, status, name)
+        where, params = workflow_filters(p, application, status, name)
         order = "ORDER BY created_at DESC, id DESC"
         sql = f"SELECT id FROM workflows{where} {order} LIMIT {p} OFFSET {p}"
         return [r[0] for r in self._query(sql, (*params, limit, offset))]
@@ -323,12 +323,18 @@ def _purge_filter(p: str, cutoff_ms: int, application: str | None) -> tuple[str,
     return where, tuple(params)
 
 
-def _filters(
+def workflow_filters(
     p: str,
     application: str | None,
     status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None,
     name: str | None,
+    created_since: int | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` clause (and its parameters) that selects workflows by these filters.
+
+    ``name`` matches any part of the name, ignoring case on every database (``p`` is the
+    backend's placeholder).
+    """
     clauses: list[str] = []
     params: list[Any] = []
     if application is not None:
@@ -340,9 +346,13 @@ def _filters(
         clauses.append(f"status IN ({', '.join(p for _ in values)})")
         params.extend(values)
     if name is not None:
-        clauses.append(f"name LIKE {p} ESCAPE '!'")
+        # lower() on both sides: PostgreSQL's LIKE is case-sensitive, SQLite's is not.
+        clauses.append(f"lower(name) LIKE lower({p}) ESCAPE '!'")
         escaped = name.replace("!", "!!").replace("%", "!%").replace("_", "!_")
         params.append(f"%{escaped}%")
+    if created_since is not None:
+        clauses.append(f"created_at >= {p}")
+        params.append(created_since)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     return where, tuple(params)
 
