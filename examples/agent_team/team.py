@@ -7,16 +7,18 @@ tester ── coder ── run_tests ── triage ──(tests fail: jump back 
                                approve (human) ── release
 
 Offline by default (a scripted model whose first attempt has a bug); ``--model`` for a
-real one. ``uv run python examples/agent_team/team.py``
+real one. ``uv run python -m examples.agent_team [--chaos]`` (see README.md in this folder).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import httpx
+from examples._chaos import Ledger, LedgerTransport, hang_once
 
 from stabilize import (
     ShellTask,
@@ -74,42 +76,85 @@ def scripted_reply(messages: list[ChatMessage]) -> str | ToolCall:
     return ToolCall("write_file", {"path": "slugify.py", "content": FIXED if fixing else BUGGY})
 
 
-def make_tools(workdir: Path) -> ToolRegistry:
+def scripted_client(ledger: Ledger | None = None) -> LLMClient:
+    """The offline model, its requests recorded in ``ledger`` if one is given."""
+    model = ScriptedModel([scripted_reply] * 4)
+    if ledger is None:
+        return model.client()
+    return LLMClient(
+        "scripted",
+        api="openai",
+        api_key="",
+        base_url="http://scripted.invalid/v1",
+        transport=LedgerTransport(model.transport(), ledger),
+    )
+
+
+def client_for(
+    model: str | None, base_url: str | None, api: str, ledger: Ledger | None = None
+) -> LLMClient:
+    """The scripted model, or ``model`` at ``base_url`` (its key from the environment)."""
+    if not model:
+        return scripted_client(ledger)
+    kwargs: dict[str, Any] = {"api": api}
+    if base_url:
+        kwargs["base_url"] = base_url
+    if ledger is not None:
+        kwargs["transport"] = LedgerTransport(httpx.HTTPTransport(retries=1), ledger)
+    return LLMClient(model, **kwargs)
+
+
+def make_tools(
+    workdir: Path, ledger: Ledger | None = None, hang_marker: Path | None = None
+) -> ToolRegistry:
+    """The agents' tool, recording each call in ``ledger`` if one is given.
+
+    With ``hang_marker``, the coder's first ``write_file`` (the first write of a file that
+    is not a test) writes that file and then blocks: the chaos run kills its worker there.
+    """
+
     @tool
-    def write_file(path: str, content: str) -> str:
+    def write_file(path: str, content: str, idempotency_key: str | None = None) -> str:
         """Write a file of the project.
 
         Args:
             path: A file name inside the project (no directories).
             content: The whole file.
         """
+        key = idempotency_key or "-"
+        if ledger is not None:
+            ledger.record("tool", key, "start", tool="write_file", path=path)
         target = (workdir / path).resolve()
         if target.parent != workdir.resolve() or not path.endswith(".py"):
             raise ToolError(f"{path!r}: write a .py file at the project's top level")
-        target.write_text(content, encoding="utf-8")
+        if hang_marker is not None and not path.startswith("test_"):
+            hang_once(hang_marker, key)
+        target.write_text(content, encoding="utf-8")  # a re-run writes the same file whole
+        if ledger is not None:
+            ledger.record("tool", key, "end", tool="write_file", path=path)
         return f"wrote {path} ({len(content)} bytes)"
 
     return ToolRegistry().add(write_file)
 
 
 class Coder(AgentLoopTask):
-    """The coder: its prompt carries the last test failures when triage sends it back."""
+    """The coder: its prompt carries the last test failures when triage sends it back.
+
+    Triage's jump runs this stage again, and AgentLoopTask then starts a new conversation
+    (from this prompt) whose step numbers, hence its tools' idempotency keys, go on from
+    the last attempt's.
+    """
 
     @property
     def aliases(self) -> list[str]:
         return []
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        attempt = int(stage.context.get("attempt", 1))
-        if stage.context.get("_agent_attempt") != attempt:
-            stage.context.pop("_agent", None)  # a new attempt: a new conversation
         prompt = "Write slugify.py so that test_slugify.py passes."
         if stage.context.get("failures"):
             prompt += f"\nFailing tests:\n{stage.context['failures']}"
         stage.context.update(system="You are the coder.", prompt=prompt)
-        result = super().execute(stage)
-        result.context["_agent_attempt"] = attempt
-        return result
+        return super().execute(stage)
 
 
 class Tester(AgentLoopTask):
@@ -138,7 +183,18 @@ class Triage(Task):
         return TaskResult.jump_to("coder", context={"failures": failures, "attempt": attempt + 1})
 
 
+def register(engine: WorkflowEngine, client: LLMClient, tools: ToolRegistry) -> None:
+    """Register the team's tasks on an engine (every worker process does the same)."""
+    engine.register("tester", Tester(client=client, tools=tools))
+    engine.register("coder", Coder(client=client, tools=tools))
+    engine.register("shell", ShellTask)
+    engine.register("triage", Triage())
+    engine.register("approval", ApprovalTask())
+
+
 def build(workdir: Path, max_attempts: int = 3) -> Workflow:
+    """The workflow that writes, tests and releases the library in ``workdir``."""
+
     def stage(ref: str, task: str, requires: set[str] | None = None, **ctx: Any) -> StageExecution:
         return StageExecution.for_task(
             ref, task, requisite_stage_ref_ids=requires or set(), context=ctx
@@ -154,7 +210,13 @@ def build(workdir: Path, max_attempts: int = 3) -> Workflow:
             "shell",
             {"coder"},
             command='"$PYTHON" -m pytest -q -p no:cacheprovider',
-            env={"PYTHON": sys.executable, "PYTHONDONTWRITEBYTECODE": "1"},
+            # The project's tests need no pytest plugin; autoloading whatever plugins the
+            # worker's environment holds costs seconds a run (or breaks it).
+            env={
+                "PYTHON": sys.executable,
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            },
             expected_codes=[0, 1],
             **shell,
         ),
@@ -182,39 +244,34 @@ def main(
     *,
     workdir: Path | None = None,
     auto_approve: bool = True,
+    ledger: Ledger | None = None,
 ) -> Workflow:
+    """Run the team on ``db_url`` in this process and return the workflow.
+
+    Args:
+        db_url: The database (``sqlite:///agent_team.db``).
+        client: The model client (default: the scripted model).
+        workdir: The project folder (default: a new temporary directory).
+        auto_approve: Approve the release once the gate waits; False returns the workflow
+            waiting there (approve it, then run a worker to finish it).
+        ledger: Where to record every model and tool call (default: nowhere).
+    """
     workdir = workdir or Path(tempfile.mkdtemp(prefix="agent-team-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    client = client or ScriptedModel([scripted_reply] * 4).client()
-    tools = make_tools(workdir)
+    client = client or scripted_client(ledger)
     with WorkflowEngine(db_url) as engine:
-        engine.register("tester", Tester(client=client, tools=tools))
-        engine.register("coder", Coder(client=client, tools=tools))
-        engine.register("shell", ShellTask)
-        engine.register("triage", Triage())
-        engine.register("approval", ApprovalTask())
+        register(engine, client, make_tools(workdir, ledger))
         workflow = build(workdir)
         result = engine.run(workflow, timeout=120)  # returns once the approval gate waits
         gate = result.stage_by_ref_id("approve")
         if gate.status is WorkflowStatus.SUSPENDED:
             print(f"approval needed: stabilize approve {workflow.id} approve --db-url {db_url}")
             if not auto_approve:
+                print(
+                    "then finish the run: uv run python -m examples.agent_team.worker "
+                    f"{db_url} {workdir} {workflow.id}"
+                )
                 return result
             approve(engine.queue, workflow.id, gate.id, {"note": "offline run"}, user="example")
             engine.process(timeout=60)
         return engine.retrieve(workflow.id)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--db-url", default="sqlite:///agent_team.db")
-    parser.add_argument("--workdir", type=Path, default=Path("agent_team_project"))
-    parser.add_argument("--model", help="a real model (default: the offline scripted one)")
-    parser.add_argument("--base-url")
-    parser.add_argument("--api", choices=["openai", "ollama"], default="openai")
-    parser.add_argument("--wait-for-human", action="store_true")
-    args = parser.parse_args()
-    live = LLMClient(args.model, base_url=args.base_url, api=args.api) if args.model else None
-    wf = main(args.db_url, live, workdir=args.workdir, auto_approve=not args.wait_for_human)
-    for s in wf.stages:
-        print(f"{s.ref_id:<10} {s.status.value:<10} {s.outputs.get('stdout', '')[-80:]}")

@@ -6,13 +6,12 @@ that restarts after a crash gets the same answers as the one that died.
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from examples._chaos import hang_once
 from examples.research_analyst.ledger import Ledger, LedgerTransport
 
 from stabilize.llm import ChatMessage, LLMClient, ScriptedModel, ToolCall, ToolRegistry, tool
@@ -53,13 +52,7 @@ def make_tools(ledger: Ledger, hang_marker: Path | None = None) -> ToolRegistry:
         key = idempotency_key or "-"
         ledger.record("tool", key, "start", tool="web_search")
         if hang_marker is not None:
-            try:
-                with hang_marker.open("x") as f:  # only the first call of the run hangs
-                    f.write(f"{os.getpid()} {key}\n")
-            except FileExistsError:
-                pass
-            else:
-                time.sleep(120)  # the chaos driver kills us long before this ends
+            hang_once(hang_marker, key)  # only the first call of the run hangs
         words = set(re.findall(r"[a-z]+", query.lower()))
         hits = [text for topic, text in CORPUS.items() if topic in words] or list(CORPUS.values())
         ledger.record("tool", key, "end", tool="web_search")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from examples._chaos import kill_at_marker
 from examples.research_analyst.flow import build, register
 from examples.research_analyst.ledger import Ledger, Verdict, committed_calls, verify
 from examples.research_analyst.model import make_tools
@@ -183,15 +184,6 @@ def _kill_first_worker(
     api: str,
     out: Callable[[str], None],
 ) -> tuple[subprocess.Popen[bytes], int]:
-    marker = workdir / "tool-started"
     worker = _spawn(db_url, workdir, workflow_id, model, base_url, api, "--hang")
     out(f"worker {worker.pid} started; it will be killed inside its first web_search")
-    deadline = time.monotonic() + 60
-    while not marker.exists():  # written by the tool itself, once it runs
-        if worker.poll() is not None or time.monotonic() > deadline:
-            worker.kill()
-            raise RuntimeError("the first worker never reached a tool call")
-        time.sleep(0.02)
-    worker.kill()
-    worker.wait()
-    return worker, worker.pid
+    return worker, kill_at_marker(worker, workdir / "tool-started")
