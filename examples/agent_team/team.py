@@ -110,7 +110,7 @@ def make_tools(
     """The agents' tool, recording each call in ``ledger`` if one is given.
 
     With ``hang_marker``, the coder's first ``write_file`` (the first write of a file that
-    is not a test) writes that file and then blocks: the chaos run kills its worker there.
+    is not a test) writes the marker file and then blocks: the chaos run kills its worker there.
     """
 
     @tool
