@@ -74,6 +74,9 @@ class Tool:
         fn: The function (plain or ``async def``).
         name: The name the model sees (default: the function's name).
         description: What the tool does (default: the docstring's description).
+
+    Raises:
+        TypeError: The function's type hints cannot be resolved, naming it.
     """
 
     def __init__(
@@ -182,6 +185,17 @@ def tool(
     The schema comes from the type hints (str, int, float, bool, Optional, defaults,
     Literal, Enum, ``list[...]``, ``dict[...]``, pydantic models) and the Google-style
     docstring (the description, and ``Args:`` for each parameter).
+
+    Args:
+        fn: The function (plain or ``async def``), when used bare as ``@tool``.
+        name: The name the model sees (default: the function's name).
+        description: What the tool does (default: the docstring's description).
+
+    Returns:
+        The :class:`Tool` when ``fn`` is given; else a decorator that makes one.
+
+    Raises:
+        TypeError: The function's type hints cannot be resolved, naming it.
     """
     if fn is not None:
         return Tool(fn, name, description)
