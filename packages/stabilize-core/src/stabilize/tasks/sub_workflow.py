@@ -72,16 +72,48 @@ class SubWorkflowTask(RetryableTask):
         return timedelta(minutes=30)
 
     def get_dynamic_timeout(self, stage: StageExecution) -> timedelta:
-        """``_sub_workflow_timeout_seconds`` from the context, or :meth:`get_timeout`."""
+        """``_sub_workflow_timeout_seconds`` from the context, or :meth:`get_timeout`.
+
+        Args:
+            stage: The stage whose context may set the timeout.
+
+        Returns:
+            How long the child may run before the task fails.
+
+        Raises:
+            ValueError: ``_sub_workflow_timeout_seconds`` is not a number.
+        """
         seconds = stage.context.get("_sub_workflow_timeout_seconds")
         return timedelta(seconds=float(seconds)) if seconds is not None else self.get_timeout()
 
     def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
-        """How often the child is checked (``_sub_workflow_poll_seconds``, default 0.5 s)."""
+        """How often the child is checked (``_sub_workflow_poll_seconds``, default 0.5 s).
+
+        Args:
+            stage: The stage whose context may set the interval.
+            duration: How long the task has run so far (unused).
+
+        Returns:
+            The time to wait before the next check.
+
+        Raises:
+            ValueError: ``_sub_workflow_poll_seconds`` is not a number.
+        """
         return timedelta(seconds=float(stage.context.get("_sub_workflow_poll_seconds", 0.5)))
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        """Start the child on the first run; afterwards report on it."""
+        """Start the child on the first run; afterwards report on it.
+
+        Args:
+            stage: The stage; its context holds ``_sub_workflow_config`` (name, application,
+                stages, context) and, once started, ``_sub_workflow_id``.
+
+        Returns:
+            ``running()`` while the child runs (and after a transient database error);
+            success with ``sub_workflow_id``, ``sub_workflow_status`` and
+            ``sub_workflow_outputs`` when it succeeded; TERMINAL when it failed, the
+            configuration is invalid or the recursion limit is reached.
+        """
         from stabilize.orchestrator import submit_workflow
 
         backend = stage._backend

@@ -77,7 +77,12 @@ class QueueProcessor:
         store: The workflow store (must share the queue's database).
         handler_config: Accepted for compatibility; unused.
         task_registry: Where ``implementing_class`` names are looked up.
+        bulkhead_manager: Accepted for compatibility with the original; unused.
+        circuit_factory: Accepted for compatibility with the original; unused.
         clock: Seconds since the epoch (injectable for tests).
+
+    Raises:
+        ValueError: ``store`` and ``queue`` use different databases.
     """
 
     def __init__(
@@ -149,11 +154,18 @@ class QueueProcessor:
         it returns at once when the only work left is due after the timeout (a suspended
         approval's timer, say).
 
+        Args:
+            timeout: The most seconds to work.
+
         Returns:
             The number of messages processed, an ``int`` that also says what was left:
             ``result.finished`` is False when messages were still queued or tasks still
             running, and ``result.timed_out`` is True when the timeout ran out while work
             was ready (see :class:`ProcessResult`).
+
+        Raises:
+            RuntimeError: the background loop of :meth:`start` is running.
+            Exception: an error of the database that retrying does not cure.
         """
         if self.is_running:
             raise RuntimeError("process_all() cannot run while start() is running")
