@@ -116,6 +116,16 @@ def _cancel_stage(
                 instance.status_reason = "withdrawn"
                 instance.end_time = now
                 fx.touch(instance)
+    if (
+        stage.deferred_choice_group is not None
+        and reason != "withdrawn"
+        and not wf.status.is_complete
+    ):
+        # A member canceled on its own was not chosen: the members held while it ran
+        # start now, or the workflow would wait for them forever.
+        from stabilize.engine._signals import _release_choice  # it imports this module
+
+        _release_choice(wf, stage, now, fx)
 
 
 def _cancel_children(wf: Workflow, stage: StageExecution, fx: Effects) -> None:

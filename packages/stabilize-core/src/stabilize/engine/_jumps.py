@@ -12,6 +12,7 @@ from stabilize.engine._flow import (
     _start_task,
     mark_stage,
 )
+from stabilize.engine._signals import _choose
 from stabilize.engine.messages import (
     Effects,
 )
@@ -103,6 +104,9 @@ def _redirect(
     mark_stage(wf, stage, S.SUCCEEDED)
     stage.end_time = now
     fx.emit("stage.completed", "stage", stage.id, status=S.SUCCEEDED.value, error=None)
+    if stage.deferred_choice_group is not None:
+        # It completed (by a jump or a deadline route): it is the group's choice.
+        _choose(wf, stage, now, fx)
     for done in [stage, *skipped_stages]:
         _propagate(wf, done, now, fx)
     _maybe_complete_workflow(wf, now, fx)
