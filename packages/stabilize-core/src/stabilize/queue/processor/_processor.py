@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 from stabilize import tracing
-from stabilize._json import safe_text
 from stabilize.backends._base import Transaction
 from stabilize.cancellation import TaskCancelledError
 from stabilize.engine.messages import (
@@ -40,10 +39,12 @@ from stabilize.engine.transitions import (
     stage_deadline,
     start_workflow,
 )
-from stabilize.errors import InvalidTaskResultError, StabilizeError, TaskTimeoutError
+from stabilize.errors import StabilizeError, TaskTimeoutError
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
+from stabilize.queue.processor._batch import Batch, message_run
+from stabilize.queue.processor._isolation import commit_apart
 from stabilize.queue.processor._recovery import new_owner, owner_is_dead
 from stabilize.queue.processor._result import ProcessResult
 from stabilize.queue.processor._runner import (
@@ -325,7 +326,7 @@ class QueueProcessor:
             if self.backend.is_transient_error(exc):
                 self._retry = finished + self._retry
                 raise
-            done, dispatch = self._commit_apart(finished, max(0, capacity), now, exc)
+            done, dispatch = commit_apart(self, finished, max(0, capacity), now, exc)
         for item in finished:
             self._inflight.pop(item.flight.msg.id, None)
             if item.flight.cleanup:
@@ -388,7 +389,7 @@ class QueueProcessor:
         observer = tracing.observer
         started_ns = time.time_ns() if observer is not None else 0
         with self.backend.transaction() as tx:
-            batch = _Batch(tx, self.owner, self.lease_ms, capacity, now)
+            batch = Batch(tx, self.owner, self.lease_ms, capacity, now)
             if observer is not None:
                 batch.ends = []
             acked = tx.ack_many([item.flight.msg for item in finished], self.owner)
@@ -444,7 +445,7 @@ class QueueProcessor:
             wf = tx.touched.get(flight.msg.workflow_id)
             stage = wf.index.by_id.get(flight.stage.id) if wf is not None else None
             task = next((t for t in stage.tasks if t.id == flight.task_id), None) if stage else None
-            run = _run(flight.msg)
+            run = message_run(flight.msg)
             if (
                 task is not None
                 and task.status is WorkflowStatus.RUNNING
@@ -458,92 +459,7 @@ class QueueProcessor:
             self._retry.append(Finished(flight, error=error))
         return keep
 
-    def _commit_apart(
-        self, finished: list[Finished], capacity: int, now: int, error: Exception
-    ) -> tuple[int, list[tuple[InFlight, timedelta | None]]]:
-        """Commit a step's work piece by piece after its transaction failed for good.
-
-        A failure that retrying cannot cure (a value the database refuses, a row it cannot
-        read, an engine bug on one workflow) must stop only the message that caused it
-        (#13). Each finished result gets a transaction of its own; one that fails again
-        ends its task TERMINAL with the reason. Then messages are claimed and each is
-        settled in its own transaction; one that fails is dead-lettered with the reason.
-        Transient errors still propagate (what is not committed is retried).
-        """
-        log.error(
-            "a commit failed (%s: %s); committing its work one message at a time",
-            type(error).__name__,
-            error,
-        )
-        done = 0
-        for index, item in enumerate(finished):
-            try:
-                done += self._commit([item], 0, now)[0]
-            except Exception as exc:
-                if self.backend.is_transient_error(exc):
-                    self._retry = finished[index:] + self._retry
-                    raise
-                done += self._commit_unstorable(item, exc, now)
-            self._inflight.pop(item.flight.msg.id, None)
-        dispatch: list[tuple[InFlight, timedelta | None]] = []
-        if capacity <= 0:
-            return done, dispatch
-        with self.backend.transaction() as tx:
-            claimed = tx.claim(
-                self.owner, now, now + self.lease_ms, min(capacity, self.config.claim_batch_size)
-            )
-        self.commits += 1
-        for msg in claimed:
-            room = capacity - len(dispatch)
-            try:
-                settled, more = self._commit([], room, now, claimed=[msg])
-            except Exception as exc:
-                if self.backend.is_transient_error(exc):
-                    raise  # still leased to us: taken again when the lease runs out
-                settled, more = self._dead_letter_apart(msg, exc, now), []
-            done += settled
-            dispatch.extend(more)
-        return done, dispatch
-
-    def _commit_unstorable(self, item: Finished, error: Exception, now: int) -> int:
-        """End a task TERMINAL whose result could not be committed; return messages acked."""
-        flight = item.flight
-        where = f"stage {flight.stage.ref_id!r}"
-        reason = f"the result of a task of {where} could not be stored: {type(error).__name__}"
-        log.error("%s: %s", reason, error)
-        # Progress it emitted may be what the database refused: it is dropped with it.
-        flight.progress_recorded = len(flight.stage._progress or [])
-        replacement = Finished(flight, error=InvalidTaskResultError(f"{reason}: {error}"))
-        try:
-            return self._commit([replacement], 0, now)[0]
-        except Exception as exc:
-            if self.backend.is_transient_error(exc):
-                self._retry.append(replacement)
-                return 0
-            # Left leased: it is delivered again when the lease runs out, until the queue's
-            # max_attempts dead-letters it.
-            log.exception("could not record the failure of message %s either", flight.msg.id)
-            return 0
-
-    def _dead_letter_apart(self, msg: ClaimedMessage, error: Exception, now: int) -> int:
-        """Dead-letter a claimed message whose transition cannot be committed."""
-        reason = f"could not be processed: {type(error).__name__}: {error}"
-        log.error("message %s (%s, workflow %s) %s", msg.id, msg.kind, msg.workflow_id, reason)
-        try:
-            with self.backend.transaction() as tx:
-                tx.dead_letter(msg, safe_text(reason)[:2000], now)
-        except Exception as exc:
-            if self.backend.is_transient_error(exc):
-                raise
-            log.exception("could not dead-letter message %s", msg.id)
-            return 0
-        self.commits += 1
-        observer = tracing.observer
-        if observer is not None:
-            observer.dead_lettered(msg.kind)
-        return 1
-
-    def _commit_result(self, batch: _Batch, item: Finished, acked: bool) -> None:
+    def _commit_result(self, batch: Batch, item: Finished, acked: bool) -> None:
         """Apply a finished task's result whose message was acknowledged (``acked``)."""
         msg = item.flight.msg
         outcome = to_outcome(item, self.config, batch.now, self._random.random)
@@ -562,7 +478,9 @@ class QueueProcessor:
         wf = batch.tx.workflow(msg.workflow_id)
         if wf is None:
             return
-        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, batch.now, _run(msg))
+        fx = complete_task(
+            wf, msg.stage_id or "", msg.task_id or "", outcome, batch.now, message_run(msg)
+        )
         progress = item.flight.unrecorded_progress()
         if progress and not fx.stale:
             fx.events[:0] = [
@@ -570,7 +488,7 @@ class QueueProcessor:
             ]
         batch.save(wf, fx)
 
-    def _inline(self, batch: _Batch, msg: ClaimedMessage) -> None:
+    def _inline(self, batch: Batch, msg: ClaimedMessage) -> None:
         """Apply a message (acknowledged) whose transition needs no user code, here."""
         wf = batch.tx.workflow(msg.workflow_id)
         if wf is None:
@@ -588,7 +506,7 @@ class QueueProcessor:
             if isinstance(started, int):
                 batch.save(wf, stage_deadline(wf, msg.stage_id or "", started, now))
         elif msg.kind == SIGNAL_TIMEOUT:
-            run = _run(msg)
+            run = message_run(msg)
             if run is not None:
                 fx = signal_timeout(wf, msg.stage_id or "", msg.task_id or "", run, now)
                 batch.save(wf, fx)
@@ -596,7 +514,7 @@ class QueueProcessor:
             user, why = msg.payload.get("user"), msg.payload.get("reason")
             batch.save(wf, cancel_workflow(wf, user, why, now))
 
-    def _mutex(self, batch: _Batch, msg: ClaimedMessage) -> None:
+    def _mutex(self, batch: Batch, msg: ClaimedMessage) -> None:
         """Take or give back a ``mutex_key`` (the lock table lives beside the queue)."""
         tx, now = batch.tx, batch.now
         tx.ack(msg, self.owner)
@@ -629,7 +547,7 @@ class QueueProcessor:
         return None
 
     def _prepare(
-        self, batch: _Batch, msg: ClaimedMessage
+        self, batch: Batch, msg: ClaimedMessage
     ) -> tuple[InFlight, timedelta | None] | None:
         """Check a claimed RunTask; return what to dispatch, or None if settled here."""
         tx, now = batch.tx, batch.now
@@ -648,9 +566,9 @@ class QueueProcessor:
             if observer is not None:
                 observer.dead_lettered(msg.kind)
             outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=reason)
-            batch.save(wf, complete_task(wf, stage_id, task_id, outcome, now, _run(msg)))
+            batch.save(wf, complete_task(wf, stage_id, task_id, outcome, now, message_run(msg)))
             return None
-        parked = prepare_task(wf, stage_id, task_id, now, _run(msg))
+        parked = prepare_task(wf, stage_id, task_id, now, message_run(msg))
         if parked is not None:
             tx.ack(msg, self.owner)
             batch.save(wf, parked)
@@ -682,11 +600,13 @@ class QueueProcessor:
                 return flight, None
         return flight, impl.get_execution_timeout(snapshot)
 
-    def _settle(self, batch: _Batch, wf: Workflow, msg: ClaimedMessage, error: str) -> None:
+    def _settle(self, batch: Batch, wf: Workflow, msg: ClaimedMessage, error: str) -> None:
         """Fail a claimed task without running it."""
         batch.tx.ack(msg, self.owner)
         outcome = TaskOutcome(WorkflowStatus.TERMINAL, error=error)
-        fx = complete_task(wf, msg.stage_id or "", msg.task_id or "", outcome, batch.now, _run(msg))
+        fx = complete_task(
+            wf, msg.stage_id or "", msg.task_id or "", outcome, batch.now, message_run(msg)
+        )
         batch.save(wf, fx)
 
     # -- housekeeping ---------------------------------------------------------------
@@ -709,7 +629,7 @@ class QueueProcessor:
                     if stage
                     else None
                 )
-                run = _run(flight.msg)
+                run = message_run(flight.msg)
                 if (
                     task is None
                     or task.status is not WorkflowStatus.RUNNING
@@ -821,51 +741,3 @@ class QueueProcessor:
 
 _INLINE_KINDS = frozenset({START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW, SIGNAL_TIMEOUT})
 """Message kinds whose transition the processor applies in its own transaction."""
-
-
-class _Batch:
-    """The work of one transaction: what it settles here and what it hands to user code.
-
-    New RunTask messages are inserted already leased to this worker while it has room:
-    ``capacity`` less what is dispatched and what is still waiting in ``pending``.
-    """
-
-    def __init__(self, tx: Transaction, owner: str, lease_ms: int, capacity: int, now: int) -> None:
-        self.tx = tx
-        self.owner = owner
-        self.lease_ms = lease_ms
-        self.capacity = capacity
-        self.now = now
-        self.pending: list[ClaimedMessage] = []
-        self.next = 0
-        self.dispatch: list[tuple[InFlight, timedelta | None]] = []
-        self.done = 0
-        self.ends: list[tuple[Workflow, EventDraft]] | None = None
-        """Stage and workflow ends saved, kept only while tracing is on."""
-
-    def room(self) -> int:
-        waiting = sum(1 for m in self.pending[self.next :] if m.kind == RUN_TASK)
-        return self.capacity - len(self.dispatch) - waiting
-
-    def enqueue(self, messages: list[Message]) -> None:
-        self.pending.extend(
-            self.tx.enqueue(
-                messages,
-                self.now,
-                lease_owner=self.owner,
-                lease_until=self.now + self.lease_ms,
-                lease_limit=max(0, self.room()),
-            )
-        )
-
-    def save(self, wf: Workflow, fx: Effects) -> None:
-        self.tx.save(wf, fx, self.now)
-        if self.ends is not None:
-            self.ends.extend((wf, event) for event in tracing.ends_of(fx.events))
-        if fx.messages:
-            self.enqueue(fx.messages)
-
-
-def _run(msg: ClaimedMessage) -> int | None:
-    run = msg.payload.get("run")
-    return run if isinstance(run, int) else None
