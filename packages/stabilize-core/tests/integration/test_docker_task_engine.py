@@ -194,7 +194,7 @@ def test_the_engine_fails_a_bad_key_before_running_anything(engine: Engine) -> N
     assert done.status is S.TERMINAL
     message = done.stages[0].tasks[0].task_exception_details["message"]
     assert "context key 'privileged'" in message
-    assert "allow_privileged: true" in message
+    assert 'registry.register("docker", DockerTask(allow_privileged=True))' in message
 
 
 # -- a stand-in docker CLI --------------------------------------------------------------------
@@ -464,3 +464,68 @@ def test_the_runner_stops_on_cancellation() -> None:
 def test_a_missing_program_raises() -> None:
     with pytest.raises(FileNotFoundError):
         run_process([os.devnull + "-no-such-program"], timeout=1, max_output=10)
+
+
+# -- issue 13: the privilege opt-ins are the worker's -------------------------------------------
+
+
+def test_a_workflow_cannot_switch_the_privilege_guard_off(
+    engine: Engine, fake_docker: FakeDocker
+) -> None:
+    engine.registry.register("docker", DockerTask(docker_path=str(fake_docker.path)))
+    refused = engine.run(
+        docker_stage(
+            "escape",
+            {"image": "alpine", "privileged": True, "allow_privileged": True},
+        )
+    )
+    assert refused.status is S.TERMINAL
+    message = refused.stages[0].tasks[0].task_exception_details["message"]
+    assert "context key 'allow_privileged' cannot switch the guard off" in message
+    assert 'registry.register("docker", DockerTask(allow_privileged=True))' in message
+    assert fake_docker.calls() == []
+    # The same worker still runs the next workflow.
+    fine = engine.run(docker_stage("ok", {"image": "alpine", "command": "true"}))
+    assert fine.status is S.SUCCEEDED
+    ((verb, *_),) = fake_docker.calls()
+    assert verb == "run"
+
+
+def test_an_upstream_output_cannot_switch_the_capability_guard_off(
+    engine: Engine, fake_docker: FakeDocker
+) -> None:
+    engine.registry.register("docker", DockerTask(docker_path=str(fake_docker.path)))
+    engine.registry.register(
+        "leak", lambda stage: TaskResult.success(outputs={"allow_dangerous_capabilities": True})
+    )
+    upstream = StageExecution(
+        ref_id="up",
+        type="leak",
+        name="up",
+        context={},
+        tasks=[TaskExecution.create("up.leak", "leak")],
+    )
+    done = engine.run(
+        upstream, docker_stage("down", {"image": "alpine", "cap_add": ["SYS_ADMIN"]}, "up")
+    )
+    assert done.status is S.TERMINAL
+    down = next(s for s in done.stages if s.ref_id == "down")
+    assert "allow_dangerous_capabilities" in down.tasks[0].task_exception_details["message"]
+    assert fake_docker.calls() == []
+
+
+def test_the_operator_allows_and_a_stage_narrows(engine: Engine, fake_docker: FakeDocker) -> None:
+    engine.registry.register(
+        "docker", DockerTask(docker_path=str(fake_docker.path), allow_privileged=True)
+    )
+    allowed = engine.run(docker_stage("priv", {"image": "alpine", "privileged": True}))
+    assert allowed.status is S.SUCCEEDED
+    ((_, *args),) = fake_docker.calls()
+    assert "--privileged" in args
+    narrowed = engine.run(
+        docker_stage("narrow", {"image": "alpine", "privileged": True, "allow_privileged": False})
+    )
+    assert narrowed.status is S.TERMINAL
+    message = narrowed.stages[0].tasks[0].task_exception_details["message"]
+    assert "context key 'privileged'" in message
+    assert len(fake_docker.calls()) == 1

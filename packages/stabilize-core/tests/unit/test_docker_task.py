@@ -5,16 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.tasks._context import TaskConfigError
 from stabilize.tasks.docker import (
+    ACTIONS,
     DANGEROUS_CAPABILITIES,
     DockerTask,
     engine_unreachable,
     plan_docker,
 )
+from stabilize.tasks.registry import TaskRegistry
 
 
 def argv(**context: Any) -> list[str]:
@@ -355,31 +359,41 @@ def test_bad_keys_are_named_in_the_error(context: dict[str, Any], expected: str)
     assert expected in message
 
 
-def test_privileged_needs_allow_privileged() -> None:
+PRIVILEGED_SPELLING = 'registry.register("docker", DockerTask(allow_privileged=True))'
+CAPABILITIES_SPELLING = 'registry.register("docker", DockerTask(allow_dangerous_capabilities=True))'
+
+
+def test_privileged_needs_the_workers_allow_privileged() -> None:
     message = config_error(image="alpine", privileged=True)
     assert "context key 'privileged'" in message
-    assert "allow_privileged: true" in message
-    assert "--privileged" in argv(image="alpine", privileged=True, allow_privileged=True)
+    assert PRIVILEGED_SPELLING in message
+    plan = plan_docker({"image": "alpine", "privileged": True}, allow_privileged=True)
+    assert "--privileged" in plan.argv("docker")
 
 
-def test_privileged_exec_needs_allow_privileged_too() -> None:
+def test_privileged_exec_needs_the_workers_allow_privileged_too() -> None:
     message = config_error(action="exec", container="c", command="id", privileged=True)
-    assert "allow_privileged" in message
-    assert argv(
-        action="exec", container="c", command="id", privileged=True, allow_privileged=True
-    ) == ["docker", "exec", "--privileged", "c", "id"]
+    assert PRIVILEGED_SPELLING in message
+    context = {"action": "exec", "container": "c", "command": "id", "privileged": True}
+    assert plan_docker(context, allow_privileged=True).argv("docker") == [
+        "docker",
+        "exec",
+        "--privileged",
+        "c",
+        "id",
+    ]
 
 
 @pytest.mark.parametrize(
     "cap", ["SYS_ADMIN", "sys_admin", "CAP_SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "ALL"]
 )
-def test_dangerous_capabilities_need_an_opt_in(cap: str) -> None:
+def test_dangerous_capabilities_need_the_workers_opt_in(cap: str) -> None:
     message = config_error(image="alpine", cap_add=["CHOWN", cap])
     assert "context key 'cap_add'" in message
-    assert "allow_dangerous_capabilities: true" in message
-    assert f"--cap-add={cap}" in argv(
-        image="alpine", cap_add=["CHOWN", cap], allow_dangerous_capabilities=True
-    )
+    assert CAPABILITIES_SPELLING in message
+    context = {"image": "alpine", "cap_add": ["CHOWN", cap]}
+    plan = plan_docker(context, allow_dangerous_capabilities=True)
+    assert f"--cap-add={cap}" in plan.argv("docker")
 
 
 def test_the_dangerous_list_covers_the_usual_escapes() -> None:
@@ -392,13 +406,84 @@ def test_harmless_capabilities_need_no_opt_in() -> None:
     assert "--cap-add=NET_BIND_SERVICE" in argv(image="alpine", cap_add="NET_BIND_SERVICE")
 
 
-def test_unconfined_security_options_need_allow_privileged() -> None:
+def test_unconfined_security_options_need_the_workers_allow_privileged() -> None:
     message = config_error(image="alpine", security_opt=["seccomp=unconfined"])
     assert "context key 'security_opt'" in message
-    assert "allow_privileged" in message
-    assert "--security-opt=seccomp=unconfined" in argv(
-        image="alpine", security_opt=["seccomp=unconfined"], allow_privileged=True
-    )
+    assert PRIVILEGED_SPELLING in message
+    context = {"image": "alpine", "security_opt": ["seccomp=unconfined"]}
+    plan = plan_docker(context, allow_privileged=True)
+    assert "--security-opt=seccomp=unconfined" in plan.argv("docker")
+
+
+# -- issue 13: the opt-ins are the worker's, a stage context can only narrow them ----------
+
+OPT_INS = {
+    "allow_privileged": PRIVILEGED_SPELLING,
+    "allow_dangerous_capabilities": (CAPABILITIES_SPELLING),
+}
+
+
+@given(
+    key=st.sampled_from(sorted(OPT_INS)),
+    value=st.sampled_from([True, "true", "TRUE", "True"]),
+    action=st.sampled_from(ACTIONS),
+)
+@settings(max_examples=100, deadline=None)
+@example(key="allow_privileged", value=True, action="run")
+def test_a_context_cannot_switch_a_guard_off(key: str, value: Any, action: str) -> None:
+    # Refused whatever the action and whether or not the stage asks for privileges.
+    context = {"action": action, "image": "alpine", "container": "c", "command": "id", key: value}
+    message = config_error(**context)
+    assert message.startswith(f"DockerTask: context key {key!r} cannot switch the guard off")
+    assert OPT_INS[key] in message
+    assert "remove the key from the stage context" in message
+
+
+def test_a_context_true_is_accepted_when_the_worker_allows_it() -> None:
+    context = {
+        "image": "alpine",
+        "privileged": True,
+        "allow_privileged": True,
+        "cap_add": ["SYS_ADMIN"],
+        "allow_dangerous_capabilities": True,
+    }
+    plan = plan_docker(context, allow_privileged=True, allow_dangerous_capabilities=True)
+    assert {"--privileged", "--cap-add=SYS_ADMIN"} <= set(plan.argv("docker"))
+
+
+def test_a_context_false_narrows_an_allowing_worker() -> None:
+    with pytest.raises(TaskConfigError, match="context key 'privileged'"):
+        plan_docker(
+            {"image": "alpine", "privileged": True, "allow_privileged": False},
+            allow_privileged=True,
+        )
+    with pytest.raises(TaskConfigError, match="context key 'security_opt'"):
+        plan_docker(
+            {"image": "alpine", "security_opt": "label=disable", "allow_privileged": "false"},
+            allow_privileged=True,
+        )
+    with pytest.raises(TaskConfigError, match="context key 'cap_add'"):
+        plan_docker(
+            {"image": "alpine", "cap_add": "SYS_ADMIN", "allow_dangerous_capabilities": False},
+            allow_dangerous_capabilities=True,
+        )
+
+
+def test_an_allowing_worker_still_refuses_a_malformed_opt_in() -> None:
+    with pytest.raises(TaskConfigError, match="'allow_privileged' must be true or false"):
+        plan_docker({"image": "alpine", "allow_privileged": "yes"}, allow_privileged=True)
+
+
+def test_an_allowing_instance_answers_only_the_names_it_is_registered_under() -> None:
+    registry = TaskRegistry()
+    allowing = DockerTask(allow_privileged=True, allow_dangerous_capabilities=True)
+    assert allowing.aliases == []
+    registry.register("privileged_docker", allowing)
+    assert registry.get("privileged_docker") is allowing
+    default = registry.get("docker")
+    assert isinstance(default, DockerTask)
+    assert not default.allow_privileged
+    assert not default.allow_dangerous_capabilities
 
 
 def test_dropping_capabilities_is_always_allowed() -> None:
@@ -440,3 +525,11 @@ def test_engine_unreachable_is_recognised_from_the_cli_stderr() -> None:
     )
     assert engine_unreachable("error during connect: Get http://%2F%2F.%2Fpipe: open failed")
     assert not engine_unreachable("Error response from daemon: No such container: web")
+
+
+def test_a_context_opt_in_fails_the_task_before_looking_for_the_cli() -> None:
+    with pytest.raises(TaskConfigError) as info:
+        DockerTask(docker_path="no-such-docker-cli-x1").execute(
+            stage(image="alpine", privileged=True, allow_privileged=True)
+        )
+    assert PRIVILEGED_SPELLING in str(info.value)

@@ -3,8 +3,10 @@
 The command line is built as an argument list (never a shell), every option value is
 passed as one ``--option=value`` argument, and positional values (image, container,
 build context) may not start with ``-``, so no context value can turn into a docker
-option. ``privileged`` and dangerous capabilities need an explicit opt-in. See
-``docs/tasks/docker.md`` for every key and output.
+option. ``privileged``, unconfined security options and dangerous capabilities need an
+opt-in from the worker's operator (``DockerTask(allow_privileged=True)``,
+``DockerTask(allow_dangerous_capabilities=True)``); a stage context can only narrow it.
+See ``docs/tasks/docker.md`` for every key and output.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ DANGEROUS_CAPABILITIES = frozenset(
         "LINUX_IMMUTABLE",
     }
 )
-"""Capabilities that break container isolation; ``cap_add`` needs
-``allow_dangerous_capabilities: true`` for any of them."""
+"""Capabilities that break container isolation; ``cap_add`` needs the worker's
+``DockerTask(allow_dangerous_capabilities=True)`` for any of them."""
 
 UNCONFINED_SECURITY_OPTS = frozenset(
     {
@@ -63,7 +65,16 @@ UNCONFINED_SECURITY_OPTS = frozenset(
         "systempaths=unconfined",
     }
 )
-"""``security_opt`` values that switch confinement off; they need ``allow_privileged``."""
+"""``security_opt`` values that switch confinement off; they need the worker's
+``DockerTask(allow_privileged=True)``."""
+
+ENABLE_PRIVILEGED = 'registry.register("docker", DockerTask(allow_privileged=True))'
+"""How a worker's operator lets docker stages run privileged or unconfined (a stage cannot)."""
+
+ENABLE_CAPABILITIES = 'registry.register("docker", DockerTask(allow_dangerous_capabilities=True))'
+"""How a worker's operator lets docker stages add dangerous capabilities (a stage cannot)."""
+
+_OPERATOR_ONLY = "only the worker's operator can allow it, with"
 
 ENGINE_UNREACHABLE_MARKERS = (
     "cannot connect to the docker daemon",
@@ -221,30 +232,49 @@ def _capability(name: str) -> str:
     return upper[4:] if upper.startswith("CAP_") else upper
 
 
-def _guards(reader: ContextReader) -> None:
-    if reader.flag("privileged", False) and not reader.flag("allow_privileged", False):
+def _allowed(reader: ContextReader, key: str, worker: bool, enable: str) -> bool:
+    """The worker's setting, narrowed by the context key ``key``.
+
+    Issue 13: whoever writes a workflow must not be able to switch a guard off, so ``true``
+    in the context on a worker that does not allow it is refused, naming the operator's
+    spelling; ``false`` turns an allowing worker's setting off for this stage.
+    """
+    if not reader.has(key):
+        return worker
+    wanted = reader.flag(key, False)
+    if wanted and not worker:
+        raise reader.error(
+            key,
+            f"cannot switch the guard off: {_OPERATOR_ONLY} {enable}; "
+            "remove the key from the stage context",
+        )
+    return wanted
+
+
+def _guards(reader: ContextReader, *, privileged: bool, capabilities: bool) -> None:
+    if reader.flag("privileged", False) and not privileged:
         raise reader.error(
             "privileged",
             "is true, which gives the container full access to the host; "
-            "set allow_privileged: true to allow it",
+            f"{_OPERATOR_ONLY} {ENABLE_PRIVILEGED}",
         )
     dangerous = sorted(
         {_capability(c) for c in _strings(reader, "cap_add")} & DANGEROUS_CAPABILITIES
     )
-    if dangerous and not reader.flag("allow_dangerous_capabilities", False):
+    if dangerous and not capabilities:
         raise reader.error(
             "cap_add",
             f"adds dangerous capabilities {dangerous}; "
-            "set allow_dangerous_capabilities: true to allow them",
+            f"only the worker's operator can allow them, with {ENABLE_CAPABILITIES}",
         )
     unconfined = [
         o for o in _strings(reader, "security_opt") if o.strip().lower() in UNCONFINED_SECURITY_OPTS
     ]
-    if unconfined and not reader.flag("allow_privileged", False):
+    if unconfined and not privileged:
         raise reader.error(
             "security_opt",
             f"switches confinement off ({', '.join(unconfined)}); "
-            "set allow_privileged: true to allow it",
+            f"{_OPERATOR_ONLY} {ENABLE_PRIVILEGED}",
         )
 
 
@@ -403,8 +433,20 @@ def _args(reader: ContextReader, action: str) -> list[str]:
     return ["rm", *(["--force"] if reader.flag("force", False) else []), *_containers(reader)]
 
 
-def plan_docker(context: Mapping[str, Any]) -> DockerPlan:
+def plan_docker(
+    context: Mapping[str, Any],
+    *,
+    allow_privileged: bool = False,
+    allow_dangerous_capabilities: bool = False,
+) -> DockerPlan:
     """Validate a DockerTask stage context and build its command line.
+
+    Args:
+        context: The stage context.
+        allow_privileged: The worker's setting: ``privileged`` and unconfined
+            ``security_opt`` values are allowed.
+        allow_dangerous_capabilities: The worker's setting: ``cap_add`` may name
+            :data:`DANGEROUS_CAPABILITIES`.
 
     Raises:
         TaskConfigError: a key is missing or wrong, or a guard refused the request.
@@ -416,8 +458,12 @@ def plan_docker(context: Mapping[str, Any]) -> DockerPlan:
         raise reader.error("timeout", f"must be greater than 0, not {timeout:g}")
     max_output = int(reader.number("max_output_size", DEFAULT_MAX_OUTPUT, minimum=0, integer=True))
     continue_on_failure = reader.flag("continue_on_failure", False)
+    privileged = _allowed(reader, "allow_privileged", allow_privileged, ENABLE_PRIVILEGED)
+    capabilities = _allowed(
+        reader, "allow_dangerous_capabilities", allow_dangerous_capabilities, ENABLE_CAPABILITIES
+    )
     if action in ("run", "exec"):
-        _guards(reader)
+        _guards(reader, privileged=privileged, capabilities=capabilities)
     args = _args(reader, action)
     remove = action == "run" and reader.flag("remove", True)
     detach = action == "run" and reader.flag("detach", False)
@@ -439,13 +485,29 @@ class DockerTask(ProcessTask):
     Args:
         docker_path: The docker executable (a name looked up on ``PATH`` or a path);
             the ``docker_path`` context key overrides it. Default ``"docker"``.
+        allow_privileged: Let stages run ``privileged`` containers and switch confinement
+            off with ``security_opt`` (``seccomp=unconfined`` and the like). This is the
+            worker operator's decision, made where the task is registered
+            (``registry.register("docker", DockerTask(allow_privileged=True))``); a stage
+            context may only turn it back off for itself with ``allow_privileged: false``.
+        allow_dangerous_capabilities: Let ``cap_add`` name
+            :data:`DANGEROUS_CAPABILITIES`; the operator's decision too, which a stage
+            context may only narrow with ``allow_dangerous_capabilities: false``.
 
     Attributes:
         kill_grace: Seconds between SIGTERM and SIGKILL when the CLI's group is stopped.
     """
 
-    def __init__(self, docker_path: str | None = None) -> None:
+    def __init__(
+        self,
+        docker_path: str | None = None,
+        *,
+        allow_privileged: bool = False,
+        allow_dangerous_capabilities: bool = False,
+    ) -> None:
         self.docker_path = docker_path or "docker"
+        self.allow_privileged = allow_privileged
+        self.allow_dangerous_capabilities = allow_dangerous_capabilities
 
     def execute(self, stage: StageExecution) -> TaskResult:
         """Validate the keys, run the command and report its outputs.
@@ -462,7 +524,11 @@ class DockerTask(ProcessTask):
         """
         reader = ContextReader(stage.context, TASK)
         secrets = secret_values(reader)
-        plan = plan_docker(stage.context)
+        plan = plan_docker(
+            stage.context,
+            allow_privileged=self.allow_privileged,
+            allow_dangerous_capabilities=self.allow_dangerous_capabilities,
+        )
         name = reader.text("docker_path", self.docker_path)
         docker = find_executable(name)
         if docker is None:
@@ -540,6 +606,8 @@ def _result(
 __all__ = [
     "ACTIONS",
     "DANGEROUS_CAPABILITIES",
+    "ENABLE_CAPABILITIES",
+    "ENABLE_PRIVILEGED",
     "DockerPlan",
     "DockerTask",
     "engine_unreachable",
