@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import sys
+import types
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from stabilize import Workflow, WorkflowEngine
 from stabilize.errors import TaskNotFoundError
 from stabilize.models import StageExecution, WorkflowStatus
 from stabilize.tasks import CallableTask, NoOpTask, Task, TaskRegistry, TaskResult, WaitTask
@@ -324,3 +330,130 @@ def test_get_by_class() -> None:
     assert isinstance(registry.get_by_class(Aliased), Aliased)
     with pytest.raises(TaskNotFoundError, match="no task of class WaitTask"):
         registry.get_by_class(WaitTask)
+
+
+# -- which built-ins a registry offers (builtins=...) -----------------------------------
+
+BUILTIN_NAMES = TaskRegistry().names()
+PROCESS_TASKS = ("shell", "python", "docker", "ssh")
+
+
+def test_no_builtins_offers_only_what_is_registered() -> None:
+    registry = TaskRegistry(builtins=False)
+    registry.register("hello", Hello)
+
+    assert registry.names() == ["hello"]
+    assert isinstance(registry.get("hello"), Hello)
+    for name in BUILTIN_NAMES:
+        assert not registry.has(name)
+        assert name not in registry
+    with pytest.raises(TaskNotFoundError) as info:
+        registry.get("shell")
+    assert str(info.value) == "no task registered as 'shell' (registered: hello)"
+
+
+def test_some_builtins_offers_those_and_what_is_registered() -> None:
+    registry = TaskRegistry(builtins=["noop", "wait"])
+    registry.register("hello", Hello)
+
+    assert registry.names() == ["hello", "noop", "wait"]
+    assert isinstance(registry.get("noop"), NoOpTask)
+    assert isinstance(registry.get("wait"), WaitTask)
+    assert not any(registry.has(name) for name in PROCESS_TASKS)
+    with pytest.raises(TaskNotFoundError, match=r"'python' \(registered: hello, noop, wait\)"):
+        registry.get("python")
+
+
+def test_a_left_out_builtin_can_still_be_registered_explicitly() -> None:
+    registry = TaskRegistry(builtins=False)
+    registry.register("shell", Hello)  # the operator's own task under that name
+    assert isinstance(registry.get("shell"), Hello)
+    assert registry.names() == ["shell"]
+
+
+def test_builtins_true_is_the_default() -> None:
+    assert TaskRegistry(builtins=True).names() == TaskRegistry().names() == BUILTIN_NAMES
+
+
+@given(st.sets(st.sampled_from(BUILTIN_NAMES)))
+@settings(max_examples=100, deadline=None)
+def test_offered_builtins_are_exactly_those_named(offered: set[str]) -> None:
+    registry = TaskRegistry(builtins=offered, plugins=False)
+    assert registry.names() == sorted(offered)
+    for name in BUILTIN_NAMES:
+        assert registry.has(name) is (name in offered)
+
+
+def test_unknown_builtin_names_are_refused_listing_the_builtins() -> None:
+    with pytest.raises(ValueError, match="not built-in tasks") as info:
+        TaskRegistry(builtins={"noop", "shel", "bash"})
+    assert str(info.value) == (
+        "not built-in tasks: 'bash', 'shel' (built-ins: " + ", ".join(BUILTIN_NAMES) + ")"
+    )
+    assert TaskRegistry().has("shell")  # nothing shared was changed
+
+
+def test_a_lone_string_is_refused_rather_than_read_as_letters() -> None:
+    with pytest.raises(TypeError, match="builtins must be a bool or a collection of names"):
+        TaskRegistry(builtins="noop")
+
+
+def test_plugins_stay_unless_plugins_false(
+    fake_plugins: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = types.ModuleType("fake_registry_plugin")
+    module.PluginHello = Hello  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_registry_plugin", module)
+    fake_plugins.add("stabilize.tasks", "greet", "fake_registry_plugin:PluginHello")
+
+    assert isinstance(TaskRegistry(builtins=False).get("greet"), Hello)
+    without = TaskRegistry(builtins=False, plugins=False)
+    assert not without.has("greet")
+    with pytest.raises(TaskNotFoundError, match=r"'greet' \(registered: none\)"):
+        without.get("greet")
+
+
+def test_a_worker_without_shell_fails_that_workflow_and_runs_the_next(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'worker.db'}"
+    marker = tmp_path / "ran"
+    # Submitted by a process whose registry knows shell; worked on by one that does not.
+    submitter = WorkflowEngine(url)
+    worker = WorkflowEngine(url, registry=TaskRegistry(builtins={"noop"}))
+    try:
+        worker.register("report", lambda stage: {"rows": 3})
+        hostile = Workflow.create(
+            application="t",
+            name="hostile",
+            stages=[
+                StageExecution.for_task("run", "shell", context={"command": f"touch {marker}"})
+            ],
+        )
+        fine = Workflow.create(
+            application="t",
+            name="fine",
+            stages=[
+                StageExecution.for_task("a", "noop"),
+                StageExecution.for_task("b", "report", requisite_stage_ref_ids={"a"}),
+            ],
+        )
+        submitter.start(hostile)
+        submitter.start(fine)
+
+        worker.process(timeout=30)
+
+        failed = worker.store.retrieve(hostile.id)
+        assert failed.status is S.TERMINAL
+        stage = failed.stage_by_ref_id("run")
+        assert stage.status is S.TERMINAL
+        assert stage.tasks[0].status is S.TERMINAL
+        details = stage.tasks[0].task_exception_details or {}
+        assert details["message"] == (
+            "stage 'run': no task registered as 'shell' on this worker (registered: noop, report)"
+        )
+        assert not marker.exists()
+        done = worker.store.retrieve(fine.id)
+        assert done.status is S.SUCCEEDED
+        assert done.stage_by_ref_id("b").outputs == {"rows": 3}
+    finally:
+        worker.close()
+        submitter.close()

@@ -44,12 +44,25 @@ class TaskRegistry:
     ``register`` accepts a :class:`Task` subclass (a fresh instance per lookup), an
     instance (shared by every lookup) or a plain callable (wrapped in a
     :class:`~stabilize.tasks.interface.CallableTask`). Names not registered fall back to
-    the built-ins (``noop``, ``wait``) and then to the ``stabilize.tasks`` plugin group.
+    the built-ins (``noop``, ``wait``...) and then to the ``stabilize.tasks`` plugin group.
+    ``TaskRegistry(builtins=False)`` offers no built-in (not even ``shell`` or ``python``),
+    ``builtins={"noop", "http"}`` only those; plugins stay unless ``plugins=False``.
+
+    Args:
+        builtins: ``True`` for every built-in task, ``False`` for none, or the names of
+            the built-ins to offer.
+        plugins: Whether a name found nowhere else is looked up in the plugin group.
+
+    Raises:
+        ValueError: ``builtins`` names something that is not a built-in task.
+        TypeError: ``builtins`` is a single string rather than a collection of names.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, builtins: bool | Iterable[str] = True, *, plugins: bool = True) -> None:
         self._entries: dict[str, TaskSource] = {}
         self._wrapped: dict[str, Task] = {}
+        self._offered = _offered_builtins(builtins)
+        self._plugins = plugins
 
     def register(
         self,
@@ -179,20 +192,28 @@ class TaskRegistry:
         return isinstance(name, str) and self.has(name)
 
     def names(self) -> list[str]:
-        """The explicitly registered names and the built-ins.
+        """The explicitly registered names and the built-ins this registry offers.
 
         Returns:
             The names, sorted (plugins' names are not listed).
         """
-        return sorted({*self._entries, *_builtins()})
+        return sorted({*self._entries, *self._builtins()})
+
+    def _builtins(self) -> dict[str, type[Task]]:
+        every = _builtins()
+        if self._offered is None:
+            return every
+        return {name: every[name] for name in self._offered}
 
     def _resolve(self, name: str) -> TaskSource | None:
         source = self._entries.get(name)
         if source is not None:
             return source
-        builtin = _builtins().get(name)
+        builtin = self._builtins().get(name)
         if builtin is not None:
             return builtin
+        if not self._plugins:
+            return None
         from stabilize._plugins import load_task
 
         plugin = load_task(name)
@@ -200,6 +221,23 @@ class TaskRegistry:
             _check_task_source(name, plugin)
             self._entries[name] = plugin
         return plugin
+
+
+def _offered_builtins(builtins: bool | Iterable[str]) -> frozenset[str] | None:
+    """The built-in names a registry offers; None for all of them."""
+    if isinstance(builtins, bool):
+        return None if builtins else frozenset()
+    if isinstance(builtins, str):
+        # A lone name would be read as its letters.
+        raise TypeError(f"builtins must be a bool or a collection of names, not {builtins!r}")
+    offered = frozenset(builtins)
+    unknown = sorted(offered - set(_builtins()))
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown)
+        raise ValueError(
+            f"not built-in tasks: {listed} (built-ins: {', '.join(sorted(_builtins()))})"
+        )
+    return offered
 
 
 def _declared_aliases(task: TaskSource) -> list[str]:
