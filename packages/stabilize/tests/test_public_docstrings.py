@@ -1,30 +1,27 @@
-"""The public API of `stabilize.hitl` has docstrings, each argument named (issue 17)."""
+"""The public API of every extension has docstrings, each argument named (issue 17).
+
+Core checks its own (packages/stabilize-core/tests/unit/test_public_docstrings.py, which
+also runs without the extensions); here, where every member is installed, one check covers
+the extensions and the monitor.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
-import stabilize.hitl as package
+import pytest
+
+PACKAGES = ["stabilize.hitl", "stabilize.llm", "stabilize.streaming", "stabilize_monitor"]
 
 
-def test_every_public_class_and_function_has_a_docstring() -> None:
-    missing = []
-    for name in package.__all__:
-        obj = getattr(package, name)
-        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
-            continue
-        doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
-        if not (isinstance(doc, str) and doc.strip()):
-            missing.append(name)
-    assert missing == []
-
-
-def public_callables() -> Iterator[tuple[str, Callable[..., Any]]]:
+def public_callables(package: ModuleType) -> Iterator[tuple[str, Callable[..., Any]]]:
     for name in package.__all__:
         obj = getattr(package, name)
         if inspect.isroutine(obj):
@@ -57,15 +54,31 @@ def undocumented_arguments(fn: Callable[..., Any], owner_doc: str = "") -> list[
     return missing
 
 
-def test_every_argument_of_the_public_api_is_documented() -> None:
-    """Issue 17: an ``Args:`` entry for each argument (``__init__``: in the class docstring)."""
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_public_class_and_function_has_a_docstring(name: str) -> None:
+    package = importlib.import_module(name)
+    missing = []
+    for export in package.__all__:
+        obj = getattr(package, export)
+        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+            continue
+        doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+        if not (isinstance(doc, str) and doc.strip()):
+            missing.append(export)
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_argument_of_the_public_api_is_documented(name: str) -> None:
+    """An ``Args:`` entry for each argument (``__init__``: in the class docstring)."""
+    package = importlib.import_module(name)
     missing = {}
-    for name, fn in public_callables():
-        owner = getattr(package, name.split(".")[0])
-        owner_doc = inspect.cleandoc(owner.__doc__ or "") if name.endswith(".__init__") else ""
+    for export, fn in public_callables(package):
+        owner = getattr(package, export.split(".")[0])
+        owner_doc = inspect.cleandoc(owner.__doc__ or "") if export.endswith(".__init__") else ""
         args = undocumented_arguments(fn, owner_doc)
         if args:
-            missing[name] = args
+            missing[export] = args
     assert missing == {}
 
 
