@@ -84,6 +84,9 @@ class Finished:
     what it returned (``None``: the timeout fails the task)."""
     at_ms: int | None = None
     """When the runner checked the overall timeout (the commit checks at the same time)."""
+    checked: bool = False
+    """``result`` was checked on the task's thread (:func:`result_problem`): the commit,
+    on the processor's thread, need not encode it once more."""
 
 
 def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> StageExecution:
@@ -261,7 +264,10 @@ class Runner:
             status = "ERROR" if error is not None or result is None else result.status.value
             observer.task_finished(flight, status, error)
         if not isinstance(error, TaskTimeoutError):
-            self.done.put(Finished(flight, result=result, error=error, tb=tb, at_ms=at_ms))
+            checked = result is not None  # it came through _check_result
+            self.done.put(
+                Finished(flight, result=result, error=error, tb=tb, at_ms=at_ms, checked=checked)
+            )
             return
         replacement = _hook(flight.task.on_timeout, flight.stage)
         if not isinstance(replacement, TaskResult):
@@ -332,11 +338,16 @@ def _is_async(task: Task) -> bool:
 
 
 def _check_result(value: object) -> TaskResult:
-    if isinstance(value, TaskResult):
-        return value
-    raise InvalidTaskResultError(
-        f"execute() returned {type(value).__name__}, expected a TaskResult"
-    )
+    """``value`` if it is a result the engine can store; checked on the task's thread."""
+    if not isinstance(value, TaskResult):
+        raise InvalidTaskResultError(
+            f"execute() returned {type(value).__name__}, expected a TaskResult"
+        )
+    # Checked again though built checked: a result can be changed after it was built.
+    problem = result_problem(value)
+    if problem is not None:
+        raise InvalidTaskResultError(problem)
+    return value
 
 
 def _timeout_message(flight: InFlight, seconds: float | None) -> str:
@@ -404,6 +415,12 @@ def _to_outcome(
             if finished.hooked and finished.result is not None:
                 return _from_result(finished.result, flight, config, now_ms, where)
             return _failure(_describe(error), error, finished.tb)
+        if isinstance(error, InvalidTaskResultError):
+            return _failure(
+                f"{where} returned a result that cannot be stored: {_describe(error)}",
+                error,
+                finished.tb,
+            )
         if is_transient(error):
             attempt = flight.retry_count + 1  # retries so far, counting this one
             if attempt >= config.transient_max_attempts:
@@ -439,7 +456,7 @@ def _to_outcome(
             f"{where} failed: {type(error).__name__}: {_describe(error)}", error, finished.tb
         )
     assert finished.result is not None
-    return _from_result(finished.result, flight, config, now_ms, where)
+    return _from_result(finished.result, flight, config, now_ms, where, finished.checked)
 
 
 def _from_result(
@@ -448,9 +465,9 @@ def _from_result(
     config: QueueProcessorConfig,
     now_ms: int,
     where: str,
+    checked: bool = False,
 ) -> TaskOutcome:
-    # Checked again: a result can be changed after it was built.
-    problem = result_problem(result)
+    problem = None if checked else result_problem(result)
     if problem is not None:
         return _failure(
             f"{where} returned a result that cannot be stored: {problem}",
