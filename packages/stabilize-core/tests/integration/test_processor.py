@@ -987,3 +987,14 @@ def test_results_held_for_a_retry_survive_a_failed_cancellation_check(make_engin
     assert failures == {"commit": 0, "check": 0}  # both faults happened
     assert ran == ["a"]
     assert engine.store.retrieve(wf.id).status is WorkflowStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # PostgreSQL: test_pg_workers
+def test_a_wait_begun_after_a_stop_request_returns_at_once(make_engine):
+    engine = make_engine()
+    stop = threading.Event()
+    stop.set()
+    waiter = threading.Thread(target=engine.backend.wait_for_work, args=(600.0, stop))
+    waiter.start()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()

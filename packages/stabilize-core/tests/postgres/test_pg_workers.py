@@ -126,3 +126,15 @@ def test_each_schema_has_its_own_notify_channel(make_pg_engine, pg_url, fresh_sc
     other = PostgresBackend.for_url(pg_url, fresh_schema_name)
 
     assert other.channel != backend.channel
+
+
+def test_a_wait_begun_after_a_stop_request_returns_at_once(make_pg_engine):
+    # A stop requested while the processor was between its loop check and its wait found
+    # no waiter to wake; the wait must see the request itself (or stop() hangs a poll).
+    engine = make_pg_engine()
+    stop = threading.Event()
+    stop.set()
+    waiter = threading.Thread(target=engine.store.backend.wait_for_work, args=(600.0, stop))
+    waiter.start()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()

@@ -656,9 +656,18 @@ class Backend(ABC):
         """True when ``exc`` is a database error worth retrying (busy, deadlock, lost link)."""
         return False
 
-    def wait_for_work(self, timeout: float) -> None:
-        """Block until new work may be due or ``timeout`` seconds pass (default: sleep)."""
-        time.sleep(timeout)
+    def wait_for_work(self, timeout: float, stop: threading.Event | None = None) -> None:
+        """Block until new work may be due or ``timeout`` seconds pass (default: sleep).
+
+        Args:
+            timeout: The most seconds to wait.
+            stop: Return at once when it is set, even if it was set just before the wait
+                began (a :meth:`wake_waiters` then would have found no waiter to wake).
+        """
+        if stop is not None:
+            stop.wait(timeout)
+        else:
+            time.sleep(timeout)
 
     def wake_waiters(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Make :meth:`wait_for_work` calls of this process return early (default: none)."""

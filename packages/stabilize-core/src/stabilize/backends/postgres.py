@@ -408,12 +408,17 @@ class PostgresBackend(Backend):
 
     # -- waiting for work -------------------------------------------------------------
 
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float, stop: threading.Event | None = None) -> None:
         """Wait up to ``timeout`` seconds for a NOTIFY on this schema's channel.
 
         Returns early when another worker enqueued a message, when a delayed message or
         an expiring lease falls due before the timeout, or on :meth:`wake_waiters`. If the
         listening connection fails, this waits out the timeout (the next call reconnects).
+
+        Args:
+            timeout: The most seconds to wait.
+            stop: Return at once when it is set, even if it was set just before this waiter
+                could be woken (the processor's stop request).
         """
         if timeout <= 0:
             return
@@ -427,7 +432,9 @@ class PostgresBackend(Backend):
             self._idle_wait(timeout)
             return
         try:
-            wait = timeout
+            # Checked once this waiter can be woken: a stop requested before then has set
+            # ``stop`` already; one requested after wakes the listener.
+            wait = 0.0 if stop is not None and stop.is_set() else timeout
             row = listener.conn.execute(self.queries["next_due"]).fetchone()
             due = row[0] if row else None
             now_ms = time.time() * 1000

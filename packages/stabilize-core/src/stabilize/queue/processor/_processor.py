@@ -294,7 +294,7 @@ class QueueProcessor:
                 self._stop.wait(self.config.retry_delay.total_seconds())
                 continue
             if not (done or claimed or self._inflight):
-                self.backend.wait_for_work(poll)
+                self.backend.wait_for_work(poll, self._stop)
         # Graceful drain: commit what is running, claim nothing new.
         drain_until = time.monotonic() + self.config.shutdown_timeout_seconds
         while self.active_count and time.monotonic() < drain_until:
