@@ -174,6 +174,10 @@ class LifecycleManager:
             callbacks = list(self._callbacks)
         for processor in processors:
             processor.request_stop()
+        log.info(
+            "no new work is claimed; waiting for %d running task(s)",
+            sum(p.active_count for p in processors),
+        )
         deadline = time.monotonic() + self.shutdown_timeout
         while any(_busy(p) for p in processors):
             if self._forced.wait(0.05) or time.monotonic() >= deadline:

@@ -72,6 +72,9 @@ def test_sigterm_lets_the_running_task_commit_claims_nothing_and_exits_0(
     engine = make_engine()
     proc, wf, release = start_worker(engine, workers, tmp_path, timeout=60)
     proc.send_signal(signal.SIGTERM)
+    # The handler hands the shutdown to a thread: release the task once it stopped claiming.
+    err = workers.started[-1].err_path
+    workers.wait_until(lambda: "no new work is claimed" in err.read_text(), "the stop request")
     release.touch()
     assert proc.wait(timeout=30) == 0, workers.errors()
 
