@@ -1,19 +1,27 @@
-"""SQL shipped as package data: named queries and numbered migrations per dialect."""
+"""SQL shipped as package data: named queries and numbered migrations per dialect.
+
+Each dialect's files live in ``stabilize/backends/<dialect>/sql/``.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_\w+\.sql$")
 
 
+def _folder(dialect: str) -> Traversable:
+    return resources.files("stabilize.backends").joinpath(dialect).joinpath("sql")
+
+
 @functools.cache
 def queries(dialect: str) -> dict[str, str]:
     """Return the named queries of ``<dialect>/queries.sql`` (``-- name: x`` sections)."""
-    text = resources.files(__package__).joinpath(dialect, "queries.sql").read_text("utf-8")
+    text = _folder(dialect).joinpath("queries.sql").read_text("utf-8")
     parts = _NAME.split(text)
     found: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
@@ -24,7 +32,7 @@ def queries(dialect: str) -> dict[str, str]:
 @functools.cache
 def migrations(dialect: str) -> tuple[tuple[int, str], ...]:
     """Return ``(version, sql)`` for each ``NNNN_name.sql`` of the dialect, in order."""
-    folder = resources.files(__package__).joinpath(dialect)
+    folder = _folder(dialect)
     found = []
     for entry in folder.iterdir():
         match = _MIGRATION.match(entry.name)
@@ -39,4 +47,4 @@ def migrations(dialect: str) -> tuple[tuple[int, str], ...]:
 
 def resource_text(dialect: str, name: str) -> str:
     """Return the text of another SQL file of the dialect."""
-    return resources.files(__package__).joinpath(dialect, name).read_text("utf-8")
+    return _folder(dialect).joinpath(name).read_text("utf-8")
