@@ -7,7 +7,7 @@ transaction of the transition, in the engine's own database.
 from __future__ import annotations
 
 from stabilize.events.bus import EventBus, get_event_bus
-from stabilize.events.model import Event, EventType
+from stabilize.events.model import TERMINAL_EVENTS, Event, EventType
 from stabilize.events.postgres import PostgresEventStore
 from stabilize.events.recorder import (
     EventRecorder,
@@ -24,6 +24,7 @@ from stabilize.events.recorder import (
 from stabilize.events.replay import EventReplayer, ReplayError
 
 __all__ = [
+    "TERMINAL_EVENTS",
     "Event",
     "EventBus",
     "EventRecorder",

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stabilize.events.model import Event
+from stabilize.events.model import TERMINAL_EVENTS, Event
 
-TERMINAL_EVENTS = frozenset({"workflow.completed", "workflow.failed", "workflow.canceled"})
-"""Event types after which a workflow's stream has nothing more to say."""
+__all__ = ["TERMINAL_EVENTS", "StreamItem"]  # TERMINAL_EVENTS: core's, re-exported here
 
 
 @dataclass(frozen=True)
