@@ -148,15 +148,20 @@ def verify(ledger: Ledger, committed: set[tuple[str, str]], killed_pid: int) -> 
 def hang_once(marker: Path, key: str) -> None:
     """Write ``marker`` and block, if no call of the run has written it yet.
 
-    Only the first call to get here blocks (the marker is created exclusively): the chaos
+    Only the first call to get here blocks (the marker is linked into place exclusively): the chaos
     driver kills its worker in the middle of that call, and the call that runs again after
     the kill goes on.
     """
+    # Written whole under another name, then linked into place: the driver kills as soon as
+    # the marker exists, so the marker must never exist without its content.
+    draft = marker.with_name(f"{marker.name}.{os.getpid()}")
+    draft.write_text(f"{os.getpid()} {key}\n")
     try:
-        with marker.open("x") as f:
-            f.write(f"{os.getpid()} {key}\n")
+        os.link(draft, marker)  # fails if another call got here first
     except FileExistsError:
         return
+    finally:
+        draft.unlink()
     time.sleep(120)  # the driver kills us long before this ends
 
 
