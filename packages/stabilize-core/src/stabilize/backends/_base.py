@@ -17,17 +17,11 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from stabilize._json import ENCODING_ERRORS, dumps, dumps_known, loads
-from stabilize.engine.messages import (
-    USER_DATA_EVENTS,
-    ClaimedMessage,
-    Effects,
-    EventDraft,
-    Message,
-)
 from stabilize.errors import ContextSerializationError
 from stabilize.events.diff import diff
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
+from stabilize.records import USER_DATA_EVENTS, ClaimedMessage, Effects, EventDraft, Message
 
 if TYPE_CHECKING:
     from stabilize.events.recorder import EventStore

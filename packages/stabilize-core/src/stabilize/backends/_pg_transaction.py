@@ -15,19 +15,10 @@ from stabilize.backends._base import (
 )
 from stabilize.backends._pg_connection import event_channel
 from stabilize.backends._pg_cursor import _PipelinedCursor, write_statement
-from stabilize.engine.messages import (
-    CANCEL_WORKFLOW,
-    RUN_TASK,
-    STAGE_DEADLINE,
-    START_WORKFLOW,
-    ClaimedMessage,
-    Message,
-)
+from stabilize.message_kinds import TRANSITION_KINDS
 from stabilize.models.workflow import Workflow
+from stabilize.records import ClaimedMessage, Message
 
-# Messages whose acknowledgement the processor follows with a transition of their workflow:
-# acknowledging one also locks the workflow row and reads its version (one statement).
-_TRANSITION_KINDS = frozenset({RUN_TASK, START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW})
 _NOT_READ = object()
 
 
@@ -37,9 +28,9 @@ class PostgresTransaction(Transaction):
     Same reads and writes as the shared implementation, in fewer statements:
 
     - a claim selects and leases in one statement;
-    - acknowledging a message that a transition of its workflow follows (RunTask,
-      StartWorkflow, StageDeadline, CancelWorkflow) also locks the workflow row and reads its
-      version in the same statement; :meth:`workflow` then uses that version instead of
+    - acknowledging a message that a transition of its workflow follows (the kinds of
+      :data:`~stabilize.message_kinds.TRANSITION_KINDS`) also locks the workflow row and
+      reads its version in the same statement; :meth:`workflow` then uses that version instead of
       locking the row again;
     - :meth:`ack_many` acknowledges the messages of a step and locks their workflows in one
       statement;
@@ -148,7 +139,7 @@ class PostgresTransaction(Transaction):
 
     def ack(self, msg: ClaimedMessage, owner: str) -> bool:
         """Delete a claimed message if this owner still holds its lease (the fence)."""
-        if msg.kind in _TRANSITION_KINDS and msg.workflow_id not in self.touched:
+        if msg.kind in TRANSITION_KINDS and msg.workflow_id not in self.touched:
             self.cur.execute(self.q["ack_and_lock"], (msg.id, msg.lease_token, owner))
             row = self.cur.fetchone()
             if row is None:
@@ -165,7 +156,7 @@ class PostgresTransaction(Transaction):
         acknowledge messages of the same workflows cannot deadlock on them.
         """
         locking = [
-            m for m in msgs if m.kind in _TRANSITION_KINDS and m.workflow_id not in self.touched
+            m for m in msgs if m.kind in TRANSITION_KINDS and m.workflow_id not in self.touched
         ]
         if len(locking) < 2:
             return super().ack_many(msgs, owner)

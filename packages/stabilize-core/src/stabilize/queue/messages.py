@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from stabilize.engine.messages import (
-    MESSAGE_KINDS,
-    RUN_TASK,
-    START_WORKFLOW,
-    ClaimedMessage,
-    Message,
-)
+from stabilize.message_kinds import MESSAGE_KINDS, RUN_TASK, START_WORKFLOW
+from stabilize.records import ClaimedMessage, Message
 
 __all__ = ["MESSAGE_KINDS", "RUN_TASK", "START_WORKFLOW", "ClaimedMessage", "Message"]

@@ -17,7 +17,6 @@ from stabilize.backends._base import Transaction
 from stabilize.cancellation import TaskCancelledError
 from stabilize.engine.messages import (
     ACQUIRE_MUTEX,
-    CANCEL_WORKFLOW,
     RELEASE_MUTEX,
     RUN_TASK,
     SIGNAL_TIMEOUT,
@@ -40,6 +39,7 @@ from stabilize.engine.transitions import (
     start_workflow,
 )
 from stabilize.errors import StabilizeError, TaskTimeoutError
+from stabilize.message_kinds import INLINE_KINDS
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
@@ -404,7 +404,7 @@ class QueueProcessor:
             if claimed:
                 # Messages settled here are acknowledged together (claimed just now, so
                 # their leases hold).
-                tx.ack_many([m for m in claimed if m.kind in _INLINE_KINDS], self.owner)
+                tx.ack_many([m for m in claimed if m.kind in INLINE_KINDS], self.owner)
                 batch.pending.extend(claimed)
             while batch.next < len(batch.pending):
                 msg = batch.pending[batch.next]
@@ -416,7 +416,7 @@ class QueueProcessor:
                         continue
                 elif msg.kind in (ACQUIRE_MUTEX, RELEASE_MUTEX):
                     self._mutex(batch, msg)
-                elif msg.kind in _INLINE_KINDS:
+                elif msg.kind in INLINE_KINDS:
                     self._inline(batch, msg)
                 else:
                     tx.dead_letter(msg, f"unknown message kind {msg.kind!r}", now)
@@ -737,7 +737,3 @@ class QueueProcessor:
         if runner is not None:
             with contextlib.suppress(Exception):
                 runner.shutdown(wait=False)
-
-
-_INLINE_KINDS = frozenset({START_WORKFLOW, STAGE_DEADLINE, CANCEL_WORKFLOW, SIGNAL_TIMEOUT})
-"""Message kinds whose transition the processor applies in its own transaction."""
