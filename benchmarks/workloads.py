@@ -1,74 +1,47 @@
-"""Benchmark workloads: graphs of no-op stages run by ``QueueProcessor.process_all``.
+"""Benchmark workloads: graphs of no-op stages (and one agent loop), and how to build them.
 
-Each workload runs on a fresh database: a SQLite file in a temporary directory, or a fresh
-PostgreSQL schema (created for the run and dropped after it). The measured region is
-``store.store`` + ``orchestrator.start`` for every workflow, then one ``process_all``. The
-workflows are built before the clock starts and checked after it stops.
-
-``workers_200`` is measured differently (see :func:`submit_workers_200` and ``run.py``):
-200 small workflows are submitted first, then N worker processes drain them.
+Every stage has one task, registered as a plain function that returns
+``TaskResult.success()`` and bumps :data:`harness.RUNS` (the loop stages also publish or
+read a pass counter). How a workload is run and timed is in ``measure.py``;
+``workers_200`` (several worker processes) is in ``workers.py``.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import secrets
-import sqlite3
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from stabilize.backends._base import Backend, Transaction
-from stabilize.backends.sqlite import SqliteBackend
-from stabilize.events import configure_event_sourcing, disable_event_sourcing
-from stabilize.models import StageExecution, TaskExecution, Workflow, WorkflowStatus
-from stabilize.orchestrator import Orchestrator
-from stabilize.persistence.store import (
-    PostgresWorkflowStore,
-    SqliteWorkflowStore,
-    WorkflowStore,
-)
-from stabilize.queue.processor import QueueProcessor, QueueProcessorConfig
-from stabilize.queue.queue import PostgresQueue, Queue, SqliteQueue
+from agent import AGENT_STEPS_PER_STAGE, AGENT_WORKFLOWS, agent_workflows, register_agent
+from harness import RUNS, TaskFunction
+
+from stabilize.models import StageExecution, TaskExecution, Workflow
+from stabilize.models.stage import MultiInstanceConfig
 from stabilize.tasks.registry import TaskRegistry
 from stabilize.tasks.result import TaskResult
-
-# Small so that an idle process_all re-checks the queue quickly; while tasks run the
-# processor blocks on the runner's result queue and wakes as soon as a task finishes.
-POLL_FREQUENCY_MS = 1
-PROCESS_ALL_TIMEOUT_S = 600.0
-
-
-class StageRunCounter:
-    """Counts task executions (one task per stage, so one per stage run, loops included)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def bump(self) -> None:
-        with self._lock:
-            self.value += 1
-
-
-RUNS = StageRunCounter()
 
 
 @dataclass(frozen=True)
 class Workload:
-    """A named benchmark: how to build its workflows and how many stage runs to expect."""
+    """A named benchmark: how to build its workflows and how many stage runs to expect.
+
+    ``expected_runs`` counts task executions (:data:`harness.RUNS`); for most workloads
+    that is one per stage run. ``stages`` (default: ``expected_runs``) is the number of
+    stage runs the per-stage figures divide by, for workloads whose stages take several
+    executions (the agent loop). ``register`` adds the workload's own tasks to the
+    processor's registry; it raises :class:`harness.WorkloadSkipped` when the engine lacks them.
+    """
 
     name: str
     description: str
     build: Callable[[], list[Workflow]]
     expected_runs: int
     width: int | None = None  # fan-out width, for the cost-per-stage-vs-width series
+    stages: int | None = None
+    register: Callable[[TaskRegistry], None] | None = None
+
+    @property
+    def stage_runs(self) -> int:
+        return self.expected_runs if self.stages is None else self.stages
 
 
 # -- tasks ----------------------------------------------------------------------------
@@ -97,7 +70,7 @@ def _loop_tail(stage: StageExecution) -> TaskResult:
     return TaskResult.success()
 
 
-TASKS: dict[str, Callable[[StageExecution], TaskResult]] = {
+TASKS: dict[str, TaskFunction] = {
     "bench_noop": _noop,
     "bench_loop_head": _loop_head,
     "bench_loop_tail": _loop_tail,
@@ -121,10 +94,10 @@ def _workflow(name: str, stages: list[StageExecution]) -> Workflow:
     return Workflow.create(application="bench", name=name, stages=stages)
 
 
-def linear(length: int) -> Workflow:
+def linear(length: int, task: str = "bench_noop") -> Workflow:
     """A chain s0 -> s1 -> ... of ``length`` stages."""
-    stages = [_stage("s0")]
-    stages += [_stage(f"s{i}", {f"s{i - 1}"}) for i in range(1, length)]
+    stages = [_stage("s0", task=task)]
+    stages += [_stage(f"s{i}", {f"s{i - 1}"}, task=task) for i in range(1, length)]
     return _workflow(f"linear-{length}", stages)
 
 
@@ -152,6 +125,23 @@ def jump_loop() -> Workflow:
     return _workflow("jump-loop", stages)
 
 
+def dynamic(count: int) -> Workflow:
+    """One stage fanned out at run time over a list of ``count`` items in its context.
+
+    The stage's ``mi_config`` makes the engine create one instance per item (each runs the
+    no-op task once); the stage completes when every instance has.
+    """
+    each = StageExecution(
+        ref_id="each",
+        type="bench_noop",
+        name="each",
+        context={"items": list(range(count))},
+        mi_config=MultiInstanceConfig(items_key="items"),
+        tasks=[TaskExecution.create("each", "bench_noop", stage_start=True, stage_end=True)],
+    )
+    return _workflow(f"dynamic-{count}", [each])
+
+
 def _fan_out_workload(width: int, description: str) -> Workload:
     return Workload(
         f"fanout_{width}",
@@ -160,6 +150,14 @@ def _fan_out_workload(width: int, description: str) -> Workload:
         width + 2,
         width=width,
     )
+
+
+def _chain_workload(length: int, description: str) -> Workload:
+    return Workload(f"chain_{length}", description, lambda: [linear(length)], length)
+
+
+def _dynamic_workload(count: int, description: str) -> Workload:
+    return Workload(f"dynamic_{count}", description, lambda: [dynamic(count)], count)
 
 
 WORKLOADS: list[Workload] = [
@@ -186,7 +184,8 @@ WORKLOADS: list[Workload] = [
     _fan_out_workload(400, "width series: root -> 400 parallel stages -> join"),
 ]
 
-# Wide single workflows (issue 13): run with --only, not by default (they take a while).
+# Run with --only (or --series), not by default: wide single workflows (issue 13), the size
+# series and the further throughput workloads (issue 19).
 EXTRA_WORKLOADS: list[Workload] = [
     _fan_out_workload(10_000, "wide: root -> 10,000 parallel stages -> join"),
     Workload(
@@ -208,9 +207,36 @@ EXTRA_WORKLOADS: list[Workload] = [
         lambda: [independent(4_000)],
         4_000,
     ),
+    _chain_workload(100, "size series: 1 workflow, a chain of 100 stages"),
+    _chain_workload(2_000, "size series: 1 workflow, a chain of 2,000 stages"),
+    _dynamic_workload(100, "size series: 1 stage fanned out over 100 items (mi_config)"),
+    _dynamic_workload(10_000, "size series: 1 stage fanned out over 10,000 items (mi_config)"),
+    Workload(
+        "many_small_500x3",
+        "500 workflows, each a chain of 3 stages",
+        lambda: [linear(3) for _ in range(500)],
+        500 * 3,
+    ),
+    Workload(
+        "agent_loop_20",
+        "20 workflows, each 1 AgentLoopTask stage: 3 tool calls, then an answer "
+        "(offline scripted model)",
+        agent_workflows,
+        AGENT_WORKFLOWS * AGENT_STEPS_PER_STAGE,
+        stages=AGENT_WORKFLOWS,
+        register=register_agent,
+    ),
 ]
 
 BY_NAME = {w.name: w for w in [*WORKLOADS, *EXTRA_WORKLOADS]}
+
+# The size series (issue 19): each pair is run and the large one's cost per stage compared
+# with the small one's.
+SERIES: list[tuple[str, str]] = [
+    ("chain_100", "chain_2000"),
+    ("fanout_100", "fanout_10000"),
+    ("dynamic_100", "dynamic_10000"),
+]
 
 # The multi-process throughput workload: 200 small workflows of 5 single-task stages each,
 # half chains (s0 -> ... -> s4), half small fan-outs (root -> 3 parallel stages -> join).
@@ -222,308 +248,3 @@ WORKERS_STAGES_PER_WORKFLOW = 5
 def workers_200() -> list[Workflow]:
     """The 200 workflows of ``workers_200`` (chains and fan-outs alternate)."""
     return [linear(5) if i % 2 == 0 else fan_out(3) for i in range(WORKERS_WORKFLOWS)]
-
-
-# -- measurement ----------------------------------------------------------------------
-
-DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
-PG_URL_ENV = "STABILIZE_BENCH_PG_URL"
-
-
-def default_pg_url() -> str:
-    """The PostgreSQL server of the benchmarks: ``$STABILIZE_BENCH_PG_URL`` or the local one."""
-    return os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a run's database lives: a backend kind and its settings."""
-
-    backend: str = "sqlite"  # "sqlite" or "postgres"
-    journal: str = "WAL"  # SQLite only
-    pg_url: str = DEFAULT_PG_URL  # PostgreSQL only
-    events: str = "on"  # "on": record every transition in the engine's database; "off": don't
-
-
-@dataclass(frozen=True)
-class Database:
-    """One fresh database of a run: a SQLite file or a PostgreSQL schema."""
-
-    target: Target
-    location: str  # the SQLite file path, or the PostgreSQL schema name
-
-    def as_args(self) -> list[str]:
-        """Command-line arguments that let a worker process open this database."""
-        return [
-            "--backend",
-            self.target.backend,
-            "--journal",
-            self.target.journal,
-            "--pg-url",
-            self.target.pg_url,
-            "--events",
-            self.target.events,
-            "--db",
-            self.location,
-        ]
-
-
-@contextmanager
-def fresh_database(target: Target) -> Iterator[Database]:
-    """A new SQLite file in a temporary directory, or a new PostgreSQL schema (dropped after)."""
-    if target.backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="stabilize-bench-") as tmp:
-            yield Database(target, str(Path(tmp) / "bench.db"))
-        return
-    import psycopg
-    from psycopg import sql
-
-    from stabilize.backends.postgres import PostgresBackend
-
-    schema = f"bench_{secrets.token_hex(6)}"
-    try:
-        yield Database(target, schema)
-    finally:
-        for key, backend in list(PostgresBackend._instances.items()):
-            if key[1] == schema:
-                backend.close()
-        with psycopg.connect(target.pg_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-class TransactionCounter:
-    """Counts write transactions committed on a backend by wrapping its ``transaction``.
-
-    Every write to the database goes through ``backend.transaction()`` (store, orchestrator,
-    processor steps, heartbeats, recovery), so this counts all commits, not only the
-    processor's. Read-only snapshots (``backend.read()``) are counted apart.
-    """
-
-    def __init__(self, backend: Backend) -> None:
-        self.commits = 0
-        self.reads = 0
-        self.rollbacks = 0
-        write, read = backend.transaction, backend.read
-
-        @contextmanager
-        def counted_write() -> Iterator[Transaction]:
-            try:
-                with write() as tx:
-                    yield tx
-            except BaseException:
-                self.rollbacks += 1
-                raise
-            self.commits += 1
-
-        @contextmanager
-        def counted_read() -> Iterator[Transaction]:
-            with read() as tx:
-                yield tx
-            self.reads += 1
-
-        backend.transaction = counted_write  # type: ignore[method-assign]
-        backend.read = counted_read  # type: ignore[method-assign]
-
-    def reset(self) -> None:
-        self.commits = self.reads = self.rollbacks = 0
-
-
-def current_rss_kib() -> int:
-    """Resident set size now, from /proc (0 where unavailable)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-@dataclass
-class Setup:
-    """A database with a store, queue, orchestrator and processor on it."""
-
-    store: WorkflowStore
-    queue: Queue
-    orchestrator: Orchestrator
-    processor: QueueProcessor
-    counter: TransactionCounter
-
-
-def make_setup(db: Database, poll_ms: int = POLL_FREQUENCY_MS) -> Setup:
-    """Open ``db`` (creating its tables) and wire the engine to it."""
-    store: WorkflowStore
-    queue: Queue
-    if db.target.backend == "sqlite":
-        # Read by SqliteBackend when it opens the file, i.e. when the store is created below.
-        os.environ["STABILIZE_SQLITE_JOURNAL_MODE"] = db.target.journal
-        url = f"sqlite:///{db.location}"
-        store = SqliteWorkflowStore(url, create_tables=True)
-        sqlite_queue = SqliteQueue(url)
-        sqlite_queue._create_table()
-        queue = sqlite_queue
-    else:
-        store = PostgresWorkflowStore(db.target.pg_url, schema=db.location, create_tables=True)
-        queue = PostgresQueue(db.target.pg_url, schema=db.location)
-    if db.target.events == "on":
-        configure_event_sourcing()  # the default: the engine's own database
-    else:
-        disable_event_sourcing()
-    registry = TaskRegistry()
-    for name, fn in TASKS.items():
-        registry.register(name, fn)
-    processor = QueueProcessor(
-        queue,
-        store=store,
-        task_registry=registry,
-        config=QueueProcessorConfig(poll_frequency_ms=poll_ms),
-    )
-    orchestrator = Orchestrator(queue, store=store)
-    return Setup(store, queue, orchestrator, processor, TransactionCounter(store.backend))
-
-
-def database_info(backend: Backend) -> dict[str, Any]:
-    """What the run's database is and how durable its commits are."""
-    if isinstance(backend, SqliteBackend):
-        return {
-            "backend": "sqlite",
-            "database": f"SQLite {sqlite3.sqlite_version}",
-            "journal_mode": backend.journal_mode,
-            "synchronous": backend.synchronous,
-            "sqlite_version": sqlite3.sqlite_version,
-        }
-    with backend.read() as tx:
-        tx.cur.execute(
-            "SELECT current_setting('server_version'), current_setting('synchronous_commit')"
-        )
-        version, sync = tx.cur.fetchone()
-    return {
-        "backend": "postgres",
-        "database": f"PostgreSQL {version}",
-        "journal_mode": None,
-        "synchronous": f"synchronous_commit={sync}",
-        "server_version": version,
-    }
-
-
-def run_once(workload: Workload, target: Target) -> dict[str, Any]:
-    """Run ``workload`` once on a fresh database; return its figures (RSS not included)."""
-    with fresh_database(target) as db:
-        setup = make_setup(db)
-        backend = setup.store.backend
-        workflows = workload.build()
-        rss_before = current_rss_kib()
-        RUNS.value = 0
-        setup.counter.reset()
-        started = time.perf_counter()
-        cpu_before = time.process_time()
-        for wf in workflows:
-            setup.store.store(wf)
-            setup.orchestrator.start(wf)
-        processed = setup.processor.process_all(timeout=PROCESS_ALL_TIMEOUT_S)
-        wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu_before
-        commits, reads, rollbacks = (
-            setup.counter.commits,
-            setup.counter.reads,
-            setup.counter.rollbacks,
-        )
-        runs = RUNS.value
-        statuses = [setup.store.retrieve(wf.id).status for wf in workflows]
-        failed = [s.value for s in statuses if s is not WorkflowStatus.SUCCEEDED]
-        if failed:
-            raise RuntimeError(f"{workload.name}: {len(failed)} workflow(s) ended {failed[:3]}")
-        if runs != workload.expected_runs:
-            raise RuntimeError(
-                f"{workload.name}: {runs} stage runs, expected {workload.expected_runs}"
-            )
-        result = {
-            "workload": workload.name,
-            "workflows": len(workflows),
-            "stages_executed": runs,
-            "messages_processed": processed,
-            "wall_s": wall,
-            "stages_per_s": runs / wall,
-            "us_per_stage": 1e6 * wall / runs,
-            "cpu_us_per_stage": 1e6 * cpu / runs,
-            "commits": commits,
-            "processor_commits": setup.processor.commits,
-            "reads": reads,
-            "rollbacks": rollbacks,
-            "commits_per_stage": commits / runs,
-            "rss_before_kib": rss_before,
-            **database_info(backend),
-        }
-        backend.close()
-    return result
-
-
-# -- workers_200: several worker processes ---------------------------------------------
-
-
-def submit_workers_200(setup: Setup) -> list[str]:
-    """Store and start the 200 workflows of ``workers_200``; return their ids."""
-    ids = []
-    for wf in workers_200():
-        setup.store.store(wf)
-        setup.orchestrator.start(wf)
-        ids.append(wf.id)
-    return ids
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (0s elsewhere)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0.0, 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])
-    return (total - idle) / tick, total / tick
-
-
-def count_succeeded(backend: Backend) -> tuple[int, int | None]:
-    """(workflows SUCCEEDED, the latest ``updated_at`` among them in epoch ms)."""
-    with backend.read() as tx:
-        tx.cur.execute("SELECT count(*), max(updated_at) FROM workflows WHERE status = 'SUCCEEDED'")
-        count, last = tx.cur.fetchone()
-    return int(count), last
-
-
-def worker_drain(db: Database, poll_ms: int) -> dict[str, Any]:
-    """Body of one worker process: open the database, say ready, wait for ``go``, drain.
-
-    Prints ``ready`` once the engine is open, reads one line from stdin (the start signal)
-    and runs ``process_all`` until the queue is empty and nothing runs. ``poll_ms`` is the
-    processor's ``poll_frequency_ms``: how long an idle worker waits before it looks again
-    (on PostgreSQL a NOTIFY of new work ends the wait early).
-    """
-    import sys
-
-    setup = make_setup(db, poll_ms)
-    rss_before = current_rss_kib()
-    RUNS.value = 0
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_before = before.ru_utime + before.ru_stime
-    print("ready", flush=True)
-    sys.stdin.readline()
-    started = time.time()
-    processed = setup.processor.process_all(timeout=PROCESS_ALL_TIMEOUT_S)
-    finished = time.time()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result = {
-        "pid": os.getpid(),
-        "stages_executed": RUNS.value,
-        "messages_processed": processed,
-        "processor_commits": setup.processor.commits,
-        "commits": setup.counter.commits,
-        "rollbacks": setup.counter.rollbacks,
-        "reads": setup.counter.reads,
-        "started": started,
-        "finished": finished,
-        "rss_before_kib": rss_before,
-        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
-    }
-    setup.store.backend.close()
-    return result

@@ -1,0 +1,176 @@
+"""``workers_200``: 200 small workflows worked off by N worker processes.
+
+The parent creates a fresh database and starts N worker processes (``run.py --worker``),
+each of which opens it with its own store, queue and processor, prints ``ready`` and waits.
+
+- **drain**: the 200 workflows are stored and started first (not timed); the clock starts
+  when all workers are told ``go`` at once, each runs ``process_all()``.
+- **service**: the workers are told ``go`` and run ``start()`` in the background (idle);
+  then the parent submits the 200 workflows and the clock runs from the first submission.
+
+Either way the clock stops at the commit of the last workflow to end SUCCEEDED (its
+``updated_at``, which the parent finds by polling the database every 20 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import Target, count_succeeded, database_info, fresh_database, machine_cpu
+from measure import setup_for, submit_workers_200
+from workloads import WORKERS_STAGES_PER_WORKFLOW, WORKERS_WORKFLOWS, WORKERS_WORKLOAD
+
+RUN_PY = Path(__file__).resolve().with_name("run.py")
+WORKERS_POLL_S = 0.02
+
+
+def _tell(procs: list[subprocess.Popen[str]], line: str) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+
+def run_workers(n: int, target: Target, poll_ms: int, mode: str = "drain") -> dict[str, Any]:
+    """One repetition of ``workers_200`` with ``n`` worker processes on a fresh database."""
+    with fresh_database(target) as db:
+        setup = setup_for(db)
+        backend = setup.store.backend
+        ids: list[str] = []
+        if mode == "drain":
+            ids = submit_workers_200(setup)
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(RUN_PY),
+                    "--worker",
+                    *db.as_args(),
+                    "--poll-ms",
+                    str(poll_ms),
+                    "--mode",
+                    mode,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(n)
+        ]
+        submit_s = 0.0
+        try:
+            for proc in procs:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                if line.strip() != "ready":
+                    raise RuntimeError(
+                        f"worker {proc.pid} did not start: {line!r}\n{proc.communicate()[1]}"
+                    )
+            cpu_go = machine_cpu()
+            go = time.time()
+            _tell(procs, "go")
+            if mode == "service":
+                go = time.time()  # the clock starts at the first submission
+                ids = submit_workers_200(setup)
+                submit_s = time.time() - go
+            submit_commits = setup.counter.commits
+            deadline = time.monotonic() + 600
+            while True:
+                done, last_ms = count_succeeded(backend)
+                if done >= len(ids):
+                    break
+                exited = all(p.poll() is not None for p in procs)
+                if exited or time.monotonic() > deadline:
+                    done, last_ms = count_succeeded(backend)  # the last commit may be new
+                    if done >= len(ids):
+                        break
+                    errors = "".join(p.communicate()[1] for p in procs if exited)
+                    raise RuntimeError(
+                        f"workers_200: only {done} of {len(ids)} SUCCEEDED\n{errors}"
+                    )
+                time.sleep(WORKERS_POLL_S)
+            detected = time.time()
+            cpu_end = machine_cpu()
+            if mode == "service":
+                _tell(procs, "stop")
+            outputs = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=120)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"worker {proc.pid} failed ({proc.returncode}):\n{err}")
+                lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+                outputs.append(json.loads(lines[-1]))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        info = database_info(backend)
+        backend.close()
+    runs = sum(w["stages_executed"] for w in outputs)
+    expected = WORKERS_WORKFLOWS * WORKERS_STAGES_PER_WORKFLOW
+    if runs != expected:
+        raise RuntimeError(f"workers_200: {runs} stage runs, expected {expected}")
+    assert last_ms is not None
+    wall = last_ms / 1000 - go
+    worker_commits = sum(w["commits"] for w in outputs)
+    result = {
+        "workload": WORKERS_WORKLOAD,
+        "mode": mode,
+        "workers": n,
+        "poll_ms": poll_ms,
+        "workflows": len(ids),
+        "stages_executed": runs,
+        "wall_s": wall,
+        "polled_wall_s": detected - go,
+        "stages_per_s": runs / wall,
+        "us_per_stage": 1e6 * wall / runs,
+        "submit_commits": submit_commits,
+        "worker_commits": worker_commits,
+        "processor_commits": sum(w["processor_commits"] for w in outputs),
+        "commits": submit_commits + worker_commits,
+        "commits_per_stage": (submit_commits + worker_commits) / runs,
+        "stages_per_worker": [w["stages_executed"] for w in outputs],
+        "peak_rss_kib": max(w["peak_rss_kib"] for w in outputs),
+        "worker_peak_rss_kib": [w["peak_rss_kib"] for w in outputs],
+        "rollbacks": sum(w["rollbacks"] for w in outputs),
+        "worker_cpu_s": sum(w["cpu_s"] for w in outputs),
+        # Busy share of all CPUs from go to detection (workers, database server, the parent).
+        "machine_busy": (cpu_end[0] - cpu_go[0]) / max(1e-9, cpu_end[1] - cpu_go[1]),
+        **info,
+    }
+    if mode == "service":
+        result["submit_s"] = submit_s
+    return result
+
+
+def summarise_workers(n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best and median over the repetitions of ``workers_200`` with ``n`` workers."""
+    rates = [r["stages_per_s"] for r in runs]
+    cps = [r["commits_per_stage"] for r in runs]
+    return {
+        "workload": WORKERS_WORKLOAD,
+        "mode": runs[0].get("mode", "drain"),
+        "workers": n,
+        "stages_executed": runs[0]["stages_executed"],
+        "repeats": len(runs),
+        "best_stages_per_s": max(rates),
+        "median_stages_per_s": statistics.median(rates),
+        "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+        "commits_per_stage": statistics.median(cps),
+        "max_commits_per_stage": max(cps),
+        "median_commits": statistics.median(r["commits"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_kib"] for r in runs) / 1024,
+        "median_worker_cpu_us_per_stage": statistics.median(
+            1e6 * r["worker_cpu_s"] / r["stages_executed"] for r in runs
+        ),
+        "median_machine_busy": statistics.median(r["machine_busy"] for r in runs),
+        "runs": runs,
+    }
