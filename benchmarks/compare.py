@@ -8,8 +8,8 @@ Usage (from the repository root)::
 A dump is what one ``run.py --json PATH`` wrote; ``--merge`` puts several into one file
 (``{"dumps": [...]}``: say the SQLite suite in both modes, the PostgreSQL one, the series
 and the latency run), and a merged file is read like a single dump. Rows are matched on
-(backend, event recording, mode, workload, worker processes); a row found on one side
-only is listed with dashes on the other.
+(backend, event recording, mode, workload, worker processes or the latency worker's poll
+interval), in the order they were run; a row found on one side only has dashes on the other.
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ def rows(dumps: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
         for entry in [*dump.get("results", []), *dump.get("workers", []), *dump.get("latency", [])]:
             if "skipped" in entry:
                 continue
+            # Latency runs differ by the worker's poll interval, workers_200 by the workers.
+            latency = entry["workload"] == "latency"
             key = (
                 env["backend"],
                 env["events"],
                 entry.get("mode", "drain"),
                 entry["workload"],
-                entry.get("workers"),
+                entry.get("poll_ms") if latency else entry.get("workers"),
             )
             found[key] = {**entry, "database": env.get("database", env["backend"])}
     return found
@@ -76,7 +78,7 @@ def _get(entry: dict[str, Any] | None, *keys: str) -> float | None:
 
 def _name(key: Key) -> str:
     backend, events, mode, workload, workers = key
-    name = workload if workers is None else f"{workload} x{workers}"
+    name = workload if workers is None or workload == "latency" else f"{workload} x{workers}"
     db = {"sqlite": "SQLite", "postgres": "PostgreSQL"}.get(backend, backend)
     extra = "" if events == "on" else ", events off"
     return f"| {name} | {db}{extra} | {mode} "
@@ -91,7 +93,7 @@ def throughput_table(old: dict[Key, dict[str, Any]], new: dict[Key, dict[str, An
         "| peak RSS MB before | after |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for key in sorted(keys, key=lambda k: (k[0], k[1], k[3], k[4] or 0, k[2])):
+    for key in keys:
         a, b = old.get(key), new.get(key)
         rate_a = _get(a, "median_stages_per_s")
         rate_b = _get(b, "median_stages_per_s")
@@ -118,7 +120,7 @@ def latency_table(old: dict[Key, dict[str, Any]], new: dict[Key, dict[str, Any]]
         head += f"| {label} p50 ms before | after | p99 ms before | after "
         rule += "| ---: | ---: | ---: | ---: "
     lines = [head + "|", rule + "|"]
-    for key in sorted(keys):
+    for key in keys:
         a, b = old.get(key), new.get(key)
         poll = _get(b, "poll_ms") or _get(a, "poll_ms")
         line = _name(key) + f"| {_cell(poll, 'g')} "

@@ -236,13 +236,14 @@ def print_modes(results: list[dict[str, Any]], workers: list[dict[str, Any]]) ->
         d, s = drained[key], served[key]
         name = key[0] if key[1] is None else f"{key[0]} x{key[1]}"
         cpu = "median_cpu_us_per_stage" if key[1] is None else "median_worker_cpu_us_per_stage"
-        print(
+        line = (
             f"{name:<20} {d['median_stages_per_s']:>10,.0f} {s['median_stages_per_s']:>12,.0f} "
             f"{_ratio(s['median_stages_per_s'], d['median_stages_per_s']):>13} "
             f"{d[cpu]:>15,.0f} {s[cpu]:>17,.0f} "
             f"{d['commits_per_stage']:>7.2f}|{s['commits_per_stage']:<7.2f} "
             f"{d['peak_rss_mb']:>5.1f}|{s['peak_rss_mb']:<6.1f}"
         )
+        print(line.rstrip())
     print(
         "workers_200 CPU is the worker processes' CPU per stage; in service mode the parent "
         "submits while the workers run (drain: submitted before the clock)."

@@ -155,10 +155,8 @@ def run_modes(
                     {"workload": name, "mode": m, "skipped": result["skipped"]} for m in modes
                 ]
             runs[mode].append(result)
-    print(
-        f"  ran {name} x{repeat} ({', '.join(modes)}) in {time.monotonic() - started:.1f} s",
-        file=sys.stderr,
-    )
+    how = "" if modes == ["drain"] else f" ({', '.join(modes)})"
+    print(f"  ran {name} x{repeat}{how} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return [summarise(name, runs[mode]) for mode in modes], []
 
 
