@@ -61,6 +61,25 @@ def _stamped(stage: StageExecution) -> TaskResult:
     return TaskResult.success()
 
 
+def handoffs_ms(commits: list[float], starts: list[tuple[float, float]]) -> list[float]:
+    """For each (previous task's start, task's start): ms from the enabling commit's end.
+
+    ``commits`` are the commit ends in ascending order. The enabling commit of a start is
+    the last commit that ended before it, and it must have ended after the previous
+    task's start (or the chain's hand-off was not a commit at all).
+
+    Raises:
+        ValueError: no commit ended between the two starts of a pair.
+    """
+    out = []
+    for previous, start in starts:
+        at = bisect.bisect_left(commits, start) - 1
+        if at < 0 or commits[at] < previous:
+            raise ValueError(f"no commit between the task starts at {previous} and {start}")
+        out.append(1000 * (start - commits[at]))
+    return out
+
+
 def run_latency(target: Target, poll_ms: int, workflows: int, idle_ms: float) -> dict[str, Any]:
     """One repetition: ``workflows`` chains of 3 stages, one at a time, on a fresh database."""
     with fresh_database(target) as db:
@@ -100,11 +119,7 @@ def run_latency(target: Target, poll_ms: int, workflows: int, idle_ms: float) ->
             handoffs.extend((starts[k - 1], starts[k]) for k in range(1, LATENCY_STAGES))
         cpu = time.process_time() - cpu_before
         setup.processor.stop()
-        for previous, start in handoffs:
-            enabling = commits[bisect.bisect_left(commits, start) - 1]
-            if enabling < previous:
-                raise RuntimeError("latency: no commit between two task starts of a chain")
-            samples["handoff_ms"].append(1000 * (start - enabling))
+        samples["handoff_ms"] = handoffs_ms(commits, handoffs)
         result = {
             "workload": LATENCY_WORKLOAD,
             "mode": "service",

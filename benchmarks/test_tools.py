@@ -1,0 +1,93 @@
+"""Checks of the suite's own arithmetic (no engine runs, nothing timed).
+
+Run with ``uv run pytest benchmarks/test_tools.py`` (the project's test paths leave
+``benchmarks/`` out).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from compare import compare, merge
+from latency import handoffs_ms, percentiles
+from report import series_rows
+
+
+def test_the_enabling_commit_is_the_last_one_before_the_start() -> None:
+    commits = [1.0, 2.0, 3.0, 5.0]
+    # Starts at 2.5 (after the commit at 2.0) and 5.25 (after 5.0, not 3.0).
+    assert handoffs_ms(commits, [(1.5, 2.5), (4.0, 5.25)]) == [500.0, 250.0]
+
+
+def test_a_start_without_a_commit_since_the_previous_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="no commit between"):
+        handoffs_ms([1.0, 2.0], [(2.5, 3.0)])
+    with pytest.raises(ValueError, match="no commit between"):
+        handoffs_ms([1.0], [(0.0, 0.5)])
+
+
+def test_percentiles_use_the_nearest_rank() -> None:
+    figures = percentiles([float(v) for v in range(100, 0, -1)])
+    assert (figures["n"], figures["p50"], figures["p90"], figures["p99"]) == (100, 50, 90, 99)
+    assert figures["max"] == 100
+    assert percentiles([7.0])["p99"] == 7.0
+
+
+def _summary(workload: str, mode: str, rate: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "workload": workload,
+        "mode": mode,
+        "stages_executed": 100,
+        "median_stages_per_s": rate,
+        "median_us_per_stage": 1e6 / rate,
+        "median_cpu_us_per_stage": 500.0,
+        "commits_per_stage": 1.04,
+        "peak_rss_mb": 40.0,
+        "baseline_rss_mb": 32.0,
+        **extra,
+    }
+
+
+def _dump(path: Path, backend: str, results: list[dict[str, Any]], **more: Any) -> str:
+    env = {"backend": backend, "events": "on", "database": backend}
+    path.write_text(json.dumps({"environment": env, "results": results, "workers": [], **more}))
+    return str(path)
+
+
+def test_compare_matches_rows_by_database_mode_and_workload(tmp_path: Path) -> None:
+    old = _dump(tmp_path / "old.json", "sqlite", [_summary("linear_100", "drain", 2000.0)])
+    new_sqlite = _dump(
+        tmp_path / "new.json",
+        "sqlite",
+        [
+            _summary("linear_100", "drain", 2500.0),
+            _summary("linear_100", "service", 1000.0),
+            {"workload": "agent_loop_20", "mode": "drain", "skipped": "no llm"},
+        ],
+    )
+    latency = {"workload": "latency", "mode": "service", "poll_ms": 50}
+    latency |= {k: {"p50": 1.5, "p99": 9.0} for k in ("handoff_ms", "submit_to_start_ms")}
+    new_pg = _dump(tmp_path / "pg.json", "postgres", [], latency=[latency])
+    merge(str(tmp_path / "all.json"), [new_sqlite, new_pg])
+
+    lines = compare(old, str(tmp_path / "all.json")).splitlines()
+
+    assert "| linear_100 | SQLite | drain | 2,000 | 2,500 | +25 % |" in lines[2]
+    assert lines[3].startswith("| linear_100 | SQLite | service | - | 1,000 | - |")
+    assert not any("agent_loop_20" in line for line in lines)
+    assert lines[-1] == (
+        "| latency | PostgreSQL | service | 50 | - | 1.50 | - | 9.00 | - | 1.50 | - | 9.00 |"
+    )
+
+
+def test_series_ratios_are_large_over_small_per_stage() -> None:
+    small = _summary("chain_100", "drain", 2000.0)
+    large = _summary("chain_2000", "drain", 1000.0, stages_executed=2000, peak_rss_mb=72.0)
+    [row] = series_rows([small, large, _summary("chain_100", "service", 1.0)], "drain")
+    assert row["wall_us_per_stage"] == [500.0, 1000.0, 2.0]
+    # (40 - 32) MB over 100 stages against (72 - 32) MB over 2,000: a fifth per stage.
+    assert row["rss_kib_per_stage"][2] == pytest.approx(0.25)
+    assert series_rows([small], "drain") == []
