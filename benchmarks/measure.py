@@ -150,8 +150,7 @@ def run_once(workload: Workload, target: Target, mode: str = "drain") -> dict[st
             "rss_before_kib": rss_before,
             **database_info(backend),
         }
-        if mode == "service":
-            result["submit_s"] = submitted - started
+        result["submit_s"] = submitted - started
         if runs != stages:
             result["task_runs"] = runs
         backend.close()
