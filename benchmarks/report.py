@@ -228,7 +228,7 @@ def print_modes(results: list[dict[str, Any]], workers: list[dict[str, Any]]) ->
     header = (
         f"{'workload':<20} {'drain st/s':>10} {'service st/s':>12} {'service/drain':>13} "
         f"{'drain CPU µs/st':>15} {'service CPU µs/st':>17} {'commits/st d|s':>15} "
-        f"{'RSS MB d|s':>12}"
+        f"{'RSS MB d|s':>15}"
     )
     print(header)
     print("-" * len(header))
@@ -241,7 +241,7 @@ def print_modes(results: list[dict[str, Any]], workers: list[dict[str, Any]]) ->
             f"{_ratio(s['median_stages_per_s'], d['median_stages_per_s']):>13} "
             f"{d[cpu]:>15,.0f} {s[cpu]:>17,.0f} "
             f"{d['commits_per_stage']:>7.2f}|{s['commits_per_stage']:<7.2f} "
-            f"{d['peak_rss_mb']:>5.1f}|{s['peak_rss_mb']:<6.1f}"
+            f"{d['peak_rss_mb']:>7.1f}|{s['peak_rss_mb']:<7.1f}"
         )
         print(line.rstrip())
     print(
@@ -284,8 +284,8 @@ def print_series(rows: list[dict[str, Any]]) -> None:
         "(ratio large/small; flat = x1)\n"
     )
     header = (
-        f"{'pair':<26} {'wall µs/stage':>22} {'CPU µs/stage':>22} "
-        f"{'RSS KB/stage above base':>26} {'peak RSS MB':>22}"
+        f"{'pair':<28} {'wall µs/stage':>25} {'CPU µs/stage':>25} "
+        f"{'RSS KB/stage above base':>25} {'peak RSS MB':>25}"
     )
     print(header)
     print("-" * len(header))
@@ -301,8 +301,8 @@ def print_series(rows: list[dict[str, Any]]) -> None:
             x = f"x{ratio:.2f}" if ratio is not None else "-"
             cells.append(f"{format(a, fmt)} -> {format(b, fmt)} {x}")
         print(
-            f"{row['small'] + ' -> ' + row['large']:<26} {cells[0]:>22} {cells[1]:>22} "
-            f"{cells[2]:>26} {cells[3]:>22}"
+            f"{row['small'] + ' -> ' + row['large']:<28} {cells[0]:>25} {cells[1]:>25} "
+            f"{cells[2]:>25} {cells[3]:>25}"
         )
     print(
         "RSS KB/stage above base = (peak RSS - RSS just before the run) / stage runs; the "
