@@ -1,4 +1,4 @@
-"""validate_graph and GraphIndex (engine/graph.py)."""
+"""validate_graph and GraphIndex (models/graph.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from stabilize.engine.graph import GraphIndex, validate_graph
+from stabilize.models.graph import GraphIndex, validate_graph
 from stabilize.errors import (
     CircularDependencyError,
     InvalidStageGraphError,

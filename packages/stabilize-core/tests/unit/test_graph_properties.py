@@ -1,4 +1,4 @@
-"""Properties of the graph validator (stabilize/engine/graph.py) over generated stage graphs.
+"""Properties of the graph validator (stabilize/models/graph.py) over generated stage graphs.
 
 Graphs are drawn as DAGs (a stage may only require stages drawn before it, then the
 declaration order is shuffled), and malformed ones are made from them by one or more
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stabilize.engine.graph import GraphIndex, _topological_order, validate_graph
+from stabilize.models.graph import GraphIndex, _topological_order, validate_graph
 from stabilize.errors import CircularDependencyError, InvalidStageGraphError
 from stabilize.models import StageExecution
 from stabilize.models.stage import JoinType

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from stabilize.engine.graph import GraphIndex, validate_graph
+from stabilize.models.graph import GraphIndex, validate_graph
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import new_id

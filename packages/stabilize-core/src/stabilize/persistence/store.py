@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from stabilize.backends._base import Backend, Transaction, check_workflow_json
 from stabilize.backends.sqlite import SqliteBackend
-from stabilize.engine.graph import validate_graph
+from stabilize.models.graph import validate_graph
 from stabilize.errors import StabilizeError, UnknownTaskTypeError, WorkflowValidationError
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow

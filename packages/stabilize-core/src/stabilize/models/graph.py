@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from stabilize.errors import CircularDependencyError, InvalidStageGraphError
+from stabilize.expressions import ExpressionError, compile_expression
+from stabilize.models.stage import JoinType, SplitType, StageExecution
 from stabilize.models.status import WorkflowStatus
-
-if TYPE_CHECKING:
-    from stabilize.models.stage import StageExecution
 
 _ACTIVE = frozenset(
     {
@@ -77,9 +75,6 @@ def validate_graph(stages: Sequence[StageExecution]) -> None:
 
 def _validate_flow(stage: StageExecution, children: set[str]) -> None:
     """Check a stage's join and split settings and its condition expressions."""
-    from stabilize.expressions import ExpressionError, compile_expression
-    from stabilize.models.stage import JoinType, SplitType
-
     ref = stage.ref_id
     mi = stage.mi_config
     if mi is not None and (
@@ -203,7 +198,7 @@ class GraphIndex:
         order = _topological_order(stages)
         self.topo_position: dict[str, int] = {s.ref_id: i for i, s in enumerate(order)}
         self._ancestors: dict[str, list[StageExecution]] = {}
-        # Status counters kept in step by engine.transitions.mark_stage, so that join and
+        # Status counters kept in step by engine._flow.mark_stage, so that join and
         # completion checks cost O(1) per transition instead of a scan of the graph.
         self.pending_upstream: dict[str, int] = {
             s.ref_id: sum(1 for up in self.upstream[s.ref_id] if not up.status.is_complete)
