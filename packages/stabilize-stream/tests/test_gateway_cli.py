@@ -98,7 +98,8 @@ def test_missing_database_file_is_an_error(tmp_path: Path) -> None:
         timeout=HANG_GUARD,
     )
     assert done.returncode == 1
-    assert "no database file at" in done.stderr
+    assert f"no stabilize database at {tmp_path / 'missing.db'}" in done.stderr
+    assert not (tmp_path / "missing.db").exists()
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)

@@ -38,7 +38,7 @@ from stabilize.errors import (
     is_permanent,
     is_transient,
 )
-from stabilize.events.recorder import emit_progress
+from stabilize.events.progress import emit_progress
 from stabilize.lifecycle import (
     LifecycleManager,
     get_lifecycle_manager,

@@ -227,9 +227,9 @@ def _report(command: str, exc: Exception, url: str | None, verbose: bool, err: T
 
 def _expected(exc: BaseException) -> bool:
     """True for failures of the world (files, servers, data), false for likely bugs."""
+    from stabilize.backends._schemes import driver_modules
     from stabilize.errors import StabilizeError
 
     if isinstance(exc, StabilizeError | OSError | ImportError | ValueError):
         return True
-    module = type(exc).__module__.split(".")[0]
-    return module in ("sqlite3", "psycopg", "psycopg_pool")
+    return type(exc).__module__.split(".")[0] in driver_modules()

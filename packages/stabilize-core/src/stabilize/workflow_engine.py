@@ -6,11 +6,12 @@ pure transitions, and ``stabilize.Engine`` next to it would read as the same thi
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
+from stabilize.backends._base import Backend
+from stabilize.connect import open_database
 from stabilize.models.workflow import Workflow
 from stabilize.orchestrator import Orchestrator
 from stabilize.persistence.store import WorkflowStore
@@ -19,9 +20,6 @@ from stabilize.queue.processor._result import ProcessResult
 from stabilize.queue.processor.config import QueueProcessorConfig
 from stabilize.queue.queue import Queue
 from stabilize.tasks.registry import TaskRegistry, TaskSource
-
-if TYPE_CHECKING:
-    from stabilize.backends._base import Backend
 
 T = TypeVar("T", bound=TaskSource)
 
@@ -66,9 +64,7 @@ class WorkflowEngine:
         config: QueueProcessorConfig | None = None,
         create: bool = True,
     ) -> None:
-        from stabilize.connect import open_database
-
-        already_open = _open_backends()
+        already_open = Backend.open_backends()
         store, queue = open_database(url, schema, create=create)
         self.store: WorkflowStore = store
         self.queue: Queue = queue
@@ -252,15 +248,3 @@ class WorkflowEngine:
 
     def __repr__(self) -> str:
         return f"WorkflowEngine({self.backend.location!r})"
-
-
-def _open_backends() -> list[Backend]:
-    """The backends this process has open (PostgreSQL's only if its module was loaded)."""
-    from stabilize.backends.sqlite import SqliteBackend
-
-    found: list[Backend] = list(SqliteBackend.open_instances())
-    if "stabilize.backends.postgres" in sys.modules:
-        from stabilize.backends.postgres import PostgresBackend
-
-        found.extend(PostgresBackend.open_instances())
-    return found

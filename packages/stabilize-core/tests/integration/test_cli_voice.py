@@ -129,7 +129,7 @@ def failures(tmp_path: Path) -> list[tuple[str, list[str], int, str]]:
         ("mg-status", ["mg-status", "--db-url", missing], 1, "no stabilize database at"),
         ("mg-status", ["mg-status", "--db-url", DOWN_URL], 1, "cannot connect to PostgreSQL"),
         ("purge", ["purge", "--db-url", missing], 2, "required: --older-than"),
-        ("serve", ["serve", "--db-url", missing], 1, "no database file at"),
+        ("serve", ["serve", "--db-url", missing], 1, "no stabilize database at"),
         ("serve", ["serve", "--db-url", "x.db"], 2, "not a database URL: 'x.db'"),
         ("approve", ["approve", "wf_1", "gate", "--db-url", missing], 1, "no stabilize database"),
         ("reject", ["reject", "wf_1"], 2, "required: STAGE, --db-url"),

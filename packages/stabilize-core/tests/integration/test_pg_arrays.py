@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stabilize.backends._pg_arrays import BigintArray, TextArray
+from stabilize.backends.postgres._arrays import BigintArray, TextArray
 
 
 # Only PostgreSQL reads these arrays.

@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 from stabilize import SqliteWorkflowStore
-from stabilize.backends._sqlite_checkpoint import Checkpointer
 from stabilize.backends.sqlite import SqliteBackend
+from stabilize.backends.sqlite._checkpoint import Checkpointer
 
 
 def sqlite_backend(url: str) -> SqliteBackend:

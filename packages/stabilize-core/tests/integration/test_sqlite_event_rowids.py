@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stabilize import SqliteWorkflowStore, StageExecution, TaskExecution, TaskResult, Workflow
+from stabilize.backends.sql import queries
 from stabilize.backends.sqlite import EVENT_ROWID_TIME_SHIFT, SqliteBackend
 from stabilize.events import SqliteEventStore
 
@@ -147,11 +148,11 @@ def test_an_older_log_with_a_time_index_is_converted_when_opened(tmp_path, where
 def test_recent_heads_reads_only_the_recent_rowids(tmp_path, application):
     """The query reads a range of rowids, never the whole log (as a scan of the
     ``(workflow_id, sequence)`` index for the GROUP BY would)."""
-    from stabilize.events.log import recent_heads_sql
-
     backend = backend_at(tmp_path / "plan.db")
     insert(backend, *(log_row(f"W{i % 7}", i, 1_000 + i) for i in range(1, 60)))
-    sql = recent_heads_sql("?", application=application is not None, rowid_time=True)
+    sql = queries("sqlite")[
+        "recent_heads" if application is None else "recent_heads_of_application"
+    ]
     params: tuple[Any, ...] = (1_050 << SHIFT, 1_050)
     if application is not None:
         params += (application,)

@@ -106,7 +106,7 @@ def test_an_idle_processor_wakes_on_notify(make_pg_engine, build, pg_query, poll
                     ("%GREATEST(deliver_at%", "%queue_messages%"),
                 )
             )
-            and bool(backend._waiting)
+            and bool(backend._waiters.waiting)
         ),
         "the processor to wait for notifications",
     )

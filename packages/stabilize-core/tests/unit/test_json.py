@@ -17,7 +17,7 @@ from stabilize._json import (
     loads,
     safe_text,
 )
-from stabilize.backends._base import event_row
+from stabilize.backends._rows import event_row
 from stabilize.engine.messages import EventDraft
 
 VALUES: list[Any] = [

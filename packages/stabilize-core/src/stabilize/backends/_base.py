@@ -1,8 +1,10 @@
-"""The backend interface: one database holding workflows, stages, the queue and events.
+"""The storage interface: one database holding workflows, stages, the queue and events.
 
-Everything above this layer (store, queue, processor, orchestrator) is dialect-free. A
-dialect module supplies a DB-API connection and its named queries; the transaction logic
-here is shared, so SQLite and PostgreSQL cannot drift apart.
+Everything above this layer (store, queue, processor, orchestrator, streams) is
+dialect-free. Each dialect is a package (``stabilize.backends.<dialect>``) that supplies a
+DB-API connection, its named queries, its event store and its way of noticing commits; the
+transaction logic here is shared, so the dialects cannot drift apart.
+:mod:`stabilize.backends._schemes` maps database URLs to the dialects.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from stabilize._json import ENCODING_ERRORS, dumps, dumps_known, loads
-from stabilize.errors import ContextSerializationError
-from stabilize.events.diff import diff
+from stabilize._json import dumps, loads
+from stabilize.backends._rows import (
+    event_row,
+    leased_message,
+    merge_event_rows,
+    message_row,
+    state_change,
+)
+from stabilize.events.model import Event
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
-from stabilize.records import USER_DATA_EVENTS, ClaimedMessage, Effects, EventDraft, Message
-
-if TYPE_CHECKING:
-    from stabilize.events.recorder import EventStore
-    from stabilize.tasks.registry import TaskRegistry
+from stabilize.records import ClaimedMessage, Effects, EventDraft, Message
 
 
 class Cursor(Protocol):
@@ -46,33 +50,6 @@ class Cursor(Protocol):
     @property
     def rowcount(self) -> int:
         """Rows changed by the last statement."""
-
-
-def check_json(value: Any, where: str, *, ref_id: str | None = None) -> None:
-    """Raise :class:`ContextSerializationError` naming ``where`` if ``value`` is not JSON."""
-    try:
-        dumps(value)
-    except ENCODING_ERRORS as exc:
-        culprit = ""
-        if isinstance(value, dict):
-            for key, item in value.items():
-                try:
-                    dumps(item)
-                except ENCODING_ERRORS:
-                    culprit = f" (key {key!r} holds a {type(item).__name__})"
-                    break
-        raise ContextSerializationError(
-            f"{where} cannot be stored as JSON{culprit}: {exc}", ref_id=ref_id
-        ) from None
-
-
-def check_workflow_json(workflow: Workflow) -> None:
-    """Refuse a workflow whose context, trigger or any stage context is not JSON."""
-    check_json(workflow.context, "workflow context")
-    check_json(workflow.trigger, "workflow trigger")
-    for stage in workflow.stages:
-        check_json(stage.context, f"context of stage {stage.ref_id!r}", ref_id=stage.ref_id)
-        check_json(stage.outputs, f"outputs of stage {stage.ref_id!r}", ref_id=stage.ref_id)
 
 
 class WorkflowCache:
@@ -266,7 +243,7 @@ class Transaction:
         wf_row = wf.to_dict() if fx.workflow_changed else None
         wf_body = dumps(wf_row) if wf_row is not None else None
         events = fx.events
-        change = _state_change(wf, wf_row, wf_body, rows, bodies, added, fx, diffs=recording)
+        change = state_change(wf, wf_row, wf_body, rows, bodies, added, fx, diffs=recording)
         if change:
             # First in the transition: at the sequence of any lifecycle event, the state
             # it announces is already there.
@@ -447,161 +424,28 @@ class Transaction:
         return int(count), earliest
 
 
-def message_row(
-    m: Message, now: int, lease_owner: str | None, lease_until: int | None
-) -> tuple[Any, ...]:
-    """The values of the ``enqueue`` query for ``m``, leased to ``lease_owner`` if given."""
-    leased = lease_owner is not None
-    return (
-        m.workflow_id,
-        m.kind,
-        m.stage_id,
-        m.task_id,
-        dumps(m.payload),
-        now + max(0, m.delay_ms),
-        1 if leased else 0,
-        lease_owner,
-        1 if leased else 0,
-        lease_until if leased else None,
-        now,
-    )
+class TaskTypes(Protocol):
+    """What a store asks of the task registries attached to its database."""
 
-
-def leased_message(msg_id: int, m: Message) -> ClaimedMessage:
-    """``m`` as the message its producer leased on insert (first attempt, first lease)."""
-    return ClaimedMessage(msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1)
-
-
-def event_row(
-    workflow_id: str, first: int, events: Sequence[EventDraft], now: int
-) -> tuple[Any, ...]:
-    """The row of the log holding ``events`` (numbered from ``first``) of one transition.
-
-    One event is stored as itself; several as one row spanning ``first .. last_sequence``
-    whose data is the list of ``[event_type, entity_type, entity_id, data]`` (one encoding
-    per transition instead of one per event; :func:`merge_event_rows` joins the rows of one
-    workflow's transitions in one transaction).
-    """
-    if len(events) == 1:
-        (event,) = events
-        return (
-            workflow_id,
-            first,
-            event.event_type,
-            event.entity_type,
-            event.entity_id,
-            now,
-            event.json(),
-            None,
-        )
-    parts: list[str] = []
-    pending: list[list[Any]] = []  # consecutive events to encode in one call
-    strict = False  # whether one of them holds data a task handed over (see EventDraft.json)
-    for e in events:
-        if e.encoded is None:
-            pending.append([e.event_type, e.entity_type, e.entity_id, e.data])
-            strict = strict or e.event_type in USER_DATA_EVENTS
-            continue
-        if pending:
-            parts.append((dumps if strict else dumps_known)(pending)[1:-1])
-            pending, strict = [], False
-        parts.append(_log_entry(e.event_type, e.entity_type, e.entity_id, e.encoded))
-    if pending:
-        parts.append((dumps if strict else dumps_known)(pending)[1:-1])
-    body = f"[{','.join(parts)}]"
-    last = first + len(events) - 1
-    return (workflow_id, first, "*", "workflow", workflow_id, now, body, last)
-
-
-def _log_entry(event_type: str, entity_type: str, entity_id: str, data: str) -> str:
-    """One event in a row of several: ``[event_type, entity_type, entity_id, data]``.
-
-    ``data`` is already encoded JSON.
-    """
-    head = dumps_known([event_type, entity_type, entity_id])
-    return f"{head[:-1]},{data}]"
-
-
-def merge_event_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """One row of the log holding the events of ``rows``.
-
-    ``rows`` (from :func:`event_row`) are of one workflow and their sequences follow each
-    other; the merged row carries the first one's time.
-    """
-    if len(rows) == 1:
-        return rows[0]
-    items = []
-    for row in rows:
-        event_type, entity_type, entity_id, data, last = row[2], row[3], row[4], row[6], row[7]
-        if last is None:  # a single event: its data only
-            items.append(_log_entry(event_type, entity_type, entity_id, data))
-        else:  # already a list of events
-            items.append(data[1:-1])
-    workflow_id, first, timestamp = rows[0][0], rows[0][1], rows[0][5]
-    tail = rows[-1]
-    last_sequence = tail[7] if tail[7] is not None else tail[1]
-    body = f"[{','.join(items)}]"
-    return (workflow_id, first, "*", "workflow", workflow_id, timestamp, body, last_sequence)
-
-
-def _state_change(
-    wf: Workflow,
-    wf_row: dict[str, Any] | None,
-    wf_body: str | None,
-    rows: dict[str, dict[str, Any]],
-    bodies: dict[str, str],
-    added: dict[str, str],
-    fx: Effects,
-    *,
-    diffs: bool,
-) -> dict[str, Any]:
-    """What a transition changed, as diffs of the rows: the event that makes replay exact.
-
-    Only the changed keys are stored (never whole copies of a context), so the log grows
-    with the size of the changes. Each model keeps the JSON of its row as last written
-    (``_written``: the models are changed in place) and each diff is taken from that
-    text, parsed, to the row as it is now. The text holds no objects for the garbage
-    collector to walk, and a diff taken from what was stored replays to what is stored:
-    where JSON changed a key (``1`` became ``"1"``) the diff both removes and sets it,
-    and :func:`stabilize.events.diff.apply` removes first. When events are not recorded
-    no baseline is kept, and the first diff after recording starts holds the whole row.
-    """
-    change: dict[str, Any] = {}
-    if wf_row is not None:
-        if diffs and (wf_diff := diff(_parsed(wf._written), wf_row)):
-            change["workflow"] = wf_diff
-        wf._written = wf_body if diffs else None
-    stage_diffs: dict[str, Any] = {}
-    for stage_id, row in rows.items():
-        stage = fx.stages[stage_id]
-        if diffs and (stage_diff := diff(_parsed(stage._written), row)):
-            stage_diffs[stage_id] = stage_diff
-        stage._written = bodies[stage_id] if diffs else None
-    if stage_diffs:
-        change["stages"] = stage_diffs
-    for stage in fx.new_stages:
-        stage._written = added[stage.id] if diffs else None
-    if diffs and added:
-        change["added"] = [loads(added[stage.id]) for stage in fx.new_stages]
-    return change
-
-
-def _parsed(written: str | None) -> dict[str, Any]:
-    """A baseline row: the JSON last written, parsed (empty when there is none)."""
-    return loads(written) if written is not None else {}
+    def has(self, name: str) -> bool:
+        """True when a task of type ``name`` can run."""
+        ...
 
 
 class Backend(ABC):
     """A database shared by a store and a queue (and, optionally, the event log)."""
 
     dialect: str
+    """The name of the dialect (for messages and diagnostics; nothing branches on it)."""
     placeholder: str = "?"
     """The parameter marker of the dialect's driver."""
 
     def __init__(self) -> None:
         self.cache = WorkflowCache()
         self.lock = threading.RLock()
-        self.registries: weakref.WeakSet[TaskRegistry] = weakref.WeakSet()
+        self.registries: weakref.WeakSet[TaskTypes] = weakref.WeakSet()
+        """The task registries of the processors attached to this database in this process
+        (a store refuses a workflow none of them can run)."""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
@@ -611,24 +455,36 @@ class Backend(ABC):
     def read(self) -> AbstractContextManager[Transaction]:
         """Open a read-only view for queries that change nothing."""
 
+    @abstractmethod
     def event_table_prefix(self) -> str | None:
-        """Where events go in this database: a schema prefix, or None when not recording."""
-        from stabilize.events.recorder import event_table_for
+        """Where this database's transactions append events now (see ``event_table_for``).
 
-        return event_table_for(self)
+        ``""`` for the ``events`` table of this database, a qualifier when the configured
+        event store is reachable from its transactions, None when nothing is recorded.
+        """
 
     @abstractmethod
     def own_event_store(self) -> EventStore:
         """The event log in this database (where events go unless configured otherwise)."""
 
+    @classmethod
+    def open_instances(cls) -> Sequence[Backend]:
+        """The backends of this class that this process has open, oldest first."""
+        return []
+
     @staticmethod
     def open_backends() -> list[Backend]:
-        """The backends open in this process (SQLite files and PostgreSQL schemas)."""
-        from stabilize.backends.postgres import PostgresBackend
-        from stabilize.backends.sqlite import SqliteBackend
+        """The backends open in this process, of every dialect loaded.
 
-        found: list[Backend] = list(SqliteBackend.open_instances())
-        found.extend(PostgresBackend.open_instances())
+        A dialect whose package was never imported has none open.
+        """
+        found: list[Backend] = []
+        classes = Backend.__subclasses__()
+        while classes:
+            cls = classes.pop(0)
+            if "open_instances" in vars(cls):
+                found.extend(cls.open_instances())
+            classes.extend(cls.__subclasses__())
         return found
 
     def has_workflow(self, workflow_id: str) -> bool:
@@ -666,26 +522,92 @@ class Backend(ABC):
     def wake_waiters(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Make :meth:`wait_for_work` calls of this process return early (default: none)."""
 
-    def notify_committed(self, recorded: list[tuple[str, int, EventDraft, int]]) -> None:
-        """Deliver events that were just committed to in-process listeners."""
-        from stabilize.events.bus import get_event_bus
-        from stabilize.events.model import Event
-        from stabilize.events.recorder import publishing_enabled
 
-        bus = get_event_bus()
-        if not bus.has_listeners or not publishing_enabled():
-            return
-        for workflow_id, sequence, draft, timestamp in recorded:
-            if draft.event_type == "custom.progress":
-                continue  # emit_progress delivered it live already
-            bus.publish(
-                Event(
-                    workflow_id,
-                    sequence,
-                    draft.event_type,
-                    draft.entity_type,
-                    draft.entity_id,
-                    timestamp,
-                    draft.data,
-                )
-            )
+class CommitWatcher(Protocol):
+    """Notices commits that may have recorded events (from :meth:`EventStore.watch`).
+
+    Each dialect notices commits of every process its own way (PostgreSQL: ``LISTEN`` for
+    the ``NOTIFY`` each such commit sends; SQLite: the file's ``data_version``), and commits
+    of this process at once (the backends publish what they commit to the event bus). A
+    watcher whose connection breaks reconnects by itself: ``wait`` then returns True,
+    since commits may have gone unnoticed meanwhile. Readers still read the log now and
+    then: a watcher says when to read, the log says what is new.
+    """
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a commit is noticed, ``timeout`` seconds pass, or :meth:`wake`.
+
+        Args:
+            timeout: The most seconds to wait.
+
+        Returns:
+            True when commits may have happened since the watcher was made or the last
+            ``wait`` returned True; False after the timeout or a :meth:`wake`.
+        """
+        ...
+
+    def wake(self) -> None:
+        """Make the running ``wait`` (or the next one, if none runs) return now."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching and release the watcher's connection."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        ...
+
+
+class EventStore(Protocol):
+    """Where recorded events are kept (``SqliteEventStore``, ``PostgresEventStore``)."""
+
+    def event_table_for(self, backend: Backend) -> str | None:
+        """The prefix of the ``events`` table inside ``backend``'s transactions.
+
+        ``""`` when the table is in the backend's own database (and schema), a qualifier
+        such as ``"ev."`` when it is reachable from the same transaction, or None when
+        events of that backend cannot be recorded atomically here (nothing is recorded).
+        """
+        ...
+
+    def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
+        """Events of one workflow with ``sequence > since``, in order."""
+        ...
+
+    def recent_heads(self, since_ms: int, application: str | None = None) -> dict[str, int]:
+        """Workflows with events recorded at or after ``since_ms`` -> their last sequence.
+
+        ``since_ms`` compares with the time the engine wrote in each transition (its clock
+        when the transaction began, before it committed): readers that follow the log
+        through this query look back a little to cover transactions still committing.
+        """
+        ...
+
+    def count(self) -> int:
+        """The number of events stored."""
+        ...
+
+    def watch(
+        self, workflow_id: str | None = None, *, interval: float | None = None
+    ) -> CommitWatcher:
+        """A watcher of the commits that may add events (of ``workflow_id``, or any).
+
+        Made before a reader's first read of the log, it notices every later commit.
+
+        Args:
+            workflow_id: Only this workflow's commits, where the store can tell them apart
+                (``None``: any commit).
+            interval: Seconds between two looks, for a store that has to look for
+                commits rather than being told (None: its default); a store that is
+                told ignores it.
+
+        Raises:
+            EventStoreError: this log cannot be watched (an in-memory SQLite database).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release this store's own connections."""
+        ...

@@ -203,25 +203,18 @@ def queue_stats(queue: Queue, now: int) -> QueueStats:
 def change_marker(store: WorkflowStore) -> tuple[Any, ...]:
     """A value that changes whenever the database commits engine work.
 
-    Cheap enough to poll: the newest row of the event log (SQLite: the largest rowid;
-    PostgreSQL: the newest timestamp and the rows at it, through ``events_by_time``) and
-    the queue's size. With event recording off, only the queue's size and its earliest
-    delivery time change.
+    Cheap enough to poll: the newest row of the event log (the dialect's ``events_head``
+    query: SQLite's largest rowid; PostgreSQL's newest timestamp and the rows at it,
+    through ``events_by_time``) and the queue's size. With event recording off, only the
+    queue's size and its earliest delivery time change.
     """
-    backend = store.backend
-    with backend.read() as tx:
+    with store.backend.read() as tx:
         tx.cur.execute("SELECT count(*), min(deliver_at), max(id) FROM queue_messages")
         queue_row = tuple(tx.cur.fetchone())
-        if backend.dialect == "sqlite":
-            tx.cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")
-            if tx.cur.fetchone() is None:
-                return queue_row
-            tx.cur.execute("SELECT max(rowid) FROM events")
-            return (*queue_row, tx.cur.fetchone()[0])
-        tx.cur.execute(
-            "SELECT timestamp, count(*) FROM events "
-            "WHERE timestamp = (SELECT max(timestamp) FROM events) GROUP BY timestamp"
-        )
+        tx.cur.execute(tx.q["events_table_exists"])
+        if tx.cur.fetchone() is None:
+            return queue_row
+        tx.cur.execute(tx.q["events_head"])
         head = tx.cur.fetchone()
         return (*queue_row, *(tuple(head) if head is not None else ()))
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stabilize.backends._base import Backend, Transaction, check_workflow_json
-from stabilize.backends.sqlite import SqliteBackend
-from stabilize.models.graph import validate_graph
+from stabilize.backends._base import Backend, Transaction
+from stabilize.backends._rows import check_workflow_json
 from stabilize.errors import StabilizeError, UnknownTaskTypeError, WorkflowValidationError
+from stabilize.models.graph import validate_graph
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.reducers import has_reducer
-
-if TYPE_CHECKING:
-    from stabilize.backends.postgres import PoolOptions
 
 
 class WorkflowNotFoundError(StabilizeError, KeyError):
@@ -246,13 +243,10 @@ class WorkflowStore:
         where, params = _purge_filter(self.backend.placeholder, cutoff, application)
         if dry_run:
             return int(self._query(f"SELECT count(*) FROM workflows{where}", params)[0][0])
-        p = self.backend.placeholder
-        lock = " FOR UPDATE SKIP LOCKED" if self.backend.dialect == "postgres" else ""
-        select = f"SELECT id FROM workflows{where} ORDER BY updated_at, id LIMIT {p}{lock}"
         deleted = 0
         while True:
             with self.backend.transaction() as tx:
-                tx.cur.execute(select, (*params, batch_size))
+                tx.cur.execute(tx.q["purge_batch"].replace("{where}", where), (*params, batch_size))
                 ids = [row[0] for row in tx.cur.fetchall()]
                 if ids:
                     _delete_workflows(tx, ids, keep_events=keep_events)
@@ -357,87 +351,15 @@ def workflow_filters(
     return where, tuple(params)
 
 
-class SqliteWorkflowStore(WorkflowStore):
-    """Workflow state in a SQLite file; the schema is created and migrated in place.
+def __getattr__(name: str) -> Any:
+    # The dialects' stores used to be defined here; loaded on first use, so that importing
+    # this module loads no dialect.
+    if name == "SqliteWorkflowStore":
+        from stabilize.backends.sqlite import SqliteWorkflowStore
 
-    ``create_tables`` means what it means for :class:`PostgresWorkflowStore`: left out or
-    True, the database is created (file and tables) or migrated as needed; False opens an
-    existing stabilize database at the current version only, and changes nothing when
-    there is none. The file's directory must exist in either case.
+        return SqliteWorkflowStore
+    if name == "PostgresWorkflowStore":
+        from stabilize.backends.postgres import PostgresWorkflowStore
 
-    Args:
-        connection_string: ``sqlite:///path/to/file.db``.
-        create_tables: Create or migrate the database (the default); False: open only.
-        create: The same switch under the name the ``stabilize`` commands use; only
-            consulted when ``create_tables`` is left out.
-
-    Raises:
-        SchemaVersionError: the file is newer than this stabilize (or, when opening
-            only, older).
-        DatabaseNotFoundError: when opening only, the file or its tables do not exist;
-            when creating, the file's directory does not exist.
-        ValueError: ``create_tables`` and ``create`` disagree.
-    """
-
-    def __init__(
-        self, connection_string: str, create_tables: bool | None = None, *, create: bool = True
-    ) -> None:
-        if create_tables and not create:
-            raise ValueError("create_tables=True and create=False disagree; pass only one")
-        make = create if create_tables is None else create_tables
-        super().__init__(SqliteBackend.for_url(connection_string, create=make))
-        self.connection_string = connection_string
-
-
-class PostgresWorkflowStore(WorkflowStore):
-    """Workflow state in a PostgreSQL schema, shared by any number of worker processes.
-
-    The store and a :class:`~stabilize.queue.PostgresQueue` on the same URL and schema
-    share one connection pool in a process, so state and messages commit together.
-
-    Args:
-        connection_string: ``postgresql://user:password@host:5432/dbname``.
-        schema: The schema holding the tables (``None``: the connection's default, usually
-            ``public``); created if missing when ``create_tables`` is True.
-        options: Connection-pool settings (:class:`~stabilize.backends.postgres.PoolOptions`).
-        create_tables: Create the schema and apply pending migrations on first use (under
-            an advisory lock, so workers starting at once are safe), the default; False
-            opens only a schema at the current version (``stabilize mg-up`` creates one)
-            and changes nothing otherwise, as for :class:`SqliteWorkflowStore`.
-        health_timeout: Seconds :meth:`is_healthy` waits for the database.
-
-    Raises:
-        ImportError: psycopg is not installed (``pip install "stabilize-core[postgres]"``).
-        ConnectionError: the server cannot be reached (naming its host and port).
-        SchemaVersionError: the schema is newer than this stabilize, or not current and
-            ``create_tables`` is False.
-    """
-
-    def __init__(
-        self,
-        connection_string: str,
-        schema: str | None = None,
-        options: PoolOptions | None = None,
-        create_tables: bool = True,
-        health_timeout: float = 2.0,
-    ) -> None:
-        from stabilize.backends.postgres import PostgresBackend
-
-        super().__init__(
-            PostgresBackend.for_url(connection_string, schema, options, create_tables=create_tables)
-        )
-        self.connection_string = connection_string
-        self.schema = schema
-        self.health_timeout = health_timeout
-
-    def is_healthy(self) -> bool:
-        """True when the database answers within ``health_timeout`` seconds.
-
-        Returns:
-            Whether a trivial query succeeded in time (never raises).
-        """
-        from stabilize.backends.postgres import PostgresBackend
-
-        backend = self.backend
-        assert isinstance(backend, PostgresBackend)
-        return backend.ping(self.health_timeout)
+        return PostgresWorkflowStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """SQL shipped as package data: named queries and numbered migrations per dialect.
 
-Each dialect's files live in ``stabilize/backends/<dialect>/sql/``.
+Each dialect's files live in its package: ``stabilize/backends/<dialect>/sql/``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ _MIGRATION = re.compile(r"^(\d{4})_\w+\.sql$")
 
 
 def _folder(dialect: str) -> Traversable:
-    return resources.files("stabilize.backends").joinpath(dialect).joinpath("sql")
+    return resources.files(f"stabilize.backends.{dialect}").joinpath("sql")
 
 
 @functools.cache

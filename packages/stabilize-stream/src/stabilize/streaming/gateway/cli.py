@@ -7,7 +7,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stabilize._cli_support import (
@@ -155,18 +154,12 @@ def _run(ns: argparse.Namespace) -> int:
     except GatewayConfigError as exc:
         raise CommandError(str(exc), usage=True) from exc
 
-    from stabilize.connect import check_database_url, describe_failure, is_postgres_url
+    from stabilize.connect import check_database_url, describe_failure
     from stabilize.events import open_event_store
     from stabilize.streaming.gateway._server import Gateway
 
     check_database_url(ns.db_url)
     try:
-        if not is_postgres_url(ns.db_url):
-            from stabilize.backends.sqlite import sqlite_path
-
-            path = Path(sqlite_path(ns.db_url))
-            if not path.is_file():  # opening would create an empty database
-                raise FileNotFoundError(f"no database file at {path}")
         store = open_event_store(ns.db_url, ns.schema, create=False)
     except Exception as exc:  # a missing file or driver, an unreachable server...
         raise CommandError(f"cannot open {ns.db_url}: {describe_failure(exc, ns.db_url)}") from exc

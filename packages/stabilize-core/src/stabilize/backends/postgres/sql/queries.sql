@@ -181,3 +181,46 @@ DELETE FROM events WHERE workflow_id = %s;
 -- name: workflow_has_messages
 -- Any message of the workflow, due or not, leased or not (WorkflowRecovery).
 SELECT 1 FROM queue_messages WHERE workflow_id = %s LIMIT 1;
+
+-- name: purge_batch
+-- Completed workflows to purge, oldest first (WorkflowStore.purge puts its WHERE clause
+-- after the table name).
+-- Rows other transactions hold are skipped, not waited for, so workers keep running.
+SELECT id FROM workflows{where} ORDER BY updated_at, id LIMIT %s FOR UPDATE SKIP LOCKED;
+
+-- name: events_head
+-- The newest rows of the log: their time and how many there are (through events_by_time).
+SELECT timestamp, count(*) FROM events
+WHERE timestamp = (SELECT max(timestamp) FROM events) GROUP BY timestamp;
+
+-- name: select_events
+-- The rows of one workflow from the one holding sequence since + 1 on, in order:
+-- (workflow_id, workflow_id, since + 1); both reads are ranges of the primary key.
+SELECT workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence
+FROM events WHERE workflow_id = %s AND sequence >= COALESCE(
+    (SELECT max(sequence) FROM events WHERE workflow_id = %s AND sequence <= %s), 0)
+ORDER BY sequence;
+
+-- name: select_events_limit
+-- select_events, at most a number of rows: (workflow_id, workflow_id, since + 1, limit).
+SELECT workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence
+FROM events WHERE workflow_id = %s AND sequence >= COALESCE(
+    (SELECT max(sequence) FROM events WHERE workflow_id = %s AND sequence <= %s), 0)
+ORDER BY sequence LIMIT %s;
+
+-- name: recent_heads
+-- Workflows with events at or after a time, and the last sequence of each: (since_ms),
+-- through the events_by_time index.
+SELECT workflow_id, max(COALESCE(last_sequence, sequence)) FROM events
+WHERE timestamp >= %s
+GROUP BY workflow_id;
+
+-- name: recent_heads_of_application
+-- recent_heads of one application's workflows: (since_ms, application).
+SELECT workflow_id, max(COALESCE(last_sequence, sequence)) FROM events
+WHERE timestamp >= %s AND workflow_id IN (SELECT id FROM workflows WHERE application = %s)
+GROUP BY workflow_id;
+
+-- name: count_events
+-- The number of events (not rows) in the log.
+SELECT COALESCE(sum(COALESCE(last_sequence, sequence) - sequence + 1), 0) FROM events;

@@ -126,3 +126,47 @@ DELETE FROM events WHERE workflow_id = ?;
 -- name: workflow_has_messages
 -- Any message of the workflow, due or not, leased or not (WorkflowRecovery).
 SELECT 1 FROM queue_messages WHERE workflow_id = ? LIMIT 1;
+
+-- name: purge_batch
+-- Completed workflows to purge, oldest first (WorkflowStore.purge puts its WHERE clause
+-- after the table name).
+SELECT id FROM workflows{where} ORDER BY updated_at, id LIMIT ?;
+
+-- name: events_head
+-- The newest row of the log: rowids grow with time (see 0003), so the largest one.
+SELECT max(rowid) FROM events;
+
+-- name: select_events
+-- The rows of one workflow from the one holding sequence since + 1 on, in order:
+-- (workflow_id, workflow_id, since + 1); both reads are ranges of the primary key.
+SELECT workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence
+FROM events WHERE workflow_id = ? AND sequence >= COALESCE(
+    (SELECT max(sequence) FROM events WHERE workflow_id = ? AND sequence <= ?), 0)
+ORDER BY sequence;
+
+-- name: select_events_limit
+-- select_events, at most a number of rows: (workflow_id, workflow_id, since + 1, limit).
+SELECT workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data, last_sequence
+FROM events WHERE workflow_id = ? AND sequence >= COALESCE(
+    (SELECT max(sequence) FROM events WHERE workflow_id = ? AND sequence <= ?), 0)
+ORDER BY sequence LIMIT ?;
+
+-- name: recent_heads
+-- Workflows with events at or after a time, and the last sequence of each:
+-- (since_ms << 16, since_ms). Rowids hold the time (see 0003): a range of them replaces an
+-- index on the time. NOT INDEXED: left to itself SQLite scans the whole (workflow_id,
+-- sequence) index for the GROUP BY instead of reading the range of recent rowids.
+SELECT workflow_id, max(COALESCE(last_sequence, sequence)) FROM events NOT INDEXED
+WHERE rowid >= ? AND timestamp >= ?
+GROUP BY workflow_id;
+
+-- name: recent_heads_of_application
+-- recent_heads of one application's workflows: (since_ms << 16, since_ms, application).
+SELECT workflow_id, max(COALESCE(last_sequence, sequence)) FROM events NOT INDEXED
+WHERE rowid >= ? AND timestamp >= ?
+    AND workflow_id IN (SELECT id FROM workflows WHERE application = ?)
+GROUP BY workflow_id;
+
+-- name: count_events
+-- The number of events (not rows) in the log.
+SELECT COALESCE(sum(COALESCE(last_sequence, sequence) - sequence + 1), 0) FROM events;

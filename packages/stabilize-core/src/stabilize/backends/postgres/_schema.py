@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from stabilize.backends._pg_connection import DEFAULT_SCHEMA, _quiet_rollback
-from stabilize.backends.migrate import MigrationStatus
+from stabilize.backends._dialect import MigrationStatus
+from stabilize.backends.postgres._connection import DEFAULT_SCHEMA, _quiet_rollback
 from stabilize.backends.sql import migrations
 from stabilize.errors import SchemaVersionError
 

@@ -13,6 +13,8 @@ is the only coordinator:
 - connections come from a ``psycopg_pool`` pool; a connection broken by a server restart is
   discarded and the pool reconnects in the background with exponential backoff.
 
+The event log of a schema (:class:`PostgresEventStore`) shares the backend's pool.
+
 psycopg is imported only when a backend is created: ``pip install "stabilize-core[postgres]"``.
 """
 
@@ -20,18 +22,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from stabilize.backends._base import Backend, Transaction
-from stabilize.backends._pg_connection import (
+from stabilize.backends._base import Backend, CommitWatcher, EventStore, Transaction
+from stabilize.backends._dialect import MigrationStatus
+from stabilize.backends.postgres._arrays import register
+from stabilize.backends.postgres._connection import (
     DEFAULT_SCHEMA,
-    INSTALL_HINT,
     PoolOptions,
-    _Listener,
     _quiet_rollback,
     _release,
     _repeatable_read,
@@ -40,47 +41,25 @@ from stabilize.backends._pg_connection import (
     connect,
     connect_kwargs,
     describe,
-    is_postgres_url,
+    event_channel,
     notify_channel,
     require_psycopg,
+    unreachable,
 )
-from stabilize.backends._pg_cursor import _PipelinedCursor
-from stabilize.backends._pg_schema import (
-    VERSION_TABLE,
-    _too_new,
-    advisory_key,
-    apply_migrations,
-    read_migration_status,
-)
-from stabilize.backends._pg_transaction import PostgresTransaction
-from stabilize.backends.migrate import MigrationStatus
+from stabilize.backends.postgres._cursor import _PipelinedCursor
+from stabilize.backends.postgres._schema import _too_new, apply_migrations, read_migration_status
+from stabilize.backends.postgres._transaction import PostgresTransaction
+from stabilize.backends.postgres._waiting import WorkWaiters
+from stabilize.backends.postgres._watch import EventListener
 from stabilize.backends.sql import queries
 from stabilize.errors import DatabaseNotFoundError, SchemaVersionError
+from stabilize.events.log import select_events_params, unpack
+from stabilize.events.model import Event
+from stabilize.events.recording import event_table_for, publish_committed
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
-
-    from stabilize.events.recorder import EventStore
-
-__all__ = [
-    "DEFAULT_SCHEMA",
-    "INSTALL_HINT",
-    "VERSION_TABLE",
-    "PoolOptions",
-    "PostgresBackend",
-    "PostgresTransaction",
-    "advisory_key",
-    "apply_migrations",
-    "check_schema_name",
-    "connect",
-    "connect_kwargs",
-    "describe",
-    "is_postgres_url",
-    "notify_channel",
-    "read_migration_status",
-    "require_psycopg",
-]
 
 log = logging.getLogger("stabilize.postgres")
 
@@ -142,9 +121,9 @@ class PostgresBackend(Backend):
                 try:
                     backend = cls(url, schema, options)
                 except Exception as exc:
-                    unreachable = _unreachable(exc, url)
-                    if unreachable is not None:
-                        raise unreachable from exc
+                    failure = unreachable(exc, url)
+                    if failure is not None:
+                        raise failure from exc
                     raise
                 cls._instances[key] = backend
         try:
@@ -155,9 +134,9 @@ class PostgresBackend(Backend):
                     if cls._instances.get(key) is backend:
                         del cls._instances[key]
                 backend.close()
-            unreachable = _unreachable(exc, url)
-            if unreachable is not None:
-                raise unreachable from exc
+            failure = unreachable(exc, url)
+            if failure is not None:
+                raise failure from exc
             raise
         return backend
 
@@ -170,8 +149,6 @@ class PostgresBackend(Backend):
     def __init__(self, url: str, schema: str | None = None, options: PoolOptions | None = None):
         require_psycopg()
         from psycopg_pool import ConnectionPool
-
-        from stabilize.backends._pg_arrays import register
 
         register()
 
@@ -189,10 +166,9 @@ class PostgresBackend(Backend):
         self._schema_ready = False
         self._resolved_schema: str | None = None
         self._schema_lock = threading.Lock()
-        self._listeners: list[_Listener] = []
-        self._waiting: set[_Listener] = set()
-        self._listeners_lock = threading.Lock()
-        self._idle = threading.Condition()
+        self._waiters = WorkWaiters(
+            lambda: self.connect(autocommit=True), self.channel, self.queries["next_due"]
+        )
         self._message_ids: list[int] = []
         self._message_ids_lock = threading.Lock()
         # Fail fast with the server's own message (bad host, password, database) instead of
@@ -210,7 +186,7 @@ class PostgresBackend(Backend):
             open=True,
         )
         # A backend nobody closed is released when its last store or queue goes away.
-        self._finalizer = weakref.finalize(self, _release, self.pool, self._listeners)
+        self._finalizer = weakref.finalize(self, _release, self.pool, self._waiters.idle)
 
     def take_message_ids(self, count: int, reserve: Callable[[int], list[int]]) -> list[int]:
         """``count`` ids for new queue messages, from a block this process reserved.
@@ -343,10 +319,12 @@ class PostgresBackend(Backend):
 
     # -- transactions -----------------------------------------------------------------
 
+    def event_table_prefix(self) -> str | None:
+        """Where this schema's transactions append events now (see ``event_table_for``)."""
+        return event_table_for(self)
+
     def own_event_store(self) -> EventStore:
         """The event log in this schema."""
-        from stabilize.events.postgres import PostgresEventStore
-
         return PostgresEventStore.of_backend(self)
 
     @contextmanager
@@ -358,7 +336,7 @@ class PostgresBackend(Backend):
         """
         with self._pooled() as conn:
             cur = conn.cursor()
-            tx = PostgresTransaction(self, cur, self.queries)
+            tx = PostgresTransaction(self, cur, self.queries, event_table=event_table_for(self))
             try:
                 with conn.pipeline() as pipeline:
                     pipelined = _PipelinedCursor(cur, pipeline, self.queries, tx.write_statement())
@@ -379,7 +357,7 @@ class PostgresBackend(Backend):
         for wf in tx.touched.values():
             self.cache.put(wf)
         if tx.recorded:
-            self.notify_committed(tx.recorded)
+            publish_committed(tx.recorded)
 
     @contextmanager
     def read(self) -> Iterator[Transaction]:
@@ -390,7 +368,7 @@ class PostgresBackend(Backend):
             conn.read_only = True
             cur = conn.cursor()
             try:
-                yield PostgresTransaction(self, cur, self.queries, read_only=True)
+                yield PostgresTransaction(self, cur, self.queries, read_only=True, event_table=None)
             finally:
                 cur.close()
                 _quiet_rollback(conn)
@@ -420,74 +398,11 @@ class PostgresBackend(Backend):
             stop: Return at once when it is set, even if it was set just before this waiter
                 could be woken (the processor's stop request).
         """
-        if timeout <= 0:
-            return
-        import psycopg
-
-        deadline = time.monotonic() + timeout
-        try:
-            listener = self._take_listener()
-        except psycopg.Error as exc:
-            log.debug("cannot listen for notifications: %s", exc)
-            self._idle_wait(timeout)
-            return
-        try:
-            # Checked once this waiter can be woken: a stop requested before then has set
-            # ``stop`` already; one requested after wakes the listener.
-            wait = 0.0 if stop is not None and stop.is_set() else timeout
-            row = listener.conn.execute(self.queries["next_due"]).fetchone()
-            due = row[0] if row else None
-            now_ms = time.time() * 1000
-            if due is not None and due > now_ms:
-                wait = min(wait, (due - now_ms) / 1000)
-            listener.wait(wait)
-        except (psycopg.Error, OSError) as exc:
-            log.debug("listening connection failed: %s", exc)
-            self._drop_listener(listener)
-            self._idle_wait(max(0.0, deadline - time.monotonic()))
-            return
-        with self._listeners_lock:
-            self._waiting.discard(listener)
-            if self.closed:
-                listener.close()
-            else:
-                self._listeners.append(listener)
+        self._waiters.wait(timeout, stop)
 
     def wake_waiters(self) -> None:
         """Make every :meth:`wait_for_work` of this process return now (e.g. on stop)."""
-        with self._listeners_lock:
-            for listener in self._waiting:
-                listener.wake()
-        with self._idle:
-            self._idle.notify_all()
-
-    def _idle_wait(self, timeout: float) -> None:
-        with self._idle:
-            self._idle.wait(timeout)
-
-    def _take_listener(self) -> _Listener:
-        from psycopg import sql
-
-        with self._listeners_lock:
-            listener = self._listeners.pop() if self._listeners else None
-            if listener is not None:
-                self._waiting.add(listener)
-                return listener
-        conn = self.connect(autocommit=True)
-        try:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        except BaseException:
-            conn.close()
-            raise
-        listener = _Listener(conn)
-        with self._listeners_lock:
-            self._waiting.add(listener)
-        return listener
-
-    def _drop_listener(self, listener: _Listener) -> None:
-        with self._listeners_lock:
-            self._waiting.discard(listener)
-        listener.close()
+        self._waiters.wake_all()
 
     def ping(self, timeout: float) -> bool:
         """True when a pooled connection answers ``SELECT 1`` within ``timeout`` seconds."""
@@ -509,26 +424,115 @@ class PostgresBackend(Backend):
     def close(self) -> None:
         """Close the pool and the listening connections."""
         self._finalizer.detach()
-        with self._listeners_lock:
-            self.closed = True
-            listeners = list(self._listeners)
-            self._listeners.clear()
-        self.wake_waiters()
-        for listener in listeners:
-            listener.close()
+        self.closed = True
+        self._waiters.close()
         self.pool.close()
 
 
-def _unreachable(exc: BaseException, url: str) -> ConnectionError | None:
-    """A ConnectionError naming the server, when ``exc`` says it could not be reached.
+class PostgresEventStore:
+    """The ``events`` table of a PostgreSQL schema.
 
-    psycopg's own message spans lines and names the address only in passing (issue 15).
+    When the engine's store and queue use the same database, events are appended in the
+    transaction of the transition that caused them: in the same schema directly, in
+    another schema of that database by its qualified name. Events of an engine on another
+    database (or on SQLite) are not recorded by this store.
+
+    Args:
+        connection_string: A ``postgresql://`` URL.
+        schema: The schema holding the ``events`` table (``None``: the default).
+        create_tables: Create the schema and apply pending migrations if needed.
+        options: Pool settings, used when this store opens the schema first.
     """
-    from stabilize.connect import _is_connection_failure, describe_failure
 
-    if not _is_connection_failure(exc):
-        return None
-    return ConnectionError(
-        f"{describe_failure(exc, url)} (check that the server is running and accepts "
-        "connections there, and the host and port in the URL)"
-    )
+    def __init__(
+        self,
+        connection_string: str,
+        schema: str | None = None,
+        create_tables: bool = True,
+        options: PoolOptions | None = None,
+    ) -> None:
+        self.backend = PostgresBackend.for_url(
+            connection_string, schema, options, create_tables=create_tables
+        )
+        self.connection_string = connection_string
+        self.schema = schema
+
+    @classmethod
+    def of_backend(cls, backend: PostgresBackend) -> PostgresEventStore:
+        """The log in the schema of an open backend (sharing its pool)."""
+        store = cls.__new__(cls)
+        store.backend = backend
+        store.connection_string = backend.url
+        store.schema = backend.schema
+        return store
+
+    def event_table_for(self, backend: Backend) -> str | None:
+        """``""`` in this schema, ``"<schema>".`` in another schema of the same database."""
+        if not isinstance(backend, PostgresBackend) or backend.url != self.backend.url:
+            return None
+        mine = self.backend.current_schema
+        if backend is self.backend or backend.current_schema == mine:
+            return ""
+        return f'"{mine}".'
+
+    def get_events(self, workflow_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
+        """Events of one workflow with ``sequence > since``, in order."""
+        with self.backend.read() as tx:
+            sql = tx.q["select_events" if limit is None else "select_events_limit"]
+            tx.cur.execute(sql, select_events_params(workflow_id, since, limit))
+            rows = tx.cur.fetchall()
+        return unpack(rows, since, limit)
+
+    def recent_heads(self, since_ms: int, application: str | None = None) -> dict[str, int]:
+        """Workflows with events recorded at or after ``since_ms``, and the last sequence of each.
+
+        Args:
+            since_ms: Epoch milliseconds (the time the engine wrote with the transition).
+            application: Only workflows of this application (from the ``workflows`` table
+                of this schema).
+        """
+        params: tuple[Any, ...] = (since_ms,) if application is None else (since_ms, application)
+        with self.backend.read() as tx:
+            sql = tx.q["recent_heads" if application is None else "recent_heads_of_application"]
+            tx.cur.execute(sql, params)
+            rows = tx.cur.fetchall()
+        return {str(wf): int(seq) for wf, seq in rows}
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this log.
+
+        Each commit that records events of a workflow sends its id there (a channel of its
+        own: queue workers do not listen to it).
+        """
+        return event_channel(self.backend.current_schema)
+
+    def watch(
+        self, workflow_id: str | None = None, *, interval: float | None = None
+    ) -> CommitWatcher:
+        """A dedicated connection LISTENing on :attr:`channel` (close it when done).
+
+        Args:
+            workflow_id: Wake only for this workflow's events (``None``: any workflow).
+            interval: Ignored: every commit that records events notifies the channel.
+        """
+        return self.listen(workflow_id)
+
+    def listen(self, workflow_id: str | None = None) -> EventListener:
+        """:meth:`watch`, typed as the listener it returns.
+
+        Args:
+            workflow_id: Wake only for this workflow's events (``None``: any workflow).
+        """
+        return EventListener(
+            lambda: self.backend.connect(autocommit=True), self.channel, workflow_id
+        )
+
+    def count(self) -> int:
+        """The number of events stored."""
+        with self.backend.read() as tx:
+            tx.cur.execute(tx.q["count_events"])
+            return int(tx.cur.fetchone()[0])
+
+    def close(self) -> None:
+        """Nothing to release: the connection pool belongs to the shared backend."""

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from stabilize._json import loads
-from stabilize.backends._base import (
-    Backend,
-    Cursor,
-    Transaction,
-    leased_message,
-    message_row,
-)
-from stabilize.backends._pg_connection import event_channel
-from stabilize.backends._pg_cursor import _PipelinedCursor, write_statement
+from stabilize.backends._base import Backend, Cursor, Transaction
+from stabilize.backends._rows import leased_message, message_row
+from stabilize.backends.postgres._connection import event_channel
+from stabilize.backends.postgres._cursor import _PipelinedCursor, write_statement
 from stabilize.message_kinds import TRANSITION_KINDS
 from stabilize.models.workflow import Workflow
 from stabilize.records import ClaimedMessage, Message
@@ -30,8 +25,8 @@ class PostgresTransaction(Transaction):
     - a claim selects and leases in one statement;
     - acknowledging a message that a transition of its workflow follows (the kinds of
       :data:`~stabilize.message_kinds.TRANSITION_KINDS`) also locks the workflow row and
-      reads its version in the same statement; :meth:`workflow` then uses that version instead of
-      locking the row again;
+      reads its version in the same statement; :meth:`workflow` then uses that version
+      instead of locking the row again;
     - :meth:`ack_many` acknowledges the messages of a step and locks their workflows in one
       statement;
     - the writes of every transition (stage and workflow rows, new messages, rows of the
@@ -49,8 +44,9 @@ class PostgresTransaction(Transaction):
         queries: dict[str, str],
         *,
         read_only: bool = False,
+        event_table: str | Literal[False] | None = False,
     ) -> None:
-        super().__init__(backend, cur, queries, read_only=read_only)
+        super().__init__(backend, cur, queries, read_only=read_only, event_table=event_table)
         self._versions: dict[str, Any] = {}
         """Versions read (and rows locked) by :meth:`ack`, for the next :meth:`workflow`."""
 

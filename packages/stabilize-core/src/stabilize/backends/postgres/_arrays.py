@@ -2,7 +2,7 @@
 
 psycopg's generic list dumper inspects every element to pick a type, and its text format
 escapes strings character by character; the gathered writes of a transaction (see
-:mod:`stabilize.backends._pg_cursor`) pass about thirty arrays of known types per
+:mod:`stabilize.backends.postgres._cursor`) pass about thirty arrays of known types per
 statement, row bodies among them. :class:`TextArray` and :class:`BigintArray` say the type,
 and their dumpers write the binary format directly (PostgreSQL's ``array_recv``: a header,
 then a length and the bytes of each element, -1 for NULL).

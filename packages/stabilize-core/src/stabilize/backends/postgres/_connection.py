@@ -12,6 +12,7 @@ import os
 import re
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -153,6 +154,39 @@ def server_address(url: str) -> str:
     host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
     port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """True when ``exc`` says that connecting to the server failed."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None or not isinstance(exc, psycopg.OperationalError):
+        return False
+    # Also raised when a server goes away mid-statement; only a failed connect says so.
+    return str(exc).lower().startswith(("connection failed", "connection to server"))
+
+
+def describe_connection_failure(exc: BaseException, url: str) -> str | None:
+    """One line naming the server ``url`` connects to and why connecting failed, or None.
+
+    psycopg's own message spans lines and names the address only in passing (issue 15).
+    None when ``exc`` is not a failure to connect.
+    """
+    if not is_connection_failure(exc):
+        return None
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = first.rsplit("failed: ", 1)[-1].strip()
+    return " ".join(f"cannot connect to PostgreSQL at {server_address(url)}: {reason}".split())
+
+
+def unreachable(exc: BaseException, url: str) -> ConnectionError | None:
+    """A ConnectionError naming the server, when ``exc`` says it could not be reached."""
+    described = describe_connection_failure(exc, url)
+    if described is None:
+        return None
+    return ConnectionError(
+        f"{described} (check that the server is running and accepts connections there, "
+        "and the host and port in the URL)"
+    )
 
 
 def _release(pool: ConnectionPool[Any], listeners: list[_Listener]) -> None:

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from stabilize.backends._pg_arrays import BigintArray, TextArray
+from stabilize.backends.postgres._arrays import BigintArray, TextArray
 
 if TYPE_CHECKING:
     import psycopg
@@ -155,7 +155,7 @@ def write_statement(queue_channel: str, event_table: str, event_channel: str) ->
     schema prefix; ``""``: this schema). It notifies ``queue_channel`` when a message was
     left for any worker to claim, and ``event_channel`` with the id of each workflow whose
     events it recorded. The arrays go in binary (``%b``, see
-    :mod:`stabilize.backends._pg_arrays`).
+    :mod:`stabilize.backends.postgres._arrays`).
     """
     channel = queue_channel.replace("'", "''")
     ev_channel = event_channel.replace("'", "''")
