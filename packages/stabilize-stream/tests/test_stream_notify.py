@@ -60,12 +60,12 @@ def test_close_interrupts_the_wait_and_closes_the_connection(db: StreamEngine) -
     stream = WorkflowStream(wf.id, poll_interval=LONG_POLL)
     items = stream.follow(include_history=True, timeout=DEADLINE)
     assert next(items).event_type == "workflow.created"
-    db.wait_until(lambda: len(stream._listeners) == 1, "the stream to listen")
-    (listener,) = stream._listeners
+    db.wait_until(lambda: len(stream._watchers) == 1, "the stream to watch")
+    (watcher,) = stream._watchers
     stream.close()  # returns without waiting out LONG_POLL (the test's timeout guards it)
-    assert listener.closed
-    assert listener.conn is None  # released: closed by the thread that listened
-    assert not stream._listeners
+    assert watcher.closed
+    assert getattr(watcher, "conn", "") is None  # released: closed by the thread that listened
+    assert not stream._watchers
     assert list(items) == []
 
 
@@ -73,21 +73,23 @@ def test_event_notifications_do_not_wake_queue_workers(db: StreamEngine) -> None
     assert isinstance(db.events, PostgresEventStore)
     backend = PostgresBackend.for_url(db.url, db.schema)
     assert db.events.channel != backend.channel
-    with psycopg.connect(db.url, autocommit=True) as queue_conn:
+    with (
+        psycopg.connect(db.url, autocommit=True) as queue_conn,
+        psycopg.connect(db.url, autocommit=True) as events_conn,
+    ):
         queue_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(backend.channel)))
-        events = db.events.listen()
-        try:
-            wf = db.chain("step")
-            db.store.store(wf)  # records workflow.created; enqueues nothing
-            assert events.wait_for_events(DEADLINE), "no notification on the events channel"
-            # A marker sent after that commit arrives after anything the commit sent.
-            with psycopg.connect(db.url, autocommit=True) as other:
-                other.execute("SELECT pg_notify(%s, 'marker')", (backend.channel,))
-            payloads: list[str] = []
-            for note in queue_conn.notifies(timeout=DEADLINE):
-                payloads.append(note.payload)
-                if note.payload == "marker":
-                    break
-        finally:
-            events.close()
+        events_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(db.events.channel)))
+        wf = db.chain("step")
+        db.store.store(wf)  # records workflow.created; enqueues nothing
+        notified = next(iter(events_conn.notifies(timeout=DEADLINE)), None)
+        assert notified is not None, "no notification on the events channel"
+        assert notified.payload == wf.id
+        # A marker sent after that commit arrives after anything the commit sent.
+        with psycopg.connect(db.url, autocommit=True) as other:
+            other.execute("SELECT pg_notify(%s, 'marker')", (backend.channel,))
+        payloads: list[str] = []
+        for note in queue_conn.notifies(timeout=DEADLINE):
+            payloads.append(note.payload)
+            if note.payload == "marker":
+                break
     assert payloads == ["marker"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from stabilize.events.bus import EventBus, get_event_bus
+from stabilize.events.follow import can_follow, follow_commits
 from stabilize.events.model import TERMINAL_EVENTS, Event, EventType
 from stabilize.events.progress import emit_progress
 from stabilize.events.recording import (
@@ -44,11 +45,13 @@ __all__ = [
     "PostgresEventStore",
     "ReplayError",
     "SqliteEventStore",
+    "can_follow",
     "configure_event_sourcing",
     "current_event_store",
     "default_event_store",
     "disable_event_sourcing",
     "emit_progress",
+    "follow_commits",
     "get_event_bus",
     "open_event_store",
     "recording_enabled",

@@ -7,11 +7,13 @@ What a reader sees:
   ``source="live"`` if it was committed later. The stream tails the log itself
   (``sequence > last seen``, ordered, in batches: a range scan of the ``events`` primary
   key). Commits made in this process wake the stream at once through the event bus.
-  Commits of workers in *other* processes wake it at once on PostgreSQL (a ``LISTEN``
-  connection of the stream receives the ``NOTIFY`` the engine sends with each commit that
-  records events) and arrive within ``poll_interval`` otherwise (SQLite, or a lost
-  notification). :meth:`WorkflowStream.close` reads the log once more first, so that
-  consumers get everything committed before the call.
+  Commits of workers in *other* processes wake it as soon as the event store notices
+  them (:meth:`~stabilize.events.EventStore.watch`: at once on PostgreSQL, whose engine
+  sends a ``NOTIFY`` with each commit that records events; within milliseconds on SQLite,
+  from the file's ``data_version``), and arrive within ``poll_interval`` otherwise (a
+  store that cannot be watched, or a lost notification). :meth:`WorkflowStream.close`
+  reads the log once more first, so that consumers get everything committed before the
+  call.
 - Progress updates (``emit_progress``) from tasks running in *this* process as soon as
   they are emitted: ``event_type="custom.progress"``, ``sequence=0``, ``source="live"``.
   They are recorded with the task's result; the recorded copy of an update this stream
@@ -40,16 +42,13 @@ import threading
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from stabilize.events import PostgresEventStore
+from stabilize.events import CommitWatcher, can_follow
 from stabilize.events.bus import get_event_bus
 from stabilize.events.model import Event
 from stabilize.events.recorder import EventStore, default_event_store
 from stabilize.streaming._item import StreamItem
-
-if TYPE_CHECKING:
-    from stabilize.events.postgres import EventListener
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +84,8 @@ class WorkflowStream:
             decides: from the beginning with ``include_history=True``, else from the
             current end of the log.
         poll_interval: Seconds between reads of the log when nothing woke the stream
-            (bounds the delay for events committed by other processes; on PostgreSQL
-            their notifications wake the stream earlier).
+            (bounds the delay for events committed by other processes; where the event
+            store notices their commits, they wake the stream earlier).
         batch_size: Most events read per query.
 
     Raises:
@@ -132,7 +131,7 @@ class WorkflowStream:
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._listeners: set[EventListener] = set()  # LISTEN connections of pump threads
+        self._watchers: set[CommitWatcher] = set()  # the pump threads' commit watchers
         self._closed = False
 
     # -- public API ------------------------------------------------------------------
@@ -382,10 +381,10 @@ class WorkflowStream:
         return thread
 
     def _wake_up(self) -> None:
-        """Make the pump read the log now (also interrupts a wait for a notification)."""
+        """Make the pump read the log now (also interrupts a wait for a commit)."""
         self._wake.set()
-        for listener in list(self._listeners):
-            listener.wake()
+        for watcher in list(self._watchers):
+            watcher.wake()
 
     def _log_end(self) -> int:
         since = 0
@@ -408,54 +407,52 @@ class WorkflowStream:
         # their publication only says that there is something to read.
         self._wake_up()
 
-    def _listen(self, stop: threading.Event) -> EventListener | None:
-        """A LISTEN connection for this workflow's commits (PostgreSQL), or None."""
-        if not isinstance(self.event_store, PostgresEventStore):
-            return None
+    def _watch(self, stop: threading.Event) -> CommitWatcher | None:
+        """A watcher of this workflow's commits, or None: the store cannot be watched."""
         try:
-            listener = self.event_store.listen(self.workflow_id)
+            watcher = self.event_store.watch(self.workflow_id)
         except Exception:
-            log.debug("cannot listen for events of %s", self.workflow_id, exc_info=True)
+            log.debug("cannot watch for events of %s", self.workflow_id, exc_info=True)
             return None
         with self._lock:
-            self._listeners.add(listener)
-        if stop.is_set():  # stopped before the listener could be woken
-            listener.wake()
-        return listener
+            self._watchers.add(watcher)
+        if stop.is_set():  # stopped before the watcher could be woken
+            watcher.wake()
+        return watcher
 
-    def _drop_listener(self, listener: EventListener) -> None:
+    def _drop_watcher(self, watcher: CommitWatcher) -> None:
         with self._lock:
-            self._listeners.discard(listener)
+            self._watchers.discard(watcher)
         with contextlib.suppress(Exception):
-            listener.close()
+            watcher.close()
 
-    def _sleep(self, listener: EventListener | None) -> EventListener | None:
-        """Wait for a wake-up or ``poll_interval``; returns the listener still usable."""
-        if listener is None or self._wake.is_set():
+    def _sleep(self, watcher: CommitWatcher | None) -> CommitWatcher | None:
+        """Wait for a wake-up or ``poll_interval``; returns the watcher still usable."""
+        if watcher is None or self._wake.is_set():
             self._wake.wait(self.poll_interval)
-            return listener
+            return watcher
         try:
-            listener.wait_for_events(self.poll_interval)
+            watcher.wait(self.poll_interval)
         except Exception:
-            # The connection broke: read the log now, listen again on the next pass.
-            log.debug("listening for events of %s failed", self.workflow_id, exc_info=True)
-            self._drop_listener(listener)
+            # Read the log now, watch again on the next pass.
+            log.debug("watching for events of %s failed", self.workflow_id, exc_info=True)
+            self._drop_watcher(watcher)
             return None
-        return listener
+        return watcher
 
     def _run(self, stop: threading.Event) -> None:
-        # LISTEN before the first read: a later commit is then either read or notified.
-        listener = self._listen(stop)
-        listening = isinstance(self.event_store, PostgresEventStore)
+        # Watch before the first read: a later commit is then either read or noticed.
+        watcher = self._watch(stop) if can_follow(self.event_store) else None
+        rewatch = watcher is not None  # a store that could not be watched is polled
         try:
             while not stop.is_set():
-                if listening and listener is None:
-                    listener = self._listen(stop)
-                listener = self._sleep(listener)
+                if rewatch and watcher is None:
+                    watcher = self._watch(stop)
+                watcher = self._sleep(watcher)
                 self._pump(stop)
         finally:
-            if listener is not None:
-                self._drop_listener(listener)
+            if watcher is not None:
+                self._drop_watcher(watcher)
 
     def _pump(self, stop: threading.Event) -> None:
         self._wake.clear()

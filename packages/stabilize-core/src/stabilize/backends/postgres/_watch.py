@@ -87,6 +87,7 @@ class EventListener(Watcher):
                     return self._take_committed() or self._relevant(conn)
             except (psycopg.Error, OSError):
                 self._broken()
+                self._listen()  # at once: the gap this True reports ends here if it works
                 return True
 
     def _listen(self) -> bool:

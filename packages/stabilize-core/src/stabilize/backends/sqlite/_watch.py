@@ -82,6 +82,7 @@ class DataVersionWatcher(Watcher):
                 version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
             except sqlite3.Error:
                 self._broken()
+                self._open_locked()  # at once: the gap this True reports ends here if it works
                 return True
             changed, self._version = version != self._version, version
             return changed
