@@ -68,12 +68,12 @@ def commit_on_another_connection(db: Any) -> None:
 
     from stabilize.backends.sqlite import sqlite_path
 
-    conn = sqlite3.connect(sqlite_path(db.url), isolation_level=None)
+    probe = sqlite3.connect(sqlite_path(db.url), isolation_level=None)
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
-        conn.execute("INSERT INTO probe VALUES (1)")
+        probe.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
+        probe.execute("INSERT INTO probe VALUES (1)")
     finally:
-        conn.close()
+        probe.close()
 
 
 def test_a_commit_of_another_process_wakes_the_wait(backend):

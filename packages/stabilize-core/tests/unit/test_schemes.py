@@ -123,9 +123,7 @@ def test_a_new_dialect_is_a_package_and_one_entry(monkeypatch: pytest.MonkeyPatc
     check_database_url("fake://db")
     with pytest.raises(DatabaseUrlError, match="after fake://"):
         check_database_url("fake://")
-    assert open_database("fake://db", "ns", create=False) == (
-        ("store", "fake://db"),
-        ("queue", "fake://db"),
-    )
+    opened: Any = open_database("fake://db", "ns", create=False)
+    assert opened == (("store", "fake://db"), ("queue", "fake://db"))
     assert fake.opened == [("fake://db", "ns", False)]
     assert describe_failure(OSError("x"), "fake://db") == "the fake database fake://db failed"
