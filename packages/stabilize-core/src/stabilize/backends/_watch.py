@@ -19,6 +19,9 @@ from stabilize.events.model import Event
 class Watcher(ABC):
     """The dialect-neutral half of a :class:`~stabilize.backends._base.CommitWatcher`.
 
+    A subclass sets up what ``_interrupt`` uses before calling this constructor: the bus
+    may call it from then on.
+
     Args:
         workflow_id: Only this workflow's commits (None: any).
     """

@@ -47,12 +47,13 @@ class EventListener(Watcher):
         channel: str,
         workflow_id: str | None = None,
     ) -> None:
-        super().__init__(workflow_id)
-        self.channel = channel
-        self._connect = connect
+        # Before the bus may call _interrupt (from Watcher.__init__ on).
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        super().__init__(workflow_id)
+        self.channel = channel
+        self._connect = connect
         self._failing = False
         self.conn: psycopg.Connection[Any] | None = None
         """The listening connection (None while it cannot be opened)."""

@@ -42,10 +42,10 @@ class DataVersionWatcher(Watcher):
     def __init__(
         self, path: str, workflow_id: str | None = None, interval: float | None = None
     ) -> None:
+        self._signal = threading.Event()  # before the bus may call _interrupt
         super().__init__(workflow_id)
         self.path = path
         self.interval = WATCH_INTERVAL if interval is None else interval
-        self._signal = threading.Event()
         self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
         self._failing = False
