@@ -10,6 +10,8 @@ A dump is what one ``run.py --json PATH`` wrote; ``--merge`` puts several into o
 and the latency run), and a merged file is read like a single dump. Rows are matched on
 (backend, event recording, mode, workload, worker processes or the latency worker's poll
 interval), in the order they were run; a row found on one side only has dashes on the other.
+A workload found in two dumps of one side (the suite's ``fanout_100`` and the series') is
+taken from the one with more repetitions.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def rows(dumps: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
                 entry["workload"],
                 entry.get("poll_ms") if latency else entry.get("workers"),
             )
+            # The same workload in two dumps (the suite and the series): keep the one of
+            # more repetitions, the first of equals.
+            if key in found and found[key].get("repeats", 0) >= entry.get("repeats", 0):
+                continue
             found[key] = {**entry, "database": env.get("database", env["backend"])}
     return found
 

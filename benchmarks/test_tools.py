@@ -83,6 +83,20 @@ def test_compare_matches_rows_by_database_mode_and_workload(tmp_path: Path) -> N
     )
 
 
+def test_compare_takes_a_workload_run_twice_from_the_run_of_more_repetitions(
+    tmp_path: Path,
+) -> None:
+    suite = _summary("fanout_100", "drain", 4000.0, repeats=3)
+    series = _summary("fanout_100", "drain", 1000.0, repeats=1)
+    one = _dump(tmp_path / "a.json", "sqlite", [suite])
+    two = _dump(tmp_path / "b.json", "sqlite", [series])
+    merge(str(tmp_path / "ab.json"), [one, two])
+    merge(str(tmp_path / "ba.json"), [two, one])
+    for merged in ("ab.json", "ba.json"):
+        lines = compare(str(tmp_path / merged), one).splitlines()
+        assert "| 4,000 | 4,000 | +0 % |" in lines[2]
+
+
 def test_series_ratios_are_large_over_small_per_stage() -> None:
     small = _summary("chain_100", "drain", 2000.0)
     large = _summary("chain_2000", "drain", 1000.0, stages_executed=2000, peak_rss_mb=72.0)
