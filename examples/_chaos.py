@@ -107,9 +107,8 @@ class Verdict:
 def committed_calls(stages: Iterable[Any]) -> set[tuple[str, str]]:
     """The model and tool calls whose results a workflow's stages hold (as stored)."""
     done: set[tuple[str, str]] = set()
-    for stage in stages:
-        state = stage.context.get("_agent")
-        if not isinstance(state, dict):
+    for state in (task.state for stage in stages for task in stage.tasks):
+        if "messages" not in state:  # not an agent's checkpoint
             continue
         messages = state.get("messages") or []
         for i, message in enumerate(messages):

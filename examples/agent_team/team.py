@@ -173,8 +173,8 @@ class Triage(Task):
     """Sends the coder back with the failures while the tests fail (bounded)."""
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        # The engine counts this stage's jumps in its own context, which a loop keeps.
-        attempt = int(stage.context.get("_jump_count", 0)) + 1
+        # The engine counts this stage's jumps (jump_count), which a loop keeps.
+        attempt = stage.jump_count + 1
         if stage.context["returncode"] == 0:
             return TaskResult.success(outputs={"attempts": attempt, "tests": "passed"})
         if attempt >= stage.context["max_attempts"]:

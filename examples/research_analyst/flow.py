@@ -32,7 +32,7 @@ from stabilize import (
     sub_workflow_config,
 )
 from stabilize.hitl import ApprovalTask
-from stabilize.llm import AgentLoopTask, ChatMessage, LLMClient, LLMTask, ToolRegistry, Usage
+from stabilize.llm import AgentLoopTask, LLMClient, LLMTask, ToolRegistry
 
 RESEARCHERS = ("researcher_0", "researcher_1", "researcher_2")
 
@@ -73,30 +73,13 @@ class Researcher(_NoAliases, AgentLoopTask):
     """One tool-using agent: answers its sub-question with web_search and lookup_statistic."""
 
     def execute(self, stage: StageExecution) -> TaskResult:
-        current = _round(stage)
         question = stage.context["subquestions"][int(stage.context["index"])]
         prompt = f"{question}\nUse the tools, then answer in two sentences with numbers."
         stage.context.update(system=RESEARCHER, prompt=prompt, output_key="finding")
-        # A loop back to the planner resets this stage but not its context, so the agent
-        # would continue the previous round's conversation, and its step numbers (hence
-        # its tools' idempotency keys) would start over. Start a new conversation whose
-        # steps continue the old numbering.
-        previous = stage.context.get("_agent")
-        if stage.context.get("_agent_round") != current and isinstance(previous, dict):
-            stage.context["_agent"] = {
-                "messages": [
-                    ChatMessage("system", RESEARCHER).to_dict(),
-                    ChatMessage("user", prompt).to_dict(),
-                ],
-                "step": previous["step"],
-                "iterations": 0,
-                "pending": [],
-                "invocations": [],
-                "usage": Usage().to_dict(),
-            }
-        result = super().execute(stage)
-        result.context["_agent_round"] = current
-        return result
+        # A loop back to the planner resets this stage: the agent starts a new conversation
+        # (its checkpoint is its task's state, which the reset empties), and its step
+        # numbers, hence its tools' idempotency keys, go on from the last round's.
+        return super().execute(stage)
 
 
 class Synthesizer(_NoAliases, LLMTask):

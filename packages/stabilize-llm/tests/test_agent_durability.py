@@ -84,7 +84,8 @@ def spawn(
 
 def agent_state(db_url: str, wf: Workflow) -> dict[str, Any]:
     stage = SqliteWorkflowStore(db_url).retrieve(wf.id).stages[0]
-    return dict(stage.context["_agent"])
+    assert "_agent" not in stage.context  # the checkpoint is the task's state
+    return dict(stage.tasks[0].state)
 
 
 @pytest.mark.parametrize(("api", "kill_in"), [("ollama", "model call"), ("openai", "tool call")])

@@ -75,8 +75,10 @@ def test_a_jump_back_to_an_agent_stage_starts_a_new_conversation(sqlite_url):
     # The second run asked the model afresh, called the tool again, under a new key.
     assert len(keys) == 2
     assert len(set(keys)) == 2
-    state = agent_stage.context["_agent"]
+    state = agent_stage.tasks[0].state
+    assert "_agent" not in agent_stage.context
     assert [m["role"] for m in state["messages"]].count("user") == 1
+    assert state["kept"] == {"step": state["step"]}  # what the next run would go on from
 
 
 # -- the worker's key goes only to the worker's endpoint (docs/security.md) ------------------

@@ -203,7 +203,8 @@ def test_a_bug_in_a_tool_fails_the_agent_stage_with_the_traceback(sqlite_url):
     assert "return str(undefined_name)" in details["traceback"]  # the tool's own line
     assert calls == ["u_1"]  # not retried
     # The checkpoint holds the call as asked for, nothing of its failed run.
-    state = stage.context["_agent"]
+    state = stage.tasks[0].state
+    assert "_agent" not in stage.context
     assert [i["status"] for i in state["invocations"]] == ["pending"]
     assert [m["role"] for m in state["messages"]] == ["user", "assistant"]
 
@@ -243,8 +244,8 @@ def test_the_model_policy_keeps_the_loop_going_after_a_bug(sqlite_url):
     assert call["result"].startswith("ERROR: AttributeError: ")
 
 
-def test_a_failing_step_leaves_the_stage_context_untouched():
-    # The task is called directly: what the engine would commit is the stage's context.
+def test_a_failing_step_leaves_the_checkpoint_untouched():
+    # The task is called directly: what the engine would commit is the task's state.
     @tool
     def lookup(user_id: str) -> str:
         """Look a user up."""
@@ -254,12 +255,19 @@ def test_a_failing_step_leaves_the_stage_context_untouched():
         client=ScriptedModel([ToolCall("lookup", {"user_id": "u_1"})]).client(),
         tools=ToolRegistry().add(lookup),
     )
-    stage = StageExecution(ref_id="ag", type="agent", name="ag", context={"prompt": "Go."})
+    task = TaskExecution.create("ag", "agent")
+    task.status = WorkflowStatus.RUNNING
+    stage = StageExecution(
+        ref_id="ag", type="agent", name="ag", context={"prompt": "Go."}, tasks=[task]
+    )
     first = agent.execute(stage)  # the model asks for the call
+    assert first.state is not None
     stage.context.update(first.context)
-    before = copy.deepcopy(stage.context)
+    task.state = first.state
+    before = copy.deepcopy((stage.context, task.state))
 
     with pytest.raises(PermanentError, match="tool 'lookup' raised TypeError"):
         agent.execute(stage)
 
-    assert stage.context == before
+    assert (stage.context, task.state) == before
+    assert [i["status"] for i in task.state["invocations"]] == ["pending"]

@@ -523,7 +523,7 @@ def test_agent_state_is_checkpointed_between_steps(sqlite_url: str) -> None:
     seen: list[tuple[int, list[Any]]] = []
     while not engine.store.retrieve(wf.id).status.is_complete:
         engine.processor.process_one()
-        state = by_ref(engine.store.retrieve(wf.id), "ag").context.get("_agent")
+        state = by_ref(engine.store.retrieve(wf.id), "ag").tasks[0].state or None
         if state is not None:
             snapshot = (state["step"], [i["status"] for i in state["invocations"]])
             if not seen or seen[-1] != snapshot:
@@ -612,7 +612,8 @@ def test_agent_budget_suspends_mid_loop_without_repeating(
     got = engine.run(wf)
     st = by_ref(got, "ag")
     assert st.status is S.SUSPENDED
-    assert st.context["_agent"]["invocations"][0]["status"] == "done"
+    assert st.tasks[0].state["invocations"][0]["status"] == "done"
+    assert "_agent" not in st.context
     assert st.context["llm_budget_exceeded"]["spent"] == 110
     send_signal(engine.queue, wf.id, st.id, "raise_budget", {"limit": 1000})
     done = engine.resume(wf)

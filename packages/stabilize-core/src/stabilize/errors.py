@@ -103,6 +103,8 @@ class TransientError(TaskError):
         retry_after: Seconds to wait before the next attempt (overrides the backoff).
         context_update: Keys merged into the stage context before the next attempt, so
             that a task can keep its progress across retries.
+        state: The task's own state for the next attempt (``stage.task_state``; see
+            ``TaskResult.running``): it replaces the state; ``None`` keeps it as it is.
     """
 
     def __init__(
@@ -114,12 +116,14 @@ class TransientError(TaskError):
         error_code: str | None = None,
         retry_after: float | None = None,
         context_update: Mapping[str, Any] | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, code=code, cause=cause, error_code=error_code)
         if retry_after is not None and retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
         self.retry_after = retry_after
         self.context_update = dict(context_update or {})
+        self.state = None if state is None else dict(state)
 
 
 class PermanentError(TaskError):

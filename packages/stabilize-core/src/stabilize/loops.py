@@ -12,11 +12,13 @@ stage's task context: the outputs of every stage before it, the body included.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from stabilize.errors import InvalidStageGraphError
 from stabilize.expressions import compile_expression, is_true
+from stabilize.models.loop import LoopConfig, LoopMode
 from stabilize.models.stage import StageExecution
-from stabilize.models.task import TaskExecution
+from stabilize.models.task import KEPT_STATE_KEY, TaskExecution
 from stabilize.tasks.interface import Task
 from stabilize.tasks.result import TaskResult
 
@@ -26,63 +28,70 @@ LOOP_TASK = "loop"
 class LoopTask(Task):
     """Decides whether a structured loop runs again (registered as ``loop``).
 
-    Reads ``_loop_mode`` (``until``: check after the body, jump back while false;
-    ``while``: check before the body, skip to the exit once false; ``next``: the end of
-    a while body, always go back to the check), ``_loop_condition``,
-    ``_loop_max_iterations``, ``_loop_target`` and ``_loop_fail_when_exhausted``.
-    Outputs ``<ref_id>_iterations`` and ``<ref_id>_condition_met``.
+    Reads the check stage's ``loop`` settings (:class:`~stabilize.models.LoopConfig`):
+    its ``mode`` (``until``: check after the body, jump back while false; ``while``:
+    check before the body, skip to the exit once false; ``next``: the end of a while
+    body, always go back to the check), ``condition``, ``max_iterations``, ``target`` and
+    ``fail_when_exhausted``. Outputs ``<ref_id>_iterations`` and
+    ``<ref_id>_condition_met``.
+
+    A while loop's guard learns its iteration, and what the last iteration produced, from
+    the jump of ``<ref_id>_next``: they are its task's state, under ``kept`` (a loop
+    around the loop resets the guard but keeps them, as the jump counts are kept).
     """
 
     def execute(self, stage: StageExecution) -> TaskResult:
         """Evaluate the loop's condition and jump, or let the workflow go on.
 
         Args:
-            stage: The loop's check stage, its ``_loop_*`` keys set by `repeat_until` or
+            stage: The loop's check stage, its ``loop`` set by `repeat_until` or
                 `while_loop`.
 
         Returns:
             A jump back into the loop, a success (with ``<ref_id>_iterations`` and
             ``<ref_id>_condition_met``) or jump to the exit, or TERMINAL when
-            ``_loop_fail_when_exhausted`` is set and the bound was reached.
+            ``fail_when_exhausted`` is set and the bound was reached, or when the stage
+            has no ``loop`` settings.
         """
-        ctx = stage.context
-        mode = ctx.get("_loop_mode", "until")
-        limit = int(ctx.get("_loop_max_iterations", 1))
-        target = str(ctx["_loop_target"])
+        loop = stage.loop
         ref = stage.ref_id
+        if loop is None:
+            return TaskResult.terminal(
+                f"stage {ref!r} runs the loop task but has no loop settings (build it "
+                "with repeat_until or while_loop)"
+            )
+        ctx = stage.context
+        limit = loop.max_iterations
         # What the iteration produced travels back with the jump: the next iteration
         # (and a while loop's check) sees it.
         carried = {k: v for k, v in ctx.items() if not k.startswith("_")}
-        if mode == "next":
-            iteration = int(ctx.get("_jump_count", 0)) + 1
-            return TaskResult.jump_to(
-                target, context={"_loop_iteration": iteration + 1, "_loop_carry": carried}
-            )
-        env = {**ctx, **ctx.get("_loop_carry", {})}
-        if mode == "while":
-            iteration = int(ctx.get("_loop_iteration", 1))
-        else:
-            iteration = int(ctx.get("_jump_count", 0)) + 1
-        met = is_true(ctx["_loop_condition"], env)
-        keep_going = (not met) if mode == "until" else met
-        if mode == "until" and keep_going and iteration < limit:
-            return TaskResult.jump_to(target, context=carried)
-        if mode == "while" and keep_going and iteration <= limit:
-            return TaskResult.success(
-                outputs={**ctx.get("_loop_carry", {}), f"{ref}_iterations": iteration - 1}
-            )
-        done = iteration if mode == "until" else iteration - 1
+        if loop.mode == "next":
+            iteration = stage.jump_count + 1
+            handed = {"iteration": iteration + 1, "carry": carried}
+            return TaskResult.jump_to(loop.target, state={KEPT_STATE_KEY: handed})
+        kept = stage.task_state.get(KEPT_STATE_KEY) or {}
+        carry: dict[str, Any] = kept.get("carry") or {}
+        env = {**ctx, **carry}
+        # A while guard learns its iteration from <ref_id>_next's jump; a check jumps itself.
+        iteration = int(kept.get("iteration", 1)) if loop.mode == "while" else stage.jump_count + 1
+        met = is_true(loop.condition, env)
+        keep_going = (not met) if loop.mode == "until" else met
+        if loop.mode == "until" and keep_going and iteration < limit:
+            return TaskResult.jump_to(loop.target, context=carried)
+        if loop.mode == "while" and keep_going and iteration <= limit:
+            return TaskResult.success(outputs={**carry, f"{ref}_iterations": iteration - 1})
+        done = iteration if loop.mode == "until" else iteration - 1
         outputs = {
-            **ctx.get("_loop_carry", {}),
+            **carry,
             f"{ref}_iterations": done,
             f"{ref}_condition_met": not keep_going,
         }
-        if keep_going and ctx.get("_loop_fail_when_exhausted"):
+        if keep_going and loop.fail_when_exhausted:
             return TaskResult.terminal(
                 f"loop {ref!r} reached max_iterations={limit} without its condition being met"
             )
-        if mode == "while":
-            return TaskResult.jump_to(target, outputs=outputs)
+        if loop.mode == "while":
+            return TaskResult.jump_to(loop.target, outputs=outputs)
         return TaskResult.success(outputs=outputs)
 
 
@@ -207,7 +216,7 @@ def _wire(
 def _loop_stage(
     ref_id: str,
     requisites: set[str],
-    mode: str,
+    mode: LoopMode,
     condition: str,
     max_iterations: int,
     target: str,
@@ -218,12 +227,6 @@ def _loop_stage(
         type=LOOP_TASK,
         name=f"loop {ref_id}",
         requisite_stage_ref_ids=set(requisites),
-        context={
-            "_loop_mode": mode,
-            "_loop_condition": condition,
-            "_loop_max_iterations": max_iterations,
-            "_loop_target": target,
-            "_loop_fail_when_exhausted": fail_when_exhausted,
-        },
+        loop=LoopConfig(mode, condition, max_iterations, target, fail_when_exhausted),
         tasks=[TaskExecution.create(ref_id, LOOP_TASK, stage_start=True, stage_end=True)],
     )

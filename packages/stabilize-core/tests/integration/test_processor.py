@@ -621,7 +621,8 @@ def test_wait_task_waits_then_succeeds(make_engine):
 
     assert result.status is S.SUCCEEDED
     stages = by_ref(result)
-    until = stages["w"].context["_wait_until"]
+    until = stages["w"].tasks[0].state["until"]  # the wait task's deadline, in its state
+    assert "_wait_until" not in stages["w"].context
     end = stages["w"].tasks[0].end_time
     assert end is not None
     assert end >= int(until * 1000)

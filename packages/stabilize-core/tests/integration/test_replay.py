@@ -63,7 +63,7 @@ def registry() -> TaskRegistry:
         return TaskResult.success(outputs={"flaky": n})
 
     def loop(s: StageExecution) -> TaskResult:
-        passes = int(s.context.get("_jump_count", 0))  # this stage's own jumps so far
+        passes = s.jump_count  # this stage's own jumps so far
         if passes < 2:
             return TaskResult.jump_to("a", context={"passes": passes + 1})
         return TaskResult.success(outputs={"passes": passes})
@@ -263,3 +263,138 @@ def test_replay_is_exact_for_values_json_changes_or_nests_deeply(make_engine, ba
     assert a.context["t"] == [3, 4]
     rebuilt = EventReplayer(events).rebuild_workflow_state(wf.id)
     assert comparable(rebuilt) == comparable(stored)
+
+
+# -- a log recorded before migration 0004 (the engine's keys in the context) ------------------
+
+
+def old_stage(sid: str, ref: str, kind: str, context: dict[str, Any]) -> dict[str, Any]:
+    task: dict[str, Any] = {"id": f"{sid}.t", "name": ref, "implementing_class": kind}
+    task |= {"status": "NOT_STARTED", "start_time": None, "end_time": None}
+    task |= {"stage_start": True, "stage_end": True}
+    return {
+        "id": sid,
+        "ref_id": ref,
+        "type": kind,
+        "name": ref,
+        "status": "NOT_STARTED",
+        "context": context,
+        "outputs": {},
+        "tasks": [task],
+        "start_time": None,
+        "end_time": None,
+    }
+
+
+def write_events(db: Any, workflow_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Append events to ``db``'s log with raw SQL, as an older stabilize wrote them."""
+    import json
+
+    rows = [
+        (workflow_id, seq, kind, "workflow", workflow_id, 1000 + seq, json.dumps(data))
+        for seq, (kind, data) in enumerate(events, start=1)
+    ]
+    columns = "workflow_id, sequence, event_type, entity_type, entity_id, timestamp, data"
+    if db.is_postgres:
+        import psycopg
+
+        with (
+            psycopg.connect(db.url, autocommit=True, options=f"-csearch_path={db.schema}") as conn,
+            conn.cursor() as cur,
+        ):
+            cur.executemany(
+                f"INSERT INTO events ({columns}) VALUES ({', '.join(['%s'] * 7)})", rows
+            )
+        return
+    import sqlite3
+
+    from stabilize.backends.sqlite import sqlite_path
+
+    lite = sqlite3.connect(sqlite_path(db.url), isolation_level=None)
+    try:
+        # The rowid holds the time (0003_events.sql): at least timestamp << 16.
+        lite.executemany(
+            f"INSERT INTO events (rowid, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r[5] << 16, *r) for r in rows],
+        )
+    finally:
+        lite.close()
+
+
+def test_a_log_recorded_before_migration_0004_replays_into_the_typed_fields(make_engine, backend):
+    from stabilize.models import LoopConfig
+
+    make_engine()  # creates the tables
+    wf = Workflow.create("replay", "old", [stage("w", "loop"), stage("g", "wait_for_signal")])
+    loop = {"_loop_mode": "while", "_loop_condition": "n < 3", "_loop_max_iterations": 5}
+    loop |= {"_loop_target": "w_done", "_loop_fail_when_exhausted": False}
+    stages = [
+        old_stage("s1", "w", "loop", loop),
+        old_stage("s2", "g", "wait_for_signal", {"x": 1}),
+        old_stage("s3", "wt", "wait", {"waitTime": 60}),
+    ]
+    running = {"set": {"status": "RUNNING"}}
+    write_events(
+        backend,
+        wf.id,
+        [
+            ("workflow.created", {"workflow": wf.to_dict(), "stages": stages}),
+            (
+                "state.changed",
+                {
+                    "stages": {
+                        "s1": {
+                            "sub": {"context": {"set": {"_loop_iteration": 2}}},
+                            "items": {"tasks": {"0": running}},
+                        },
+                        "s2": {
+                            "sub": {
+                                "context": {
+                                    "set": {
+                                        "_signal_name": "go",
+                                        "_signal_data": {"k": 1},
+                                        "_signal_user": "alice",
+                                        "_jump_count": 2,
+                                        "_signal_timeout_seconds": 5,
+                                    }
+                                }
+                            }
+                        },
+                        "s3": {
+                            "sub": {"context": {"set": {"_wait_until": 99.5}}},
+                            "items": {"tasks": {"0": running}},
+                        },
+                    }
+                },
+            ),
+            (
+                "state.changed",
+                {
+                    "stages": {
+                        "s1": {"sub": {"context": {"set": {"_loop_carry": {"n": 1}}}}},
+                        "s2": {"sub": {"context": {"set": {"_signal_user": "bob"}}}},
+                    }
+                },
+            ),
+        ],
+    )
+    replayer = EventReplayer(backend.event_store())
+
+    state = replayer.rebuild_workflow_state(wf.id)
+    w, g, wt = (state.stage_by_ref_id(r) for r in ("w", "g", "wt"))
+    assert w.loop == LoopConfig("while", "n < 3", 5, "w_done")
+    assert w.tasks[0].state == {"kept": {"iteration": 2, "carry": {"n": 1}}}
+    assert (g.signal_user, g.jump_count) == ("bob", 2)
+    assert g.context == {"x": 1, "_signal_name": "go", "_signal_data": {"k": 1}}
+    assert wt.tasks[0].state == {"until": 99.5}
+    assert all(
+        not k.startswith(("_loop", "_wait", "_jump")) for s in state.stages for k in s.context
+    )
+
+    earlier = replayer.rebuild_workflow_state(wf.id, as_of_sequence=2)
+    assert earlier.stage_by_ref_id("g").signal_user == "alice"
+    assert earlier.stage_by_ref_id("w").tasks[0].state == {"kept": {"iteration": 2}}
+    old_row = replayer.time_travel_query(wf.id, "g", 2)
+    assert (old_row["signal_user"], old_row["jump_count"]) == ("alice", 2)
+    assert "_signal_user" not in old_row["context"]
+    assert state["stages"]["s1"]["loop"]["target"] == "w_done"  # the original's dict form

@@ -638,7 +638,7 @@ def _wait_frees_the_worker(engine: Engine, log: Log, wait_context: dict[str, Any
     def pending() -> bool:
         engine.processor.process_one()
         wait_stage = engine.store.retrieve(waiting.id).stage_by_ref_id("wait")
-        return "_wait_until" in wait_stage.context and engine.processor.active_count == 0
+        return "until" in wait_stage.tasks[0].state and engine.processor.active_count == 0
 
     wait_until(pending, "the wait to be pending")
     assert stage_status(engine, waiting.id, "wait") is S.RUNNING
@@ -660,7 +660,8 @@ def test_wait_time_frees_the_worker_while_it_waits(make_engine: MakeEngine, log:
     engine = make_engine(config=config(max_workers=1))
     final = _wait_frees_the_worker(engine, log, {"waitTime": 1.0})
     wait_stage = final.stage_by_ref_id("wait")
-    assert isinstance(wait_stage.context["_wait_until"], float)
+    assert isinstance(wait_stage.tasks[0].state["until"], float)
+    assert "_wait_until" not in wait_stage.context
 
 
 def test_wait_until_an_iso_timestamp_frees_the_worker(make_engine: MakeEngine, log: Log) -> None:
@@ -668,7 +669,7 @@ def test_wait_until_an_iso_timestamp_frees_the_worker(make_engine: MakeEngine, l
     target = datetime.now(UTC) + timedelta(seconds=1)
     iso = target.replace(tzinfo=None).isoformat() + "Z"
     final = _wait_frees_the_worker(engine, log, {"waitUntil": iso})
-    assert final.stage_by_ref_id("wait").context["_wait_until"] == target.timestamp()
+    assert final.stage_by_ref_id("wait").tasks[0].state["until"] == target.timestamp()
 
 
 def test_wait_until_a_past_timestamp_does_not_wait(make_engine: MakeEngine, log: Log) -> None:
@@ -680,6 +681,7 @@ def test_wait_until_a_past_timestamp_does_not_wait(make_engine: MakeEngine, log:
     )
     final = engine.run(wf)
     assert final.status is S.SUCCEEDED
+    assert final.stage_by_ref_id("wait").tasks[0].state == {}
     assert "_wait_until" not in final.stage_by_ref_id("wait").context
 
 
@@ -993,7 +995,7 @@ class Gate:
         if not opened:
             return TaskResult.terminal("the gate never opened")
         item = int(s.context["item"])
-        return TaskResult.success(outputs={"double": 2 * item, "index": s.context["_mi_index"]})
+        return TaskResult.success(outputs={"double": 2 * item, "index": s.mi_index})
 
     def count(self) -> int:
         with self._cond:
@@ -1053,7 +1055,7 @@ def test_fan_out_k_of_n_cancels_the_remaining_instances(make_engine: MakeEngine,
 
     def probe(s: StageExecution) -> TaskResult:
         if s.context["item"] == "fast":
-            return TaskResult.success(outputs={"index": s.context["_mi_index"]})
+            return TaskResult.success(outputs={"index": s.mi_index})
         return holding(log)(s)
 
     engine.registry.register("probe", probe)

@@ -245,14 +245,12 @@ def registry(record: Callable[[StageExecution], None]) -> TaskRegistry:
         record(stage)
         name = stage.context.get("_signal_name")
         if name is None:
-            timer = stage.context.get("timer_s")
-            context = {} if timer is None else {"_signal_timeout_seconds": timer}
-            return TaskResult.suspend(context=context)
+            return TaskResult.suspend(signal_timeout=stage.context.get("timer_s"))
         return TaskResult.success(outputs={f"{stage.ref_id}_signal": name})
 
     def loop(stage: StageExecution) -> TaskResult:
         record(stage)
-        if int(stage.context.get("_jump_count", 0)) < int(stage.context["passes"]):
+        if stage.jump_count < int(stage.context["passes"]):
             return TaskResult.jump_to(str(stage.context["loop_to"]))
         return TaskResult.success()
 

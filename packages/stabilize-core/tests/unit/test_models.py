@@ -99,6 +99,15 @@ def test_task_reset_forgets_the_run() -> None:
     assert task.retry_count == 0
 
 
+def test_task_reset_empties_the_state_but_its_kept_entry() -> None:
+    task = TaskExecution(name="t", implementing_class="x", state={"n": 1, "kept": {"step": 4}})
+    task.reset()
+    assert task.state == {"kept": {"step": 4}}
+    task.state = {"until": 5.0}
+    task.reset()
+    assert task.state == {}
+
+
 # --- StageExecution ---------------------------------------------------------------------------
 
 
@@ -180,6 +189,50 @@ def test_stage_reset_clears_status_times_outputs_and_tasks_but_keeps_context() -
     assert stage.outputs == {}
     assert stage.context == {"keep": 1}
     assert all(t.status is S.NOT_STARTED and t.retry_count == 0 for t in stage.tasks)
+
+
+def test_stage_reset_drops_the_last_run_s_signal_and_child_but_keeps_the_engine_s_counts() -> None:
+    from stabilize.models.loop import LoopConfig
+
+    stage = make_stage(
+        "a",
+        context={"keep": 1, "_signal_name": "go", "_signal_data": {}, "_sub_workflow_id": "c"},
+    )
+    stage.signal_user, stage.jump_count = "alice", 2
+    stage.loop = LoopConfig("until", "done", 3, "a")
+    stage.tasks[0].state = {"until": 9.0}
+    stage.reset()
+    assert stage.context == {"keep": 1}
+    assert stage.tasks[0].state == {}
+    assert signal_user_of(stage) is None
+    assert stage.jump_count == 2
+    assert stage.loop == LoopConfig("until", "done", 3, "a")
+
+
+def signal_user_of(stage: StageExecution) -> str | None:
+    """The sender of a stage's signal (a call, so that mypy does not narrow it)."""
+    return stage.signal_user
+
+
+def test_task_state_is_the_state_of_the_task_the_copy_was_made_for() -> None:
+    stage = make_stage("a", tasks=("t1", "t2"))
+    first, second = stage.tasks
+    first.state, second.state = {"n": 1}, {"n": 2}
+    assert stage.task_state == {}  # built by hand, no task running
+    second.status = S.RUNNING
+    assert stage.task_state == {"n": 2}
+    stage._task_id = first.id
+    assert stage.task_state == {"n": 1}
+
+
+def test_loop_config_round_trips_and_refuses_an_unknown_mode() -> None:
+    from stabilize.models.loop import LoopConfig
+
+    config = LoopConfig("while", "n < 3", 5, "w_done", fail_when_exhausted=True)
+    assert LoopConfig.from_dict(config.to_dict()) == config
+    assert LoopConfig.from_dict({"target": "t"}) == LoopConfig("until", "", 1, "t")
+    with pytest.raises(ValueError, match="loop mode must be one of until, while, next"):
+        LoopConfig("forever", "x", 1, "t")  # type: ignore[arg-type]
 
 
 # --- Workflow.create and planning -------------------------------------------------------------
@@ -427,6 +480,7 @@ def test_get_context_merges_all_outputs_in_topological_order() -> None:
 
 
 def test_stored_rows_leave_out_defaults_and_read_back_every_field() -> None:
+    from stabilize.models.loop import LoopConfig
     from stabilize.models.stage import JoinType, MultiInstanceConfig, SplitType, StragglerPolicy
 
     plain = StageExecution(
@@ -446,6 +500,7 @@ def test_stored_rows_leave_out_defaults_and_read_back_every_field() -> None:
     task.loop_start = task.loop_end = True
     task.task_exception_details = {"kind": "boom"}
     task.retry_count, task.version = 2, 3
+    task.state = {"until": 5.5, "kept": {"step": 2}}
     busy = StageExecution(
         ref_id="b",
         type="work",
@@ -478,6 +533,11 @@ def test_stored_rows_leave_out_defaults_and_read_back_every_field() -> None:
         milestone_status=WorkflowStatus.SUCCEEDED,
         pending_signals=[{"name": "go"}],
         mi_config=MultiInstanceConfig(items_key="items"),
+        loop=LoopConfig("while", "n < 3", 4, "done", fail_when_exhausted=True),
+        jump_count=2,
+        signal_user="alice",
+        mi_generation="g.3",
+        mi_index=0,
     )
     stored = json.loads(json.dumps(busy.to_row()))
     assert set(stored) == set(busy.to_dict())  # nothing here is at its default

@@ -184,3 +184,56 @@ def test_result_problem_sees_changes_made_after_building():
     result.outputs["bad"] = float("nan")
     assert "outputs['bad']" in (result_problem(result) or "")
     assert "must return a TaskResult" in (result_problem({"a": 1}) or "")
+
+
+# -- the task's own state and a suspension's timer (issue 18) -----------------------------
+
+
+def test_state_is_none_unless_given_and_is_copied() -> None:
+    for result in (TaskResult.success(), TaskResult.running(), TaskResult.jump_to("a")):
+        assert result.state is None
+    given = {"step": 1}
+    results = [
+        TaskResult.success(state=given),
+        TaskResult.running(state=given),
+        TaskResult.suspend(state=given),
+        TaskResult.jump_to("a", state=given),
+    ]
+    given["step"] = 2
+    assert [r.state for r in results] == [{"step": 1}] * 4
+    assert TaskResult.running(state={}).state == {}  # an empty state clears it
+
+
+def test_suspend_takes_a_timer_in_seconds() -> None:
+    assert TaskResult.suspend().signal_timeout is None
+    assert TaskResult.suspend(signal_timeout=0).signal_timeout == 0
+    assert TaskResult.suspend({"w": 1}, signal_timeout=2.5).signal_timeout == 2.5
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf"), True, "5", [5]])
+def test_a_timer_that_is_no_number_of_seconds_is_refused(timeout: Any) -> None:
+    with pytest.raises(
+        InvalidTaskResultError, match=r"TaskResult\.signal_timeout must be a number"
+    ):
+        TaskResult.suspend(signal_timeout=timeout)
+
+
+def test_a_timer_on_a_result_that_does_not_suspend_is_refused() -> None:
+    with pytest.raises(InvalidTaskResultError, match="applies to a SUSPENDED result, not RUNNING"):
+        TaskResult(S.RUNNING, signal_timeout=5)
+
+
+def test_a_state_that_cannot_be_stored_is_refused_naming_its_key() -> None:
+    with pytest.raises(InvalidTaskResultError, match=r"TaskResult\.state\['when'\]"):
+        TaskResult.running(state={"when": object()})
+    with pytest.raises(InvalidTaskResultError, match=r"TaskResult\.state must be a dict"):
+        TaskResult(S.RUNNING, state=[1])  # type: ignore[arg-type]
+
+
+def test_merge_outputs_and_the_builder_keep_state_and_timer() -> None:
+    merged = TaskResult.suspend(state={"s": 1}, signal_timeout=3).merge_outputs({"o": 1})
+    assert (merged.state, merged.signal_timeout, merged.outputs) == ({"s": 1}, 3, {"o": 1})
+    built = TaskResult.builder(S.RUNNING).state({"s": 2}).build()
+    assert built.state == {"s": 2}
+    with pytest.raises(InvalidTaskResultError, match=r"TaskResult\.state\['x'\]"):
+        TaskResult.builder(S.RUNNING).state({"x": {1, 2}}).build()

@@ -481,3 +481,102 @@ def test_snapshot_does_not_see_later_engine_changes() -> None:
     assert copy.context["deep"] == {"list": [1, 2]}
     assert copy.context["global"] == "g"
     assert copy.execution.context["global"] == "g"
+
+
+# --- the engine's fields and the task's state on the copy (issue 18) -------------------------
+
+
+def test_snapshot_carries_the_engine_fields_a_task_reads_and_its_own_state() -> None:
+    from stabilize.models import LoopConfig
+
+    wf = make_workflow()
+    b = wf.stage_by_ref_id("b")
+    first, second = b.tasks
+    first.state = {"polls": 2, "kept": {"runs": 1}}
+    second.state = {"other": True}
+    b.jump_count, b.signal_user, b.mi_index = 3, "alice", 4
+    b.loop = LoopConfig("until", "done", 5, "a")
+    copy = snapshot_stage(wf, b, first)
+    assert (copy.jump_count, copy.signal_user, copy.mi_index) == (3, "alice", 4)
+    assert copy.loop == b.loop
+    assert copy.loop is not b.loop
+    assert copy.task_state == {"polls": 2, "kept": {"runs": 1}}
+    assert snapshot_stage(wf, b, second).task_state == {"other": True}
+    copy.task_state["polls"] = 99  # a private copy: only a returned state is kept
+    assert first.state == {"polls": 2, "kept": {"runs": 1}}
+    assert not any(k.startswith("_") for k in copy.context)
+
+
+def test_running_result_state_becomes_the_outcome_s_and_the_backoff_sees_it() -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Deadline(Poller):
+        def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
+            seen.append(dict(stage.task_state))
+            return timedelta(seconds=float(stage.task_state["until"]))
+
+    outcome = to_outcome(
+        finished(result=TaskResult.running(state={"until": 3}), task=Deadline()),
+        QueueProcessorConfig(),
+        START_MS,
+        never_draw,
+    )
+    assert outcome.status is S.RUNNING
+    assert outcome.state == {"until": 3}
+    assert outcome.delay_ms == 3000
+    assert seen == [{"until": 3}]
+
+
+def test_a_result_without_state_keeps_it() -> None:
+    for result in (TaskResult.running(), TaskResult.success(), TaskResult.suspend()):
+        outcome = to_outcome(finished(result=result), QueueProcessorConfig(), START_MS, HALF)
+        assert outcome.state is None
+
+
+def test_suspend_timer_and_jump_state_reach_the_outcome() -> None:
+    suspended = to_outcome(
+        finished(result=TaskResult.suspend(signal_timeout=2.5, state={"asked": 1})),
+        QueueProcessorConfig(),
+        START_MS,
+        never_draw,
+    )
+    assert (suspended.status, suspended.signal_timeout, suspended.state) == (
+        S.SUSPENDED,
+        2.5,
+        {"asked": 1},
+    )
+    jump = to_outcome(
+        finished(result=TaskResult.jump_to("a", state={"kept": {"n": 1}})),
+        QueueProcessorConfig(),
+        START_MS,
+        never_draw,
+    )
+    assert (jump.target_stage_ref_id, jump.state) == ("a", {"kept": {"n": 1}})
+
+
+def test_transient_error_state_replaces_the_task_state_for_the_retry() -> None:
+    error = TransientError("busy", retry_after=0, state={"cursor": 10})
+    outcome = to_outcome(finished(error=error), QueueProcessorConfig(), START_MS, never_draw)
+    assert outcome.retry
+    assert outcome.state == {"cursor": 10}
+    plain = to_outcome(
+        finished(error=TransientError("busy", retry_after=0)),
+        QueueProcessorConfig(),
+        START_MS,
+        never_draw,
+    )
+    assert plain.state is None
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [({"when": object()}, "state['when']"), (["not", "a", "dict"], "state must be a dict")],
+)
+def test_transient_error_state_that_cannot_be_stored_fails_the_task(state: Any, says: str) -> None:
+    error = TransientError("busy", retry_after=0)
+    error.state = state
+    outcome = to_outcome(finished(error=error), QueueProcessorConfig(), START_MS, never_draw)
+    assert outcome.status is S.TERMINAL
+    assert outcome.error is not None
+    assert says in outcome.error
+    assert "TransientError" in outcome.error

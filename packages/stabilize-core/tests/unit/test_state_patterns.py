@@ -47,6 +47,7 @@ from stabilize.engine.transitions import (
 )
 from stabilize.expressions import ExpressionError
 from stabilize.loops import LOOP_TASK
+from stabilize.models.loop import LoopConfig
 
 S = WorkflowStatus
 
@@ -179,7 +180,8 @@ def test_signal_to_a_suspended_stage_resumes_its_task() -> None:
     ctx = run["a"].context
     assert ctx["_signal_name"] == "approve"
     assert ctx["_signal_data"] == {"ok": True}
-    assert ctx["_signal_user"] == "alice"
+    assert run["a"].signal_user == "alice"
+    assert "_signal_user" not in ctx  # the sender is the engine's, not the context's
     resumed = [e for e in fx.events if e.event_type == "stage.resumed"]
     assert len(resumed) == 1
     assert resumed[0].entity_id == run["a"].id
@@ -229,7 +231,8 @@ def test_early_persistent_signal_is_kept_and_delivered_when_the_task_suspends() 
     assert run["a"].pending_signals == []
     assert run["a"].context["_signal_name"] == "early"
     assert run["a"].context["_signal_data"] == {"n": 1}
-    assert run["a"].context["_signal_user"] == "bob"
+    assert run["a"].signal_user == "bob"
+    assert "_signal_user" not in run["a"].context
     kinds = [e.event_type for e in fx.events]
     assert kinds.index("stage.suspended") < kinds.index("stage.resumed")
     [msg] = run.messages(RUN_TASK, fx)
@@ -764,8 +767,14 @@ def test_fan_out_creates_one_instance_per_item() -> None:
     made = instances(run)
     assert [s.ref_id for s in made] == ["f[0]", "f[1]", "f[2]"]
     assert [s.context["thing"] for s in made] == ["x", "y", "z"]
-    assert [s.context["_mi_index"] for s in made] == [0, 1, 2]
-    assert all(s.context["shared"] == 1 for s in made)
+    assert [s.mi_index for s in made] == [0, 1, 2]
+    assert all(
+        s.context == {"items": ["x", "y", "z"], "shared": 1, "thing": t}
+        for s, t in zip(made, "xyz", strict=True)
+    )
+    assert run["f"].mi_generation is not None
+    assert all(s.id.startswith(f"{run['f'].mi_generation}.") for s in made)
+    assert not any(k.startswith("_mi_") for s in [run["f"], *made] for k in s.context)
     assert [s.id for s in fx.new_stages] == [s.id for s in made]
     assert len({s.id for s in made}) == 3
     assert all(s.status is S.RUNNING for s in made)
@@ -911,13 +920,8 @@ def test_repeat_until_builds_the_body_and_a_check_stage() -> None:
     assert check.requisite_stage_ref_ids == {"grade"}
     assert stages[0].requisite_stage_ref_ids == {"pre"}
     assert [t.implementing_class for t in check.tasks] == [LOOP_TASK]
-    assert check.context == {
-        "_loop_mode": "until",
-        "_loop_condition": "score >= 3",
-        "_loop_max_iterations": 4,
-        "_loop_target": "work",
-        "_loop_fail_when_exhausted": False,
-    }
+    assert check.loop == LoopConfig("until", "score >= 3", 4, "work", False)
+    assert check.context == {}  # the loop's settings are the engine's, not the context's
     wf = Workflow.create("app", "wf", [stage("pre"), *stages], context={"_max_jumps": 2})
     assert wf.max_jumps() == 2 + 4
 
@@ -932,11 +936,9 @@ def test_while_loop_builds_a_guard_the_body_a_back_edge_and_an_exit() -> None:
     assert step.requisite_stage_ref_ids == {"w"}
     assert back.requisite_stage_ref_ids == {"step"}
     assert done.requisite_stage_ref_ids == {"w_next"}
-    assert guard.context["_loop_mode"] == "while"
-    assert guard.context["_loop_target"] == "w_done"
-    assert guard.context["_loop_fail_when_exhausted"] is True
-    assert back.context["_loop_mode"] == "next"
-    assert back.context["_loop_target"] == "w"
+    assert guard.loop == LoopConfig("while", "n < 3", 5, "w_done", True)
+    assert back.loop == LoopConfig("next", "true", 0, "w", False)
+    assert guard.context == back.context == {}
     wf = Workflow.create("app", "wf", stages)
     assert wf.max_jumps() == 10 + 5
 

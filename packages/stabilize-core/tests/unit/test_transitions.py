@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stabilize.engine.messages import RUN_TASK, Effects
+from stabilize.engine.messages import RUN_TASK, SIGNAL_TIMEOUT, Effects
 from stabilize.engine.transitions import (
     TaskOutcome,
     cancel_workflow,
@@ -331,6 +331,26 @@ def test_suspend_parks_the_stage_and_the_workflow_keeps_running() -> None:
     assert event_types(fx) == ["task.suspended", "stage.suspended"]
 
 
+def test_a_suspension_timer_comes_from_the_outcome_not_the_context() -> None:
+    wf = started(make_stage("a"))
+    fx = finish(wf, "a", TaskOutcome(S.SUSPENDED, signal_timeout=1.5))
+    [timer] = fx.messages
+    assert (timer.kind, timer.stage_id, timer.delay_ms) == (
+        SIGNAL_TIMEOUT,
+        wf.stage_by_ref_id("a").id,
+        1500,
+    )
+    assert events_of(fx, "stage.suspended") == [{"timeout_seconds": 1.5}]
+    assert wf.stage_by_ref_id("a").context == {}
+
+
+def test_the_old_timer_key_in_a_result_s_context_sets_no_timer() -> None:
+    # _signal_timeout_seconds was never documented: suspend(signal_timeout=) replaced it.
+    wf = started(make_stage("a"))
+    fx = finish(wf, "a", TaskOutcome(S.SUSPENDED, context={"_signal_timeout_seconds": 1}))
+    assert fx.messages == []
+
+
 def test_task_canceled_outcome_ends_the_workflow_canceled() -> None:
     wf = started(make_stage("a"), make_stage("b"))
     fx = finish(wf, "a", TaskOutcome(S.CANCELED))
@@ -338,6 +358,66 @@ def test_task_canceled_outcome_ends_the_workflow_canceled() -> None:
     assert statuses(wf) == {"a": S.CANCELED, "b": S.CANCELED}
     assert fx.drop_messages
     assert event_types(fx)[-1] == "workflow.canceled"
+
+
+# --- complete_task: the task's own state (issue 18) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        TaskOutcome(S.RUNNING, state={"n": 2}),
+        TaskOutcome(S.RUNNING, state={"n": 2}, retry=True),
+        TaskOutcome(S.SUSPENDED, state={"n": 2}),
+        TaskOutcome(S.SUCCEEDED, state={"n": 2}),
+        TaskOutcome(S.TERMINAL, state={"n": 2}, error="x"),
+    ],
+)
+def test_an_outcome_s_state_replaces_the_task_s_state(outcome: TaskOutcome) -> None:
+    wf = started(make_stage("a"))
+    task_of(wf, "a").state = {"n": 1, "old": True}
+    fx = finish(wf, "a", outcome)
+    assert task_of(wf, "a").state == {"n": 2}
+    assert wf.stage_by_ref_id("a").id in fx.stages
+    assert wf.stage_by_ref_id("a").context == {}
+
+
+def test_an_outcome_without_state_keeps_it() -> None:
+    wf = started(make_stage("a", tasks=("t1", "t2")))
+    task_of(wf, "a").state = {"n": 1}
+    finish(wf, "a", TaskOutcome(S.RUNNING))
+    finish(wf, "a")
+    assert task_of(wf, "a").state == {"n": 1}
+
+
+def test_a_jump_back_resets_task_state_but_kept_and_hands_the_target_its_state() -> None:
+    wf = started(make_stage("a", tasks=("t1", "t2")), make_stage("b", ["a"]))
+    task_of(wf, "a", "t1").state = {"polls": 3, "kept": {"runs": 1}}
+    task_of(wf, "a", "t2").state = {"polls": 1, "kept": {"runs": 2}}
+    finish(wf, "a")
+    finish(wf, "a")
+    task_of(wf, "b").state = {"b": 1}
+    finish(wf, "b", TaskOutcome(S.REDIRECT, target_stage_ref_id="a", state={"handed": True}))
+    assert task_of(wf, "a", "t1").state == {"handed": True}
+    assert task_of(wf, "a", "t2").state == {"kept": {"runs": 2}}
+    assert task_of(wf, "b").state == {}
+    assert wf.stage_by_ref_id("b").jump_count == 1
+
+
+def test_a_jump_without_state_leaves_the_target_what_its_reset_kept() -> None:
+    wf = started(make_stage("a"), make_stage("b", ["a"]))
+    task_of(wf, "a").state = {"polls": 3, "kept": {"runs": 1}}
+    finish(wf, "a")
+    finish(wf, "b", TaskOutcome(S.REDIRECT, target_stage_ref_id="a"))
+    assert task_of(wf, "a").state == {"kept": {"runs": 1}}
+
+
+def test_a_forward_jump_hands_its_state_to_the_target() -> None:
+    wf = started(make_stage("a"), make_stage("b", ["a"]), make_stage("c", ["b"]))
+    finish(wf, "a", TaskOutcome(S.REDIRECT, target_stage_ref_id="c", state={"from": "a"}))
+    assert statuses(wf)["b"] is S.SKIPPED
+    assert task_of(wf, "c").state == {"from": "a"}
+    assert task_of(wf, "a").state == {}
 
 
 # --- complete_task: running and retry ---------------------------------------------------------
@@ -462,7 +542,8 @@ def test_jump_backward_to_own_stage_restarts_it() -> None:
     assert a.status is S.RUNNING
     assert task_of(wf, "a", "t1").status is S.RUNNING
     assert task_of(wf, "a", "t2").status is S.NOT_STARTED
-    assert a.context == {"n": 2, "_jump_count": 1}  # the jumping stage counts its jumps
+    assert a.context == {"n": 2}
+    assert a.jump_count == 1  # the jumping stage counts its jumps
     assert queued(wf, fx) == [("a", "t1", 0)]
     assert wf.jump_count == 1
 
@@ -563,7 +644,8 @@ def test_plain_redirect_restarts_the_current_stage_from_its_first_task() -> None
     fx = finish(wf, "a", TaskOutcome(S.REDIRECT, context={"round": 2}))
     assert task_of(wf, "a", "t1").status is S.RUNNING
     assert task_of(wf, "a", "t2").status is S.NOT_STARTED
-    assert wf.stage_by_ref_id("a").context == {"round": 2, "_jump_count": 1}
+    assert wf.stage_by_ref_id("a").context == {"round": 2}
+    assert wf.stage_by_ref_id("a").jump_count == 1
     assert wf.jump_count == 1
     assert queued(wf, fx) == [("a", "t1", 0)]
 

@@ -29,7 +29,7 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
         return
     # Instance ids derive from the workflow version: unique per expansion, deterministic.
     generation = f"{stage.id}.{wf.version}"
-    stage.context["_mi_generation"] = generation
+    stage.mi_generation = generation
     if not items:
         stage.outputs["instances"] = []
         flow._complete_stage(wf, stage, S.SUCCEEDED, now, fx, error=None)
@@ -45,11 +45,8 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
             ref_id=ref,
             type=stage.type,
             name=f"{stage.name or stage.ref_id} [{i}]",
-            context={
-                **{k: v for k, v in stage.context.items() if not k.startswith("_mi_")},
-                config.item_key: item,
-                "_mi_index": i,
-            },
+            context={**stage.context, config.item_key: item},
+            mi_index=i,
             tasks=[
                 TaskExecution(
                     id=f"{inst_id}.{j}",
@@ -76,7 +73,7 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
 
 def _instances(wf: Workflow, parent: StageExecution) -> list[StageExecution]:
     """The instances of the fan-out stage's current run, in item order."""
-    prefix = f"{parent.context.get('_mi_generation')}."
+    prefix = f"{parent.mi_generation}."
     return [s for s in wf.stages if s.parent_stage_id == parent.id and s.id.startswith(prefix)]
 
 

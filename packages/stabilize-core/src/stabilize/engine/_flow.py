@@ -42,6 +42,10 @@ class TaskOutcome:
         error_details: Structured details of the failure (exception type, traceback).
         delay_ms: For ``RUNNING``: when to run the task again.
         retry: The task raised a transient error and runs again after ``delay_ms``.
+        state: The task's new state (``TaskExecution.state``), or ``None`` to keep it; for
+            a jump, the state of the target's first task.
+        signal_timeout: For ``SUSPENDED``: resume with the signal ``timeout`` after this
+            many seconds if no other signal came first.
     """
 
     status: WorkflowStatus
@@ -52,11 +56,8 @@ class TaskOutcome:
     error_details: dict[str, Any] | None = None
     delay_ms: int = 0
     retry: bool = False
-
-
-SIGNAL_TIMEOUT_KEY = "_signal_timeout_seconds"
-"""Context key a suspending task sets (in its result's context) to be resumed with the
-signal ``timeout`` after that many seconds if no other signal came first."""
+    state: dict[str, Any] | None = None
+    signal_timeout: float | None = None
 
 
 _ACTIVE_STAGE = frozenset({S.RUNNING, S.SUSPENDED, S.PAUSED, S.BUFFERED})

@@ -44,8 +44,8 @@ def _redirect(
         return
     index = wf.index
     wf.jump_count += 1
-    # Counted on the jumping stage's own context, which survives the reset of a loop.
-    stage.context["_jump_count"] = int(stage.context.get("_jump_count", 0)) + 1
+    # Counted on the jumping stage, which keeps it through the reset of a loop.
+    stage.jump_count += 1
     fx.workflow_changed = True
     fx.emit(
         "jump.executed",
@@ -61,6 +61,7 @@ def _redirect(
         stage.context.update(outcome.context)
         for t in stage.tasks:
             t.reset()
+        _hand_state(stage, outcome)
         _start_task(wf, stage, stage.tasks[0], now, fx)
         return
     ancestors = {a.ref_id for a in index.ancestors(stage.ref_id)}
@@ -73,6 +74,7 @@ def _redirect(
             fx.touch(reset)
         target.context.update(outcome.context)
         target.context.update(outcome.outputs)
+        _hand_state(target, outcome)
         _start_stage(wf, target, now, fx)
         return
     if target_ref not in index.descendants(stage.ref_id):
@@ -88,6 +90,7 @@ def _redirect(
     # A forward jump: the stages between are skipped and the target runs next. The
     # jumping stage completes, so its outputs flow on like any stage's.
     target.context.update(outcome.context)
+    _hand_state(target, outcome)
     stage.outputs.update(outcome.outputs)
     fx.touch(target)
     task.status = S.SUCCEEDED
@@ -110,3 +113,9 @@ def _redirect(
     for done in [stage, *skipped_stages]:
         _propagate(wf, done, now, fx)
     _maybe_complete_workflow(wf, now, fx)
+
+
+def _hand_state(target: StageExecution, outcome: TaskOutcome) -> None:
+    """Give the first task of the jump's target the state the jump carries, if any."""
+    if outcome.state is not None and target.tasks:
+        target.tasks[0].state = dict(outcome.state)

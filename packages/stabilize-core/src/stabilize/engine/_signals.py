@@ -27,7 +27,7 @@ def _deliver_signal(
     fx.drop_timers.append((SIGNAL_TIMEOUT, stage.id))
     stage.context["_signal_name"] = signal["name"]
     stage.context["_signal_data"] = signal["data"]
-    stage.context["_signal_user"] = signal.get("user")
+    stage.signal_user = signal.get("user")
     task.status = S.RUNNING
     task.version += 1
     mark_stage(wf, stage, S.RUNNING)

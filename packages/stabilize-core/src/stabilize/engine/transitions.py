@@ -18,7 +18,6 @@ from typing import Any, ParamSpec
 from stabilize._json import describe_unencodable
 from stabilize.engine._flow import (
     _LIVE_TASK,
-    SIGNAL_TIMEOUT_KEY,
     S,
     TaskOutcome,
     _cancel_stage,
@@ -48,7 +47,6 @@ from stabilize.errors import SignalError
 from stabilize.models.workflow import Workflow
 
 __all__ = [
-    "SIGNAL_TIMEOUT_KEY",
     "RestartError",
     "TaskOutcome",
     "cancel_stages",
@@ -185,6 +183,8 @@ def complete_task(
         return fx
     fx.touch(stage)
     status = outcome.status
+    if outcome.state is not None and status is not S.REDIRECT:
+        task.state = dict(outcome.state)
     if outcome.retry or status is S.RUNNING:
         stage.context.update(outcome.context)
         if outcome.retry:
@@ -225,13 +225,13 @@ def complete_task(
     )
     if status is S.SUSPENDED:
         mark_stage(wf, stage, S.SUSPENDED)
-        wait = outcome.context.get(SIGNAL_TIMEOUT_KEY)
+        wait = outcome.signal_timeout
         fx.emit("stage.suspended", "stage", stage.id, timeout_seconds=wait)
         if stage.deferred_choice_group is not None and not stage.pending_signals:
             _release_choice(wf, stage, now, fx)
         if stage.pending_signals:
             _deliver_signal(wf, stage, stage.pending_signals.pop(0), now, fx)
-        elif isinstance(wait, int | float) and not isinstance(wait, bool) and wait >= 0:
+        elif wait is not None:
             # A durable timer: if no signal comes first, a "timeout" signal resumes it.
             fx.messages.append(
                 Message(
@@ -314,7 +314,8 @@ def signal_stage(
     """Deliver a named signal to a stage (the engine's durable suspend-and-resume).
 
     A SUSPENDED stage resumes at once: its suspended task runs again with
-    ``_signal_name``, ``_signal_data`` and ``_signal_user`` in its context. A stage that
+    ``_signal_name`` and ``_signal_data`` in its context and the sender in the stage's
+    ``signal_user``. A stage that
     has not suspended yet keeps a persistent signal and receives it when it suspends.
     In a ``deferred_choice_group``, the first stage to get a signal wins.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stabilize.models.loop import LoopConfig
 from stabilize.models.stage import (
     JoinType,
     MultiInstanceConfig,
@@ -15,6 +16,7 @@ from stabilize.models.workflow import Workflow, WorkflowType
 
 __all__ = [
     "JoinType",
+    "LoopConfig",
     "MultiInstanceConfig",
     "SplitType",
     "StageExecution",

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from stabilize.models._legacy import upgrade_stage_row
+from stabilize.models.loop import LoopConfig
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution, new_id
 
 if TYPE_CHECKING:
-    from stabilize.backends._base import Backend
     from stabilize.cancellation import CancellationToken
     from stabilize.models.workflow import Workflow
 
@@ -58,14 +59,10 @@ class StragglerPolicy(StrEnum):
     MERGE = "merge"
 
 
-RUN_STATE_KEYS = (
-    "_signal_name",
-    "_signal_data",
-    "_signal_user",
-    "_wait_until",
-    "_sub_workflow_id",
-)
-"""Context keys that belong to one run of a stage: :meth:`StageExecution.reset` drops them."""
+# Keys the original package documented in the stage context (issue 18 keeps them there)
+# whose values belong to one run of the stage: the delivered signal, which the engine
+# writes and tasks read, and the child a SubWorkflowTask started.
+_ONE_RUN_CONTEXT_KEYS = ("_signal_name", "_signal_data", "_sub_workflow_id")
 
 
 @dataclass
@@ -131,10 +128,13 @@ class StageExecution:
     The control-flow fields (``join_type``, ``join_threshold``, ``split_type``,
     ``split_conditions``, ``output_reducers``, ``straggler_policy``, ``deadline_seconds``
     with ``deadline_route``, ``cancel_region``, ``mutex_key``, ``deferred_choice_group``,
-    ``milestone_ref_id`` with ``milestone_status``, ``mi_config``) are part of the
-    definition;
-    ``status_reason``, ``branches_not_taken``, ``multi_merge_pending``, ``mutex_held`` and
-    ``pending_signals`` are kept by the engine.
+    ``milestone_ref_id`` with ``milestone_status``, ``mi_config``, ``loop``) are part of
+    the definition;
+    ``status_reason``, ``branches_not_taken``, ``multi_merge_pending``, ``mutex_held``,
+    ``pending_signals``, ``jump_count``, ``signal_user``, ``mi_generation`` and
+    ``mi_index`` are kept by the engine, never in ``context``, which holds only what the
+    user and the tasks put there (and the keys the original package documented there:
+    ``_signal_name``, ``_signal_data``, the ``_sub_workflow_*`` keys).
     """
 
     id: str = field(default_factory=new_id)
@@ -169,11 +169,25 @@ class StageExecution:
     milestone_status: WorkflowStatus = WorkflowStatus.RUNNING
     pending_signals: list[dict[str, Any]] = field(default_factory=list)
     mi_config: MultiInstanceConfig | None = None
+    loop: LoopConfig | None = None
+    """The settings of a structured loop's check stage (set by ``repeat_until`` and
+    ``while_loop``, read by the ``loop`` task); ``None`` for every other stage."""
+    jump_count: int = 0
+    """How many ``jump_to`` redirects this stage took; kept when a loop resets the stage."""
+    signal_user: str | None = None
+    """Who sent the signal delivered last (its name and data are the context's
+    ``_signal_name`` and ``_signal_data``); cleared when the stage is reset."""
+    mi_generation: str | None = None
+    """On a dynamic fan-out stage (``mi_config``): the prefix of the ids of its current
+    run's instances."""
+    mi_index: int | None = None
+    """On an instance of a dynamic fan-out: the position of its item in the list."""
     _workflow: Workflow | None = field(default=None, repr=False, compare=False)
     _progress: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _attempt_key: str | None = field(default=None, repr=False, compare=False)
     _cancel_token: CancellationToken | None = field(default=None, repr=False, compare=False)
-    _backend: Backend | None = field(default=None, repr=False, compare=False)
+    # On the copy a task receives: the id of that task (see task_state).
+    _task_id: str | None = field(default=None, repr=False, compare=False)
     _clock: Callable[[], float] | None = field(default=None, repr=False, compare=False)
     _own_keys: frozenset[str] | None = field(default=None, repr=False, compare=False)
     # The row as last written or read (JSON), the baseline of the diff that records what
@@ -255,6 +269,22 @@ class StageExecution:
             raise RuntimeError("idempotency_key exists only on the stage a task receives")
         return self._attempt_key
 
+    @property
+    def task_state(self) -> dict[str, Any]:
+        """The durable state of the task running with this stage (``TaskExecution.state``).
+
+        On the copy a task receives, the state its last committed execution returned
+        (``TaskResult.running(state=...)``): a task changes it by returning a new one,
+        never in place. On a stage built by hand, the state of its RUNNING task, or an
+        empty dict when none runs.
+        """
+        for task in self.tasks:
+            if task.id == self._task_id or (
+                self._task_id is None and task.status is WorkflowStatus.RUNNING
+            ):
+                return task.state
+        return {}
+
     def own_context(self) -> dict[str, Any]:
         """The keys the stage itself set, without those inherited from its ancestors.
 
@@ -295,12 +325,15 @@ class StageExecution:
     def reset(self) -> None:
         """Return the stage and its tasks to NOT_STARTED (used by jumps and restarts).
 
-        The context keeps what the user and the tasks put there, except the keys that hold
-        the state of one run (:data:`RUN_STATE_KEYS`): a signal delivered to the last run,
-        a wait's deadline, the child of a sub-workflow. The next run starts without them.
+        The next run starts without the last one's state: the signal delivered to it
+        (``signal_user`` and the context's ``_signal_name`` and ``_signal_data``), the
+        child of a sub-workflow (``_sub_workflow_id``) and what its tasks kept in their
+        ``state`` (but its ``"kept"`` entry). The rest of the context, ``jump_count`` and a
+        loop's settings stay.
         """
-        for key in RUN_STATE_KEYS:
+        for key in _ONE_RUN_CONTEXT_KEYS:
             self.context.pop(key, None)
+        self.signal_user = None
         self.status = WorkflowStatus.NOT_STARTED
         self.start_time = None
         self.end_time = None
@@ -353,6 +386,11 @@ class StageExecution:
             "milestone_status": self.milestone_status.value,
             "pending_signals": self.pending_signals,
             "mi_config": self.mi_config.to_dict() if self.mi_config is not None else None,
+            "loop": self.loop.to_dict() if self.loop is not None else None,
+            "jump_count": self.jump_count,
+            "signal_user": self.signal_user,
+            "mi_generation": self.mi_generation,
+            "mi_index": self.mi_index,
         }
 
     def to_row(self) -> dict[str, Any]:
@@ -392,6 +430,9 @@ class StageExecution:
             ("mutex_key", self.mutex_key),
             ("deferred_choice_group", self.deferred_choice_group),
             ("milestone_ref_id", self.milestone_ref_id),
+            ("signal_user", self.signal_user),
+            ("mi_generation", self.mi_generation),
+            ("mi_index", self.mi_index),
         )
         for key, value in optional:
             if value is not None:
@@ -408,11 +449,18 @@ class StageExecution:
             row["pending_signals"] = self.pending_signals
         if self.mi_config is not None:
             row["mi_config"] = self.mi_config.to_dict()
+        if self.loop is not None:
+            row["loop"] = self.loop.to_dict()
+        if self.jump_count:
+            row["jump_count"] = self.jump_count
         return row
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageExecution:
         """Rebuild a stage from :meth:`to_dict` output.
+
+        Rows of earlier versions, which kept the engine's bookkeeping in the context, are
+        read into the typed fields (see :mod:`stabilize.models._legacy`).
 
         Args:
             data: What :meth:`to_dict` (or :meth:`to_row`) returned.
@@ -424,6 +472,7 @@ class StageExecution:
             KeyError: ``data`` lacks ``id``, ``ref_id`` or ``status``.
             ValueError: ``data`` names an unknown status, split type or straggler policy.
         """
+        data = upgrade_stage_row(data)
         return cls(
             id=data["id"],
             ref_id=data["ref_id"],
@@ -459,6 +508,11 @@ class StageExecution:
             mi_config=MultiInstanceConfig.from_dict(data["mi_config"])
             if data.get("mi_config")
             else None,
+            loop=LoopConfig.from_dict(data["loop"]) if data.get("loop") else None,
+            jump_count=data.get("jump_count", 0),
+            signal_user=data.get("signal_user"),
+            mi_generation=data.get("mi_generation"),
+            mi_index=data.get("mi_index"),
         )
 
 

@@ -9,6 +9,9 @@ from ulid import ULID
 
 from stabilize.models.status import WorkflowStatus
 
+KEPT_STATE_KEY = "kept"
+"""The entry of a task's ``state`` that a reset keeps (see :attr:`TaskExecution.state`)."""
+
 
 def new_id() -> str:
     """Return a new ULID string (sortable by creation time)."""
@@ -36,6 +39,18 @@ class TaskExecution:
     task_exception_details: dict[str, Any] = field(default_factory=dict)
     retry_count: int = 0
     version: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+    """The task's own durable state between its executions (JSON values).
+
+    The running task reads it as ``stage.task_state`` and replaces it by returning it:
+    ``TaskResult.running(state=...)`` (also ``success``, ``suspend``, or a
+    ``TransientError(state=...)``); a result without ``state`` leaves it as it is. It is
+    committed with the result, so a task run again after a crash finds the state its last
+    committed execution left (a wait's deadline, an agent's checkpoint). A reset (a jump
+    back, a restart) empties it for the next run, except its ``"kept"`` entry: what the
+    task carries from one run to the next (the agent's step count, so that tool calls of
+    a new run get idempotency keys of their own).
+    """
 
     @classmethod
     def create(
@@ -61,12 +76,17 @@ class TaskExecution:
         )
 
     def reset(self) -> None:
-        """Return the task to NOT_STARTED, forgetting its run (used by jumps and restarts)."""
+        """Return the task to NOT_STARTED, forgetting its run (used by jumps and restarts).
+
+        Its ``state`` keeps only the ``"kept"`` entry.
+        """
         self.status = WorkflowStatus.NOT_STARTED
         self.start_time = None
         self.end_time = None
         self.task_exception_details = {}
         self.retry_count = 0
+        kept = self.state.get(KEPT_STATE_KEY)
+        self.state = {} if kept is None else {KEPT_STATE_KEY: kept}
 
     def _head(self) -> dict[str, Any]:
         """The fields every form of the task carries (:meth:`to_dict`, :meth:`to_row`)."""
@@ -90,6 +110,7 @@ class TaskExecution:
             "task_exception_details": self.task_exception_details,
             "retry_count": self.retry_count,
             "version": self.version,
+            "state": self.state,
         }
 
     def to_row(self) -> dict[str, Any]:
@@ -113,6 +134,8 @@ class TaskExecution:
             row["retry_count"] = self.retry_count
         if self.version:
             row["version"] = self.version
+        if self.state:
+            row["state"] = self.state
         return row
 
     @classmethod
@@ -143,4 +166,5 @@ class TaskExecution:
             task_exception_details=data.get("task_exception_details") or {},
             retry_count=data.get("retry_count", 0),
             version=data.get("version", 0),
+            state=data.get("state") or {},
         )

@@ -229,11 +229,11 @@ class Workflow:
     def max_jumps(self) -> int:
         """The bound on ``jump_to`` redirects of the whole workflow.
 
-        ``context["_max_jumps"]`` (default 10), plus the ``_loop_max_iterations`` that
-        structured loops (:mod:`stabilize.loops`) declare on their stages.
+        ``context["_max_jumps"]`` (default 10), plus the ``max_iterations`` that structured
+        loops (:mod:`stabilize.loops`) declare on their check stages (``stage.loop``).
         """
         value = int(self.context.get("_max_jumps", DEFAULT_MAX_JUMPS))
-        return value + sum(int(s.context.get("_loop_max_iterations", 0)) for s in self.stages)
+        return value + sum(s.loop.max_iterations for s in self.stages if s.loop is not None)
 
     def failure_summary(self) -> str | None:
         """Why the workflow failed, in a few lines; ``None`` unless it ended in failure.

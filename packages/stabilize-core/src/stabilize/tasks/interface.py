@@ -285,7 +285,7 @@ class SignalWaitTask(Task):
             outputs={
                 "signal": name,
                 "signal_data": stage.context.get("_signal_data") or {},
-                "signal_user": stage.context.get("_signal_user"),
+                "signal_user": stage.signal_user,
             }
         )
 
@@ -294,8 +294,9 @@ class WaitTask(RetryableTask):
     """Waits without holding a worker: ``waitTime`` seconds, or until ``waitUntil``.
 
     ``waitUntil`` is epoch seconds or an ISO 8601 timestamp (UTC when it has no zone).
-    The deadline is stored in the stage context (``_wait_until``), so the wait survives
-    restarts: the engine re-delivers the task when the deadline comes.
+    The deadline is stored in the task's state (``until``, epoch seconds; see
+    ``stage.task_state``), so the wait survives restarts: the engine re-delivers the task
+    when the deadline comes. A stage run again (a jump back) waits afresh.
     """
 
     def get_timeout(self) -> timedelta:
@@ -313,13 +314,13 @@ class WaitTask(RetryableTask):
             stage: The waiting stage (``waitTime`` or ``waitUntil`` in its context).
 
         Returns:
-            A success, or ``running()`` storing the deadline as ``_wait_until``.
+            A success, or ``running()`` storing the deadline in the task's state.
 
         Raises:
             ValueError: ``waitUntil`` is neither epoch seconds nor an ISO 8601 string.
         """
         now = time.time()
-        until = stage.context.get("_wait_until")
+        until = stage.task_state.get("until")
         if until is None:
             target = stage.context.get("waitUntil")
             until = (
@@ -329,7 +330,7 @@ class WaitTask(RetryableTask):
             )
             if until <= now:
                 return TaskResult.success()
-            return TaskResult.running(context={"_wait_until": until})
+            return TaskResult.running(state={"until": until})
         if now >= float(until):
             return TaskResult.success()
         return TaskResult.running()
@@ -342,9 +343,9 @@ class WaitTask(RetryableTask):
             duration: Ignored.
 
         Returns:
-            The time left until ``_wait_until`` (zero once it passed).
+            The time left until the deadline (zero once it passed).
         """
-        until = float(stage.context.get("_wait_until", time.time()))
+        until = float(stage.task_state.get("until", time.time()))
         return timedelta(seconds=max(0.0, until - time.time()))
 
 

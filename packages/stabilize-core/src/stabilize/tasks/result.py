@@ -17,15 +17,20 @@ class TaskResult:
 
     ``context`` is merged into the stage's own context; ``outputs`` into the stage's
     outputs, which flow to every descendant stage. ``target_stage_ref_id`` is set by
-    :meth:`jump_to`; ``error`` explains a failure.
+    :meth:`jump_to`; ``error`` explains a failure. ``state``, when not ``None``, replaces
+    the task's own durable state (``TaskExecution.state``, read as ``stage.task_state``);
+    for a jump, it is the state the first task of the target stage starts with.
+    ``signal_timeout`` is set by :meth:`suspend`.
 
     A result is checked when it is built: a bad one raises in the task that built it,
     which then fails on its own with the error, instead of reaching the database.
 
     Raises:
-        InvalidTaskResultError: ``status`` is not a :class:`WorkflowStatus`, ``context``
-            or ``outputs`` is not a dict, a value cannot be stored as JSON (the message
-            names its key), or ``target_stage_ref_id`` is not a string.
+        InvalidTaskResultError: ``status`` is not a :class:`WorkflowStatus`, ``context``,
+            ``outputs`` or ``state`` is not a dict, a value cannot be stored as JSON (the
+            message names its key), ``target_stage_ref_id`` is not a string, or
+            ``signal_timeout`` is not a number of seconds of at least 0 on a SUSPENDED
+            result.
     """
 
     status: WorkflowStatus
@@ -33,6 +38,8 @@ class TaskResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     target_stage_ref_id: str | None = None
     error: str | None = None
+    state: dict[str, Any] | None = None
+    signal_timeout: float | None = None
 
     def __post_init__(self) -> None:
         error: object = self.error
@@ -52,13 +59,19 @@ class TaskResult:
 
     @classmethod
     def success(
-        cls, outputs: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+        cls,
+        outputs: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+        *,
+        state: dict[str, Any] | None = None,
     ) -> TaskResult:
         """The task finished; the stage moves on to its next task.
 
         Args:
             outputs: Values visible to downstream stages (JSON values).
             context: Values merged into this stage's context (JSON values).
+            state: The task's state to keep with it (``None``: as it is); see
+                :meth:`running`.
 
         Returns:
             A SUCCEEDED result (the dicts are copied).
@@ -66,14 +79,23 @@ class TaskResult:
         Raises:
             InvalidTaskResultError: A value is not JSON, naming its key.
         """
-        return cls(WorkflowStatus.SUCCEEDED, dict(context or {}), dict(outputs or {}))
+        return cls(
+            WorkflowStatus.SUCCEEDED, dict(context or {}), dict(outputs or {}), state=_copy(state)
+        )
 
     @classmethod
-    def running(cls, context: dict[str, Any] | None = None) -> TaskResult:
+    def running(
+        cls, context: dict[str, Any] | None = None, *, state: dict[str, Any] | None = None
+    ) -> TaskResult:
         """Not done yet: run the task again after its backoff period (polling).
 
         Args:
             context: Values merged into the stage's context before the next poll.
+            state: The task's own state for its next execution, which reads it as
+                ``stage.task_state`` (JSON values): it replaces the state, and is
+                committed with this result, so a crash resumes from it. ``None`` keeps
+                the state as it is. A reset of the stage (a jump back, a restart) empties
+                it, except its ``"kept"`` entry.
 
         Returns:
             A RUNNING result.
@@ -81,7 +103,7 @@ class TaskResult:
         Raises:
             InvalidTaskResultError: A value is not JSON, naming its key.
         """
-        return cls(WorkflowStatus.RUNNING, dict(context or {}))
+        return cls(WorkflowStatus.RUNNING, dict(context or {}), state=_copy(state))
 
     @classmethod
     def terminal(cls, error: str, context: dict[str, Any] | None = None) -> TaskResult:
@@ -165,19 +187,38 @@ class TaskResult:
         return cls(WorkflowStatus.STOPPED, outputs=dict(outputs or {}))
 
     @classmethod
-    def suspend(cls, context: dict[str, Any] | None = None) -> TaskResult:
+    def suspend(
+        cls,
+        context: dict[str, Any] | None = None,
+        *,
+        signal_timeout: float | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> TaskResult:
         """Park the stage until a signal resumes it (the worker is freed meanwhile).
+
+        The task runs again when a signal is delivered, with its name and data in the
+        context (``_signal_name``, ``_signal_data``) and its sender in
+        ``stage.signal_user``.
 
         Args:
             context: Values merged into the stage's context.
+            signal_timeout: Seconds after which the signal ``timeout`` resumes the stage if
+                no other signal came first (a durable timer; ``None``: wait forever).
+            state: The task's state for when it runs again (see :meth:`running`).
 
         Returns:
             A SUSPENDED result.
 
         Raises:
-            InvalidTaskResultError: A value is not JSON, naming its key.
+            InvalidTaskResultError: A value is not JSON, naming its key, or
+                ``signal_timeout`` is not a number of at least 0.
         """
-        return cls(WorkflowStatus.SUSPENDED, dict(context or {}))
+        return cls(
+            WorkflowStatus.SUSPENDED,
+            dict(context or {}),
+            state=_copy(state),
+            signal_timeout=signal_timeout,
+        )
 
     @classmethod
     def redirect(cls, context: dict[str, Any] | None = None) -> TaskResult:
@@ -200,6 +241,8 @@ class TaskResult:
         target_stage_ref_id: str,
         context: dict[str, Any] | None = None,
         outputs: dict[str, Any] | None = None,
+        *,
+        state: dict[str, Any] | None = None,
     ) -> TaskResult:
         """Jump to another stage.
 
@@ -213,6 +256,8 @@ class TaskResult:
             context: Values merged into the target's context.
             outputs: Backward: merged into the target's context; forward: this stage's
                 outputs.
+            state: The state the first task of the target starts with (its
+                ``stage.task_state``), replacing what a reset left of it.
 
         Returns:
             A REDIRECT result naming the target (the engine checks the target exists and
@@ -227,6 +272,7 @@ class TaskResult:
             dict(context or {}),
             dict(outputs or {}),
             target_stage_ref_id=target_stage_ref_id,
+            state=_copy(state),
         )
 
     @classmethod
@@ -259,6 +305,8 @@ class TaskResult:
             {**self.outputs, **outputs},
             self.target_stage_ref_id,
             self.error,
+            _copy(self.state),
+            self.signal_timeout,
         )
 
 
@@ -286,6 +334,11 @@ class TaskResultBuilder:
     def add_output(self, key: str, value: Any) -> TaskResultBuilder:
         """Add one output key."""
         self._result.outputs[key] = value
+        return self
+
+    def state(self, state: dict[str, Any]) -> TaskResultBuilder:
+        """Replace the task's state (see :meth:`TaskResult.running`)."""
+        self._result.state = dict(state)
         return self
 
     def build(self) -> TaskResult:
@@ -321,7 +374,38 @@ def result_problem(result: object) -> str | None:
         problem = describe_unencodable(dict(value), f"TaskResult.{name}")
         if problem is not None:
             return problem
+    state: object = result.state
+    if state is not None:
+        if not isinstance(state, Mapping):
+            return (
+                "TaskResult.state must be a dict of names to JSON values (or None), not a "
+                f"{type(state).__name__}"
+            )
+        problem = describe_unencodable(dict(state), "TaskResult.state")
+        if problem is not None:
+            return problem
     target: object = result.target_stage_ref_id
     if target is not None and not isinstance(target, str):
         return f"TaskResult.target_stage_ref_id must be a stage's ref_id (a string), not {target!r}"
+    return _timeout_problem(result.signal_timeout, status)
+
+
+def _timeout_problem(timeout: object, status: WorkflowStatus) -> str | None:
+    if timeout is None:
+        return None
+    if status is not WorkflowStatus.SUSPENDED:
+        return f"TaskResult.signal_timeout applies to a SUSPENDED result, not {status.value}"
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 <= timeout < float("inf")
+    ):
+        return (
+            "TaskResult.signal_timeout must be a number of seconds of at least 0 (or None), "
+            f"not {timeout!r}"
+        )
     return None
+
+
+def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else dict(value)

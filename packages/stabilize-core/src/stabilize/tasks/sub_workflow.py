@@ -12,6 +12,7 @@ from typing import Any
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
+from stabilize.tasks._database import task_backend
 from stabilize.tasks.interface import RetryableTask
 from stabilize.tasks.result import TaskResult
 
@@ -116,7 +117,7 @@ class SubWorkflowTask(RetryableTask):
         """
         from stabilize.orchestrator import submit_workflow
 
-        backend = stage._backend
+        backend = task_backend()
         if backend is None:
             return TaskResult.terminal("SubWorkflowTask must run inside a QueueProcessor")
         child_id = stage.context.get("_sub_workflow_id")

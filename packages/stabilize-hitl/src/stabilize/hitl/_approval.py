@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from stabilize.engine.transitions import SIGNAL_TIMEOUT_KEY
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.tasks._context import ContextReader
@@ -13,8 +12,9 @@ from stabilize.tasks.result import TaskResult
 
 TIMEOUT_ACTIONS = ("approve", "reject", "escalate")
 
-# Clears the signal that resumed the gate, so that the next suspension waits afresh.
-_CLEAR = {"_signal_name": None, "_signal_data": None, "_signal_user": None}
+# Clears the signal that resumed the gate, so that the next suspension waits afresh (the
+# sender, stage.signal_user, is replaced by the next signal's).
+_CLEAR = {"_signal_name": None, "_signal_data": None}
 
 
 class ApprovalTask(Task):
@@ -54,19 +54,21 @@ class ApprovalTask(Task):
         action = ctx.choice("approval_timeout_action", TIMEOUT_ACTIONS, "reject")
         name = stage.context.get("_signal_name")
         data = dict(stage.context.get("_signal_data") or {})
-        user = stage.context.get("_signal_user")
+        user = stage.signal_user
         if name is None:
             wait = ctx.number("approval_timeout_seconds", None, minimum=0)
             if stage.context.get("escalated"):
                 wait = ctx.number("approval_escalation_timeout_seconds", None, minimum=0)
-            return TaskResult.suspend(context=_timer(wait))
+            return TaskResult.suspend(signal_timeout=wait)
         timed_out = name == "timeout"
         if timed_out:
             if stage.context.get("escalated"):
                 name = "reject"
             elif action == "escalate":
                 wait = ctx.number("approval_escalation_timeout_seconds", None, minimum=0)
-                return TaskResult.suspend(context={**_CLEAR, "escalated": True, **_timer(wait)})
+                return TaskResult.suspend(
+                    context={**_CLEAR, "escalated": True}, signal_timeout=wait
+                )
             else:
                 name = action
             data = {"reason": "the approval timed out"}
@@ -93,8 +95,3 @@ class ApprovalTask(Task):
     def aliases(self) -> list[str]:
         """``human_approval`` and ``hitl_approval``."""
         return ["human_approval", "hitl_approval"]
-
-
-def _timer(seconds: float | None) -> dict[str, Any]:
-    # None also clears a timer an earlier suspension set.
-    return {SIGNAL_TIMEOUT_KEY: seconds}

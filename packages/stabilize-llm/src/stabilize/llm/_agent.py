@@ -22,11 +22,11 @@ from stabilize.llm._stage import (
 from stabilize.llm._tools import TOOL_ERROR_POLICIES, ToolErrorPolicy, ToolRegistry
 from stabilize.llm._types import ChatMessage, ToolCall, Usage
 from stabilize.models.stage import StageExecution
+from stabilize.models.task import KEPT_STATE_KEY
 from stabilize.tasks._context import ContextReader
 from stabilize.tasks.interface import RetryableTask
 from stabilize.tasks.result import TaskResult
 
-STATE_KEY = "_agent"
 DEFAULT_TIMEOUT = timedelta(days=7)
 
 
@@ -36,11 +36,14 @@ class AgentLoopTask(RetryableTask):
     Registered as ``agent``, ``react_agent`` and ``agent_loop``.
 
     Each execution of the task takes exactly one step, a model call or a tool call, and
-    returns ``running`` with the loop's state (``_agent`` in the stage context: the
-    conversation, the step number, the tool calls still to make, the invocations and the
-    usage). The engine commits that checkpoint and runs the task again at once. A worker
-    that dies mid-loop therefore costs at most the step it was taking: the next worker
-    resumes from the last committed step and repeats no completed model or tool call.
+    returns ``running`` with the loop's checkpoint as the task's state
+    (``TaskExecution.state``, read as ``stage.task_state``: the conversation under
+    ``messages``, the ``step`` number, the tool calls still to make under ``pending``, the
+    ``invocations`` and the ``usage``). The engine commits that checkpoint and runs the
+    task again at once. A worker that dies mid-loop therefore costs at most the step it
+    was taking: the next worker resumes from the last committed step and repeats no
+    completed model or tool call. A stage run again (a jump back, a restart) starts a new
+    conversation, its step numbers going on from the last run's (kept under ``kept``).
 
     Every tool call is numbered when the model asks for it, and gets the idempotency key
     ``"<workflow id>:<stage id>:<step>"``; a tool with an ``idempotency_key`` parameter
@@ -134,8 +137,8 @@ class AgentLoopTask(RetryableTask):
     def execute(self, stage: StageExecution) -> TaskResult:
         """Take the next step of the loop.
 
-        One step is one model call or one tool call; its state is checkpointed in the
-        stage context, so a crash repeats at most the step in flight.
+        One step is one model call or one tool call; its state is checkpointed as the
+        task's state, so a crash repeats at most the step in flight.
 
         Args:
             stage: The agent's stage; its context holds the prompt, the model settings,
@@ -156,11 +159,10 @@ class AgentLoopTask(RetryableTask):
         max_iterations = reader.number("max_iterations", 8, minimum=1, integer=True)
         stream = reader.flag("stream", False)
         options = call_options(reader, self.client)
-        raw_state = stage.context.get(STATE_KEY)
+        committed = stage.task_state
         # A copy: a step that raises (a failing tool) must leave the stage's checkpoint as
         # it was, not half-updated in memory.
-        state = copy.deepcopy(raw_state) if isinstance(raw_state, dict) else _fresh(reader)
-        state = _this_run(stage, reader, state)
+        state = copy.deepcopy(committed) if "messages" in committed else _fresh(reader, committed)
         usage = Usage.from_dict(state["usage"])
         decided, context = take_budget_decision(
             stage, reader, _outputs(stage, state, output_key, None)
@@ -169,7 +171,7 @@ class AgentLoopTask(RetryableTask):
             return decided
         if state["pending"]:
             self._run_tool(stage, state)
-            return TaskResult.running(context={**context, STATE_KEY: state})
+            return TaskResult.running(context=context, state=_checkpoint(state))
         if state["iterations"] >= max_iterations:
             error = (
                 f"agent stage {stage.ref_id!r} reached max_iterations ({max_iterations}) "
@@ -181,8 +183,11 @@ class AgentLoopTask(RetryableTask):
         schemas = self.tools.schemas() or None
         suspended = check_budget(stage, reader, usage, estimate_tokens(messages, schemas))
         if suspended is not None:
-            suspended.context.update({**context, STATE_KEY: state})
-            return suspended
+            return TaskResult.suspend(
+                context={**suspended.context, **context},
+                signal_timeout=suspended.signal_timeout,
+                state=_checkpoint(state),
+            )
         client = client_for(reader, self.client)
         try:
             response = call_model(stage, client, messages, schemas, options, stream)
@@ -218,9 +223,9 @@ class AgentLoopTask(RetryableTask):
             tool_calls=[c.name for c in calls],
         )
         if calls:
-            return TaskResult.running(context={**context, STATE_KEY: state})
+            return TaskResult.running(context=context, state=_checkpoint(state))
         outputs = _outputs(stage, state, output_key, response.content)
-        return TaskResult.success(outputs=outputs, context={**context, STATE_KEY: state})
+        return TaskResult.success(outputs=outputs, context=context, state=_checkpoint(state))
 
     def _run_tool(self, stage: StageExecution, state: dict[str, Any]) -> None:
         """Make the first pending tool call and record its result in ``state``."""
@@ -242,35 +247,27 @@ class AgentLoopTask(RetryableTask):
         )
 
 
-def _this_run(
-    stage: StageExecution, reader: ContextReader, state: dict[str, Any]
-) -> dict[str, Any]:
-    """The checkpoint of this run of the stage: a fresh conversation after a reset.
+def _fresh(reader: ContextReader, committed: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint a run starts from.
 
-    A jump or a restart runs the stage again (it starts at a new time); the checkpoint of
-    the last run must not carry on. Step numbers go on from the last run, so that tool
-    calls keep idempotency keys of their own.
+    A jump or a restart runs the stage again, and the reset leaves only the ``kept``
+    entry of the task's state: the new run starts a new conversation whose step numbers
+    go on from the last run's, so that its tool calls get idempotency keys of their own.
     """
-    started = stage.start_time
-    if "run_started" not in state:  # a checkpoint of this run written before the field
-        state["run_started"] = started
-    elif state["run_started"] != started:
-        step = int(state.get("step", 0))
-        state = _fresh(reader)
-        state["step"] = step
-        state["run_started"] = started
-    return state
-
-
-def _fresh(reader: ContextReader) -> dict[str, Any]:
+    kept = committed.get(KEPT_STATE_KEY) or {}
     return {
         "messages": [m.to_dict() for m in initial_messages(reader)],
-        "step": 0,
+        "step": int(kept.get("step", 0)),
         "iterations": 0,
         "pending": [],
         "invocations": [],
         "usage": Usage().to_dict(),
     }
+
+
+def _checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """The task's state to commit: the checkpoint, and the step count a reset keeps."""
+    return {**state, KEPT_STATE_KEY: {"step": state["step"]}}
 
 
 def _last_text(state: dict[str, Any]) -> str | None:

@@ -23,8 +23,8 @@ DEFAULT_RETRY_TIMEOUT = 30.0
 RETRY_TIMEOUT_KEY = "llm_retry_timeout_seconds"
 """The stage-context key that overrides the task's budget for one stage."""
 
-RETRY_STATE_KEY = "_llm_retry"
-"""Where the retries of the current call are counted, in the stage context."""
+RETRY_STATE_KEY = "llm_retry"
+"""Where the retries of the current call are counted, in the task's state."""
 
 FIRST_DELAY = 0.5
 MAX_DELAY = 8.0
@@ -43,7 +43,7 @@ def retry_or_give_up(
     """What to raise for a failed call: a retry in a moment, or an LLMError once over budget.
 
     Args:
-        stage: The stage making the call; its context keeps the count across retries.
+        stage: The stage making the call; its task's state keeps the count across retries.
         error: What the client raised.
         call: Names the call within the stage's run, so that a later call starts afresh.
         budget: Seconds the call may keep failing.
@@ -51,7 +51,7 @@ def retry_or_give_up(
     if error.code == 429:
         return error
     key = f"{stage.start_time}:{call}"
-    record: Any = stage.context.get(RETRY_STATE_KEY)
+    record: Any = stage.task_state.get(RETRY_STATE_KEY)
     same = isinstance(record, dict) and record.get("key") == key
     now = time.time()
     since = float(record["since"]) if same else now
@@ -67,11 +67,12 @@ def retry_or_give_up(
             f"in {elapsed:.1f}s; the retry budget is {budget:g}s)",
             status_code=status,
         )
-    state = {"key": key, "since": since, "attempts": attempts}
+    counted = {"key": key, "since": since, "attempts": attempts}
     return TransientError(
         str(error),
         code=error.code,
         error_code=error.error_code,
         retry_after=delay,
-        context_update={RETRY_STATE_KEY: state},
+        # The rest of the state (an agent's last checkpoint) stays as it was committed.
+        state={**stage.task_state, RETRY_STATE_KEY: counted},
     )

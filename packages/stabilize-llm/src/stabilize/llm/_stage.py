@@ -23,7 +23,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from stabilize.engine.transitions import SIGNAL_TIMEOUT_KEY
 from stabilize.llm._client import LLMClient, default_base_url
 from stabilize.llm._types import ChatMessage, Usage
 from stabilize.models.stage import StageExecution
@@ -36,7 +35,9 @@ BUDGET_KEY = "llm_token_budget"
 WAITING_KEY = "llm_budget_exceeded"
 RAISE_SIGNAL = "raise_budget"
 STOP_SIGNAL = "stop"
-_CLEAR_SIGNAL = {"_signal_name": None, "_signal_data": None, "_signal_user": None}
+# Clears the signal a decision consumed (its sender, stage.signal_user, is replaced by the
+# next signal's).
+_CLEAR_SIGNAL = {"_signal_name": None, "_signal_data": None}
 
 
 def client_for(reader: ContextReader, injected: LLMClient | None) -> LLMClient:
@@ -145,8 +146,7 @@ def check_budget(
     }
     context: dict[str, Any] = {WAITING_KEY: waiting, **_CLEAR_SIGNAL}
     wait = reader.number("llm_budget_timeout_seconds", None, minimum=0)
-    context[SIGNAL_TIMEOUT_KEY] = wait
-    return TaskResult.suspend(context=context)
+    return TaskResult.suspend(context=context, signal_timeout=wait)
 
 
 def take_budget_decision(
@@ -162,7 +162,7 @@ def take_budget_decision(
     if not isinstance(waiting, Mapping) or name is None:
         return None, {}
     data = stage.context.get("_signal_data") or {}
-    user = stage.context.get("_signal_user")
+    user = stage.signal_user
     limit = int(waiting.get("limit") or 0)
     if name == RAISE_SIGNAL:
         new_limit = _raised(limit, data)

@@ -581,13 +581,13 @@ class QueueProcessor:
             self._settle(batch, wf, msg, str(exc))
             return None
         snapshot = snapshot_stage(wf, stage, task)
-        # For tasks that start workflows (SubWorkflowTask): the database, and the clock that
-        # stamps what they queue.
-        snapshot._backend = self.backend
+        # For tasks that start workflows (SubWorkflowTask): the clock that stamps what they
+        # queue, and (bound while the task runs) the database.
         snapshot._clock = self._clock
         first_start = task.start_time if task.start_time is not None else now
         flight = InFlight(msg, impl, snapshot, task_id, task.retry_count, first_start)
         flight.clock = self._clock
+        flight.backend = self.backend
         if isinstance(impl, RetryableTask):
             limit = impl.get_dynamic_timeout(snapshot).total_seconds() * 1000
             if now - first_start > limit:

@@ -12,12 +12,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from stabilize import tracing
 from stabilize._json import describe_unencodable, dumps, safe_text
+from stabilize.backends._base import Backend
 from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.engine.messages import ClaimedMessage
 from stabilize.engine.transitions import TaskOutcome
@@ -28,6 +29,7 @@ from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
 from stabilize.queue.processor.config import QueueProcessorConfig, backoff_seconds
+from stabilize.tasks._database import running_on
 from stabilize.tasks.interface import RetryableTask, Task
 from stabilize.tasks.result import TaskResult, result_problem
 
@@ -64,6 +66,8 @@ class InFlight:
     claimed_at: float = field(default_factory=time.monotonic)
     started_ns: int = 0
     """Wall clock at the start of user code (set only while tracing is on)."""
+    backend: Backend | None = None
+    """The processor's database, bound for the task while it runs (see ``task_backend``)."""
 
     def unrecorded_progress(self) -> list[dict[str, Any]]:
         """Progress updates emitted since the last recorded one (the task only appends)."""
@@ -120,6 +124,10 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
         start_time=stage.start_time,
         end_time=stage.end_time,
         version=stage.version,
+        loop=replace(stage.loop) if stage.loop is not None else None,
+        jump_count=stage.jump_count,
+        signal_user=stage.signal_user,
+        mi_index=stage.mi_index,
     )
     shell = Workflow(
         id=wf.id,
@@ -135,6 +143,7 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
     copy._own_keys = frozenset(stage.context)
     copy._progress = []
     copy._attempt_key = f"{wf.id}:{stage.id}:{task.id}:{task.retry_count}"
+    copy._task_id = task.id
     copy._cancel_token = CancellationToken()
     return copy
 
@@ -175,7 +184,7 @@ class Runner:
         if flight.future is not None and _is_async(flight.task):
             flight.future.cancel()
         self.abandon(flight)
-        self._pool.submit(_hook, flight.task.on_cancel, flight.stage)
+        self._pool.submit(_hook, flight.task.on_cancel, flight)
         name = flight.stage.task_by_id(flight.task_id).name
         error = TaskCancelledError(f"task {name!r} of stage {flight.stage.ref_id!r} was canceled")
         return Finished(flight, error=error)
@@ -192,7 +201,7 @@ class Runner:
         """Run ``on_cleanup`` on the pool, if the task has one (its result is committed)."""
         if type(flight.task).on_cleanup is not Task.on_cleanup:
             with contextlib.suppress(RuntimeError):  # the pool is shut down: skipped
-                self._pool.submit(_hook, flight.task.on_cleanup, flight.stage)
+                self._pool.submit(_hook, flight.task.on_cleanup, flight)
 
     def abandon(self, flight: InFlight) -> None:
         """Stop waiting for a task whose thread cannot be stopped.
@@ -230,9 +239,10 @@ class Runner:
             if observer is not None:
                 observer.task_started(flight)
             try:
-                value = flight.task.execute(flight.stage)
-                if inspect.isawaitable(value):  # a sync-looking execute that returned a coroutine
-                    value = asyncio.run(_await(value))
+                with running_on(flight.backend):
+                    value = flight.task.execute(flight.stage)
+                    if inspect.isawaitable(value):  # a sync execute that returned a coroutine
+                        value = asyncio.run(_await(value))
                 result = _check_result(value)
             except BaseException as exc:
                 self._settle(flight, None, exc, traceback.format_exc())
@@ -269,7 +279,7 @@ class Runner:
                 Finished(flight, result=result, error=error, tb=tb, at_ms=at_ms, checked=checked)
             )
             return
-        replacement = _hook(flight.task.on_timeout, flight.stage)
+        replacement = _hook(flight.task.on_timeout, flight)
         if not isinstance(replacement, TaskResult):
             replacement = None
         self.done.put(
@@ -286,9 +296,10 @@ class Runner:
         if observer is not None:
             observer.task_started(flight)
         try:
-            value = flight.task.execute(flight.stage)
-            if inspect.isawaitable(value):
-                value = await asyncio.wait_for(_await(value), timeout)
+            with running_on(flight.backend):
+                value = flight.task.execute(flight.stage)
+                if inspect.isawaitable(value):
+                    value = await asyncio.wait_for(_await(value), timeout)
             result = _check_result(value)
         except TimeoutError:
             error = TaskTimeoutError(_timeout_message(flight, timeout))
@@ -442,11 +453,14 @@ def _to_outcome(
                 )
             else:
                 problem = describe_unencodable(context_update, "context_update")
+            state, state_problem = _error_state(error)
+            problem = problem or state_problem
             if problem is not None:
                 return _failure(f"{where} raised {type(error).__name__}: {problem}", error)
             return TaskOutcome(
                 S.RUNNING,
                 context=dict(context_update),
+                state=state,
                 retry=True,
                 delay_ms=int(delay * 1000),
                 error=_describe(error),
@@ -476,6 +490,8 @@ def _from_result(
     if result.status is S.RUNNING:
         stage = flight.stage
         stage.context.update(result.context)
+        if result.state is not None:  # the backoff below may read it (a wait's deadline)
+            stage.task_by_id(flight.task_id).state = dict(result.state)
         elapsed = timedelta(milliseconds=max(0, now_ms - flight.first_start_ms))
         task = flight.task
         if isinstance(task, RetryableTask):
@@ -489,7 +505,12 @@ def _from_result(
             delay = task.get_dynamic_backoff_period(stage, elapsed).total_seconds()
         else:
             delay = config.default_poll_seconds
-        return TaskOutcome(S.RUNNING, context=dict(result.context), delay_ms=int(delay * 1000))
+        return TaskOutcome(
+            S.RUNNING,
+            context=dict(result.context),
+            delay_ms=int(delay * 1000),
+            state=_copy(result.state),
+        )
     error = None if result.error is None else safe_text(str(result.error))
     if result.status.is_failure and error is None:
         error = f"{where} ended {result.status.value}"
@@ -499,7 +520,23 @@ def _from_result(
         outputs=dict(result.outputs),
         target_stage_ref_id=result.target_stage_ref_id,
         error=error,
+        state=_copy(result.state),
+        signal_timeout=result.signal_timeout,
     )
+
+
+def _copy(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if state is None else dict(state)
+
+
+def _error_state(error: BaseException) -> tuple[dict[str, Any] | None, str | None]:
+    """The ``state`` a transient error carries, and what makes it unusable (or None)."""
+    state = getattr(error, "state", None)
+    if state is None:
+        return None, None
+    if not isinstance(state, dict):
+        return None, f"state must be a dict, not a {type(state).__name__}"
+    return dict(state), describe_unencodable(state, "state")
 
 
 def _failure(message: str, error: BaseException, tb: str | None = None) -> TaskOutcome:
@@ -525,8 +562,9 @@ def _describe(error: BaseException) -> str:
         return f"<{type(error).__name__} whose message could not be read>"
 
 
-def _hook(fn: Callable[[StageExecution], TaskResult | None], stage: StageExecution) -> Any:
+def _hook(fn: Callable[[StageExecution], TaskResult | None], flight: InFlight) -> Any:
     try:
-        return fn(stage)
+        with running_on(flight.backend):
+            return fn(flight.stage)
     except Exception:
         return None
