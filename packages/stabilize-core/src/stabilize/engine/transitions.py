@@ -315,9 +315,9 @@ def signal_stage(
 
     A SUSPENDED stage resumes at once: its suspended task runs again with
     ``_signal_name`` and ``_signal_data`` in its context and the sender in the stage's
-    ``signal_user``. A stage that
-    has not suspended yet keeps a persistent signal and receives it when it suspends.
-    In a ``deferred_choice_group``, the first stage to get a signal wins.
+    ``signal_user``. A stage that has not suspended yet keeps a persistent signal and
+    receives it when it suspends. In a ``deferred_choice_group``, the first stage to get a
+    signal wins.
 
     Raises:
         SignalError: the stage does not exist, has finished, or is not waiting and the
