@@ -18,7 +18,7 @@ from stabilize import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 from stabilize.hitl import ApprovalTask
 from stabilize.persistence.overview import QueueStats
 from stabilize_monitor import DatabaseSource, Filters, WorkflowRow

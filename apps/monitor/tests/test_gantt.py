@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from monitor_support import FIXED_NOW, FakeSource, row
 from textual.pilot import Pilot
 
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 from stabilize.streaming import gateway
 from stabilize.streaming.gateway._protocol import (
     ErrorCode,

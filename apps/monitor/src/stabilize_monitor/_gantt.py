@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.widget import Widget
 
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 from stabilize.models.workflow import Workflow
 
 ENDED = {

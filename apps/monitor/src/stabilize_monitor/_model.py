@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.overview import QueueStats, WorkflowSummary

@@ -7,7 +7,7 @@ from typing import Any
 
 from stabilize.connect import check_database_url, open_database
 from stabilize.events import EventReplayer, EventStore
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 from stabilize.models.workflow import Workflow
 from stabilize.orchestrator import Orchestrator
 from stabilize.persistence import overview

@@ -16,7 +16,7 @@ from typing import Any
 
 from stabilize.events import EventStore, can_follow, follow_commits
 from stabilize.events.bus import get_event_bus
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 
 log = logging.getLogger(__name__)
 

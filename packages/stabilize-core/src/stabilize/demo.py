@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TextIO
 
 from stabilize.events.bus import get_event_bus
-from stabilize.events.model import Event
 from stabilize.events.recorder import emit_progress
 from stabilize.models import StageExecution, Workflow, WorkflowStatus
+from stabilize.models.event import Event
 from stabilize.queue.processor import QueueProcessorConfig
 from stabilize.tasks.result import TaskResult
 from stabilize.workflow_engine import WorkflowEngine

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from stabilize._json import dumps, dumps_known
 
 if TYPE_CHECKING:
+    from stabilize.models.event import EventType
     from stabilize.models.stage import StageExecution
 
 
@@ -101,6 +102,6 @@ class Effects:
         """Mark ``stage`` as changed."""
         self.stages[stage.id] = stage
 
-    def emit(self, event_type: str, entity_type: str, entity_id: str, **data: Any) -> None:
-        """Add an event."""
-        self.events.append(EventDraft(event_type, entity_type, entity_id, data))
+    def emit(self, event_type: EventType, entity_type: str, entity_id: str, **data: Any) -> None:
+        """Add an event of a declared type (:class:`~stabilize.models.event.EventType`)."""
+        self.events.append(EventDraft(event_type.value, entity_type, entity_id, data))

@@ -6,7 +6,7 @@ import ast
 import inspect
 
 from stabilize.events import TERMINAL_EVENTS, EventType
-from stabilize.events import model as event_model
+from stabilize.models import event as event_model
 
 
 def member_docstrings() -> dict[str, str]:

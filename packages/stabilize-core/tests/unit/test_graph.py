@@ -6,13 +6,13 @@ from collections.abc import Iterable
 
 import pytest
 
-from stabilize.models.graph import GraphIndex, validate_graph
 from stabilize.errors import (
     CircularDependencyError,
     InvalidStageGraphError,
     WorkflowValidationError,
 )
 from stabilize.models import StageExecution, WorkflowStatus
+from stabilize.models.graph import GraphIndex, validate_graph
 
 S = WorkflowStatus
 

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stabilize.models.graph import GraphIndex, _topological_order, validate_graph
 from stabilize.errors import CircularDependencyError, InvalidStageGraphError
 from stabilize.models import StageExecution
+from stabilize.models.graph import GraphIndex, _topological_order, validate_graph
 from stabilize.models.stage import JoinType
 
 SETTINGS = settings(max_examples=200, deadline=None)

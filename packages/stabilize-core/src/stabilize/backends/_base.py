@@ -26,7 +26,7 @@ from stabilize.backends._rows import (
     message_row,
     state_change,
 )
-from stabilize.events.model import Event
+from stabilize.models.event import Event, EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 from stabilize.records import ClaimedMessage, Effects, EventDraft, Message
@@ -181,7 +181,7 @@ class Transaction:
             stage._written = body if recording else None
         data = {"workflow": wf_row, "stages": stage_rows}
         created = EventDraft(
-            "workflow.created",
+            EventType.WORKFLOW_CREATED.value,
             "workflow",
             wf.id,
             data,
@@ -247,7 +247,7 @@ class Transaction:
         if change:
             # First in the transition: at the sequence of any lifecycle event, the state
             # it announces is already there.
-            events = [EventDraft("state.changed", "workflow", wf.id, change), *events]
+            events = [EventDraft(EventType.STATE_CHANGED.value, "workflow", wf.id, change), *events]
         self._record(wf, events, now)
         wf.version += 1
         if wf_body is not None:

@@ -13,7 +13,7 @@ import weakref
 from abc import ABC, abstractmethod
 
 from stabilize.events.bus import get_event_bus
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 
 
 class Watcher(ABC):

@@ -6,6 +6,7 @@ import stabilize.engine._flow as flow
 from stabilize.engine.messages import (
     Effects,
 )
+from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
@@ -65,7 +66,7 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
         wf.index.add(instance)
         fx.new_stages.append(instance)
         instances.append(instance)
-    fx.emit("stage.expanded", "stage", stage.id, instances=len(instances))
+    fx.emit(EventType.STAGE_EXPANDED, "stage", stage.id, instances=len(instances))
     limit = config.max_concurrency or len(instances)
     for instance in instances[:limit]:
         flow._start_stage(wf, instance, now, fx)

@@ -20,6 +20,7 @@ from stabilize.engine.messages import (
     Message,
 )
 from stabilize.expressions import ExpressionError, is_true
+from stabilize.models.event import EventType
 from stabilize.models.stage import JoinType, StageExecution, StragglerPolicy
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
@@ -105,7 +106,13 @@ def _cancel_stage(
     fx.touch(stage)
     fx.drop_timers.extend([(STAGE_DEADLINE, stage.id), (SIGNAL_TIMEOUT, stage.id)])
     fx.emit(
-        "stage.canceled", "stage", stage.id, status="CANCELED", reason=reason, user=user, note=note
+        EventType.STAGE_CANCELED,
+        "stage",
+        stage.id,
+        status="CANCELED",
+        reason=reason,
+        user=user,
+        note=note,
     )
     _cancel_children(wf, stage, fx)
     if stage.mi_config is not None:
@@ -146,10 +153,10 @@ def _find_task(stage: StageExecution | None, task_id: str) -> TaskExecution | No
     return None
 
 
-def _task_event(status: WorkflowStatus) -> str:
+def _task_event(status: WorkflowStatus) -> EventType:
     if status is S.SUSPENDED:
-        return "task.suspended"
-    return "task.failed" if status.is_failure else "task.completed"
+        return EventType.TASK_SUSPENDED
+    return EventType.TASK_FAILED if status.is_failure else EventType.TASK_COMPLETED
 
 
 def _run_task(wf: Workflow, stage: StageExecution, task: TaskExecution, delay: int) -> Message:
@@ -194,7 +201,7 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
         mark_stage(wf, stage, S.BUFFERED)
         stage.status_reason = "waiting_for_mutex"
         fx.touch(stage)
-        fx.emit("stage.buffered", "stage", stage.id, mutex_key=stage.mutex_key)
+        fx.emit(EventType.STAGE_BUFFERED, "stage", stage.id, mutex_key=stage.mutex_key)
         fx.messages.append(
             Message(ACQUIRE_MUTEX, wf.id, stage.id, payload={"key": stage.mutex_key})
         )
@@ -209,7 +216,7 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
     stage.start_time = now
     stage.end_time = None
     fx.touch(stage)
-    fx.emit("stage.started", "stage", stage.id, ref_id=stage.ref_id)
+    fx.emit(EventType.STAGE_STARTED, "stage", stage.id, ref_id=stage.ref_id)
     if stage.deadline_seconds is not None:
         fx.messages.append(
             Message(
@@ -250,7 +257,7 @@ def _start_task(
     task.end_time = None
     task.version += 1
     fx.touch(stage)
-    fx.emit("task.started", "task", task.id, stage_id=stage.id, name=task.name)
+    fx.emit(EventType.TASK_STARTED, "task", task.id, stage_id=stage.id, name=task.name)
     fx.messages.append(_run_task(wf, stage, task, 0))
 
 
@@ -260,7 +267,7 @@ def _skip_stage(wf: Workflow, stage: StageExecution, reason: str, now: int, fx: 
     stage.status_reason = reason
     stage.end_time = now
     fx.touch(stage)
-    fx.emit("stage.skipped", "stage", stage.id, status=S.SKIPPED.value, reason=reason)
+    fx.emit(EventType.STAGE_SKIPPED, "stage", stage.id, status=S.SKIPPED.value, reason=reason)
     _propagate(wf, stage, now, fx)
     _maybe_complete_workflow(wf, now, fx)
 
@@ -285,9 +292,9 @@ def _complete_stage(
     if stage.deadline_seconds is not None:
         fx.drop_timers.append((STAGE_DEADLINE, stage.id))
     event = {
-        S.SKIPPED: "stage.skipped",
-        S.CANCELED: "stage.canceled",
-    }.get(status, "stage.failed" if status.is_failure else "stage.completed")
+        S.SKIPPED: EventType.STAGE_SKIPPED,
+        S.CANCELED: EventType.STAGE_CANCELED,
+    }.get(status, EventType.STAGE_FAILED if status.is_failure else EventType.STAGE_COMPLETED)
     fx.emit(event, "stage", stage.id, status=status.value, error=error)
     if status.is_halt and _only_feeds_fired_joins(wf, stage):
         # A straggler of a quorum or first-wins join that already fired: its failure can
@@ -397,7 +404,7 @@ def _consider(
                 else 0
             )
             if succeeded >= need:
-                fx.emit("join.fired", "stage", child.id, succeeded=succeeded, needed=need)
+                fx.emit(EventType.JOIN_FIRED, "stage", child.id, succeeded=succeeded, needed=need)
                 _start_stage(wf, child, now, fx)
                 if child.straggler_policy is StragglerPolicy.CANCEL and not wf.status.is_complete:
                     for stopped in _cancel_stragglers(wf, child, now, fx):
@@ -428,7 +435,9 @@ def _consider(
         )
         child.outputs.update(late)
         fx.touch(child)
-        fx.emit("outputs.updated", "stage", child.id, outputs=late, late_from=trigger.ref_id)
+        fx.emit(
+            EventType.OUTPUTS_UPDATED, "stage", child.id, outputs=late, late_from=trigger.ref_id
+        )
 
 
 def _cancel_stragglers(
@@ -450,7 +459,9 @@ def _cancel_stragglers(
             stage.status_reason = "withdrawn"
             stage.end_time = now
             fx.touch(stage)
-            fx.emit("stage.skipped", "stage", stage.id, status="SKIPPED", reason="withdrawn")
+            fx.emit(
+                EventType.STAGE_SKIPPED, "stage", stage.id, status="SKIPPED", reason="withdrawn"
+            )
     return stopped
 
 
@@ -474,7 +485,7 @@ def _end_workflow(
         mark_stage(wf, stage, S.CANCELED)
         stage.end_time = now
         fx.touch(stage)
-        fx.emit("stage.canceled", "stage", stage.id, status=S.CANCELED.value)
+        fx.emit(EventType.STAGE_CANCELED, "stage", stage.id, status=S.CANCELED.value)
         _cancel_children(wf, stage, fx)
     wf.status = status
     wf.end_time = now
@@ -482,7 +493,7 @@ def _end_workflow(
         wf.error = error
     fx.workflow_changed = True
     fx.drop_messages = True
-    event = "workflow.canceled" if status is S.CANCELED else "workflow.failed"
+    event = EventType.WORKFLOW_CANCELED if status is S.CANCELED else EventType.WORKFLOW_FAILED
     fx.emit(event, "workflow", wf.id, status=status.value, error=error)
 
 
@@ -497,5 +508,7 @@ def _fail_task(
     task.status = S.TERMINAL
     task.end_time = now
     task.task_exception_details = {"message": message}
-    fx.emit("task.failed", "task", task.id, stage_id=stage.id, status="TERMINAL", error=message)
+    fx.emit(
+        EventType.TASK_FAILED, "task", task.id, stage_id=stage.id, status="TERMINAL", error=message
+    )
     _complete_stage(wf, stage, S.TERMINAL, now, fx, error=message)

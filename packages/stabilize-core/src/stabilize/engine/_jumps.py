@@ -16,6 +16,7 @@ from stabilize.engine._signals import _choose
 from stabilize.engine.messages import (
     Effects,
 )
+from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
@@ -48,7 +49,7 @@ def _redirect(
     stage.jump_count += 1
     fx.workflow_changed = True
     fx.emit(
-        "jump.executed",
+        EventType.JUMP_EXECUTED,
         "stage",
         stage.id,
         source=stage.ref_id,
@@ -103,10 +104,10 @@ def _redirect(
         if between_stage.status is S.NOT_STARTED:
             mark_stage(wf, between_stage, S.SKIPPED)
             fx.touch(between_stage)
-            fx.emit("stage.skipped", "stage", between_stage.id, status=S.SKIPPED.value)
+            fx.emit(EventType.STAGE_SKIPPED, "stage", between_stage.id, status=S.SKIPPED.value)
     mark_stage(wf, stage, S.SUCCEEDED)
     stage.end_time = now
-    fx.emit("stage.completed", "stage", stage.id, status=S.SUCCEEDED.value, error=None)
+    fx.emit(EventType.STAGE_COMPLETED, "stage", stage.id, status=S.SUCCEEDED.value, error=None)
     if stage.deferred_choice_group is not None:
         # It completed (by a jump or a deadline route): it is the group's choice.
         _choose(wf, stage, now, fx)

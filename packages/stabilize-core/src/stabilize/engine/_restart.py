@@ -11,6 +11,7 @@ from stabilize.engine._flow import (
 )
 from stabilize.engine.messages import Effects
 from stabilize.errors import StabilizeError
+from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 
@@ -98,8 +99,8 @@ def restart_stage(wf: Workflow, stage_ref: str, user: str | None, now: int) -> E
         wf.end_time = None
         wf.error = None
         fx.workflow_changed = True
-        fx.emit("workflow.restarted", "workflow", wf.id, previous=previous.value, user=user)
-    fx.emit("stage.restarted", "stage", stage.id, ref_id=stage.ref_id, user=user)
+        fx.emit(EventType.WORKFLOW_RESTARTED, "workflow", wf.id, previous=previous.value, user=user)
+    fx.emit(EventType.STAGE_RESTARTED, "stage", stage.id, ref_id=stage.ref_id, user=user)
     resets = {stage.ref_id} | index.descendants(stage.ref_id)
     for other in stopped:
         resets |= {other.ref_id} | index.descendants(other.ref_id)

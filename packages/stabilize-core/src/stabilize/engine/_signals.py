@@ -16,6 +16,7 @@ from stabilize.engine.messages import (
     SIGNAL_TIMEOUT,
     Effects,
 )
+from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 
@@ -33,7 +34,7 @@ def _deliver_signal(
     mark_stage(wf, stage, S.RUNNING)
     fx.touch(stage)
     fx.emit(
-        "stage.resumed",
+        EventType.STAGE_RESUMED,
         "stage",
         stage.id,
         signal=signal["name"],
@@ -55,14 +56,16 @@ def _choose(wf: Workflow, chosen: StageExecution, now: int, fx: Effects) -> None
     ]
     if not rivals:
         return
-    fx.emit("choice.made", "stage", chosen.id, group=group, chosen=chosen.ref_id)
+    fx.emit(EventType.CHOICE_MADE, "stage", chosen.id, group=group, chosen=chosen.ref_id)
     for rival in rivals:
         if rival.status is S.NOT_STARTED or _waits_for_choice(rival):
             mark_stage(wf, rival, S.SKIPPED)
             rival.status_reason = "withdrawn"
             rival.end_time = now
             fx.touch(rival)
-            fx.emit("stage.skipped", "stage", rival.id, status="SKIPPED", reason="withdrawn")
+            fx.emit(
+                EventType.STAGE_SKIPPED, "stage", rival.id, status="SKIPPED", reason="withdrawn"
+            )
         else:
             _cancel_stage(wf, rival, "withdrawn", now, fx)
     for rival in rivals:
@@ -94,7 +97,7 @@ def _hold_for_choice(wf: Workflow, stage: StageExecution, fx: Effects) -> bool:
         mark_stage(wf, stage, S.BUFFERED)
         stage.status_reason = WAITING_FOR_CHOICE
         fx.touch(stage)
-        fx.emit("stage.buffered", "stage", stage.id, deferred_choice_group=group)
+        fx.emit(EventType.STAGE_BUFFERED, "stage", stage.id, deferred_choice_group=group)
     return busy
 
 

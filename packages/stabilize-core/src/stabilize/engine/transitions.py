@@ -44,6 +44,7 @@ from stabilize.engine.messages import (
     Message,
 )
 from stabilize.errors import SignalError
+from stabilize.models.event import EventType
 from stabilize.models.workflow import Workflow
 
 __all__ = [
@@ -99,7 +100,7 @@ def _transition(fn: Callable[P, Effects]) -> Callable[P, Effects]:
             wf.status = S.SUCCEEDED
             wf.end_time = at
             fx.workflow_changed = True
-            fx.emit("workflow.completed", "workflow", wf.id, status=S.SUCCEEDED.value)
+            fx.emit(EventType.WORKFLOW_COMPLETED, "workflow", wf.id, status=S.SUCCEEDED.value)
         for key, stage_id in index.mutex_released:
             fx.messages.append(Message(RELEASE_MUTEX, wf.id, stage_id, payload={"key": key}))
         index.mutex_released.clear()
@@ -118,7 +119,7 @@ def start_workflow(wf: Workflow, now: int) -> Effects:
     wf.status = S.RUNNING
     wf.start_time = now
     fx.workflow_changed = True
-    fx.emit("workflow.started", "workflow", wf.id)
+    fx.emit(EventType.WORKFLOW_STARTED, "workflow", wf.id)
     for stage in wf.initial_stages():
         if stage.status is S.NOT_STARTED:
             _start_stage(wf, stage, now, fx)
@@ -146,7 +147,7 @@ def prepare_task(
         fx = Effects()
         task.status = S.PAUSED
         fx.touch(stage)
-        fx.emit("task.paused", "task", task.id, stage_id=stage.id)
+        fx.emit(EventType.TASK_PAUSED, "task", task.id, stage_id=stage.id)
         return fx
     if wf.status is not S.RUNNING or stage.status is not S.RUNNING:
         return Effects(stale=True)
@@ -191,7 +192,7 @@ def complete_task(
             task.retry_count += 1
             task.task_exception_details = dict(outcome.error_details or {})
             fx.emit(
-                "task.retried",
+                EventType.TASK_RETRIED,
                 "task",
                 task.id,
                 stage_id=stage.id,
@@ -201,7 +202,7 @@ def complete_task(
                 context=outcome.context,
             )
         elif outcome.context:
-            fx.emit("context.updated", "stage", stage.id, context=outcome.context)
+            fx.emit(EventType.CONTEXT_UPDATED, "stage", stage.id, context=outcome.context)
         fx.messages.append(_run_task(wf, stage, task, outcome.delay_ms))
         return fx
     if status is S.REDIRECT:
@@ -214,7 +215,7 @@ def complete_task(
     if outcome.error_details is not None or outcome.error is not None:
         task.task_exception_details = dict(outcome.error_details or {"message": outcome.error})
     fx.emit(
-        "task.completed" if status.is_successful else _task_event(status),
+        EventType.TASK_COMPLETED if status.is_successful else _task_event(status),
         "task",
         task.id,
         stage_id=stage.id,
@@ -226,7 +227,7 @@ def complete_task(
     if status is S.SUSPENDED:
         mark_stage(wf, stage, S.SUSPENDED)
         wait = outcome.signal_timeout
-        fx.emit("stage.suspended", "stage", stage.id, timeout_seconds=wait)
+        fx.emit(EventType.STAGE_SUSPENDED, "stage", stage.id, timeout_seconds=wait)
         if stage.deferred_choice_group is not None and not stage.pending_signals:
             _release_choice(wf, stage, now, fx)
         if stage.pending_signals:
@@ -344,7 +345,9 @@ def signal_stage(
     elif persistent:
         stage.pending_signals.append(signal)
         fx.touch(stage)
-        fx.emit("signal.queued", "stage", stage.id, name=name, data=signal["data"], user=user)
+        fx.emit(
+            EventType.SIGNAL_QUEUED, "stage", stage.id, name=name, data=signal["data"], user=user
+        )
     else:
         raise SignalError(
             f"stage {stage.ref_id!r} of workflow {wf.id} is not waiting for a signal yet "
@@ -405,7 +408,7 @@ def stage_deadline(wf: Workflow, stage_id: str, started: int, now: int) -> Effec
         return fx
     message = f"stage {stage.ref_id!r} exceeded its deadline of {stage.deadline_seconds:g}s"
     running = next((t for t in stage.tasks if t.status in _LIVE_TASK), None)
-    fx.emit("stage.deadline", "stage", stage.id, route=stage.deadline_route)
+    fx.emit(EventType.STAGE_DEADLINE, "stage", stage.id, route=stage.deadline_route)
     if stage.deadline_route is None or running is None:
         for task in stage.tasks:
             if task.status in _LIVE_TASK:
@@ -469,12 +472,17 @@ def fail_workflow(
             task.end_time = now
             task.task_exception_details = {"message": error}
             fx.emit(
-                "task.failed", "task", task.id, stage_id=stage.id, status="TERMINAL", error=error
+                EventType.TASK_FAILED,
+                "task",
+                task.id,
+                stage_id=stage.id,
+                status="TERMINAL",
+                error=error,
             )
         mark_stage(wf, stage, S.TERMINAL)
         stage.end_time = now
         fx.touch(stage)
-        fx.emit("stage.failed", "stage", stage.id, status=S.TERMINAL.value, error=error)
+        fx.emit(EventType.STAGE_FAILED, "stage", stage.id, status=S.TERMINAL.value, error=error)
     _end_workflow(wf, S.TERMINAL, now, fx, error=error)
     return fx
 
@@ -489,7 +497,7 @@ def pause_workflow(wf: Workflow, now: int) -> Effects:
     wf.status = S.PAUSED
     wf.paused = True
     fx.workflow_changed = True
-    fx.emit("workflow.paused", "workflow", wf.id)
+    fx.emit(EventType.WORKFLOW_PAUSED, "workflow", wf.id)
     return fx
 
 
@@ -503,7 +511,7 @@ def resume_workflow(wf: Workflow, now: int) -> Effects:
     wf.status = S.RUNNING
     wf.paused = False
     fx.workflow_changed = True
-    fx.emit("workflow.resumed", "workflow", wf.id)
+    fx.emit(EventType.WORKFLOW_RESUMED, "workflow", wf.id)
     for stage in wf.stages:
         for task in stage.tasks:
             if task.status is S.PAUSED:

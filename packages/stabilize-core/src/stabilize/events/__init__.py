@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from stabilize.events.bus import EventBus, get_event_bus
 from stabilize.events.follow import can_follow, follow_commits
-from stabilize.events.model import TERMINAL_EVENTS, Event, EventType
 from stabilize.events.progress import emit_progress
 from stabilize.events.recording import (
     EventRecorder,
@@ -24,6 +23,7 @@ from stabilize.events.recording import (
     recording_enabled,
 )
 from stabilize.events.replay import EventReplayer, ReplayError
+from stabilize.models.event import TERMINAL_EVENTS, Event, EventType
 
 if TYPE_CHECKING:
     from stabilize.backends._base import CommitWatcher as CommitWatcher

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 
 log = logging.getLogger(__name__)
 

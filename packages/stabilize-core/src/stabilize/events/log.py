@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 
 PACKED = "*"
 """The ``event_type`` of a row that holds several events."""

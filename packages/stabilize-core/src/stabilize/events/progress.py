@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from stabilize._json import describe_unencodable
 from stabilize.errors import ContextSerializationError
 from stabilize.events.bus import get_event_bus
-from stabilize.events.model import Event, EventType
+from stabilize.models.event import Event, EventType
 
 if TYPE_CHECKING:
     from stabilize.events.recording import EventRecorder

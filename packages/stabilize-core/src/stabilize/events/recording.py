@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stabilize.events.bus import get_event_bus
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 
 if TYPE_CHECKING:
     from stabilize.backends._base import Backend, EventStore

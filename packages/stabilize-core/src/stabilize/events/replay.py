@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stabilize.events.diff import apply, diff
-from stabilize.events.model import Event
+from stabilize.models.event import Event, EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 
@@ -162,7 +162,7 @@ class EventReplayer:
         for event in self.store.get_events(workflow_id):
             if as_of is not None and event.sequence > as_of:
                 break
-            if event.event_type == "workflow.created":
+            if event.event_type == EventType.WORKFLOW_CREATED:
                 workflow = dict(event.data["workflow"])
                 stages = {s["id"]: dict(s) for s in event.data["stages"]}
             elif event.event_type == "state.changed" and workflow is not None:

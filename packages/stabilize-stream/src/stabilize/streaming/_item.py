@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stabilize.events.model import TERMINAL_EVENTS, Event
+from stabilize.models.event import TERMINAL_EVENTS, Event
 
 __all__ = ["TERMINAL_EVENTS", "StreamItem"]  # TERMINAL_EVENTS: core's, re-exported here
 

@@ -46,8 +46,8 @@ from typing import Any, Literal
 
 from stabilize.events import CommitWatcher, can_follow
 from stabilize.events.bus import get_event_bus
-from stabilize.events.model import Event
 from stabilize.events.recorder import EventStore, default_event_store
+from stabilize.models.event import Event
 from stabilize.streaming._item import StreamItem
 
 log = logging.getLogger(__name__)

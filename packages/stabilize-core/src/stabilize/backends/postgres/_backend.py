@@ -54,8 +54,8 @@ from stabilize.backends.postgres._watch import EventListener
 from stabilize.backends.sql import queries
 from stabilize.errors import DatabaseNotFoundError, SchemaVersionError
 from stabilize.events.log import select_events_params, unpack
-from stabilize.events.model import Event
 from stabilize.events.recording import event_table_for, publish_committed
+from stabilize.models.event import Event
 
 if TYPE_CHECKING:
     import psycopg

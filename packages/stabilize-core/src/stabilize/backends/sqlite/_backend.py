@@ -34,8 +34,8 @@ from stabilize.backends.sqlite._settings import sqlite_settings
 from stabilize.backends.sqlite._watch import DataVersionWatcher
 from stabilize.errors import EventStoreError, SchemaVersionError
 from stabilize.events.log import select_events_params, unpack
-from stabilize.events.model import Event
 from stabilize.events.recording import event_table_for, publish_committed
+from stabilize.models.event import Event
 
 _QUERIES = queries("sqlite")
 

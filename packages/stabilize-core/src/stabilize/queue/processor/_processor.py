@@ -40,6 +40,7 @@ from stabilize.engine.transitions import (
 )
 from stabilize.errors import StabilizeError, TaskTimeoutError
 from stabilize.message_kinds import INLINE_KINDS
+from stabilize.models.event import EventType
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
@@ -483,9 +484,8 @@ class QueueProcessor:
         )
         progress = item.flight.unrecorded_progress()
         if progress and not fx.stale:
-            fx.events[:0] = [
-                EventDraft("custom.progress", "stage", item.flight.stage.id, p) for p in progress
-            ]
+            stage_id = item.flight.stage.id
+            fx.events[:0] = [_progress_event(stage_id, p) for p in progress]
         batch.save(wf, fx)
 
     def _inline(self, batch: Batch, msg: ClaimedMessage) -> None:
@@ -696,9 +696,7 @@ class QueueProcessor:
                 if wf is None:
                     continue
                 fx = Effects()
-                fx.events = [
-                    EventDraft("custom.progress", "stage", flight.stage.id, u) for u in updates
-                ]
+                fx.events = [_progress_event(flight.stage.id, u) for u in updates]
                 tx.save(wf, fx, now)
                 recorded.append((flight, len(updates)))
         self.commits += 1
@@ -737,3 +735,7 @@ class QueueProcessor:
         if runner is not None:
             with contextlib.suppress(Exception):
                 runner.shutdown(wait=False)
+
+
+def _progress_event(stage_id: str, update: dict[str, Any]) -> EventDraft:
+    return EventDraft(EventType.CUSTOM_PROGRESS.value, "stage", stage_id, update)

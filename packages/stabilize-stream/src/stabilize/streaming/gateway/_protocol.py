@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import quote
 
-from stabilize.events.model import Event
+from stabilize.models.event import Event
 
 PROTOCOL_VERSION = 1
 """Bumped on an incompatible change of the frames below."""
