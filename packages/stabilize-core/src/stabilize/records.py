@@ -87,6 +87,10 @@ class Effects:
         new_stages: Stages added at run time (dynamic fan-out instances), to insert.
         drop_timers: ``(kind, stage_id)`` of delayed messages that no longer matter (a
             deadline of a finished stage, the timeout of a signal that came).
+        released_mutexes: ``(key, stage_id)`` of mutexes given up by stages that left an
+            active status, turned into ReleaseMutex messages when the transition ends.
+        completed_at: When the set of active stages last became empty in this transition
+            (the workflow may be complete then).
     """
 
     stages: dict[str, StageExecution] = field(default_factory=dict)
@@ -97,6 +101,8 @@ class Effects:
     stale: bool = False
     new_stages: list[StageExecution] = field(default_factory=list)
     drop_timers: list[tuple[str, str]] = field(default_factory=list)
+    released_mutexes: list[tuple[str, str]] = field(default_factory=list)
+    completed_at: int | None = None
 
     def touch(self, stage: StageExecution) -> None:
         """Mark ``stage`` as changed."""

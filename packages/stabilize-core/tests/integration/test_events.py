@@ -28,6 +28,7 @@ from stabilize.events import (
     open_event_store,
     recording_enabled,
 )
+from stabilize.models.event import EventType
 from stabilize.queue.processor.config import QueueProcessorConfig
 
 HANG_GUARD = 30.0
@@ -457,13 +458,13 @@ def test_transitions_of_one_workflow_in_one_transaction_share_one_row(make_engin
         assert loaded is not None
         for n in range(3):
             fx = Effects()
-            fx.emit("custom.note", "stage", stage_a.id, n=n)
+            fx.emit(EventType.CONTEXT_UPDATED, "stage", stage_a.id, n=n)
             tx.save(loaded, fx, 1_000 + n)  # three transitions, three clock readings
         other = two_stages()
         tx.insert_workflow(other, 5_000)
 
     log = backend.event_store()
-    notes = [e for e in log.get_events(wf.id) if e.event_type == "custom.note"]
+    notes = [e for e in log.get_events(wf.id) if e.event_type == "context.updated"]
     assert [e.data["n"] for e in notes] == [0, 1, 2]
     assert [e.sequence for e in notes] == [2, 3, 4]
     # One row for the three transitions of wf, one for the other workflow's creation.
@@ -471,7 +472,7 @@ def test_transitions_of_one_workflow_in_one_transaction_share_one_row(make_engin
     # The events of one workflow in one transaction carry the first transition's time,
     # read back from the log and as delivered live alike.
     assert {e.timestamp for e in notes} == {1_000}
-    live = [e for e in received if e.event_type == "custom.note"]
+    live = [e for e in received if e.event_type == "context.updated"]
     assert [(e.sequence, e.timestamp) for e in live] == [(e.sequence, 1_000) for e in notes]
     assert [e.event_type for e in log.get_events(other.id)] == ["workflow.created"]
     assert log.get_events(wf.id, since=2) == log.get_events(wf.id)[2:]
@@ -480,7 +481,7 @@ def test_transitions_of_one_workflow_in_one_transaction_share_one_row(make_engin
 def test_a_value_that_is_not_json_fails_its_transition_and_records_nothing(make_engine, backend):
     engine, wf, rows_before = stored_two_stages(make_engine)
     fx = Effects()
-    fx.emit("custom.note", "stage", wf.stages[0].id, value=object())
+    fx.emit(EventType.CONTEXT_UPDATED, "stage", wf.stages[0].id, value=object())
 
     def transition() -> None:
         with engine.store.backend.transaction() as tx:

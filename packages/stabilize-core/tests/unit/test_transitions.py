@@ -849,17 +849,18 @@ def test_mark_stage_keeps_join_and_active_counters_in_step() -> None:
     wf = make_workflow(make_stage("a"), make_stage("b"), make_stage("j", ["a", "b"]))
     a = wf.stage_by_ref_id("a")
     index = wf.index
+    fx = Effects()
     assert index.pending_upstream["j"] == 2
-    mark_stage(wf, a, S.RUNNING)
+    mark_stage(wf, a, S.RUNNING, fx)
     assert a.status is S.RUNNING
     assert a.id in index.active
     assert index.pending_upstream["j"] == 2
-    mark_stage(wf, a, S.SUCCEEDED)
+    mark_stage(wf, a, S.SUCCEEDED, fx)
     assert a.id not in index.active
     assert index.pending_upstream["j"] == 1
-    mark_stage(wf, a, S.SKIPPED)  # complete -> complete: no change
+    mark_stage(wf, a, S.SKIPPED, fx)  # complete -> complete: no change
     assert index.pending_upstream["j"] == 1
-    mark_stage(wf, a, S.NOT_STARTED)  # back to incomplete
+    mark_stage(wf, a, S.NOT_STARTED, fx)  # back to incomplete
     assert index.pending_upstream["j"] == 2
 
 
@@ -867,10 +868,24 @@ def test_mark_stage_keeps_join_and_active_counters_in_step() -> None:
 def test_mark_stage_active_statuses(status: WorkflowStatus) -> None:
     wf = make_workflow(make_stage("a"))
     a = wf.stages[0]
-    mark_stage(wf, a, status)
+    fx = Effects()
+    mark_stage(wf, a, status, fx)
     assert wf.index.active == {a.id}
-    mark_stage(wf, a, S.CANCELED)
+    mark_stage(wf, a, S.CANCELED, fx)
     assert wf.index.active == set()
+
+
+def test_a_stage_leaving_the_active_statuses_gives_up_its_mutex_through_the_effects() -> None:
+    wf = make_workflow(make_stage("a"))
+    a = wf.stages[0]
+    a.mutex_key, a.mutex_held = "db", True
+    fx = Effects()
+    mark_stage(wf, a, S.RUNNING, fx)
+    assert fx.released_mutexes == []
+    mark_stage(wf, a, S.SUCCEEDED, fx)
+    assert (a.mutex_held, fx.released_mutexes) == (False, [("db", a.id)])
+    # The graph index cached on the workflow holds no state of the transition.
+    assert not hasattr(wf.index, "mutex_released")
 
 
 # --- determinism ------------------------------------------------------------------------------

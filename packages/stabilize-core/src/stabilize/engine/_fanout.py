@@ -101,7 +101,7 @@ def _instance_done(wf: Workflow, parent: StageExecution, now: int, fx: Effects) 
         if instance.id in wf.index.active:
             flow._cancel_stage(wf, instance, "straggler", now, fx)
         elif instance.status is S.NOT_STARTED:
-            flow.mark_stage(wf, instance, S.SKIPPED)
+            flow.mark_stage(wf, instance, S.SKIPPED, fx)
             instance.status_reason = "withdrawn"
             fx.touch(instance)
     if len(succeeded) < need:

@@ -64,8 +64,12 @@ class TaskOutcome:
 _ACTIVE_STAGE = frozenset({S.RUNNING, S.SUSPENDED, S.PAUSED, S.BUFFERED})
 
 
-def mark_stage(wf: Workflow, stage: StageExecution, status: WorkflowStatus) -> None:
-    """Set a stage's status, keeping the index's join and completion counters in step."""
+def mark_stage(wf: Workflow, stage: StageExecution, status: WorkflowStatus, fx: Effects) -> None:
+    """Set a stage's status, keeping the index's join and completion counters in step.
+
+    A stage that leaves the active statuses gives up its mutex: the release goes to ``fx``
+    and becomes a ReleaseMutex message when the transition ends.
+    """
     index = wf.index
     was_complete = stage.status.is_complete
     stage.status = status
@@ -79,7 +83,7 @@ def mark_stage(wf: Workflow, stage: StageExecution, status: WorkflowStatus) -> N
         index.active.discard(stage.id)
         if stage.mutex_held and stage.mutex_key is not None:
             stage.mutex_held = False
-            index.mutex_released.append((stage.mutex_key, stage.id))
+            fx.released_mutexes.append((stage.mutex_key, stage.id))
 
 
 _LIVE_TASK = (S.RUNNING, S.PAUSED, S.SUSPENDED)
@@ -100,7 +104,7 @@ def _cancel_stage(
         if task.status in _LIVE_TASK:
             task.status = S.CANCELED
             task.end_time = now
-    mark_stage(wf, stage, S.CANCELED)
+    mark_stage(wf, stage, S.CANCELED, fx)
     stage.status_reason = reason
     stage.end_time = now
     fx.touch(stage)
@@ -120,7 +124,7 @@ def _cancel_stage(
             if instance.id in wf.index.active:
                 _cancel_stage(wf, instance, reason, now, fx, user=user, note=note)
             elif instance.status is S.NOT_STARTED:
-                mark_stage(wf, instance, S.SKIPPED)
+                mark_stage(wf, instance, S.SKIPPED, fx)
                 instance.status_reason = "withdrawn"
                 instance.end_time = now
                 fx.touch(instance)
@@ -190,7 +194,7 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
         try:
             run = is_true(enabled, wf.task_context(stage))
         except ExpressionError as exc:
-            mark_stage(wf, stage, S.RUNNING)
+            mark_stage(wf, stage, S.RUNNING, fx)
             message = f"stage {stage.ref_id!r}: stageEnabled: {exc}"
             _complete_stage(wf, stage, S.TERMINAL, now, fx, error=message)
             return
@@ -198,7 +202,7 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
             _skip_stage(wf, stage, "disabled", now, fx)
             return
     if stage.mutex_key is not None and not stage.mutex_held:
-        mark_stage(wf, stage, S.BUFFERED)
+        mark_stage(wf, stage, S.BUFFERED, fx)
         stage.status_reason = "waiting_for_mutex"
         fx.touch(stage)
         fx.emit(EventType.STAGE_BUFFERED, "stage", stage.id, mutex_key=stage.mutex_key)
@@ -212,7 +216,7 @@ def _start_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> 
         if _hold_for_choice(wf, stage, fx):
             return
     stage.status_reason = None
-    mark_stage(wf, stage, S.RUNNING)
+    mark_stage(wf, stage, S.RUNNING, fx)
     stage.start_time = now
     stage.end_time = None
     fx.touch(stage)
@@ -263,7 +267,7 @@ def _start_task(
 
 def _skip_stage(wf: Workflow, stage: StageExecution, reason: str, now: int, fx: Effects) -> None:
     """End a stage SKIPPED without running it; ``reason`` says why (see DEAD_REASONS)."""
-    mark_stage(wf, stage, S.SKIPPED)
+    mark_stage(wf, stage, S.SKIPPED, fx)
     stage.status_reason = reason
     stage.end_time = now
     fx.touch(stage)
@@ -286,7 +290,7 @@ def _complete_stage(
             stage.branches_not_taken = _branches_not_taken(wf, stage)
         except ExpressionError as exc:
             status, error = S.TERMINAL, f"stage {stage.ref_id!r}: split condition: {exc}"
-    mark_stage(wf, stage, status)
+    mark_stage(wf, stage, status, fx)
     stage.end_time = now
     fx.touch(stage)
     if stage.deadline_seconds is not None:
@@ -343,7 +347,7 @@ def _branches_not_taken(wf: Workflow, stage: StageExecution) -> list[str]:
 
 
 def _restart_stage(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
-    mark_stage(wf, stage, S.NOT_STARTED)
+    mark_stage(wf, stage, S.NOT_STARTED, fx)
     stage.reset()
     _start_stage(wf, stage, now, fx)
 
@@ -410,7 +414,7 @@ def _consider(
                     for stopped in _cancel_stragglers(wf, child, now, fx):
                         _propagate(wf, stopped, now, fx)
             elif all_done:
-                mark_stage(wf, child, S.RUNNING)
+                mark_stage(wf, child, S.RUNNING, fx)
                 message = (
                     f"join {child.ref_id!r} needed {need} of its {len(ups)} requisites to "
                     f"succeed, but only {succeeded} did"
@@ -455,7 +459,7 @@ def _cancel_stragglers(
             stopped.append(stage)
         elif stage.status is S.NOT_STARTED:
             stopped.append(stage)
-            mark_stage(wf, stage, S.SKIPPED)
+            mark_stage(wf, stage, S.SKIPPED, fx)
             stage.status_reason = "withdrawn"
             stage.end_time = now
             fx.touch(stage)
@@ -468,7 +472,7 @@ def _cancel_stragglers(
 def _maybe_complete_workflow(wf: Workflow, now: int, fx: Effects) -> None:
     """Note that the workflow may be done; :func:`_transition` decides at the end."""
     if wf.status is S.RUNNING and not wf.index.active:
-        wf.index.completion_at = now
+        fx.completed_at = now
 
 
 def _end_workflow(
@@ -482,7 +486,7 @@ def _end_workflow(
             if task.status in (S.RUNNING, S.PAUSED, S.SUSPENDED):
                 task.status = S.CANCELED
                 task.end_time = now
-        mark_stage(wf, stage, S.CANCELED)
+        mark_stage(wf, stage, S.CANCELED, fx)
         stage.end_time = now
         fx.touch(stage)
         fx.emit(EventType.STAGE_CANCELED, "stage", stage.id, status=S.CANCELED.value)

@@ -70,7 +70,7 @@ def _redirect(
         between = index.descendants(target_ref) & (ancestors | {stage.ref_id})
         for ref in sorted(between | {target_ref}, key=index.topo_position.__getitem__):
             reset = index.by_ref[ref]
-            mark_stage(wf, reset, S.NOT_STARTED)
+            mark_stage(wf, reset, S.NOT_STARTED, fx)
             reset.reset()
             fx.touch(reset)
         target.context.update(outcome.context)
@@ -102,10 +102,10 @@ def _redirect(
     )
     for between_stage in skipped_stages:
         if between_stage.status is S.NOT_STARTED:
-            mark_stage(wf, between_stage, S.SKIPPED)
+            mark_stage(wf, between_stage, S.SKIPPED, fx)
             fx.touch(between_stage)
             fx.emit(EventType.STAGE_SKIPPED, "stage", between_stage.id, status=S.SKIPPED.value)
-    mark_stage(wf, stage, S.SUCCEEDED)
+    mark_stage(wf, stage, S.SUCCEEDED, fx)
     stage.end_time = now
     fx.emit(EventType.STAGE_COMPLETED, "stage", stage.id, status=S.SUCCEEDED.value, error=None)
     if stage.deferred_choice_group is not None:

@@ -109,7 +109,7 @@ def restart_stage(wf: Workflow, stage_ref: str, user: str | None, now: int) -> E
         reset = index.by_ref[ref]
         if _fan_out_of(wf, reset) is not None:
             continue  # instances of an earlier expansion stay as they ended
-        mark_stage(wf, reset, S.NOT_STARTED)
+        mark_stage(wf, reset, S.NOT_STARTED, fx)
         reset.reset()
         fx.touch(reset)
     for start in sorted([stage, *stopped], key=lambda s: index.topo_position[s.ref_id]):

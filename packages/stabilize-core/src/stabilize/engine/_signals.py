@@ -31,7 +31,7 @@ def _deliver_signal(
     stage.signal_user = signal.get("user")
     task.status = S.RUNNING
     task.version += 1
-    mark_stage(wf, stage, S.RUNNING)
+    mark_stage(wf, stage, S.RUNNING, fx)
     fx.touch(stage)
     fx.emit(
         EventType.STAGE_RESUMED,
@@ -59,7 +59,7 @@ def _choose(wf: Workflow, chosen: StageExecution, now: int, fx: Effects) -> None
     fx.emit(EventType.CHOICE_MADE, "stage", chosen.id, group=group, chosen=chosen.ref_id)
     for rival in rivals:
         if rival.status is S.NOT_STARTED or _waits_for_choice(rival):
-            mark_stage(wf, rival, S.SKIPPED)
+            mark_stage(wf, rival, S.SKIPPED, fx)
             rival.status_reason = "withdrawn"
             rival.end_time = now
             fx.touch(rival)
@@ -94,7 +94,7 @@ def _hold_for_choice(wf: Workflow, stage: StageExecution, fx: Effects) -> bool:
         for s in wf.stages
     )
     if busy and not _waits_for_choice(stage):
-        mark_stage(wf, stage, S.BUFFERED)
+        mark_stage(wf, stage, S.BUFFERED, fx)
         stage.status_reason = WAITING_FOR_CHOICE
         fx.touch(stage)
         fx.emit(EventType.STAGE_BUFFERED, "stage", stage.id, deferred_choice_group=group)

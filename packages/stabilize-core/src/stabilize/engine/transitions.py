@@ -95,15 +95,14 @@ def _transition(fn: Callable[P, Effects]) -> Callable[P, Effects]:
                     _start_stage(wf, waiting, now, fx)
                 else:
                     index.milestone_waiting.discard(ref)
-        at, index.completion_at = index.completion_at, None
+        at = fx.completed_at
         if at is not None and wf.status is S.RUNNING and not index.active:
             wf.status = S.SUCCEEDED
             wf.end_time = at
             fx.workflow_changed = True
             fx.emit(EventType.WORKFLOW_COMPLETED, "workflow", wf.id, status=S.SUCCEEDED.value)
-        for key, stage_id in index.mutex_released:
+        for key, stage_id in fx.released_mutexes:
             fx.messages.append(Message(RELEASE_MUTEX, wf.id, stage_id, payload={"key": key}))
-        index.mutex_released.clear()
         return fx
 
     return wrapper
@@ -225,7 +224,7 @@ def complete_task(
         error=outcome.error,
     )
     if status is S.SUSPENDED:
-        mark_stage(wf, stage, S.SUSPENDED)
+        mark_stage(wf, stage, S.SUSPENDED, fx)
         wait = outcome.signal_timeout
         fx.emit(EventType.STAGE_SUSPENDED, "stage", stage.id, timeout_seconds=wait)
         if stage.deferred_choice_group is not None and not stage.pending_signals:
@@ -415,13 +414,13 @@ def stage_deadline(wf: Workflow, stage_id: str, started: int, now: int) -> Effec
                 task.status = S.CANCELED
                 task.end_time = now
         if stage.status is S.SUSPENDED:
-            mark_stage(wf, stage, S.RUNNING)
+            mark_stage(wf, stage, S.RUNNING, fx)
         _complete_stage(wf, stage, S.TERMINAL, now, fx, error=message)
         return fx
     running.status = S.RUNNING  # a suspended task is routed like a running one
     outcome = TaskOutcome(S.REDIRECT, target_stage_ref_id=stage.deadline_route, error=message)
     if stage.status is S.SUSPENDED:
-        mark_stage(wf, stage, S.RUNNING)
+        mark_stage(wf, stage, S.RUNNING, fx)
     _redirect(wf, stage, running, outcome, now, fx)
     if stage.status.is_complete:
         stage.status_reason = "deadline_routed"
@@ -479,7 +478,7 @@ def fail_workflow(
                 status="TERMINAL",
                 error=error,
             )
-        mark_stage(wf, stage, S.TERMINAL)
+        mark_stage(wf, stage, S.TERMINAL, fx)
         stage.end_time = now
         fx.touch(stage)
         fx.emit(EventType.STAGE_FAILED, "stage", stage.id, status=S.TERMINAL.value, error=error)

@@ -205,11 +205,6 @@ class GraphIndex:
             for s in stages
         }
         self.active: set[str] = {s.id for s in stages if s.status in _ACTIVE}
-        # Mutexes given up by stages that left an active status, for the transition to
-        # turn into ReleaseMutex messages.
-        self.mutex_released: list[tuple[str, str]] = []
-        # When the set of active stages last became empty within the running transition.
-        self.completion_at: int | None = None
         # Ready stages waiting for their milestone stage to reach its state.
         self.milestone_waiting: set[str] = {
             s.ref_id
