@@ -33,6 +33,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec
@@ -54,6 +55,19 @@ _STAGE_END = frozenset({"stage.completed", "stage.failed", "stage.canceled", "st
 _WORKFLOW_END = frozenset({"workflow.completed", "workflow.failed", "workflow.canceled"})
 
 observer: Observer | None = None
+
+_queues: weakref.WeakSet[Any] = weakref.WeakSet()
+"""The processors of this process, for the queue-depth gauge (see :func:`track_queue`)."""
+
+
+def track_queue(processor: Any) -> None:
+    """Count ``processor``'s queue in the queue-depth gauge while it exists.
+
+    Processors call this when they are made, so that this module needs no import of theirs.
+    """
+    _queues.add(processor)
+
+
 """The active observer; None while tracing is off (the processor checks this only)."""
 
 
@@ -300,10 +314,8 @@ class Observer:
     def _queue_depth(self, options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation
 
-        from stabilize.queue.processor._processor import _live
-
         seen: dict[str, int] = {}
-        for processor in list(_live):
+        for processor in list(_queues):
             location = processor.backend.location
             if location in seen:
                 continue

@@ -12,6 +12,7 @@ from typing import Any
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
+from stabilize.orchestrator import submit_workflow
 from stabilize.tasks._database import task_backend
 from stabilize.tasks.interface import RetryableTask
 from stabilize.tasks.result import TaskResult
@@ -115,8 +116,6 @@ class SubWorkflowTask(RetryableTask):
             ``sub_workflow_outputs`` when it succeeded; TERMINAL when it failed, the
             configuration is invalid or the recursion limit is reached.
         """
-        from stabilize.orchestrator import submit_workflow
-
         backend = task_backend()
         if backend is None:
             return TaskResult.terminal("SubWorkflowTask must run inside a QueueProcessor")

@@ -131,6 +131,7 @@ class QueueProcessor:
         self._stopping = False
         self.commits = 0
         _live.add(self)
+        tracing.track_queue(self)
 
     # -- public API -----------------------------------------------------------------
 
