@@ -5,6 +5,7 @@ from __future__ import annotations
 from stabilize.engine._flow import (
     S,
     TaskOutcome,
+    _choose,
     _fail_task,
     _maybe_complete_workflow,
     _propagate,
@@ -12,7 +13,6 @@ from stabilize.engine._flow import (
     _start_task,
     mark_stage,
 )
-from stabilize.engine._signals import _choose
 from stabilize.engine.messages import (
     Effects,
 )

@@ -1,4 +1,4 @@
-"""Signals and deferred choice inside a transition."""
+"""Signals inside a transition: delivering one to the stage that waits for it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ from typing import Any
 
 from stabilize.engine._flow import (
     S,
-    _cancel_stage,
-    _propagate,
+    _choose,
     _run_task,
-    _start_stage,
     mark_stage,
 )
 from stabilize.engine.messages import (
@@ -44,66 +42,3 @@ def _deliver_signal(
     fx.messages.append(_run_task(wf, stage, task, 0))
     if stage.deferred_choice_group is not None:
         _choose(wf, stage, now, fx)
-
-
-def _choose(wf: Workflow, chosen: StageExecution, now: int, fx: Effects) -> None:
-    """Deferred choice: ``chosen`` was triggered first; withdraw the rest of its group."""
-    group = chosen.deferred_choice_group
-    rivals = [
-        s
-        for s in wf.stages
-        if s.deferred_choice_group == group and s is not chosen and not s.status.is_complete
-    ]
-    if not rivals:
-        return
-    fx.emit(EventType.CHOICE_MADE, "stage", chosen.id, group=group, chosen=chosen.ref_id)
-    for rival in rivals:
-        if rival.status is S.NOT_STARTED or _waits_for_choice(rival):
-            mark_stage(wf, rival, S.SKIPPED, fx)
-            rival.status_reason = "withdrawn"
-            rival.end_time = now
-            fx.touch(rival)
-            fx.emit(
-                EventType.STAGE_SKIPPED, "stage", rival.id, status="SKIPPED", reason="withdrawn"
-            )
-        else:
-            _cancel_stage(wf, rival, "withdrawn", now, fx)
-    for rival in rivals:
-        _propagate(wf, rival, now, fx)
-
-
-WAITING_FOR_CHOICE = "waiting_for_choice"
-"""The ``status_reason`` of a group stage held BUFFERED while a rival's task runs."""
-
-
-def _waits_for_choice(stage: StageExecution) -> bool:
-    return stage.status is S.BUFFERED and stage.status_reason == WAITING_FOR_CHOICE
-
-
-def _hold_for_choice(wf: Workflow, stage: StageExecution, fx: Effects) -> bool:
-    """Hold ``stage`` (BUFFERED) while a rival in its deferred-choice group runs a task.
-
-    One member's task runs at a time (issue 14): a task that completes makes its stage
-    the choice before any rival's task ran; a task that suspends lets the next member
-    start, so members that wait for signals all wait, and the first signal decides.
-    Returns True when ``stage`` was held.
-    """
-    group = stage.deferred_choice_group
-    busy = any(
-        s.deferred_choice_group == group and s is not stage and s.status is S.RUNNING
-        for s in wf.stages
-    )
-    if busy and not _waits_for_choice(stage):
-        mark_stage(wf, stage, S.BUFFERED, fx)
-        stage.status_reason = WAITING_FOR_CHOICE
-        fx.touch(stage)
-        fx.emit(EventType.STAGE_BUFFERED, "stage", stage.id, deferred_choice_group=group)
-    return busy
-
-
-def _release_choice(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
-    """``stage`` stopped running without being chosen: start the members held for it."""
-    group = stage.deferred_choice_group
-    for rival in wf.stages:
-        if rival.deferred_choice_group == group and _waits_for_choice(rival):
-            _start_stage(wf, rival, now, fx)  # holds it again if another one runs now

@@ -21,12 +21,14 @@ from stabilize.engine._flow import (
     S,
     TaskOutcome,
     _cancel_stage,
+    _choose,
     _complete_stage,
     _end_workflow,
     _find_task,
     _maybe_complete_workflow,
     _next_task,
     _propagate,
+    _release_choice,
     _run_task,
     _start_stage,
     _start_task,
@@ -36,7 +38,7 @@ from stabilize.engine._flow import (
 from stabilize.engine._jumps import _redirect
 from stabilize.engine._restart import RestartError
 from stabilize.engine._restart import restart_stage as _restart_stage
-from stabilize.engine._signals import _choose, _deliver_signal, _release_choice
+from stabilize.engine._signals import _deliver_signal
 from stabilize.engine.messages import (
     RELEASE_MUTEX,
     SIGNAL_TIMEOUT,

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from stabilize._plugins import load_task
 from stabilize.errors import TaskNotFoundError
 from stabilize.tasks.interface import CallableTask, NoOpTask, SignalWaitTask, Task, WaitTask
 
@@ -214,8 +215,6 @@ class TaskRegistry:
             return builtin
         if not self._plugins:
             return None
-        from stabilize._plugins import load_task
-
         plugin = load_task(name)
         if plugin is not None:
             _check_task_source(name, plugin)
