@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
+from stabilize.events import emit_progress
 from stabilize.events.bus import get_event_bus
-from stabilize.events.recorder import emit_progress
 from stabilize.models import StageExecution, Workflow, WorkflowStatus
 from stabilize.models.event import Event
 from stabilize.queue.processor import QueueProcessorConfig

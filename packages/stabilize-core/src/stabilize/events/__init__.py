@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from stabilize.backends._base import EventStore as EventStore
     from stabilize.backends.postgres import PostgresEventStore as PostgresEventStore
     from stabilize.backends.sqlite import SqliteEventStore as SqliteEventStore
-    from stabilize.events.recorder import default_event_store as default_event_store
-    from stabilize.events.recorder import open_event_store as open_event_store
+    from stabilize.connect import default_event_store as default_event_store
+    from stabilize.connect import open_event_store as open_event_store
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -66,9 +66,9 @@ def __getattr__(name: str) -> Any:
 
         value = getattr(_base, name)
     elif name in ("default_event_store", "open_event_store"):
-        from stabilize.events import recorder
+        from stabilize import connect
 
-        value = getattr(recorder, name)
+        value = getattr(connect, name)
     elif name == "SqliteEventStore":
         from stabilize.backends.sqlite import SqliteEventStore
 

@@ -6,7 +6,7 @@ import copy
 from datetime import timedelta
 from typing import Any
 
-from stabilize.events.recorder import emit_progress
+from stabilize.events import emit_progress
 from stabilize.llm._client import LLMClient
 from stabilize.llm._llm_task import call_model
 from stabilize.llm._stage import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize.errors import TransientError
-from stabilize.events.recorder import emit_progress
+from stabilize.events import emit_progress
 from stabilize.llm._client import LLMClient
 from stabilize.llm._retry import DEFAULT_RETRY_TIMEOUT, retry_budget, retry_or_give_up
 from stabilize.llm._stage import (

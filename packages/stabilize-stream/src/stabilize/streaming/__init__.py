@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # The original package exported emit_progress from here too; it lives in core, where
 # tasks that need no stream package can call it.
-from stabilize.events.recorder import emit_progress
+from stabilize.events import emit_progress
 from stabilize.streaming._item import TERMINAL_EVENTS, StreamItem
 from stabilize.streaming._stream import StreamError, WorkflowStream
 

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from stabilize.events.recorder import EventStore
+from stabilize.events import EventStore
 from stabilize.models.event import Event
 from stabilize.streaming._item import TERMINAL_EVENTS
 from stabilize.streaming.gateway._protocol import MAX_EVENT_BYTES, event_body

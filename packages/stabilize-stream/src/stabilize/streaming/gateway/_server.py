@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 from websockets.protocol import State
 
-from stabilize.events.recorder import EventStore
+from stabilize.events import EventStore
 from stabilize.streaming.gateway._auth import GatewayConfigError, check_bind
 from stabilize.streaming.gateway._client import ClientSession, Subscription
 from stabilize.streaming.gateway._feed import LogFeed, now_ms
