@@ -999,3 +999,34 @@ def test_a_wait_begun_after_a_stop_request_returns_at_once(make_engine):
     waiter.start()
     waiter.join(timeout=30)
     assert not waiter.is_alive()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # PostgreSQL: test_pg_workers
+def test_an_idle_sqlite_worker_wakes_when_this_process_submits_work(make_engine, poll):
+    # The poll interval is far longer than the hang guard: only the wake-up sent by the
+    # commit that enqueued the workflow's first message can start it in time (issue 19).
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=600_000))
+    ran: list[str] = []
+
+    def mark(stage: StageExecution) -> TaskResult:
+        ran.append(stage.ref_id)
+        return TaskResult.success()
+
+    engine.registry.register("mark", mark)
+    engine.processor.start()
+    for n in range(3):  # each time from idle: the worker waits again between workflows
+        wf = Workflow.create(
+            "tests",
+            f"wake {n}",
+            [
+                StageExecution.for_task("a", "mark"),
+                StageExecution.for_task("b", "mark", requisite_stage_ref_ids={"a"}),
+            ],
+        )
+        engine.store.store(wf)
+        engine.orchestrator.start(wf)
+        poll(
+            lambda wf=wf: engine.store.retrieve(wf.id).status is WorkflowStatus.SUCCEEDED,
+            f"workflow {n} to succeed",
+        )
+    assert ran == ["a", "b"] * 3

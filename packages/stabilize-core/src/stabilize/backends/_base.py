@@ -107,6 +107,8 @@ class Transaction:
         self.q = queries
         self.read_only = read_only
         self.touched: dict[str, Workflow] = {}
+        self.claimable = 0
+        """Messages enqueued due now and leased to no one: idle workers may take them."""
         self.recorded: list[tuple[str, int, EventDraft, int]] = []
         self.event_rows: dict[str, list[tuple[Any, ...]]] = {}
         """Rows of the log not yet inserted, per workflow (see :meth:`flush_events`)."""
@@ -332,6 +334,8 @@ class Transaction:
             msg_id = self.cur.fetchone()[0]
             if lease:
                 claimed.append(leased_message(msg_id, m))
+            elif m.delay_ms <= 0:
+                self.claimable += 1
         return claimed
 
     def claim(self, owner: str, now: int, lease_until: int, limit: int) -> list[ClaimedMessage]:

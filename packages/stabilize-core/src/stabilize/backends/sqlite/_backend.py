@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from stabilize.backends._base import Backend, CommitWatcher, EventStore, Transaction
+from stabilize.backends._wakeups import LocalWakeups
 from stabilize.backends.sql import migrations, queries, resource_text
 from stabilize.backends.sqlite._checkpoint import Checkpointer
 from stabilize.backends.sqlite._files import check_directory, connect_existing, sqlite_path
@@ -118,6 +119,7 @@ class SqliteBackend(Backend):
             self.checkpointer = Checkpointer(path)
             weakref.finalize(self, self.checkpointer.stop)
         self.queries = _QUERIES
+        self._wakeups = LocalWakeups()
         self._attached: str | None = None
         self._own_events: SqliteEventStore | None = None
         self.migrate()
@@ -211,6 +213,8 @@ class SqliteBackend(Backend):
                 raise
             for wf in tx.touched.values():
                 self.cache.put(wf)
+        if tx.claimable:
+            self._wakeups.wake()
         if tx.recorded:
             publish_committed(tx.recorded)
 
@@ -225,6 +229,17 @@ class SqliteBackend(Backend):
             finally:
                 if self.conn.in_transaction:
                     cur.execute("COMMIT")
+
+    def wait_for_work(self, timeout: float, stop: threading.Event | None = None) -> None:
+        """Block until a commit of this process enqueued claimable work, ``stop``, or timeout.
+
+        Commits of other processes are noticed at the next poll (``timeout``).
+        """
+        self._wakeups.wait(timeout, stop)
+
+    def wake_waiters(self) -> None:
+        """Make every :meth:`wait_for_work` of this process return now (e.g. on stop)."""
+        self._wakeups.wake()
 
     def is_transient_error(self, exc: BaseException) -> bool:
         """SQLite's ``database is locked`` / ``busy`` errors are worth retrying."""
