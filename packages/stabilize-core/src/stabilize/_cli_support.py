@@ -12,7 +12,7 @@ that they all read and fail alike:
   database, a server that is down, an unknown workflow or stage). No traceback, unless
   ``--verbose`` asks for it.
 
-Plugins may import this module: it is part of what core offers them.
+Plugins import what they need of it from :mod:`stabilize.cli`, the public module.
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def command_parser(
         details: More paragraphs after the summary.
         notes: Text after the examples (keys, caveats), kept as written.
         verbose: Add ``-v/--verbose`` (show the traceback of an error).
+
+    Returns:
+        The parser; add the command's own arguments to it.
     """
     epilog = "Example:\n" + "\n".join(f"  {line}" for line in examples)
     if notes:
@@ -146,7 +149,12 @@ def command_parser(
 def add_database_options(
     parser: argparse.ArgumentParser, *, schema_help: str = SCHEMA_HELP
 ) -> None:
-    """Add ``--db-url URL`` (required) and ``--schema NAME``, worded alike everywhere."""
+    """Add ``--db-url URL`` (required) and ``--schema NAME``, worded alike everywhere.
+
+    Args:
+        parser: The command's parser (from :func:`command_parser`).
+        schema_help: The help of ``--schema``, for a command that says more about it.
+    """
     parser.add_argument("--db-url", metavar="URL", required=True, help=DB_URL_HELP)
     parser.add_argument("--schema", metavar="NAME", default=None, help=schema_help)
 

@@ -4,6 +4,11 @@ Built-ins are parsed here; any other first word is looked up in the ``stabilize.
 entry-point group and handed the rest of the command line untouched, so a plugin parses its
 own options. ``--help`` lists plugin commands from metadata alone: no plugin is imported
 until its command runs, and heavy imports happen inside the functions that need them.
+
+A plugin's command (``main(argv) -> int``) builds its parser with :func:`command_parser`
+(and :func:`add_database_options` for ``--db-url``/``--schema``) and runs its handler
+through :func:`run_command`, raising :class:`CommandError` for an expected failure: it then
+reads, documents itself and fails like every built-in command.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from stabilize._cli_support import (
 )
 from stabilize._plugins import cli_commands, describe_dist, load_entry_point
 from stabilize._version import __version__
+
+__all__ = ["CommandError", "add_database_options", "command_parser", "main", "run_command"]
 
 PROG = "stabilize"
 

@@ -1,4 +1,8 @@
-"""The orchestrator: submits workflows and cancels, restarts, pauses or resumes them."""
+"""The orchestrator: submits workflows and cancels, restarts, pauses, resumes or signals them.
+
+:func:`send_stage_signal` is the signal on its own, for callers that hold a queue rather
+than an orchestrator (``stabilize.hitl``'s ``approve``, ``reject`` and ``send_signal``).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,12 @@ from stabilize.engine.transitions import (
     resume_workflow,
     signal_stage,
 )
+from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowNotFoundError, WorkflowStore, validate_for_submit
 from stabilize.queue.queue import Queue
+
+__all__ = ["Orchestrator", "send_stage_signal"]
 
 
 class Orchestrator:
@@ -146,7 +153,7 @@ class Orchestrator:
         persistent: bool = True,
         user: str | None = None,
     ) -> None:
-        """Send a named signal to a stage (by id or ``ref_id``); see :func:`signal_stage`.
+        """Send a named signal to a stage (by id or ``ref_id``); see :func:`send_stage_signal`.
 
         Args:
             execution: The workflow, or its id.
@@ -162,11 +169,17 @@ class Orchestrator:
                 signal is not persistent. Nothing is changed then.
             WorkflowNotFoundError: No workflow has this id.
         """
-
-        def transition(wf: Workflow, now: int) -> Effects:
-            return signal_stage(wf, stage, name, data, now, persistent=persistent, user=user)
-
-        self._apply(execution, transition)
+        workflow_id = execution if isinstance(execution, str) else execution.id
+        send_stage_signal(
+            self.queue,
+            workflow_id,
+            stage,
+            name,
+            data,
+            persistent=persistent,
+            user=user,
+            clock=self._clock,
+        )
 
     def restart(self, execution: Workflow | str, stage_id: str, user: str | None = None) -> None:
         """Run a finished stage again, and every stage downstream of it.
@@ -246,6 +259,58 @@ class Orchestrator:
 
     def _now(self) -> int:
         return int(self._clock() * 1000)
+
+
+def send_stage_signal(
+    queue: Queue,
+    workflow_id: str,
+    stage: str,
+    name: str,
+    data: dict[str, Any] | None = None,
+    *,
+    persistent: bool = True,
+    user: str | None = None,
+    guard: Callable[[StageExecution], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Send a named signal to a stage of a stored workflow, in one transaction.
+
+    A SUSPENDED stage resumes at once: its suspended task runs again with the signal
+    (``stabilize.hitl.get_signal`` reads it). With ``persistent``, a stage that has not
+    suspended yet keeps the signal and receives it when it does. The stage is read, checked
+    and changed in the transaction that records the signal, so two senders never both see
+    a stage waiting for one decision.
+
+    Args:
+        queue: The queue of the workflow's database.
+        workflow_id: The workflow's id.
+        stage: The stage's id or ``ref_id``.
+        name: The signal's name.
+        data: JSON values delivered with it.
+        persistent: Keep a signal sent before the stage waits, for when it does;
+            False refuses it instead.
+        user: Who sent it (the stage's ``signal_user``, and recorded in the event log).
+        guard: Called with the stage as stored, inside the transaction, when the stage
+            exists and neither it nor its workflow has ended; it refuses the signal by
+            raising (a :class:`~stabilize.errors.SignalError`, say), and nothing is
+            changed then.
+        clock: Seconds since the epoch, for the signal's time.
+
+    Raises:
+        SignalError: the stage does not exist, has finished, or is not waiting and the
+            signal is not persistent; or the data cannot be stored as JSON. Nothing is
+            changed then.
+        WorkflowNotFoundError: no workflow has this id.
+    """
+
+    def transition(wf: Workflow, now: int) -> Effects:
+        target = wf.index.by_id.get(stage) or wf.index.by_ref.get(stage)
+        ended = wf.status.is_complete or (target is not None and target.status.is_complete)
+        if guard is not None and target is not None and not ended:
+            guard(target)
+        return signal_stage(wf, stage, name, data, now, persistent=persistent, user=user)
+
+    apply_transition(queue.backend, workflow_id, transition, int(clock() * 1000))
 
 
 def submit_workflow(backend: Backend, workflow: Workflow, now: int) -> bool:

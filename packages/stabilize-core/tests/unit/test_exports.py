@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
+
 import stabilize
 
 EXPECTED = [
@@ -100,8 +104,45 @@ EXPECTED = [
 ]
 
 
+# What core offers extensions besides the facade (issue 18): reading a task's context,
+# the shared shape of a plugin's command, a signal with a guard in its transaction.
+EXTENSION_API = {
+    "stabilize.tasks": [
+        "CallableTask",
+        "ContextReader",
+        "NoOpTask",
+        "RetryableTask",
+        "SkippableTask",
+        "Task",
+        "TaskConfigError",
+        "TaskRegistry",
+        "TaskResult",
+        "TaskResultBuilder",
+        "WaitTask",
+        "mask_secrets",
+    ],
+    "stabilize.cli": [
+        "CommandError",
+        "add_database_options",
+        "command_parser",
+        "main",
+        "run_command",
+    ],
+    "stabilize.orchestrator": ["Orchestrator", "send_stage_signal"],
+}
+
+
 def test_all_is_pinned_and_sorted() -> None:
     assert stabilize.__all__ == EXPECTED
+
+
+@pytest.mark.parametrize("module", EXTENSION_API)
+def test_the_extension_api_is_pinned_and_resolves(module: str) -> None:
+    package = importlib.import_module(module)
+
+    assert package.__all__ == EXTENSION_API[module]
+    for name in package.__all__:
+        assert getattr(package, name) is not None
 
 
 def test_every_exported_name_resolves() -> None:

@@ -1,8 +1,11 @@
-"""Reading a built-in task's configuration from the stage context, with clear errors.
+"""Reading a task's configuration from the stage context, with clear errors.
 
 Every built-in task (shell, HTTP, Python, Docker, SSH) validates its keys up front
 through :class:`ContextReader`: a missing or malformed key fails the task at once with a
-:class:`TaskConfigError` naming the task and the key, before anything runs.
+:class:`TaskConfigError` naming the task and the key, before anything runs. The
+extensions' tasks (``LLMTask``, ``ApprovalTask``, ...) read theirs the same way:
+``ContextReader``, ``TaskConfigError`` and ``mask_secrets`` are public, exported by
+:mod:`stabilize.tasks`.
 """
 
 from __future__ import annotations
@@ -19,11 +22,21 @@ _MISSING: Any = object()
 
 
 class TaskConfigError(PermanentError):
-    """A built-in task's context key is missing or has the wrong type or value."""
+    """A task's context key is missing or has the wrong type or value.
+
+    A :class:`~stabilize.errors.PermanentError`: the task fails at once (TERMINAL), with
+    no retry, and the message names the task and the key.
+    """
 
 
 class ContextReader:
     """Typed access to a stage context on behalf of one task.
+
+    Each reader method returns the value of one key, checked: a missing required key or
+    a value of the wrong type raises :class:`TaskConfigError` naming the task and the
+    key. A key whose value is None counts as missing. Where a method takes ``default``,
+    leaving it out makes the key required, and the default, when given, is returned as
+    it is (unchecked) for a missing key.
 
     Args:
         context: The stage context the task received.
@@ -35,15 +48,41 @@ class ContextReader:
         self.task = task
 
     def error(self, key: str, problem: str) -> TaskConfigError:
-        """An error saying that context key ``key`` has ``problem``."""
+        """The error saying that context key ``key`` has ``problem``.
+
+        Args:
+            key: The context key.
+            problem: What is wrong, continuing "context key 'key' ..." (``"is required"``).
+
+        Returns:
+            The error, for the caller to raise.
+        """
         return TaskConfigError(f"{self.task}: context key {key!r} {problem}")
 
     def has(self, key: str) -> bool:
-        """True when ``key`` is present and not None."""
+        """Whether the context holds ``key`` with a value other than None.
+
+        Args:
+            key: The context key.
+
+        Returns:
+            True when ``key`` is present and not None.
+        """
         return self.context.get(key) is not None
 
     def raw(self, key: str, default: Any = _MISSING) -> Any:
-        """The value as it is; a missing required key raises."""
+        """The value as it is, of any type.
+
+        Args:
+            key: The context key.
+            default: Returned when the key is missing (leave out: the key is required).
+
+        Returns:
+            The value, or ``default``.
+
+        Raises:
+            TaskConfigError: The key is missing and no default is given.
+        """
         value = self.context.get(key)
         if value is None:
             if default is _MISSING:
@@ -52,7 +91,18 @@ class ContextReader:
         return value
 
     def text(self, key: str, default: Any = _MISSING) -> Any:
-        """A string."""
+        """A string.
+
+        Args:
+            key: The context key.
+            default: Returned when the key is missing (leave out: the key is required).
+
+        Returns:
+            The string, or ``default``.
+
+        Raises:
+            TaskConfigError: The key is missing and required, or is not a string.
+        """
         value = self.raw(key, default)
         if value is default:
             return value
@@ -61,7 +111,18 @@ class ContextReader:
         return value
 
     def flag(self, key: str, default: bool) -> bool:
-        """A boolean (``true``/``false`` strings are accepted too)."""
+        """A boolean (``true``/``false`` strings are accepted too, in any case).
+
+        Args:
+            key: The context key.
+            default: The value when the key is missing.
+
+        Returns:
+            The boolean.
+
+        Raises:
+            TaskConfigError: The value is neither a boolean nor ``"true"``/``"false"``.
+        """
         value = self.raw(key, default)
         if isinstance(value, bool):
             return value
@@ -77,7 +138,21 @@ class ContextReader:
         minimum: float | None = None,
         integer: bool = False,
     ) -> Any:
-        """A number (an int when ``integer``), at least ``minimum`` when given."""
+        """A number (booleans are refused).
+
+        Args:
+            key: The context key.
+            default: Returned when the key is missing (leave out: the key is required).
+            minimum: The smallest value accepted, if any.
+            integer: Accept only whole numbers, and return an ``int`` (``3.0`` gives ``3``).
+
+        Returns:
+            The number, or ``default``.
+
+        Raises:
+            TaskConfigError: The key is missing and required, is not a number, is not
+                whole when ``integer`` asks for it, or is below ``minimum``.
+        """
         value = self.raw(key, default)
         if value is default:
             return value
@@ -90,7 +165,18 @@ class ContextReader:
         return int(value) if integer else value
 
     def text_list(self, key: str, default: Any = _MISSING) -> Any:
-        """A list of strings."""
+        """A list of strings (a tuple is accepted and returned as a list).
+
+        Args:
+            key: The context key.
+            default: Returned when the key is missing (leave out: the key is required).
+
+        Returns:
+            A new list of the strings, or ``default``.
+
+        Raises:
+            TaskConfigError: The key is missing and required, or is not a list of strings.
+        """
         value = self.raw(key, default)
         if value is default:
             return value
@@ -99,7 +185,20 @@ class ContextReader:
         return list(value)
 
     def text_map(self, key: str, default: Any = _MISSING) -> Any:
-        """A mapping of strings to strings (numbers and booleans are turned into text)."""
+        """A mapping of strings to strings (numbers and booleans are turned into text).
+
+        Args:
+            key: The context key.
+            default: Returned when the key is missing (leave out: the key is required).
+
+        Returns:
+            A new dict of strings (``True`` becomes ``"true"``), or ``default``.
+
+        Raises:
+            TaskConfigError: The key is missing and required, is not a mapping, or has an
+                entry whose key is not a string or whose value is None, a list, a tuple
+                or a dict.
+        """
         value = self.raw(key, default)
         if value is default:
             return value
@@ -113,7 +212,19 @@ class ContextReader:
         return out
 
     def choice(self, key: str, choices: Iterable[str], default: Any = _MISSING) -> Any:
-        """One of ``choices``."""
+        """One string out of ``choices``.
+
+        Args:
+            key: The context key.
+            choices: The accepted values.
+            default: Returned when the key is missing (leave out: the key is required).
+
+        Returns:
+            The value, or ``default``.
+
+        Raises:
+            TaskConfigError: The key is missing and required, or is not one of ``choices``.
+        """
         value = self.text(key, default)
         allowed = list(choices)
         if value is not default and value not in allowed:
@@ -121,8 +232,18 @@ class ContextReader:
         return value
 
 
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of each secret value in ``text`` with ``***``."""
+def mask_secrets(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each secret value in ``text`` with ``***``.
+
+    Longer secrets are replaced first, so a secret that contains another is hidden whole.
+
+    Args:
+        text: The text to show (an error message, a URL, captured output).
+        secrets: The values to hide; empty ones are ignored.
+
+    Returns:
+        The text with each secret replaced by ``***``.
+    """
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
@@ -140,7 +261,7 @@ def mask_capped(text: str, secrets: Sequence[str], cut_end: bool, cut_start: boo
     Returns:
         The text with every secret (and secret fragment at a cut) replaced by ``***``.
     """
-    text = mask(text, secrets)
+    text = mask_secrets(text, secrets)
     for secret in (s for s in secrets if s):
         if cut_end:
             for n in range(min(len(secret) - 1, len(text)), 0, -1):

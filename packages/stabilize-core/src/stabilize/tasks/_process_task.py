@@ -16,7 +16,7 @@ from typing import Any
 from stabilize.cancellation import CancellationToken
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
-from stabilize.tasks._context import mask, mask_capped
+from stabilize.tasks._context import mask_capped, mask_secrets
 from stabilize.tasks._process import KILL_GRACE_SECONDS, TAIL_BYTES, ProcessResult, run_process
 from stabilize.tasks.interface import Task
 from stabilize.tasks.result import TaskResult
@@ -69,7 +69,7 @@ def cannot_start(
     The message reads ``<task>: could not start '<program>': FileNotFoundError: ...``
     (``PermissionError`` when it is not executable), with ``secrets`` masked.
     """
-    reason = mask(f"{type(exc).__name__}: {exc}", secrets)
+    reason = mask_secrets(f"{type(exc).__name__}: {exc}", secrets)
     return failure(f"{task}: could not start {program!r}: {reason}", {}, keep_going)
 
 

@@ -36,7 +36,7 @@ from stabilize.models.stage import StageExecution
 from stabilize.tasks._context import (
     ContextReader,
     TaskConfigError,
-    mask,
+    mask_secrets,
     read_cwd,
     read_env,
     secret_values,
@@ -289,7 +289,7 @@ class PythonTask(ProcessTask):
         tail = stderr_tail(run, secrets)
         if tail:
             error += f"; stderr (end): {tail}"
-        error = mask(error, secrets)
+        error = mask_secrets(error, secrets)
         if restart:
             raise TransientError(error, code=run.returncode)
         return failure(error, outputs, keep_going)

@@ -39,7 +39,7 @@ from stabilize.errors import TransientError
 from stabilize.models.stage import StageExecution
 from stabilize.tasks._context import (
     ContextReader,
-    mask,
+    mask_secrets,
     read_cwd,
     read_env,
     secret_values,
@@ -121,7 +121,7 @@ class ShellTask(ProcessTask):
         cwd = read_cwd(reader)
         env = read_env(reader)
 
-        shown = mask(display, secrets)
+        shown = mask_secrets(display, secrets)
         try:
             result = self.run(
                 stage,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.models.stage import StageExecution
-from stabilize.tasks._context import TaskConfigError, cap_output, mask
+from stabilize.tasks._context import TaskConfigError, cap_output, mask_secrets
 from stabilize.tasks.http._config import NAME, HttpConfig, read_config
 from stabilize.tasks.http._guard import PRIVATE_HINT, AddressPolicy, Resolver, SSRFGuard
 from stabilize.tasks.interface import Task
@@ -49,7 +49,7 @@ class _MaskSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         secrets: list[str] | None = getattr(_sending, "secrets", None)
         if secrets:
-            record.msg = mask(record.getMessage(), secrets)
+            record.msg = mask_secrets(record.getMessage(), secrets)
             record.args = None
         return True
 
@@ -209,7 +209,7 @@ class HTTPTask(Task):
                 if exc.reason == "canceled":
                     raise TaskCancelledError(f"stage {stage.ref_id!r} was canceled") from None
                 failure = _Failed(
-                    f"{NAME}: {cfg.method} {mask(cfg.url, cfg.secrets)} timed out after "
+                    f"{NAME}: {cfg.method} {mask_secrets(cfg.url, cfg.secrets)} timed out after "
                     f"{cfg.timeout:g}s",
                     retryable=True,
                 )
@@ -221,12 +221,12 @@ class HTTPTask(Task):
                 delay = cfg.retry_delay * 2 ** (attempt - 1)
                 log.info(
                     "%s: attempt %d of %d failed, retrying in %.3gs: %s",
-                    NAME, attempt, cfg.retries + 1, delay, mask(str(failure), cfg.secrets),
+                    NAME, attempt, cfg.retries + 1, delay, mask_secrets(str(failure), cfg.secrets),
                 )  # fmt: skip
                 if _wait(token, delay):
                     raise TaskCancelledError(f"stage {stage.ref_id!r} was canceled")
                 continue
-            message = mask(str(failure), cfg.secrets)
+            message = mask_secrets(str(failure), cfg.secrets)
             if attempt > 1:
                 message = f"{message} (after {attempt} attempts)"
             if cfg.continue_on_failure:
@@ -374,7 +374,7 @@ class HTTPTask(Task):
         outputs: dict[str, Any] = {
             "status_code": response.status_code,
             "headers": dict(response.headers.items()),
-            "url": mask(str(response.url), cfg.secrets),
+            "url": mask_secrets(str(response.url), cfg.secrets),
             "content_type": response.headers.get("content-type"),
             "content_length": size,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
