@@ -18,7 +18,7 @@ from stabilize import (
 )
 from stabilize.llm import AgentLoopTask, ScriptedModel, ToolCall, ToolRegistry, tool
 from stabilize.llm._stage import client_for
-from stabilize.tasks._context import ContextReader
+from stabilize.tasks import ContextReader
 
 
 def test_a_jump_back_to_an_agent_stage_starts_a_new_conversation(sqlite_url):

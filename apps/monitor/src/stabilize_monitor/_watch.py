@@ -14,8 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from stabilize.events import EventStore, can_follow, follow_commits
-from stabilize.events.bus import get_event_bus
+from stabilize.events import EventStore, can_follow, follow_commits, get_event_bus
 from stabilize.models.event import Event
 
 log = logging.getLogger(__name__)

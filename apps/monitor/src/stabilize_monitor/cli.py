@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from stabilize.cli import add_database_options, command_parser, run_command
 from stabilize_monitor._model import STATUS_FILTERS, Filters
 
 COMMAND = "monitor"
@@ -40,8 +41,6 @@ Keys: q quit, r refresh, / search, a next application, s next status filter,
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``stabilize monitor``'s options."""
-    from stabilize._cli_support import add_database_options, command_parser
-
     parser = command_parser(COMMAND, SUMMARY, details=DETAILS, examples=EXAMPLES, notes=KEYS)
     add_database_options(
         parser,
@@ -83,8 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success (``q`` quits with 0), 1 when the database cannot be opened or read,
         2 for a usage error (a bad option or ``--db-url``).
     """
-    from stabilize._cli_support import run_command
-
     args = list(sys.argv[1:] if argv is None else argv)
     return run_command(COMMAND, build_parser(), args, _run)
 

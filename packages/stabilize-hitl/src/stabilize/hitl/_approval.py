@@ -6,7 +6,7 @@ from typing import Any
 
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
-from stabilize.tasks._context import ContextReader
+from stabilize.tasks import ContextReader
 from stabilize.tasks.interface import Task
 from stabilize.tasks.result import TaskResult
 

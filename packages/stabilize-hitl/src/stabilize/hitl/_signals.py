@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from stabilize.engine.messages import Effects
-from stabilize.engine.transitions import signal_stage
 from stabilize.errors import SignalError
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus as S
-from stabilize.models.workflow import Workflow
-from stabilize.orchestrator import apply_transition
+from stabilize.orchestrator import send_stage_signal
 from stabilize.persistence.store import WorkflowStore
 from stabilize.queue.queue import Queue
 
@@ -122,13 +118,9 @@ def send_signal(
             changed then.
         WorkflowNotFoundError: no workflow has this id.
     """
-
-    def transition(wf: Workflow, now: int) -> Effects:
-        return signal_stage(
-            wf, stage_id, signal_name, signal_data, now, persistent=persistent, user=user
-        )
-
-    apply_transition(queue.backend, execution_id, transition, int(time.time() * 1000))
+    send_stage_signal(
+        queue, execution_id, stage_id, signal_name, signal_data, persistent=persistent, user=user
+    )
 
 
 def get_signal(stage: StageExecution) -> tuple[str | None, dict[str, Any]]:
@@ -160,22 +152,21 @@ def _decide(
         payload["note"] = note
     who = user if user is not None else payload.get("user")
     by = str(who) if who is not None else None
+    # Kept until the gate suspends when it comes early (issue 14): a quick approver must
+    # not lose the decision because the upstream stage still runs.
+    send_stage_signal(
+        queue, execution_id, stage_id, decision, payload, persistent=True, user=by, guard=_undecided
+    )
 
-    def transition(wf: Workflow, now: int) -> Effects:
-        stage = wf.index.by_id.get(stage_id) or wf.index.by_ref.get(stage_id)
-        ended = wf.status.is_complete or (stage is not None and stage.status.is_complete)
-        earlier = None if stage is None or ended else _decision_of(stage)
-        if earlier is not None and stage is not None:
-            # One decision per gate: a second one would be dropped silently once it ends.
-            raise SignalError(
-                f"stage {stage.ref_id!r} of workflow {wf.id} is not waiting for a decision: "
-                f"it has one already ({earlier})"
-            )
-        # Kept until the gate suspends when it comes early (issue 14): a quick approver
-        # must not lose the decision because the upstream stage still runs.
-        return signal_stage(wf, stage_id, decision, payload, now, persistent=True, user=by)
 
-    apply_transition(queue.backend, execution_id, transition, int(time.time() * 1000))
+def _undecided(stage: StageExecution) -> None:
+    """Refuse a second decision: it would be dropped silently once the gate ends."""
+    earlier = _decision_of(stage)
+    if earlier is not None:
+        raise SignalError(
+            f"stage {stage.ref_id!r} of workflow {stage.workflow_id} is not waiting for a "
+            f"decision: it has one already ({earlier})"
+        )
 
 
 def _decision_of(stage: StageExecution) -> str | None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from stabilize._cli_support import (
+from stabilize.cli import (
     CommandError,
     add_database_options,
     command_parser,

@@ -23,7 +23,7 @@ from stabilize.llm._tools import TOOL_ERROR_POLICIES, ToolErrorPolicy, ToolRegis
 from stabilize.llm._types import ChatMessage, ToolCall, Usage
 from stabilize.models.stage import StageExecution
 from stabilize.models.task import KEPT_STATE_KEY
-from stabilize.tasks._context import ContextReader
+from stabilize.tasks import ContextReader
 from stabilize.tasks.interface import RetryableTask
 from stabilize.tasks.result import TaskResult
 

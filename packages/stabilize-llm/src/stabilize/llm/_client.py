@@ -21,7 +21,7 @@ from stabilize.llm._wire import (
     path_for,
     request_body,
 )
-from stabilize.tasks._context import mask
+from stabilize.tasks import mask_secrets
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OLLAMA_BASE_URL = "http://localhost:11434"
@@ -210,7 +210,7 @@ class LLMClient:
         return response
 
     def _mask(self, text: str) -> str:
-        return mask(text, [self._api_key] if self._api_key else [])
+        return mask_secrets(text, [self._api_key] if self._api_key else [])
 
     def _transport_error(self, exc: httpx.TransportError, where: str) -> TransientError:
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"

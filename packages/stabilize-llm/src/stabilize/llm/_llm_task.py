@@ -20,7 +20,7 @@ from stabilize.llm._stage import (
 )
 from stabilize.llm._types import ChatMessage, ChatResponse, Usage
 from stabilize.models.stage import StageExecution
-from stabilize.tasks._context import ContextReader
+from stabilize.tasks import ContextReader
 from stabilize.tasks.interface import Task
 from stabilize.tasks.result import TaskResult
 

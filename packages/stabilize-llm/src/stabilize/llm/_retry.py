@@ -15,7 +15,7 @@ from typing import Any
 from stabilize.errors import TransientError
 from stabilize.llm._types import LLMError
 from stabilize.models.stage import StageExecution
-from stabilize.tasks._context import ContextReader
+from stabilize.tasks import ContextReader
 
 DEFAULT_RETRY_TIMEOUT = 30.0
 """Seconds a failing model call is retried before the stage fails."""

@@ -27,7 +27,7 @@ from stabilize.llm._client import LLMClient, default_base_url
 from stabilize.llm._types import ChatMessage, Usage
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
-from stabilize.tasks._context import ContextReader
+from stabilize.tasks import ContextReader
 from stabilize.tasks.result import TaskResult
 
 SPENT_PREFIX = "_llm_spent."

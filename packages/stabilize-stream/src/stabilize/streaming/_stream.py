@@ -44,8 +44,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal
 
-from stabilize.events import CommitWatcher, EventStore, can_follow, default_event_store
-from stabilize.events.bus import get_event_bus
+from stabilize.events import (
+    CommitWatcher,
+    EventStore,
+    can_follow,
+    default_event_store,
+    get_event_bus,
+)
 from stabilize.models.event import Event
 from stabilize.streaming._item import StreamItem
 

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from stabilize._cli_support import (
+from stabilize.cli import (
     CommandError,
     add_database_options,
     command_parser,
