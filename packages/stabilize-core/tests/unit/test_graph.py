@@ -215,3 +215,65 @@ def test_active_holds_ids_of_running_suspended_and_paused_stages(
     index = GraphIndex([stage, node("b", status=S.RUNNING)])
     assert (stage.id in index.active) is active
     assert index.by_ref["b"].id in index.active
+
+
+# --- instances of a dynamic fan-out (issue 19) ------------------------------------------------
+
+
+def instance(generation: str, i: int, status: WorkflowStatus = S.NOT_STARTED) -> StageExecution:
+    return StageExecution(
+        id=f"{generation}.{i}",
+        ref_id=f"f[{i}]@{generation}",
+        parent_stage_id=generation.split(".")[0],
+        mi_index=i,
+        status=status,
+    )
+
+
+def test_instances_are_grouped_by_run_in_item_order_with_their_counters() -> None:
+    fan = StageExecution(id="F", ref_id="f", mi_generation="F.7")
+    stages = [
+        fan,
+        instance("F.3", 0, S.SUCCEEDED),  # an earlier run (a loop ran the fan-out again)
+        instance("F.7", 2, S.RUNNING),
+        instance("F.7", 0, S.SUCCEEDED),
+        instance("F.7", 1, S.FAILED_CONTINUE),
+        instance("F.7", 3, S.TERMINAL),
+        instance("F.7", 4),
+        instance("F.7", 5, S.SUSPENDED),
+    ]
+    index = GraphIndex(stages)
+    group = index.instance_group(fan)
+    assert group is not None
+    assert [s.mi_index for s in index.instances(fan)] == [0, 1, 2, 3, 4, 5]
+    assert (group.finished, group.succeeded, group.running) == (3, 2, 2)
+    assert group.next_not_started() is stages[6]
+    assert group.next_not_started() is None
+    assert [s.id for s in index.instance_groups["F.3"].stages] == ["F.3.0"]
+    assert index.instances(StageExecution(ref_id="g")) == []  # never expanded
+
+
+def test_instance_counters_follow_status_changes_and_a_reset_rescans() -> None:
+    fan = StageExecution(id="F", ref_id="f", mi_generation="F.1")
+    index = GraphIndex([fan])
+    added = [instance("F.1", i) for i in range(3)]
+    for stage in added:
+        index.add(stage)
+    group = index.instance_group(fan)
+    assert group is not None
+    assert group.next_not_started() is added[0]
+    changes = [
+        (added[0], S.RUNNING),
+        (added[0], S.SUCCEEDED),
+        (added[1], S.RUNNING),
+        (added[1], S.NOT_STARTED),  # a jump reset it
+    ]
+    for stage, status in changes:
+        old, stage.status = stage.status, status
+        index.instance_status_changed(stage, old, status)
+    assert (group.finished, group.succeeded, group.running) == (1, 1, 0)
+    assert group.next_not_started() is added[1]
+    assert group.next_not_started() is added[2]
+    ordinary = node("x")
+    index.instance_status_changed(ordinary, S.NOT_STARTED, S.RUNNING)  # not an instance
+    assert (group.finished, group.succeeded, group.running) == (1, 1, 0)

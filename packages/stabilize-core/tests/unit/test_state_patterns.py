@@ -8,6 +8,7 @@ so the tests can check the events and messages each step produced.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ from stabilize.engine.transitions import (
 )
 from stabilize.expressions import ExpressionError
 from stabilize.loops import LOOP_TASK
+from stabilize.models.graph import GraphIndex
 from stabilize.models.loop import LoopConfig
 
 S = WorkflowStatus
@@ -905,6 +907,149 @@ def test_fan_out_without_tasks_is_refused() -> None:
     with pytest.raises(InvalidStageGraphError) as err:
         Workflow.create("app", "wf", [bad])
     assert err.value.kind == "bad_multi_instance"
+
+
+# -- what an instance stores (issue 19) ----------------------------------------------------
+
+
+def loaded(wf: Workflow, rows: list[dict[str, Any]] | None = None) -> Workflow:
+    """``wf`` as a worker loads it: rebuilt from its stored rows (JSON)."""
+    rows = rows if rows is not None else [s.to_row() for s in wf.stages]
+    stages = [StageExecution.from_dict(json.loads(json.dumps(row))) for row in rows]
+    return Workflow.from_dict(json.loads(json.dumps(wf.to_dict())), stages, wf.version)
+
+
+def test_an_instance_row_holds_only_its_own_context_and_reads_as_before() -> None:
+    items = [f"item-{i}" for i in range(5)]
+    run = Run(
+        stage("src"),
+        stage(
+            "f",
+            ["src"],
+            context={"items": items, "shared": "fan", "item": "the fan-out's"},
+            mi_config=MultiInstanceConfig(items_key="items"),
+        ),
+    )
+    run.finish("src", outputs={"shared": "upstream", "up": True})
+    made = instances(run)
+    assert [s.to_row()["context"] for s in made] == [{"item": item} for item in items]
+    assert run["f"].to_row()["context"] == run["f"].context
+    # What a task sees: ancestors' outputs, then the fan-out's context, then the item.
+    assert run.wf.task_context(made[2]) == {
+        "up": True,
+        "shared": "fan",
+        "items": items,
+        "item": "item-2",
+    }
+    again = loaded(run.wf)
+    for s in made:
+        twin = again.stage_by_id(s.id)
+        assert twin.context == s.context
+        assert again.task_context(twin) == run.wf.task_context(s)
+        assert twin.to_row()["context"] == {"item": s.context["item"]}
+    # One list in memory, shared by every instance, not a copy each.
+    fan = again.stage_by_ref_id("f")
+    assert all(again.stage_by_id(s.id).context["items"] is fan.context["items"] for s in made)
+
+
+def test_an_instance_keeps_what_its_tasks_set_even_when_equal_to_the_fan_outs() -> None:
+    run = fan_out(["a", "b"], max_concurrency=1)
+    run.finish("f[0]", context={"items": ["a", "b"], "shared": 2, "mine": 1})
+    assert run["f[0]"].to_row()["context"] == {
+        "item": "a",
+        "items": ["a", "b"],
+        "shared": 2,
+        "mine": 1,
+    }
+    assert loaded(run.wf).stage_by_ref_id("f[0]").context == run["f[0]"].context
+
+
+def test_instance_rows_of_earlier_versions_hold_a_copy_and_run_the_same() -> None:
+    run = fan_out(["a", "b", "c"], max_concurrency=2)
+    run.finish("f[0]", outputs={"v": 0})
+    # Before issue 19 every instance row carried the fan-out's whole context.
+    rows = [{**s.to_row(), "context": dict(s.context)} for s in run.wf.stages]
+    old = loaded(run.wf, rows)
+    for s in instances(run):
+        twin = old.stage_by_id(s.id)
+        assert twin.context == s.context
+        assert old.task_context(twin) == run.wf.task_context(s)
+        # Read as it is, not migrated: written again, the row still holds its copy.
+        assert twin.to_row()["context"]["items"] == ["a", "b", "c"]
+    run.wf = old
+    assert [s.status for s in instances(run)] == [S.SUCCEEDED, S.RUNNING, S.RUNNING]
+    run.finish("f[2]", outputs={"v": 2})
+    run.finish("f[1]", outputs={"v": 1})
+    assert run.st("f") is S.SUCCEEDED
+    assert run["f"].outputs["instances"] == [{"v": 0}, {"v": 1}, {"v": 2}]
+
+
+def counters(wf: Workflow, fan: StageExecution) -> tuple[int, int, int]:
+    group = wf.index.instance_group(fan)
+    assert group is not None
+    return group.finished, group.succeeded, group.running
+
+
+def test_a_wide_fan_out_keeps_its_limit_and_its_counters_match_a_recount() -> None:
+    count = 300
+    run = Run(
+        stage(
+            "f",
+            context={"items": list(range(count))},
+            mi_config=MultiInstanceConfig(items_key="items", max_concurrency=3),
+            output_reducers={"v": "sum"},
+        ),
+        stage("after", ["f"]),
+    )
+    fan = run["f"]
+    step = 0
+    while run.st("f") is S.RUNNING:
+        running = [s for s in instances(run) if s.status is S.RUNNING]
+        assert 1 <= len(running) <= 3
+        chosen = running[step % len(running)]  # not always the oldest
+        status = S.FAILED_CONTINUE if chosen.mi_index == 7 else S.SUCCEEDED
+        run.finish(chosen.ref_id, status, outputs={"v": chosen.mi_index})
+        step += 1
+        if step % 50 == 0:
+            fresh = Workflow.from_dict(run.wf.to_dict(), run.wf.stages, run.wf.version)
+            assert counters(run.wf, fan) == counters(fresh, fresh.stage_by_ref_id("f"))
+    assert step == count
+    assert counters(run.wf, fan) == (count, count, 0)
+    assert run["f"].outputs["instances"] == [{"v": i} for i in range(count)]
+    assert run["f"].outputs["v"] == sum(range(count))
+    assert run.st("after") is S.RUNNING
+
+
+def test_a_wide_fan_out_with_a_threshold_withdraws_the_rest_at_once() -> None:
+    run = fan_out(list(range(200)), max_concurrency=4, join_threshold=150)
+    while run.st("f") is S.RUNNING:
+        oldest = next(s for s in instances(run) if s.status is S.RUNNING)
+        run.finish(oldest.ref_id, outputs={"v": oldest.mi_index})
+    assert run.st("f") is S.SUCCEEDED
+    states = [s.status for s in instances(run)]
+    assert states == [S.SUCCEEDED] * 150 + [S.CANCELED] * 3 + [S.SKIPPED] * 47
+    assert run["f"].outputs["instances"] == [{"v": i} for i in range(150)] + [None] * 50
+
+
+def test_an_instance_a_jump_restarts_counts_once_and_the_limit_holds() -> None:
+    run = fan_out(["a", "b", "c", "d"], max_concurrency=2)
+    run.finish("f[1]", S.REDIRECT, target_stage_ref_id="f[1]")  # it runs again
+    assert [s.status for s in instances(run)] == [S.RUNNING, S.RUNNING] + [S.NOT_STARTED] * 2
+    assert counters(run.wf, run["f"]) == (0, 0, 2)
+    run.finish("f[1]")
+    assert [s.status for s in instances(run)] == [S.RUNNING, S.SUCCEEDED, S.RUNNING, S.NOT_STARTED]
+    for ref in ("f[0]", "f[2]", "f[3]"):
+        run.finish(ref)
+    assert run.st("f") is S.SUCCEEDED
+
+
+def test_an_index_built_again_gives_the_same_instances_and_counters() -> None:
+    run = fan_out(["a", "b", "c"], max_concurrency=1)
+    run.finish("f[0]")
+    before = counters(run.wf, run["f"])
+    run.wf.invalidate_index()
+    assert counters(run.wf, run["f"]) == before == (1, 1, 1)
+    assert GraphIndex(run.wf.stages).instances(run["f"]) == instances(run)
 
 
 # -- structured loops --------------------------------------------------------------------

@@ -35,7 +35,6 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
         stage.outputs["instances"] = []
         flow._complete_stage(wf, stage, S.SUCCEEDED, now, fx, error=None)
         return
-    instances = []
     for i, item in enumerate(items):
         inst_id = f"{generation}.{i}"
         ref = f"{stage.ref_id}[{i}]"
@@ -46,6 +45,8 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
             ref_id=ref,
             type=stage.type,
             name=f"{stage.name or stage.ref_id} [{i}]",
+            # The fan-out stage's own values, shared, not copied: the stored row of the
+            # instance keeps only what differs from them (StageExecution.to_row, issue 19).
             context={**stage.context, config.item_key: item},
             mi_index=i,
             tasks=[
@@ -65,38 +66,48 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
         wf.stages.append(instance)
         wf.index.add(instance)
         fx.new_stages.append(instance)
-        instances.append(instance)
-    fx.emit(EventType.STAGE_EXPANDED, "stage", stage.id, instances=len(instances))
-    limit = config.max_concurrency or len(instances)
-    for instance in instances[:limit]:
-        flow._start_stage(wf, instance, now, fx)
+    fx.emit(EventType.STAGE_EXPANDED, "stage", stage.id, instances=len(items))
+    _advance(wf, stage, now, fx)
 
 
 def _instances(wf: Workflow, parent: StageExecution) -> list[StageExecution]:
     """The instances of the fan-out stage's current run, in item order."""
-    prefix = f"{parent.mi_generation}."
-    return [s for s in wf.stages if s.parent_stage_id == parent.id and s.id.startswith(prefix)]
+    return wf.index.instances(parent)
 
 
 def _instance_done(wf: Workflow, parent: StageExecution, now: int, fx: Effects) -> None:
     """An instance of a fan-out finished: start the next, or complete the fan-out stage."""
+    _advance(wf, parent, now, fx)
+
+
+def _advance(wf: Workflow, parent: StageExecution, now: int, fx: Effects) -> None:
+    """Start instances up to the concurrency limit, or complete the fan-out stage.
+
+    The index's counters (:class:`~stabilize.models.graph.InstanceGroup`) make this O(1)
+    per instance, amortised: no count or scan over the instances until the join is
+    decided (issue 19).
+    """
     config = parent.mi_config
-    if parent.status is not S.RUNNING or config is None or wf.status.is_complete:
+    if config is None or not _open(wf, parent):
         return
-    instances = _instances(wf, parent)
-    succeeded = [s for s in instances if s.status in (S.SUCCEEDED, S.FAILED_CONTINUE)]
-    finished = sum(1 for s in instances if s.status.is_complete)
+    group = wf.index.instance_group(parent)
+    if group is None:
+        return
+    instances = group.stages
     need = config.join_threshold or len(instances)
-    if len(succeeded) < need and finished < len(instances):
-        running = sum(1 for s in instances if s.id in wf.index.active)
-        limit = config.max_concurrency or len(instances)
-        for instance in instances:
-            if running >= limit:
-                break
-            if instance.status is S.NOT_STARTED:
-                flow._start_stage(wf, instance, now, fx)
-                running += 1
+    limit = config.max_concurrency or len(instances)
+    # Starting an instance can end it at once (stageEnabled) and come back here: the
+    # counters are live, so each look starts only what the limit still allows.
+    while group.succeeded < need and group.finished < len(instances) and group.running < limit:
+        instance = group.next_not_started()
+        if instance is None:
+            break
+        flow._start_stage(wf, instance, now, fx)
+        if not _open(wf, parent):
+            return
+    if group.succeeded < need and group.finished < len(instances):
         return
+    succeeded = [s for s in instances if s.status in (S.SUCCEEDED, S.FAILED_CONTINUE)]
     for instance in instances:
         if instance.id in wf.index.active:
             flow._cancel_stage(wf, instance, "straggler", now, fx)
@@ -118,3 +129,8 @@ def _instance_done(wf: Workflow, parent: StageExecution, now: int, fx: Effects) 
             apply_output_reducers(parent.output_reducers, [s.outputs for s in succeeded])
         )
     flow._complete_stage(wf, parent, S.SUCCEEDED, now, fx, error=None)
+
+
+def _open(wf: Workflow, parent: StageExecution) -> bool:
+    """True while the fan-out stage waits for its instances (its join is not decided)."""
+    return parent.status is S.RUNNING and not wf.status.is_complete

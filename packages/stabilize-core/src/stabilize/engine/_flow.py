@@ -71,8 +71,11 @@ def mark_stage(wf: Workflow, stage: StageExecution, status: WorkflowStatus, fx: 
     and becomes a ReleaseMutex message when the transition ends.
     """
     index = wf.index
-    was_complete = stage.status.is_complete
+    was = stage.status
+    was_complete = was.is_complete
     stage.status = status
+    if stage.mi_index is not None:
+        index.instance_status_changed(stage, was, status)
     if status.is_complete != was_complete:
         delta = -1 if status.is_complete else 1
         for child in index.downstream[stage.ref_id]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from stabilize.errors import CircularDependencyError, InvalidStageGraphError
 from stabilize.expressions import ExpressionError, compile_expression
@@ -19,6 +20,9 @@ _ACTIVE = frozenset(
     }
 )
 """Stage statuses that keep a workflow from completing."""
+
+_SUCCEEDED = frozenset({WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED_CONTINUE})
+"""Statuses of an instance that count towards its fan-out's join."""
 
 
 def validate_graph(stages: Sequence[StageExecution]) -> None:
@@ -178,6 +182,67 @@ def _find_cycle(stages: Sequence[StageExecution], acyclic: set[str]) -> list[str
     raise AssertionError("no cycle found")  # pragma: no cover
 
 
+@dataclass(eq=False)
+class InstanceGroup:
+    """The instances of one run of a dynamic fan-out, and how many are where.
+
+    The counters are kept in step by :meth:`GraphIndex.instance_status_changed` (which
+    ``engine._flow.mark_stage`` calls), so that each instance's completion costs O(1)
+    instead of a count over every instance (issue 19).
+
+    Attributes:
+        stages: The instances, in item order.
+        finished: How many have a complete status.
+        succeeded: How many ended SUCCEEDED or FAILED_CONTINUE.
+        running: How many are in an active status (running, suspended, paused, buffered).
+        next_start: No instance before this position is NOT_STARTED.
+    """
+
+    stages: list[StageExecution] = field(default_factory=list)
+    finished: int = 0
+    succeeded: int = 0
+    running: int = 0
+    next_start: int = 0
+
+    def count(self, status: WorkflowStatus, sign: int) -> None:
+        """Add (``sign`` 1) or remove (-1) one instance in ``status`` to the counters."""
+        if status.is_complete:
+            self.finished += sign
+        if status in _SUCCEEDED:
+            self.succeeded += sign
+        if status in _ACTIVE:
+            self.running += sign
+
+    def next_not_started(self) -> StageExecution | None:
+        """The first NOT_STARTED instance in item order, for the caller to start.
+
+        The position moves past it: a caller that does not start it must reset
+        ``next_start``.
+
+        Amortised O(1): instances start in item order, so the position only moves back
+        when an instance is reset to NOT_STARTED (see
+        :meth:`GraphIndex.instance_status_changed`).
+        """
+        stages = self.stages
+        while self.next_start < len(stages):
+            stage = stages[self.next_start]
+            self.next_start += 1
+            if stage.status is WorkflowStatus.NOT_STARTED:
+                return stage
+        return None
+
+
+def instance_generation(stage: StageExecution) -> str | None:
+    """The run of a fan-out ``stage`` is an instance of (its ``mi_generation``), if any.
+
+    An instance's id is ``<generation>.<position>`` (see ``engine._fanout``).
+    """
+    if stage.parent_stage_id is None or stage.mi_index is None:
+        return None
+    generation, dot, _ = stage.id.rpartition(".")
+    return generation if dot else None
+
+
 class GraphIndex:
     """Lookups derived from a workflow's stages, built once and cached on the workflow.
 
@@ -211,6 +276,13 @@ class GraphIndex:
             for s in stages
             if s.status is WorkflowStatus.NOT_STARTED and s.status_reason == "waiting_for_milestone"
         }
+        # The instances of each run of a dynamic fan-out, by its mi_generation.
+        self.instance_groups: dict[str, InstanceGroup] = {}
+        self._group_of: dict[str, InstanceGroup] = {}
+        for s in stages:
+            self._add_instance(s)
+        for group in self.instance_groups.values():
+            group.stages.sort(key=lambda s: s.mi_index or 0)
 
     def ancestors(self, ref_id: str) -> list[StageExecution]:
         """All transitive requisites of a stage, in topological order (farthest first)."""
@@ -247,6 +319,56 @@ class GraphIndex:
         )
         if stage.status in _ACTIVE:
             self.active.add(stage.id)
+        self._add_instance(stage)
+
+    def _add_instance(self, stage: StageExecution) -> None:
+        generation = instance_generation(stage)
+        if generation is None:
+            return
+        group = self.instance_groups.get(generation)
+        if group is None:
+            group = self.instance_groups[generation] = InstanceGroup()
+        group.stages.append(stage)
+        group.count(stage.status, 1)
+        self._group_of[stage.id] = group
+
+    def instances(self, fan_out: StageExecution) -> list[StageExecution]:
+        """The instances of the current run of a fan-out stage, in item order.
+
+        Args:
+            fan_out: A stage with ``mi_config``.
+
+        Returns:
+            The instances (the index's own list: do not change it), or an empty list
+            before the stage has expanded.
+        """
+        group = self.instance_group(fan_out)
+        return group.stages if group is not None else []
+
+    def instance_group(self, fan_out: StageExecution) -> InstanceGroup | None:
+        """The instances of the current run of a fan-out stage with their counters."""
+        if fan_out.mi_generation is None:
+            return None
+        return self.instance_groups.get(fan_out.mi_generation)
+
+    def instance_status_changed(
+        self, stage: StageExecution, old: WorkflowStatus, new: WorkflowStatus
+    ) -> None:
+        """Keep the counters of a fan-out's instances in step with a stage's new status.
+
+        Args:
+            stage: Any stage (nothing happens unless it is an instance of a fan-out).
+            old: Its status before.
+            new: Its status now.
+        """
+        group = self._group_of.get(stage.id)
+        if group is None or old is new:
+            return
+        group.count(old, -1)
+        group.count(new, 1)
+        if new is WorkflowStatus.NOT_STARTED:
+            # Rare (a jump that resets an instance): the next look scans from the start.
+            group.next_start = 0
 
     def descendants(self, ref_id: str) -> set[str]:
         """The ``ref_id`` of every stage that transitively depends on this one."""

@@ -113,6 +113,9 @@ class MultiInstanceConfig:
         )
 
 
+_ABSENT = object()
+"""Stands for a key the fan-out stage's context lacks (any value differs from it)."""
+
 DEAD_REASONS = frozenset({"branch_not_taken", "withdrawn"})
 """``status_reason`` values of a SKIPPED stage that also skip the path behind it."""
 
@@ -399,8 +402,18 @@ class StageExecution:
         :meth:`from_dict` reads either form. Most stages use few of the control-flow
         fields, so the stored rows (and the event log's diffs of them) stay less than half
         the size, and writing, reading and diffing them costs less.
+
+        An instance of a dynamic fan-out (attached to its workflow) stores only the
+        context keys that are its own: its item and what its tasks set, not the values it
+        shares with its fan-out stage, which a workflow built from the rows layers back
+        under them (issue 19: every instance carried the whole list of items).
         """
         row = self._head()
+        inherited = self._fan_out_context()
+        if inherited is not None:
+            row["context"] = {
+                k: v for k, v in self.context.items() if inherited.get(k, _ABSENT) is not v
+            }
         row["tasks"] = [t.to_row() for t in self.tasks]
         row["start_time"] = self.start_time
         row["end_time"] = self.end_time
@@ -454,6 +467,19 @@ class StageExecution:
         if self.jump_count:
             row["jump_count"] = self.jump_count
         return row
+
+    def _fan_out_context(self) -> dict[str, Any] | None:
+        """The context of the fan-out stage this stage is an instance of, if attached.
+
+        Only a value that is the very object the fan-out stage holds counts as shared
+        (loading layers that same value back); what a task set arrives as a new object and
+        stays the instance's own, even when equal (an O(1) test per key, where comparing
+        values would cost as much as the list they hold).
+        """
+        if self.mi_index is None or self.parent_stage_id is None or self._workflow is None:
+            return None
+        parent = self._workflow.index.by_id.get(self.parent_stage_id)
+        return parent.context if parent is not None and parent.mi_config is not None else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageExecution:

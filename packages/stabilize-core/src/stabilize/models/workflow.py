@@ -61,6 +61,7 @@ class Workflow:
     def __post_init__(self) -> None:
         for stage in self.stages:
             stage._workflow = self
+        _inherit_fan_out_context(self.stages)
 
     @classmethod
     def create(
@@ -330,3 +331,21 @@ def _plan_tasks(stage: StageExecution) -> None:
     for i, task in enumerate(stage.tasks):
         task.stage_start = i == 0
         task.stage_end = i == len(stage.tasks) - 1
+
+
+def _inherit_fan_out_context(stages: Sequence[StageExecution]) -> None:
+    """Layer each fan-out instance's context over its fan-out stage's.
+
+    An instance's stored row holds only its own keys (see
+    :meth:`StageExecution.to_row`); its context is the fan-out stage's with those on top,
+    as when it was created. Rows written before issue 19 hold a copy of every key: their
+    own values win, so they read as they did.
+    """
+    instances = [s for s in stages if s.mi_index is not None and s.parent_stage_id is not None]
+    if not instances:
+        return
+    by_id = {s.id: s for s in stages}
+    for instance in instances:
+        parent = by_id.get(instance.parent_stage_id or "")
+        if parent is not None and parent.mi_config is not None:
+            instance.context = {**parent.context, **instance.context}
