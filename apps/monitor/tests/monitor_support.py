@@ -18,8 +18,8 @@ from stabilize import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize.models.event import Event
 from stabilize.hitl import ApprovalTask
+from stabilize.models.event import Event
 from stabilize.persistence.overview import QueueStats
 from stabilize_monitor import DatabaseSource, Filters, WorkflowRow
 
