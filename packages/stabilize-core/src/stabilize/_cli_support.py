@@ -23,6 +23,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
+from stabilize.backends._schemes import driver_modules
+from stabilize.connect import describe_failure
+from stabilize.errors import DatabaseUrlError, StabilizeError
+
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
@@ -218,9 +222,6 @@ def exit_code(code: object) -> int:
 
 
 def _report(command: str, exc: Exception, url: str | None, verbose: bool, err: TextIO) -> int:
-    from stabilize.connect import describe_failure
-    from stabilize.errors import DatabaseUrlError
-
     if verbose:
         traceback.print_exception(exc, file=err)
     if isinstance(exc, CommandError):
@@ -235,9 +236,6 @@ def _report(command: str, exc: Exception, url: str | None, verbose: bool, err: T
 
 def _expected(exc: BaseException) -> bool:
     """True for failures of the world (files, servers, data), false for likely bugs."""
-    from stabilize.backends._schemes import driver_modules
-    from stabilize.errors import StabilizeError
-
     if isinstance(exc, StabilizeError | OSError | ImportError | ValueError):
         return True
     return type(exc).__module__.split(".")[0] in driver_modules()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from importlib import resources
 
 from stabilize._prompt import _api
+from stabilize._version import __version__
+from stabilize.models import WorkflowStatus
 
 __all__ = ["MAX_CHARS", "render"]
 
@@ -67,8 +69,6 @@ def _fill(text: str) -> str:
 
 
 def _installed_line() -> str:
-    from stabilize._version import __version__
-
     have = [f"stabilize-core {__version__}"]
     missing: list[str] = []
     for module, dist in _api.EXTENSIONS.items():
@@ -80,8 +80,6 @@ def _installed_line() -> str:
 
 
 def _statuses() -> str:
-    from stabilize.models import WorkflowStatus
-
     return (
         "Statuses (`WorkflowStatus`, of workflows, stages and tasks): "
         + ", ".join(f"`{s.name}`" for s in WorkflowStatus)

@@ -17,6 +17,13 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
+import stabilize
+from stabilize import reducers
+from stabilize._plugins import OPTIONAL_EXPORTS, export_names
+from stabilize.models.stage import StageExecution
+from stabilize.tasks import RetryableTask, Task
+from stabilize.tasks._declared import BUILTIN_TASK_KEYS
+
 EXTENSIONS: dict[str, str] = {
     "stabilize.llm": "stabilize-llm",
     "stabilize.hitl": "stabilize-hitl",
@@ -50,9 +57,6 @@ def public_names() -> dict[str, list[str]]:
         ``"stabilize"`` with ``stabilize.__all__`` plus the names extensions export lazily
         through ``stabilize.exports``, then each installed extension with its ``__all__``.
     """
-    import stabilize
-    from stabilize._plugins import export_names
-
     names = {"stabilize": sorted({*stabilize.__all__, *export_names()})}
     for module in EXTENSIONS:
         if installed(module):
@@ -169,8 +173,6 @@ def describe(name: str, obj: Any, *, with_signature: bool = True) -> str:
 
 def _is_task_implementation(cls: type) -> bool:
     """A task class other than the bases: its members are the ``Task`` hooks, listed there."""
-    from stabilize.tasks import RetryableTask, Task
-
     return issubclass(cls, Task) and cls not in (Task, RetryableTask)
 
 
@@ -196,8 +198,6 @@ def api_section() -> str:
     Returns:
         Markdown: one subsection per module, one line per name.
     """
-    import stabilize
-
     out = ["## Public API (generated)", ""]
     for module_name, names in public_names().items():
         module: ModuleType = importlib.import_module(module_name)
@@ -224,8 +224,6 @@ field's (the stage's fields and defaults are in Stage properties)."""
 def _lazy(name: str) -> str:
     """``name`` with the extension it comes from, or the distribution to install."""
     try:
-        import stabilize
-
         owner = getattr(getattr(stabilize, name), "__module__", "") or ""
     except ImportError:
         return f"`{name}` (install {_lazy_dist(name)})"
@@ -233,8 +231,6 @@ def _lazy(name: str) -> str:
 
 
 def _lazy_dist(name: str) -> str:
-    from stabilize._plugins import OPTIONAL_EXPORTS
-
     return OPTIONAL_EXPORTS.get(name, "an extension")
 
 
@@ -265,8 +261,6 @@ def stage_fields() -> str:
     Returns:
         Markdown list lines; private fields are left out.
     """
-    from stabilize.models.stage import StageExecution
-
     lines = []
     for f in dataclasses.fields(StageExecution):
         if f.name.startswith("_"):
@@ -287,9 +281,6 @@ def tasks_section() -> str:
         Markdown, generated from :data:`stabilize.tasks._declared.BUILTIN_TASK_KEYS`; a
         default of ``false`` (a flag) is not shown.
     """
-    import stabilize
-    from stabilize.tasks._declared import BUILTIN_TASK_KEYS
-
     exported = set(stabilize.__all__)
     out = []
     for keys in BUILTIN_TASK_KEYS:
@@ -313,6 +304,4 @@ def reducer_names() -> str:
     Returns:
         E.g. ``"`append`, `collect`, ..."``.
     """
-    from stabilize import reducers
-
     return ", ".join(f"`{name}`" for name in sorted(reducers._BUILTINS))
