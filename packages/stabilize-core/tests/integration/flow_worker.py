@@ -3,6 +3,7 @@
 Usage::
 
     python flow_worker.py DB_URL --started FILE --release FILE --joins FILE --stop FILE
+        [--max-workers N] [--poll-ms MS]
 
 It runs ``QueueProcessor.start()`` on a WAL SQLite file until the ``--stop`` file appears.
 
@@ -57,6 +58,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--joins", required=True)
     p.add_argument("--stop", required=True)
     p.add_argument("--max-workers", type=int, default=16)
+    p.add_argument("--poll-ms", type=int, default=10, help="the processor's poll interval")
     args = p.parse_args(argv)
 
     return serve_sqlite(
@@ -65,6 +67,7 @@ def main(argv: list[str]) -> int:
         Path(args.stop),
         max_workers=args.max_workers,
         poll_s=POLL_S,
+        poll_ms=args.poll_ms,
     )
 
 

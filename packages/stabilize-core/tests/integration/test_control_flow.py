@@ -726,3 +726,28 @@ def test_join_fires_once_across_three_worker_processes(
         assert {s.ref_id: s.status for s in final.stages} == dict.fromkeys(
             ["root", *branches, "j"], S.SUCCEEDED
         )
+
+
+def test_an_idle_worker_process_wakes_on_a_commit_of_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
+) -> None:
+    # The worker polls every ten minutes, far beyond the hang guard: only noticing the
+    # file's data_version change, the commit of this process, starts the workflows in time
+    # (issue 19). Each workflow is submitted once the worker is idle again.
+    monkeypatch.setenv("STABILIZE_SQLITE_JOURNAL_MODE", "WAL")
+    url = f"sqlite:///{tmp_path / 'wake.db'}"
+    store = SqliteWorkflowStore(url, create_tables=True)
+    orchestrator = Orchestrator(SqliteQueue(url), store=store)
+    files = {name: tmp_path / name for name in ("started", "release", "joins", "stop")}
+    args = [url, *(f"--{k}={v}" for k, v in files.items()), "--poll-ms", "600000"]
+    worker = workers.spawn(WORKER, args)
+    for n in range(3):
+        wf = workflow(stage("root", "root"), stage("j", "join", ["root"]))
+        store.store(wf)
+        orchestrator.start(wf)
+        workers.wait_until(
+            lambda wf=wf: store.retrieve(wf.id).status is S.SUCCEEDED, f"workflow {n} to succeed"
+        )
+    assert len(lines(files["joins"])) == 3
+    files["stop"].touch()
+    assert worker.wait(timeout=HANG_S) == 0, workers.errors()

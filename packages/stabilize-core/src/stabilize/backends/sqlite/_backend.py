@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,9 @@ from stabilize.errors import EventStoreError, SchemaVersionError
 from stabilize.events.log import select_events_params, unpack
 from stabilize.events.recording import event_table_for, publish_committed
 from stabilize.models.event import Event
+
+DATA_VERSION_INTERVAL = 0.005
+"""Seconds between two checks, by an idle worker, for commits of other processes."""
 
 _QUERIES = queries("sqlite")
 
@@ -120,6 +124,7 @@ class SqliteBackend(Backend):
             weakref.finalize(self, self.checkpointer.stop)
         self.queries = _QUERIES
         self._wakeups = LocalWakeups()
+        self._versions_seen = threading.local()
         self._attached: str | None = None
         self._own_events: SqliteEventStore | None = None
         self.migrate()
@@ -231,11 +236,32 @@ class SqliteBackend(Backend):
                     cur.execute("COMMIT")
 
     def wait_for_work(self, timeout: float, stop: threading.Event | None = None) -> None:
-        """Block until a commit of this process enqueued claimable work, ``stop``, or timeout.
+        """Block until new work may be due, ``stop`` is set, or ``timeout`` seconds pass.
 
-        Commits of other processes are noticed at the next poll (``timeout``).
+        A commit of this process that enqueued claimable work wakes the wait at once; a
+        commit of another connection (another worker process) is noticed within
+        :data:`DATA_VERSION_INTERVAL` through the file's ``PRAGMA data_version``.
         """
-        self._wakeups.wait(timeout, stop)
+        deadline = time.monotonic() + timeout
+        seen = self._versions_seen
+        version = self._data_version()
+        # A foreign commit since this thread's last wait (while it was busy) counts too.
+        changed = getattr(seen, "version", version) != version
+        while not changed:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wakeups.wait(min(left, DATA_VERSION_INTERVAL), stop):
+                break
+            if stop is not None and stop.is_set():
+                break
+            current = self._data_version()
+            changed, version = current != version, current
+        seen.version = version
+
+    def _data_version(self) -> int:
+        # Changes when another connection commits to the file (never for this one's own
+        # commits, which wake the waiters directly).
+        with self.lock:
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def wake_waiters(self) -> None:
         """Make every :meth:`wait_for_work` of this process return now (e.g. on stop)."""
