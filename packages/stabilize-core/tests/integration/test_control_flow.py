@@ -745,9 +745,11 @@ def test_an_idle_worker_process_wakes_on_a_commit_of_another_process(
         wf = workflow(stage("root", "root"), stage("j", "join", ["root"]))
         store.store(wf)
         orchestrator.start(wf)
-        workers.wait_until(
-            lambda wf=wf: store.retrieve(wf.id).status is S.SUCCEEDED, f"workflow {n} to succeed"
-        )
+
+        def succeeded(wf_id: str = wf.id) -> bool:
+            return store.retrieve(wf_id).status is S.SUCCEEDED
+
+        workers.wait_until(succeeded, f"workflow {n} to succeed")
     assert len(lines(files["joins"])) == 3
     files["stop"].touch()
     assert worker.wait(timeout=HANG_S) == 0, workers.errors()
