@@ -153,7 +153,8 @@ def hang_once(marker: Path, key: str) -> None:
     """
     # Written whole under another name, then linked into place: the driver kills as soon as
     # the marker exists, so the marker must never exist without its content.
-    draft = marker.with_name(f"{marker.name}.{os.getpid()}")
+    # Calls of several threads of one worker get here at once: each drafts its own file.
+    draft = marker.with_name(f"{marker.name}.{os.getpid()}.{threading.get_ident()}")
     draft.write_text(f"{os.getpid()} {key}\n")
     try:
         os.link(draft, marker)  # fails if another call got here first
