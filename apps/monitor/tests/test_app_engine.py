@@ -155,10 +155,17 @@ async def test_a_refused_restart_says_why_and_changes_nothing(engine: Engine) ->
         before = engine.source.workflow(wf.id).to_dict()
         await pilot.press("down")  # the gate, SUSPENDED
         await pilot.press("R", "enter")
-        await pilot.pause()
-        messages = [n.message for n in app._notifications]
-        assert any(
-            m.startswith("refused: ") and "'approve'" in m and "SUSPENDED" in m for m in messages
-        ), messages
+
+        def refused() -> bool:
+            return any(
+                n.message.startswith("refused: ")
+                and "'approve'" in n.message
+                and "SUSPENDED" in n.message
+                for n in app._notifications
+            )
+
+        # The confirmation dialog closes, then its callback tries the restart: wait for the
+        # answer (one pause was not always enough on a loaded machine).
+        await until(pilot, refused, "the refusal")
         assert engine.source.workflow(wf.id).to_dict() == before
         assert engine.stage_status(wf.id, "approve") == "SUSPENDED"
