@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 from stabilize.backends._base import Backend
-from stabilize.engine.messages import START_WORKFLOW, Effects, Message
 from stabilize.engine.transitions import (
     cancel_stages,
     cancel_workflow,
@@ -21,10 +20,12 @@ from stabilize.engine.transitions import (
     resume_workflow,
     signal_stage,
 )
+from stabilize.message_kinds import START_WORKFLOW
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowNotFoundError, WorkflowStore, validate_for_submit
 from stabilize.queue.queue import Queue
+from stabilize.records import Effects, Message
 
 __all__ = ["Orchestrator", "send_stage_signal"]
 

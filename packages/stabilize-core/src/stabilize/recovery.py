@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stabilize.engine.messages import RUN_TASK, Message
 from stabilize.errors import StabilizeError
+from stabilize.message_kinds import RUN_TASK
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
 from stabilize.queue.queue import Queue
+from stabilize.records import Message
 
 log = logging.getLogger("stabilize.recovery")
 

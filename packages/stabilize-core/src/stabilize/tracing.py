@@ -43,9 +43,9 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from stabilize.engine.messages import EventDraft
     from stabilize.models.workflow import Workflow
     from stabilize.queue.processor._runner import InFlight
+    from stabilize.records import EventDraft
 
 P = ParamSpec("P")
 log = logging.getLogger("stabilize.tracing")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import stabilize.engine._flow as flow
-from stabilize.engine.messages import (
-    Effects,
-)
 from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
+from stabilize.records import Effects
 from stabilize.reducers import apply_output_reducers
 
 S = WorkflowStatus

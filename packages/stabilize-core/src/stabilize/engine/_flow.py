@@ -1,7 +1,7 @@
 """Stage and task lifecycle inside a transition: start, complete, skip, cancel, joins.
 
 The internals of :mod:`stabilize.engine.transitions`: they change the in-memory workflow
-and add to the transition's :class:`~stabilize.engine.messages.Effects`; no I/O.
+and add to the transition's :class:`~stabilize.records.Effects`; no I/O.
 """
 
 from __future__ import annotations
@@ -10,21 +10,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stabilize.engine._fanout as fanout
-from stabilize.engine.messages import (
+from stabilize.expressions import ExpressionError, is_true
+from stabilize.message_kinds import (
     ACQUIRE_MUTEX,
     CANCEL_WORKFLOW,
     RUN_TASK,
     SIGNAL_TIMEOUT,
     STAGE_DEADLINE,
-    Effects,
-    Message,
 )
-from stabilize.expressions import ExpressionError, is_true
 from stabilize.models.event import EventType
 from stabilize.models.stage import JoinType, StageExecution, StragglerPolicy
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
+from stabilize.records import Effects, Message
 from stabilize.reducers import apply_output_reducers
 
 S = WorkflowStatus

@@ -13,13 +13,11 @@ from stabilize.engine._flow import (
     _start_task,
     mark_stage,
 )
-from stabilize.engine.messages import (
-    Effects,
-)
 from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
+from stabilize.records import Effects
 
 
 def _redirect(

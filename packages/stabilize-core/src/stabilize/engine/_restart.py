@@ -9,11 +9,11 @@ from stabilize.engine._flow import (
     _start_stage,
     mark_stage,
 )
-from stabilize.engine.messages import Effects
 from stabilize.errors import StabilizeError
 from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
+from stabilize.records import Effects
 
 
 class RestartError(StabilizeError, ValueError):

@@ -10,13 +10,11 @@ from stabilize.engine._flow import (
     _run_task,
     mark_stage,
 )
-from stabilize.engine.messages import (
-    SIGNAL_TIMEOUT,
-    Effects,
-)
+from stabilize.message_kinds import SIGNAL_TIMEOUT
 from stabilize.models.event import EventType
 from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
+from stabilize.records import Effects
 
 
 def _deliver_signal(

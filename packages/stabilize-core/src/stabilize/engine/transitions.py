@@ -1,7 +1,7 @@
 """The state machine: pure transitions from (workflow, message) to effects.
 
 Every function here takes the in-memory workflow, changes it in place and returns the
-:class:`~stabilize.engine.messages.Effects` the processor must commit in one transaction:
+:class:`~stabilize.records.Effects` the processor must commit in one transaction:
 the rows to write, the messages to enqueue and the events to record. Nothing here reads a
 clock, draws an id or touches a database: ``now`` (epoch milliseconds) and the task's
 outcome are passed in, so the same inputs always give the same result and replay is exact.
@@ -39,15 +39,11 @@ from stabilize.engine._jumps import _redirect
 from stabilize.engine._restart import RestartError
 from stabilize.engine._restart import restart_stage as _restart_stage
 from stabilize.engine._signals import _deliver_signal
-from stabilize.engine.messages import (
-    RELEASE_MUTEX,
-    SIGNAL_TIMEOUT,
-    Effects,
-    Message,
-)
 from stabilize.errors import SignalError
+from stabilize.message_kinds import RELEASE_MUTEX, SIGNAL_TIMEOUT
 from stabilize.models.event import EventType
 from stabilize.models.workflow import Workflow
+from stabilize.records import Effects, Message
 
 __all__ = [
     "RestartError",

@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from stabilize import tracing
 from stabilize.backends._base import Transaction
-from stabilize.engine.messages import RUN_TASK, ClaimedMessage, Effects, EventDraft, Message
+from stabilize.message_kinds import RUN_TASK
 from stabilize.models.workflow import Workflow
 from stabilize.queue.processor._runner import InFlight
+from stabilize.records import ClaimedMessage, Effects, EventDraft, Message
 
 
 class Batch:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from stabilize import tracing
 from stabilize._json import safe_text
-from stabilize.engine.messages import ClaimedMessage
 from stabilize.errors import InvalidTaskResultError
 from stabilize.queue.processor._runner import Finished, InFlight
+from stabilize.records import ClaimedMessage
 
 if TYPE_CHECKING:
     from stabilize.queue.processor._processor import QueueProcessor

@@ -15,18 +15,6 @@ from typing import Any
 from stabilize import tracing
 from stabilize.backends._base import Transaction
 from stabilize.cancellation import TaskCancelledError
-from stabilize.engine.messages import (
-    ACQUIRE_MUTEX,
-    RELEASE_MUTEX,
-    RUN_TASK,
-    SIGNAL_TIMEOUT,
-    STAGE_DEADLINE,
-    START_WORKFLOW,
-    ClaimedMessage,
-    Effects,
-    EventDraft,
-    Message,
-)
 from stabilize.engine.transitions import (
     TaskOutcome,
     cancel_workflow,
@@ -39,7 +27,15 @@ from stabilize.engine.transitions import (
     start_workflow,
 )
 from stabilize.errors import StabilizeError, TaskTimeoutError
-from stabilize.message_kinds import INLINE_KINDS
+from stabilize.message_kinds import (
+    ACQUIRE_MUTEX,
+    INLINE_KINDS,
+    RELEASE_MUTEX,
+    RUN_TASK,
+    SIGNAL_TIMEOUT,
+    STAGE_DEADLINE,
+    START_WORKFLOW,
+)
 from stabilize.models.event import EventType
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
@@ -57,6 +53,7 @@ from stabilize.queue.processor._runner import (
 )
 from stabilize.queue.processor.config import QueueProcessorConfig
 from stabilize.queue.queue import Queue
+from stabilize.records import ClaimedMessage, Effects, EventDraft, Message
 from stabilize.recovery import WorkflowRecovery
 from stabilize.tasks.interface import RetryableTask
 from stabilize.tasks.registry import TaskRegistry

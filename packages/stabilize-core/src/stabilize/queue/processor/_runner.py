@@ -20,7 +20,6 @@ from stabilize import tracing
 from stabilize._json import describe_unencodable, dumps, safe_text
 from stabilize.backends._base import Backend
 from stabilize.cancellation import CancellationToken, TaskCancelledError
-from stabilize.engine.messages import ClaimedMessage
 from stabilize.engine.transitions import TaskOutcome
 from stabilize.errors import InvalidTaskResultError, TaskTimeoutError, is_transient
 from stabilize.logs import bind_task, task_log_context, unbind_task
@@ -29,6 +28,7 @@ from stabilize.models.status import WorkflowStatus
 from stabilize.models.task import TaskExecution
 from stabilize.models.workflow import Workflow
 from stabilize.queue.processor.config import QueueProcessorConfig, backoff_seconds
+from stabilize.records import ClaimedMessage
 from stabilize.tasks._database import running_on
 from stabilize.tasks.interface import RetryableTask, Task
 from stabilize.tasks.result import TaskResult, result_problem
