@@ -15,6 +15,7 @@ import os
 import resource
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from harness import (
@@ -167,15 +168,48 @@ def submit_workers_200(setup: Setup) -> list[str]:
     return [wf.id for wf in workflows]
 
 
+def store_workers_200(setup: Setup) -> list[Workflow]:
+    """Store the 200 workflows of ``workers_200`` without starting them (one commit each).
+
+    A stored workflow that was not started has no message: no worker can claim anything
+    of it until :func:`start_workers_200`.
+    """
+    workflows = workers_200()
+    for wf in workflows:
+        setup.store.store(wf)
+    return workflows
+
+
+WORKERS_SUBMITTERS = 8
+"""Threads that start ``workers_200``'s stored workflows in service mode."""
+
+
+def start_workers_200(setup: Setup, workflows: list[Workflow]) -> None:
+    """Start stored workflows as fast as possible: one commit each, from several threads.
+
+    :data:`WORKERS_SUBMITTERS` threads each start every n-th workflow, so that the commits
+    of concurrent starts can share a flush and the work arrives faster than it is done.
+    """
+
+    def start(part: list[Workflow]) -> None:
+        for wf in part:
+            setup.orchestrator.start(wf)
+
+    with ThreadPoolExecutor(WORKERS_SUBMITTERS, thread_name_prefix="bench-submit") as pool:
+        parts = [workflows[i::WORKERS_SUBMITTERS] for i in range(WORKERS_SUBMITTERS)]
+        for future in [pool.submit(start, part) for part in parts]:
+            future.result()
+
+
 def worker_body(db: Database, poll_ms: int, mode: str = "drain") -> dict[str, Any]:
     """Body of one worker process: open the database, say ready, wait for ``go``, work.
 
     Prints ``ready`` once the engine is open and reads one line from stdin (the start
     signal). Drain mode then runs ``process_all`` until the queue is empty and nothing
-    runs. Service mode runs ``start()`` and works in the background until the next line
-    on stdin (``stop``), then ``stop()``. ``poll_ms`` is the processor's
-    ``poll_frequency_ms``: how long an idle worker waits before it looks again (on
-    PostgreSQL a NOTIFY of new work ends the wait early).
+    runs. Service mode runs ``start()``, prints ``running`` once the background loop runs,
+    and works in the background until the next line on stdin (``stop``), then ``stop()``.
+    ``poll_ms`` is the processor's ``poll_frequency_ms``: how long an idle worker waits
+    before it looks again (on PostgreSQL a NOTIFY of new work ends the wait early).
     """
     setup = setup_for(db, poll_ms)
     rss_before = current_rss_kib()
@@ -187,7 +221,8 @@ def worker_body(db: Database, poll_ms: int, mode: str = "drain") -> dict[str, An
     started = time.time()
     processed: int | None = None
     if mode == "service":
-        setup.processor.start()
+        start_service(setup)
+        print("running", flush=True)
         sys.stdin.readline()
         setup.processor.stop()
     else:

@@ -185,6 +185,11 @@ def print_workers_report(
             notes.append(f"st/s>={goal:,.0f} {verdict(r['median_stages_per_s'] >= goal)}")
         ok = r["max_commits_per_stage"] <= TARGET_COMMITS_PER_STAGE
         notes.append(f"commits<={TARGET_COMMITS_PER_STAGE:g} {verdict(ok)}")
+        if "median_submit_share" in r:
+            notes.append(
+                f"starts {r['median_submit_s']:.3f} s = "
+                f"{100 * r['median_submit_share']:.0f}% of wall"
+            )
         print(
             f"{r['workers']:>7} {r['stages_executed']:>6} {r['best_stages_per_s']:>10,.0f} "
             f"{r['median_stages_per_s']:>9,.0f} {r['median_wall_s']:>10.3f} "
@@ -202,9 +207,13 @@ def print_workers_report(
         )
     else:
         print(
-            "\nservice mode: each worker runs QueueProcessor.start() (told to go, idle), then "
-            "the parent submits the 200 workflows. Wall = first submission -> commit of the "
-            "last workflow; commits, worker CPU and CPU busy as in drain mode."
+            "\nservice mode: the 200 workflows are stored first (not timed, nothing to claim "
+            "yet); each worker runs QueueProcessor.start() (told to go, idle); then the parent "
+            "starts the 200 workflows from 8 threads while the workers work. Wall = just "
+            "before the first start (the first message that can be claimed) -> commit of the "
+            "last workflow; 'starts' = how long the 200 starts took, the part of the wall "
+            "during which work was still arriving. Commits, worker CPU and CPU busy as in "
+            "drain mode."
         )
 
 
@@ -246,7 +255,8 @@ def print_modes(results: list[dict[str, Any]], workers: list[dict[str, Any]]) ->
         print(line.rstrip())
     print(
         "workers_200 CPU is the worker processes' CPU per stage; in service mode the parent "
-        "submits while the workers run (drain: submitted before the clock)."
+        "starts the stored workflows while the workers run (drain: stored and started "
+        "before the clock)."
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from compare import compare, merge
 from latency import handoffs_ms, percentiles
 from report import series_rows
+from workers import service_timing, summarise_workers
 
 
 def test_the_enabling_commit_is_the_last_one_before_the_start() -> None:
@@ -105,3 +106,44 @@ def test_series_ratios_are_large_over_small_per_stage() -> None:
     # (40 - 32) MB over 100 stages against (72 - 32) MB over 2,000: a fifth per stage.
     assert row["rss_kib_per_stage"][2] == pytest.approx(0.25)
     assert series_rows([small], "drain") == []
+
+
+def test_service_wall_runs_from_the_first_start_and_reports_the_overlap() -> None:
+    # Clock at 100.0 s, the 200 starts done at 100.3 s, the last workflow at 101.0 s.
+    timing = service_timing(100.0, 100.3, 101_000)
+    assert timing["wall_s"] == pytest.approx(1.0)
+    assert timing["submit_s"] == pytest.approx(0.3)
+    assert timing["submit_share"] == pytest.approx(0.3)
+    assert timing["after_submit_s"] == pytest.approx(0.7)
+    # The last commit stamped in the same millisecond as the last start: no negative tail.
+    assert service_timing(100.0, 100.5004, 100_500)["after_submit_s"] == 0.0
+
+
+def _workers_run(mode: str, wall: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "stages_executed": 1000,
+        "stages_per_s": 1000 / wall,
+        "wall_s": wall,
+        "commits_per_stage": 0.6,
+        "commits": 600,
+        "peak_rss_kib": 51200,
+        "worker_cpu_s": 0.5,
+        "machine_busy": 0.9,
+        **extra,
+    }
+
+
+def test_workers_summary_gives_the_starts_share_in_service_mode_only() -> None:
+    service = [
+        _workers_run("service", wall, **service_timing(0.0, submit, int(1000 * wall)))
+        for wall, submit in ((1.0, 0.2), (2.0, 0.3), (0.5, 0.25))
+    ]
+    summary = summarise_workers(4, service)
+    assert summary["median_wall_s"] == 1.0
+    assert summary["median_submit_s"] == pytest.approx(0.25)
+    assert summary["median_submit_share"] == pytest.approx(0.2)  # of 0.2, 0.15 and 0.5
+    assert summary["median_worker_cpu_us_per_stage"] == pytest.approx(500.0)
+    drained = summarise_workers(4, [_workers_run("drain", 1.0)])
+    assert drained["mode"] == "drain"
+    assert "median_submit_s" not in drained

@@ -5,8 +5,19 @@ each of which opens it with its own store, queue and processor, prints ``ready``
 
 - **drain**: the 200 workflows are stored and started first (not timed); the clock starts
   when all workers are told ``go`` at once, each runs ``process_all()``.
-- **service**: the workers are told ``go`` and run ``start()`` in the background (idle);
-  then the parent submits the 200 workflows and the clock runs from the first submission.
+- **service**: the 200 workflows are stored first (``store.store``, not timed: a stored
+  workflow that was not started has no message, so nothing can be claimed yet; ``store_s``
+  in the JSON). The workers are then told ``go``: each runs ``start()`` and prints
+  ``running`` once its background loop runs (idle, waiting for work). When every worker
+  runs, the clock starts, just before the first ``orchestrator.start()`` (the earliest
+  moment a message can become claimable; the first start's own commit is inside the
+  clock), and the parent starts the 200 workflows as fast as it can (from
+  ``measure.WORKERS_SUBMITTERS`` = 8 threads, one commit per start) while the workers
+  already work on them. ``submit_s`` is how long the 200 starts took: the part of the
+  wall during which work was still arriving; ``submit_share`` is that part of the wall,
+  and ``after_submit_s`` the wall after the last start. Drain mode has no such overlap:
+  its starts end before the clock starts. Commits per stage count the 200 stores and
+  200 starts, as in drain mode.
 
 Either way the clock stops at the commit of the last workflow to end SUCCEEDED (its
 ``updated_at``, which the parent finds by polling the database every 20 ms).
@@ -23,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import Target, count_succeeded, database_info, fresh_database, machine_cpu
-from measure import setup_for, submit_workers_200
+from measure import setup_for, start_workers_200, store_workers_200, submit_workers_200
 from workloads import WORKERS_STAGES_PER_WORKFLOW, WORKERS_WORKFLOWS, WORKERS_WORKLOAD
+
+from stabilize.models import Workflow
 
 RUN_PY = Path(__file__).resolve().with_name("run.py")
 WORKERS_POLL_S = 0.02
@@ -37,12 +50,46 @@ def _tell(procs: list[subprocess.Popen[str]], line: str) -> None:
         proc.stdin.flush()
 
 
+def _read_line(proc: subprocess.Popen[str], expected: str) -> None:
+    """Read the worker's next line; fail with its stderr unless it is ``expected``."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != expected:
+        proc.kill()
+        raise RuntimeError(
+            f"worker {proc.pid} did not say {expected!r}: {line!r}\n{proc.communicate()[1]}"
+        )
+
+
+def service_timing(clock_start: float, starts_done: float, last_ms: int) -> dict[str, float]:
+    """Service mode's wall and how much of it overlapped the submissions.
+
+    Args:
+        clock_start: Epoch seconds just before the first ``orchestrator.start()``.
+        starts_done: Epoch seconds when the last ``orchestrator.start()`` returned.
+        last_ms: ``updated_at`` (epoch ms) of the last workflow to end SUCCEEDED.
+
+    Returns:
+        ``wall_s``, ``submit_s`` (the starts), ``submit_share`` (``submit_s / wall_s``)
+        and ``after_submit_s`` (the wall after the last start, never below 0).
+    """
+    wall = last_ms / 1000 - clock_start
+    submit = starts_done - clock_start
+    return {
+        "wall_s": wall,
+        "submit_s": submit,
+        "submit_share": submit / wall if wall > 0 else 0.0,
+        "after_submit_s": max(0.0, wall - submit),
+    }
+
+
 def run_workers(n: int, target: Target, poll_ms: int, mode: str = "drain") -> dict[str, Any]:
     """One repetition of ``workers_200`` with ``n`` worker processes on a fresh database."""
     with fresh_database(target) as db:
         setup = setup_for(db)
         backend = setup.store.backend
         ids: list[str] = []
+        workflows: list[Workflow] = []
         if mode == "drain":
             ids = submit_workers_200(setup)
         procs = [
@@ -64,22 +111,27 @@ def run_workers(n: int, target: Target, poll_ms: int, mode: str = "drain") -> di
             )
             for _ in range(n)
         ]
-        submit_s = 0.0
+        store_s = starts_done = 0.0
         try:
             for proc in procs:
-                assert proc.stdout is not None
-                line = proc.stdout.readline()
-                if line.strip() != "ready":
-                    raise RuntimeError(
-                        f"worker {proc.pid} did not start: {line!r}\n{proc.communicate()[1]}"
-                    )
-            cpu_go = machine_cpu()
-            go = time.time()
-            _tell(procs, "go")
+                _read_line(proc, "ready")
             if mode == "service":
-                go = time.time()  # the clock starts at the first submission
-                ids = submit_workers_200(setup)
-                submit_s = time.time() - go
+                # Stored, not started: no message yet, so no worker can claim anything.
+                stored = time.time()
+                workflows = store_workers_200(setup)
+                ids = [wf.id for wf in workflows]
+                store_s = time.time() - stored
+                _tell(procs, "go")
+                for proc in procs:
+                    _read_line(proc, "running")
+                cpu_go = machine_cpu()
+                go = time.time()  # just before the first message can become claimable
+                start_workers_200(setup, workflows)
+                starts_done = time.time()
+            else:
+                cpu_go = machine_cpu()
+                go = time.time()
+                _tell(procs, "go")
             submit_commits = setup.counter.commits
             deadline = time.monotonic() + 600
             while True:
@@ -147,7 +199,8 @@ def run_workers(n: int, target: Target, poll_ms: int, mode: str = "drain") -> di
         **info,
     }
     if mode == "service":
-        result["submit_s"] = submit_s
+        result.update(service_timing(go, starts_done, last_ms))  # the same wall_s
+        result["store_s"] = store_s
     return result
 
 
@@ -155,7 +208,7 @@ def summarise_workers(n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Best and median over the repetitions of ``workers_200`` with ``n`` workers."""
     rates = [r["stages_per_s"] for r in runs]
     cps = [r["commits_per_stage"] for r in runs]
-    return {
+    summary: dict[str, Any] = {
         "workload": WORKERS_WORKLOAD,
         "mode": runs[0].get("mode", "drain"),
         "workers": n,
@@ -174,3 +227,7 @@ def summarise_workers(n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_machine_busy": statistics.median(r["machine_busy"] for r in runs),
         "runs": runs,
     }
+    if all("submit_share" in r for r in runs):  # service mode: the starts within the wall
+        summary["median_submit_s"] = statistics.median(r["submit_s"] for r in runs)
+        summary["median_submit_share"] = statistics.median(r["submit_share"] for r in runs)
+    return summary
