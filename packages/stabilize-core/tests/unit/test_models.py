@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -417,6 +418,67 @@ def test_task_context_excludes_non_ancestors() -> None:
 def test_task_context_of_a_stage_without_ancestors_is_workflow_plus_own() -> None:
     wf = make_workflow(make_stage("a", context={"own": 1}, outputs={"out": 1}), context={"g": 2})
     assert wf.task_context(wf.stages[0]) == {"g": 2, "own": 1}
+
+
+def test_task_context_deep_in_a_long_chain_from_a_fresh_index() -> None:
+    # A worker that loads a long chain mid-way builds the merge from nothing: no
+    # recursion (Python's limit is 1,000 frames), and every ancestor's outputs are there.
+    length = 5_000
+    stages = [make_stage("s0", outputs={"k": 0, "s0": True})]
+    stages += [
+        make_stage(f"s{i}", [f"s{i - 1}"], outputs={"k": i} if i % 1000 == 0 else None)
+        for i in range(1, length)
+    ]
+    wf = make_workflow(*stages)
+    last = wf.stages[-1]
+    merged = wf.task_context(last)
+    assert merged == {"k": 4000, "s0": True}
+    assert len(wf.index.ancestors(last.ref_id)) == length - 1
+
+
+def reference_task_context(wf: Workflow, stage: StageExecution) -> dict[str, Any]:
+    """task_context computed from scratch: the ancestors found by a walk of requisites."""
+    by_ref = {s.ref_id: s for s in wf.stages}
+    found: set[str] = set()
+    todo = list(stage.requisite_stage_ref_ids)
+    while todo:
+        ref = todo.pop()
+        if ref not in found:
+            found.add(ref)
+            todo.extend(by_ref[ref].requisite_stage_ref_ids)
+    merged = dict(wf.context)
+    for ref in sorted(found, key=wf.index.topo_position.__getitem__):
+        merged.update(by_ref[ref].outputs)
+    merged.update(stage.context)
+    return merged
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_task_context_stays_exact_as_outputs_change(seed: int) -> None:
+    # The merge of ancestors' outputs is cached per stage and reused down chains; every
+    # change made the engine's way (update_outputs, reset) must show in the next call.
+    rng = random.Random(seed)
+    refs: list[str] = []
+    stages = []
+    for i in range(40):
+        # mostly chains (one requisite), some joins and some roots
+        width = rng.choice([0, 1, 1, 1, 1, 2, 3]) if refs else 0
+        requires = rng.sample(refs, min(width, len(refs)))
+        if width == 1 and refs and rng.random() < 0.7:
+            requires = [refs[-1]]
+        stages.append(make_stage(f"s{i}", requires))
+        refs.append(f"s{i}")
+    rng.shuffle(stages)
+    wf = make_workflow(*stages, context={"k": "wf"})
+    for step in range(300):
+        stage = rng.choice(wf.stages)
+        action = rng.random()
+        if action < 0.35:
+            stage.update_outputs({"k": f"{stage.ref_id}@{step}", f"o{rng.randrange(5)}": step})
+        elif action < 0.45:
+            stage.reset()
+        else:
+            assert wf.task_context(stage) == reference_task_context(wf, stage), (seed, step)
 
 
 def diamond(order: Sequence[str], d_requires: Sequence[str] = ("b", "c")) -> Workflow:

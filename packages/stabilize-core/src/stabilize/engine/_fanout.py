@@ -30,7 +30,7 @@ def _expand(wf: Workflow, stage: StageExecution, now: int, fx: Effects) -> None:
     generation = f"{stage.id}.{wf.version}"
     stage.mi_generation = generation
     if not items:
-        stage.outputs["instances"] = []
+        stage.update_outputs({"instances": []})
         flow._complete_stage(wf, stage, S.SUCCEEDED, now, fx, error=None)
         return
     for i, item in enumerate(items):
@@ -121,9 +121,11 @@ def _advance(wf: Workflow, parent: StageExecution, now: int, fx: Effects) -> Non
         flow._complete_stage(wf, parent, S.TERMINAL, now, fx, error=message)
         return
     winners = {s.id for s in succeeded}
-    parent.outputs["instances"] = [s.outputs if s.id in winners else None for s in instances]
+    parent.update_outputs(
+        {"instances": [s.outputs if s.id in winners else None for s in instances]}
+    )
     if parent.output_reducers:
-        parent.outputs.update(
+        parent.update_outputs(
             apply_output_reducers(parent.output_reducers, [s.outputs for s in succeeded])
         )
     flow._complete_stage(wf, parent, S.SUCCEEDED, now, fx, error=None)

@@ -434,7 +434,7 @@ def _consider(
         late = apply_output_reducers(
             child.output_reducers, [u.outputs for u in wf.joined_upstream(child)]
         )
-        child.outputs.update(late)
+        child.update_outputs(late)
         fx.touch(child)
         fx.emit(
             EventType.OUTPUTS_UPDATED, "stage", child.id, outputs=late, late_from=trigger.ref_id

@@ -90,7 +90,7 @@ def _redirect(
     # jumping stage completes, so its outputs flow on like any stage's.
     target.context.update(outcome.context)
     _hand_state(target, outcome)
-    stage.outputs.update(outcome.outputs)
+    stage.update_outputs(outcome.outputs)
     fx.touch(target)
     task.status = S.SUCCEEDED
     task.end_time = now

@@ -206,7 +206,7 @@ def complete_task(
         _redirect(wf, stage, task, outcome, now, fx)
         return fx
     stage.context.update(outcome.context)
-    stage.outputs.update(outcome.outputs)
+    stage.update_outputs(outcome.outputs)
     task.status = status
     task.end_time = now
     if outcome.error_details is not None or outcome.error is not None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from stabilize.errors import CircularDependencyError, InvalidStageGraphError
 from stabilize.expressions import ExpressionError, compile_expression
@@ -262,7 +263,9 @@ class GraphIndex:
                 self.downstream[up.ref_id].append(s)
         order = _topological_order(stages)
         self.topo_position: dict[str, int] = {s.ref_id: i for i, s in enumerate(order)}
-        self._ancestors: dict[str, list[StageExecution]] = {}
+        # upstream_outputs' merges by ref_id, and the stages some merge includes.
+        self._merged: dict[str, dict[str, Any]] = {}
+        self._merged_from: set[str] = set()
         # Status counters kept in step by engine._flow.mark_stage, so that join and
         # completion checks cost O(1) per transition instead of a scan of the graph.
         self.pending_upstream: dict[str, int] = {
@@ -285,23 +288,70 @@ class GraphIndex:
             group.stages.sort(key=lambda s: s.mi_index or 0)
 
     def ancestors(self, ref_id: str) -> list[StageExecution]:
-        """All transitive requisites of a stage, in topological order (farthest first)."""
-        cached = self._ancestors.get(ref_id)
-        if cached is not None:
-            return cached
-        parents = self.upstream[ref_id]
-        if len(parents) == 1:
-            # A chain: the parent's (cached) ancestors, then the parent itself.
-            result = [*self.ancestors(parents[0].ref_id), parents[0]]
-        else:
-            found: dict[str, StageExecution] = {}
-            for parent in parents:
-                found[parent.ref_id] = parent
-                for stage in self.ancestors(parent.ref_id):
-                    found[stage.ref_id] = stage
-            result = sorted(found.values(), key=lambda s: self.topo_position[s.ref_id])
-        self._ancestors[ref_id] = result
+        """All transitive requisites of a stage, in topological order (farthest first).
+
+        Computed on each call (iteratively: a chain of any length works) in
+        O(a log a) for ``a`` ancestors; nothing per stage is kept, so a long chain costs
+        no quadratic memory.
+        """
+        found: set[str] = set()
+        stack = [ref_id]
+        upstream = self.upstream
+        while stack:
+            for parent in upstream[stack.pop()]:
+                if parent.ref_id not in found:
+                    found.add(parent.ref_id)
+                    stack.append(parent.ref_id)
+        by_ref = self.by_ref
+        position = self.topo_position
+        return [by_ref[r] for r in sorted(found, key=position.__getitem__)]
+
+    def upstream_outputs(self, ref_id: str) -> Mapping[str, Any]:
+        """The outputs of every ancestor of a stage merged in topological order.
+
+        Nearer ancestors override farther ones (ties keep declaration order): what
+        :meth:`Workflow.task_context` layers between the workflow's context and the
+        stage's own. The result is cached and shared: do not change it.
+
+        A stage with one requisite reuses its parent's merge (the parent's outputs on
+        top), so a stage deep in a chain costs what its own outputs cost, not its depth
+        (issue 19). A change of an ancestor's outputs made through
+        :meth:`StageExecution.update_outputs` or :meth:`StageExecution.reset` drops the
+        merges that include it (see :meth:`outputs_changed`).
+        """
+        merged_cache = self._merged
+        chain: list[str] = []
+        ref = ref_id
+        while ref not in merged_cache:
+            parents = self.upstream[ref]
+            if len(parents) != 1:
+                merged: dict[str, Any] = {}
+                for ancestor in self.ancestors(ref):
+                    if ancestor.outputs:
+                        merged.update(ancestor.outputs)
+                    self._merged_from.add(ancestor.ref_id)
+                merged_cache[ref] = merged
+                break
+            chain.append(ref)
+            ref = parents[0].ref_id
+        result = merged_cache[ref]
+        for child in reversed(chain):
+            parent = self.upstream[child][0]
+            if parent.outputs:
+                result = {**result, **parent.outputs}
+            self._merged_from.add(parent.ref_id)
+            merged_cache[child] = result
+            if len(self.downstream[parent.ref_id]) == 1 and parent.ref_id != ref_id:
+                # Its only child carries the merge on: keeping both would hold a chain's
+                # outputs once per stage.
+                merged_cache.pop(parent.ref_id, None)
         return result
+
+    def outputs_changed(self, ref_id: str) -> None:
+        """Forget the cached merges of :meth:`upstream_outputs` that include this stage."""
+        if ref_id in self._merged_from:
+            self._merged.clear()
+            self._merged_from.clear()
 
     def add(self, stage: StageExecution) -> None:
         """Index a stage added at run time (an instance of a dynamic fan-out)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -248,6 +248,25 @@ class StageExecution:
         """True when the stage was skipped as part of a path that is not taken."""
         return self.status is WorkflowStatus.SKIPPED and self.status_reason in DEAD_REASONS
 
+    def update_outputs(self, values: Mapping[str, Any]) -> None:
+        """Add ``values`` to the stage's outputs, which later stages see in their context.
+
+        The engine's way to change a stage's outputs (a task returns them in its
+        :class:`~stabilize.TaskResult`): it keeps the workflow's cached merge of upstream
+        outputs (:meth:`Workflow.task_context`) current.
+
+        Args:
+            values: The keys to add or replace.
+        """
+        if values:
+            self.outputs.update(values)
+            self._outputs_changed()
+
+    def _outputs_changed(self) -> None:
+        wf = self._workflow
+        if wf is not None and wf._index is not None:
+            wf._index.outputs_changed(self.ref_id)
+
     @property
     def execution(self) -> Workflow:
         """The workflow this stage belongs to."""
@@ -340,7 +359,9 @@ class StageExecution:
         self.status = WorkflowStatus.NOT_STARTED
         self.start_time = None
         self.end_time = None
-        self.outputs = {}
+        if self.outputs:
+            self.outputs = {}
+            self._outputs_changed()
         self.status_reason = None
         self.branches_not_taken = []
         self.multi_merge_pending = 0

@@ -189,12 +189,16 @@ class Workflow:
         Args:
             stage: A stage of this workflow.
 
+        The ancestors' merge is cached per stage and reused down a chain (see
+        :meth:`GraphIndex.upstream_outputs`): the engine's changes of outputs
+        (:meth:`StageExecution.update_outputs`, :meth:`StageExecution.reset`) are seen;
+        after assigning to a stage's ``outputs`` by hand, call :meth:`invalidate_index`.
+
         Returns:
             A new dict (changing it changes nothing stored).
         """
         merged: dict[str, Any] = dict(self.context)
-        for ancestor in self.index.ancestors(stage.ref_id):
-            merged.update(ancestor.outputs)
+        merged.update(self.index.upstream_outputs(stage.ref_id))
         if stage.output_reducers:
             branches = [s.outputs for s in self.joined_upstream(stage)]
             merged.update(apply_output_reducers(stage.output_reducers, branches))
