@@ -74,7 +74,7 @@ def test_instance_rows_hold_only_their_item_and_tasks_see_the_fan_outs_context(
     def probe(s: StageExecution) -> TaskResult:
         assert s.mi_index is not None
         c = s.context
-        seen[s.mi_index] = (c["file"], c["owner"], c["items"], c["up"], sorted(s.own_context()))
+        seen[s.mi_index] = (c["file"], c["owner"], "items" in c, c["up"], sorted(s.own_context()))
         return TaskResult.success(outputs={"got": c["file"]})
 
     engine.registry.register("source", lambda s: {"up": 1, "owner": "upstream"})
@@ -98,11 +98,10 @@ def test_instance_rows_hold_only_their_item_and_tasks_see_the_fan_outs_context(
     )
     final = engine.run(wf)
     assert final.status is S.SUCCEEDED, final.error
-    # Tasks see what they saw before: an ancestor's output under the fan-out stage's
-    # context under the item; own_context() still holds the fan-out stage's keys.
-    assert seen == {
-        i: (item, "fan", ITEMS, 1, ["file", "items", "owner"]) for i, item in enumerate(ITEMS)
-    }
+    # Tasks see an ancestor's output under the fan-out stage's context under the item;
+    # own_context() still holds the fan-out stage's keys, but not the list of all items
+    # (a copy of it in each instance's task would cost O(n) per instance, issue 19).
+    assert seen == {i: (item, "fan", False, 1, ["file", "owner"]) for i, item in enumerate(ITEMS)}
     each = final.stage_by_ref_id("each")
     assert each.outputs["instances"] == [{"got": item} for item in ITEMS]
     assert each.outputs["got"] == ITEMS
@@ -220,12 +219,12 @@ def test_a_loop_runs_the_fan_out_again_with_what_the_jump_carried(make_engine, b
     events = backend.event_store()
     configure_event_sourcing(events)
     engine = make_engine(config=fast())
-    ran: list[tuple[int, str, list[str]]] = []
+    ran: list[tuple[int, str, list[str] | None]] = []
     lock = threading.Lock()
 
     def work(s: StageExecution) -> TaskResult:
         with lock:
-            ran.append((s.context.get("round", 1), s.context["item"], s.context["items"]))
+            ran.append((s.context.get("round", 1), s.context["item"], s.context.get("items")))
         return TaskResult.success(outputs={"got": [s.context.get("round", 1), s.context["item"]]})
 
     def review(s: StageExecution) -> TaskResult:
@@ -250,7 +249,7 @@ def test_a_loop_runs_the_fan_out_again_with_what_the_jump_carried(make_engine, b
     )
     final = engine.run(wf)
     assert final.status is S.SUCCEEDED, final.error
-    assert sorted(ran) == [(r, x, ["a", "b", "c"]) for r in (1, 2) for x in "abc"]
+    assert sorted(ran) == [(r, x, None) for r in (1, 2) for x in "abc"]
     second = [[2, x] for x in "abc"]
     assert final.stage_by_ref_id("each").outputs["instances"] == [{"got": g} for g in second]
     assert final.stage_by_ref_id("review").outputs == {"reviewed": [{"got": g} for g in second]}
@@ -306,7 +305,7 @@ def test_instance_rows_written_with_a_copy_load_and_run_the_same(make_engine, ba
         if s.context.get("_signal_name") is None:
             return TaskResult.suspend()
         c = s.context
-        record = (s.ref_id, c["item"], c["items"], c["owner"], sorted(s.own_context()))
+        record = (s.ref_id, c["item"], c.get("items"), c["owner"], sorted(s.own_context()))
         seen.setdefault(s.execution.id, []).append(record)
         return TaskResult.success(outputs={"got": c["item"]})
 
@@ -351,9 +350,9 @@ def test_instance_rows_written_with_a_copy_load_and_run_the_same(make_engine, ba
         assert final.status is S.SUCCEEDED, final.error
         assert final.stage_by_ref_id("each").outputs["instances"] == [{"got": "a"}, {"got": "b"}]
         assert final.stage_by_ref_id("each[1]").context["items"] == ["a", "b"]
-    own = ["_signal_data", "_signal_name", "item", "items", "owner"]
+    own = ["_signal_data", "_signal_name", "item", "owner"]
     assert seen[current.id] == [
-        ("each[0]", "a", ["a", "b"], "fan", own),
-        ("each[1]", "b", ["a", "b"], "fan", own),
+        ("each[0]", "a", None, "fan", own),
+        ("each[1]", "b", None, "fan", own),
     ]
     assert seen[old.id] == seen[current.id]

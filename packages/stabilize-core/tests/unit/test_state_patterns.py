@@ -934,11 +934,11 @@ def test_an_instance_row_holds_only_its_own_context_and_reads_as_before() -> Non
     made = instances(run)
     assert [s.to_row()["context"] for s in made] == [{"item": item} for item in items]
     assert run["f"].to_row()["context"] == run["f"].context
-    # What a task sees: ancestors' outputs, then the fan-out's context, then the item.
+    # What a task sees: ancestors' outputs, then the fan-out's context, then the item;
+    # not the list of all items (issue 19: a copy per instance costs O(n) each).
     assert run.wf.task_context(made[2]) == {
         "up": True,
         "shared": "fan",
-        "items": items,
         "item": "item-2",
     }
     again = loaded(run.wf)
@@ -962,6 +962,11 @@ def test_an_instance_keeps_what_its_tasks_set_even_when_equal_to_the_fan_outs() 
         "mine": 1,
     }
     assert loaded(run.wf).stage_by_ref_id("f[0]").context == run["f[0]"].context
+    # The fan-out's list stays out of an instance's task context; a list its own task
+    # set (another one) is its own, and its next task sees it.
+    assert "items" not in run.wf.task_context(run["f[0]"])
+    run["f[1]"].context["items"] = ["mine"]
+    assert run.wf.task_context(run["f[1]"])["items"] == ["mine"]
 
 
 def test_instance_rows_of_earlier_versions_hold_a_copy_and_run_the_same() -> None:

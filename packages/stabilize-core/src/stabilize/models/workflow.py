@@ -16,6 +16,8 @@ from stabilize.reducers import apply_output_reducers
 DEFAULT_MAX_JUMPS = 10
 """How many ``jump_to`` redirects one workflow may take unless ``_max_jumps`` says otherwise."""
 
+_ABSENT: Any = object()
+
 
 class WorkflowType(StrEnum):
     """Kind of workflow, kept for compatibility with the original package."""
@@ -184,7 +186,9 @@ class Workflow:
         The workflow context, then the outputs of every ancestor in topological order
         (nearer ancestors override farther ones; ties keep declaration order), then the
         keys the stage's ``output_reducers`` combine from its requisites, then the stage's
-        own context on top: the stage's own keys always win.
+        own context on top: the stage's own keys always win. An instance of a dynamic
+        fan-out (``mi_config``) sees its item under ``item_key`` but not the list of all
+        items at ``items_key``.
 
         Args:
             stage: A stage of this workflow.
@@ -203,6 +207,19 @@ class Workflow:
             branches = [s.outputs for s in self.joined_upstream(stage)]
             merged.update(apply_output_reducers(stage.output_reducers, branches))
         merged.update(stage.context)
+        if stage.mi_index is not None and stage.parent_stage_id is not None:
+            # An instance of a dynamic fan-out sees its item, not the list of all items:
+            # copying the list into each instance's task would cost O(n) per instance.
+            fan_out = self.index.by_id.get(stage.parent_stage_id)
+            config = fan_out.mi_config if fan_out is not None else None
+            if fan_out is not None and config is not None and config.items_key != config.item_key:
+                key = config.items_key
+                own = stage.context.get(key, _ABSENT)
+                shared = fan_out.context.get(key, _ABSENT)
+                # (A list an instance's task set is its own and stays; rows written before
+                # issue 19 hold an equal copy of the fan-out's, which `==` finds.)
+                if own is _ABSENT or own is shared or own == shared:
+                    merged.pop(key, None)
         return merged
 
     def joined_upstream(self, stage: StageExecution) -> list[StageExecution]:

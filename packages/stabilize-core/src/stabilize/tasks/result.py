@@ -371,6 +371,8 @@ def result_problem(result: object) -> str | None:
                 f"TaskResult.{name} must be a dict of names to JSON values, not a "
                 f"{type(value).__name__}"
             )
+        if not value:
+            continue
         problem = describe_unencodable(dict(value), f"TaskResult.{name}")
         if problem is not None:
             return problem
