@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import json
 import queue
 import threading
 import time
@@ -17,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from stabilize import tracing
-from stabilize._json import describe_unencodable, dumps, safe_text
+from stabilize._json import describe_unencodable, dumps, loads, safe_text
 from stabilize.backends._base import Backend
 from stabilize.cancellation import CancellationToken, TaskCancelledError
 from stabilize.engine.transitions import TaskOutcome
@@ -99,12 +98,12 @@ def snapshot_stage(wf: Workflow, stage: StageExecution, task: TaskExecution) -> 
     The copy is made through JSON so that a task can neither see later changes nor change
     the engine's state behind its back.
     """
-    data = json.loads(
+    data = loads(
         dumps(
             {
                 "context": wf.task_context(stage),
                 "outputs": stage.outputs,
-                "tasks": [t.to_dict() for t in stage.tasks],
+                "tasks": [t.to_row() for t in stage.tasks],
                 "workflow_context": wf.context,
                 "trigger": wf.trigger,
             }
