@@ -9,7 +9,8 @@ is the only coordinator:
   other and never claim the same message;
 - a message that nobody leased on insert sends a ``NOTIFY`` on the schema's channel at
   commit; idle workers ``LISTEN`` on a dedicated connection and wake at once (the poll
-  interval only covers a lost notification);
+  interval only covers a lost notification), and only a worker that reserved a message
+  on waking goes on to claim it (see ``_waiting``);
 - connections come from a ``psycopg_pool`` pool; a connection broken by a server restart is
   discarded and the pool reconnects in the background with exponential backoff.
 
@@ -49,7 +50,7 @@ from stabilize.backends.postgres._connection import (
 from stabilize.backends.postgres._cursor import _PipelinedCursor
 from stabilize.backends.postgres._schema import _too_new, apply_migrations, read_migration_status
 from stabilize.backends.postgres._transaction import PostgresTransaction
-from stabilize.backends.postgres._waiting import WorkWaiters
+from stabilize.backends.postgres._waiting import WorkWaiters, wake_owner
 from stabilize.backends.postgres._watch import EventListener
 from stabilize.backends.sql import queries
 from stabilize.errors import DatabaseNotFoundError, SchemaVersionError
@@ -166,8 +167,14 @@ class PostgresBackend(Backend):
         self._schema_ready = False
         self._resolved_schema: str | None = None
         self._schema_lock = threading.Lock()
+        self.wake_owner = wake_owner()
+        """The lease owner of the messages this process's idle workers reserve on waking."""
         self._waiters = WorkWaiters(
-            lambda: self.connect(autocommit=True), self.channel, self.queries["next_due"]
+            lambda: self.connect(autocommit=True),
+            self.channel,
+            self.queries["reserve_for_wake_up"],
+            self.queries["release_wake_up_reservations"],
+            self.wake_owner,
         )
         self._message_ids: list[int] = []
         self._message_ids_lock = threading.Lock()
@@ -387,11 +394,16 @@ class PostgresBackend(Backend):
     # -- waiting for work -------------------------------------------------------------
 
     def wait_for_work(self, timeout: float, stop: threading.Event | None = None) -> None:
-        """Wait up to ``timeout`` seconds for a NOTIFY on this schema's channel.
+        """Wait up to ``timeout`` seconds until there is a message for this process.
 
-        Returns early when another worker enqueued a message, when a delayed message or
-        an expiring lease falls due before the timeout, or on :meth:`wake_waiters`. If the
-        listening connection fails, this waits out the timeout (the next call reconnects).
+        Returns early once a due message without a lease is reserved for this process
+        (the next claim of any of its processors takes it; see ``_waiting``): at once if
+        there is one, else when a NOTIFY on this schema's channel or a delayed message
+        falling due brings one. A notification that brings nothing for this process
+        (another worker took the message) does not end the wait. Also returns when a
+        lease ends (its message may be adopted) and on :meth:`wake_waiters`. If the
+        listening connection fails, this waits out the timeout (the next call
+        reconnects).
 
         Args:
             timeout: The most seconds to wait.

@@ -206,6 +206,13 @@ def _release(pool: ConnectionPool[Any], listeners: list[_Listener]) -> None:
 RECHECK_S = 0.5
 """Longest a listener waits on its socket before it looks at the driver's buffer again."""
 
+NOTIFIED = "notified"
+""":meth:`_Listener.wait` returned on a notification."""
+WOKEN = "woken"
+""":meth:`_Listener.wait` returned on :meth:`_Listener.wake`."""
+TIMED_OUT = "timed out"
+""":meth:`_Listener.wait` returned after its timeout."""
+
 
 class _Listener:
     """A connection that LISTENs on the channel, and a socket pair to interrupt its wait."""
@@ -216,20 +223,30 @@ class _Listener:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
-    def wait(self, timeout: float) -> None:
-        """Return on a notification, on :meth:`wake`, or after ``timeout`` seconds."""
+    def wait(self, timeout: float) -> str:
+        """Return on a notification, on :meth:`wake`, or after ``timeout`` seconds.
+
+        Returns:
+            Why it returned: :data:`NOTIFIED` (the notifications that came are consumed),
+            :data:`WOKEN` or :data:`TIMED_OUT`.
+        """
         deadline = time.monotonic() + timeout
         while True:
             # Notifications received while another statement ran are already buffered.
             if sum(1 for _ in self.conn.notifies(timeout=0)):
-                return
+                return NOTIFIED
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
-            if any(self.select(min(remaining, RECHECK_S))):
+                return TIMED_OUT
+            data, woken = self.select(min(remaining, RECHECK_S))
+            if woken:
+                return WOKEN
+            if data:
+                # Counted as a notification even when it is something else (a parameter
+                # status, a closed connection): the caller's next statement finds out.
                 for _ in self.conn.notifies(timeout=0):  # consume what arrived
                     pass
-                return
+                return NOTIFIED
 
     def select(self, timeout: float) -> tuple[bool, bool]:
         """Wait for data on the connection or a :meth:`wake`: ``(data came, woken)``.

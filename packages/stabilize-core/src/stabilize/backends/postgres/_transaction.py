@@ -22,7 +22,8 @@ class PostgresTransaction(Transaction):
 
     Same reads and writes as the shared implementation, in fewer statements:
 
-    - a claim selects and leases in one statement;
+    - a claim selects and leases in one statement (taking this process's wake-up
+      reservations too);
     - acknowledging a message that a transition of its workflow follows (the kinds of
       :data:`~stabilize.message_kinds.TRANSITION_KINDS`) also locks the workflow row and
       reads its version in the same statement; :meth:`workflow` then uses that version
@@ -126,10 +127,15 @@ class PostgresTransaction(Transaction):
         return [int(r[0]) for r in self.cur.fetchall()]
 
     def claim(self, owner: str, now: int, lease_until: int, limit: int) -> list[ClaimedMessage]:
-        """Lease up to ``limit`` due messages whose lease is free or expired (one statement)."""
+        """Lease up to ``limit`` due messages whose lease is free or expired (one statement).
+
+        Messages that an idle waiter of this process reserved count as unleased (see
+        :meth:`PostgresBackend.wait_for_work`).
+        """
         if limit <= 0:
             return []
-        self.cur.execute(self.q["claim"], (now, now, limit, owner, lease_until))
+        reserver: str | None = getattr(self.backend, "wake_owner", None)
+        self.cur.execute(self.q["claim"], (now, now, reserver, limit, owner, lease_until))
         rows = sorted(self.cur.fetchall(), key=lambda r: (r[8], r[0]))
         return [ClaimedMessage(r[0], r[2], r[1], r[3], r[4], loads(r[5]), r[6], r[7]) for r in rows]
 

@@ -80,11 +80,13 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: claim
 -- Select and lease in one statement: rows other workers hold locked are skipped; the
--- caller orders the result by (deliver_at, id), the order of select_ready.
+-- caller orders the result by (deliver_at, id), the order of select_ready. A message an
+-- idle waiter of this process reserved (reserve_for_wake_up: it had no lease) counts as
+-- unleased: (now, now, wake-up owner, limit, owner, lease_until).
 WITH ready AS (
     SELECT id
     FROM queue_messages
-    WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s)
+    WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s OR lease_owner = %s)
     ORDER BY deliver_at, id
     LIMIT %s
     FOR UPDATE SKIP LOCKED
@@ -96,6 +98,40 @@ FROM ready
 WHERE q.id = ready.id
 RETURNING q.id, q.workflow_id, q.kind, q.stage_id, q.task_id, q.payload, q.attempts,
           q.lease_token, q.deliver_at;
+
+-- name: reserve_for_wake_up
+-- A woken idle worker leases the first due message that has no lease to its process's
+-- wake-up owner for a moment (see _waiting.py). Returns (reserved: 0 or 1, the earliest
+-- delivery of a message without a lease, the earliest end of a lease, in epoch ms):
+-- (now, wake-up owner, until).
+WITH ready AS (
+    SELECT id
+    FROM queue_messages
+    WHERE deliver_at <= %s AND lease_until IS NULL
+    ORDER BY deliver_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), reserved AS (
+    UPDATE queue_messages AS q
+    SET lease_owner = %s, lease_token = q.lease_token + 1, lease_until = %s
+    FROM ready
+    WHERE q.id = ready.id
+    RETURNING q.id
+)
+SELECT (SELECT count(*) FROM reserved),
+       min(deliver_at) FILTER (WHERE lease_until IS NULL),
+       min(GREATEST(deliver_at, lease_until + 1)) FILTER (WHERE lease_until IS NOT NULL)
+FROM queue_messages;
+
+-- name: release_wake_up_reservations
+-- Give back the reservations of a wake-up owner (its backend closes) and wake the other
+-- idle workers if there were any: (owner).
+WITH released AS (
+    UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL
+    WHERE lease_owner = %s
+    RETURNING id
+)
+SELECT pg_notify('{channel}', '') FROM (SELECT 1 FROM released LIMIT 1) AS freed;
 
 -- name: extend_leases
 -- Several leases of one owner in one statement; returns the ids still held.
@@ -138,10 +174,6 @@ SELECT 1 FROM workflows WHERE id = %s;
 
 -- name: delete_workflow
 DELETE FROM workflows WHERE id = %s;
-
--- name: next_due
--- When an idle worker should look again: the earliest delivery or lease expiry.
-SELECT min(GREATEST(deliver_at, COALESCE(lease_until + 1, 0))) FROM queue_messages;
 
 -- name: mutex_holder
 -- Locks the holder row, so that a concurrent release waits for this transaction and
