@@ -436,6 +436,16 @@ def test_task_context_deep_in_a_long_chain_from_a_fresh_index() -> None:
     assert len(wf.index.ancestors(last.ref_id)) == length - 1
 
 
+def test_branches_under_one_parent_share_one_merge_of_its_outputs() -> None:
+    # 10,000 branches under a root with outputs: one merge, not one copy per branch.
+    branches = [make_stage(f"b{i}", ["root"]) for i in range(10_000)]
+    wf = make_workflow(make_stage("root", outputs={"doc": "x" * 100}), *branches)
+    first, last = wf.index.upstream_outputs("b0"), wf.index.upstream_outputs("b9999")
+    assert first is last
+    assert first == {"doc": "x" * 100}
+    assert wf.task_context(branches[5]) == {"doc": "x" * 100}
+
+
 def reference_task_context(wf: Workflow, stage: StageExecution) -> dict[str, Any]:
     """task_context computed from scratch: the ancestors found by a walk of requisites."""
     by_ref = {s.ref_id: s for s in wf.stages}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from stabilize.errors import CircularDependencyError, InvalidStageGraphError
@@ -24,6 +25,8 @@ _ACTIVE = frozenset(
 
 _SUCCEEDED = frozenset({WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED_CONTINUE})
 """Statuses of an instance that count towards its fan-out's join."""
+
+_NO_OUTPUTS: Mapping[str, Any] = MappingProxyType({})
 
 
 def validate_graph(stages: Sequence[StageExecution]) -> None:
@@ -263,8 +266,9 @@ class GraphIndex:
                 self.downstream[up.ref_id].append(s)
         order = _topological_order(stages)
         self.topo_position: dict[str, int] = {s.ref_id: i for i, s in enumerate(order)}
-        # upstream_outputs' merges by ref_id, and the stages some merge includes.
-        self._merged: dict[str, dict[str, Any]] = {}
+        # What each stage passes on to a child (see upstream_outputs), by ref_id, and the
+        # stages whose outputs some cached merge includes.
+        self._passed: dict[str, Mapping[str, Any]] = {}
         self._merged_from: set[str] = set()
         # Status counters kept in step by engine._flow.mark_stage, so that join and
         # completion checks cost O(1) per transition instead of a scan of the graph.
@@ -311,46 +315,62 @@ class GraphIndex:
 
         Nearer ancestors override farther ones (ties keep declaration order): what
         :meth:`Workflow.task_context` layers between the workflow's context and the
-        stage's own. The result is cached and shared: do not change it.
+        stage's own. The result may be shared: do not change it.
 
-        A stage with one requisite reuses its parent's merge (the parent's outputs on
-        top), so a stage deep in a chain costs what its own outputs cost, not its depth
-        (issue 19). A change of an ancestor's outputs made through
-        :meth:`StageExecution.update_outputs` or :meth:`StageExecution.reset` drops the
-        merges that include it (see :meth:`outputs_changed`).
+        A stage with one requisite sees what its parent passes on (the parent's own
+        upstream merge with the parent's outputs on top), which is cached once per
+        parent: a stage deep in a chain, or one of 10,000 branches under one root, costs
+        what the outputs cost, not its depth or its siblings (issue 19). A stage with
+        several requisites (a join) merges its ancestors afresh. A change of an
+        ancestor's outputs made through :meth:`StageExecution.update_outputs` or
+        :meth:`StageExecution.reset` drops the cached merges (see :meth:`outputs_changed`).
         """
-        merged_cache = self._merged
-        chain: list[str] = []
+        parents = self.upstream[ref_id]
+        if len(parents) == 1:
+            return self._passed_on(parents[0].ref_id)
+        return self._merge_ancestors(ref_id) if parents else _NO_OUTPUTS
+
+    def _passed_on(self, ref_id: str) -> Mapping[str, Any]:
+        """What a stage passes on to a child: its upstream merge, its outputs on top."""
+        cache = self._passed
+        pending: list[str] = []  # nearest first
         ref = ref_id
-        while ref not in merged_cache:
+        while True:
+            found = cache.get(ref)
+            if found is not None:
+                merged = found
+                break
+            pending.append(ref)
             parents = self.upstream[ref]
             if len(parents) != 1:
-                merged: dict[str, Any] = {}
-                for ancestor in self.ancestors(ref):
-                    if ancestor.outputs:
-                        merged.update(ancestor.outputs)
-                    self._merged_from.add(ancestor.ref_id)
-                merged_cache[ref] = merged
+                merged = self._merge_ancestors(ref) if parents else _NO_OUTPUTS
                 break
-            chain.append(ref)
             ref = parents[0].ref_id
-        result = merged_cache[ref]
-        for child in reversed(chain):
-            parent = self.upstream[child][0]
-            if parent.outputs:
-                result = {**result, **parent.outputs}
-            self._merged_from.add(parent.ref_id)
-            merged_cache[child] = result
-            if len(self.downstream[parent.ref_id]) == 1 and parent.ref_id != ref_id:
-                # Its only child carries the merge on: keeping both would hold a chain's
-                # outputs once per stage.
-                merged_cache.pop(parent.ref_id, None)
-        return result
+        for ref in reversed(pending):
+            stage = self.by_ref[ref]
+            if stage.outputs:
+                merged = {**merged, **stage.outputs}
+            self._merged_from.add(ref)
+            cache[ref] = merged
+            parents = self.upstream[ref]
+            if len(parents) == 1 and len(self.downstream[parents[0].ref_id]) == 1:
+                # Its only child passes the merge on now: keeping both would hold a
+                # chain's outputs once per stage.
+                cache.pop(parents[0].ref_id, None)
+        return merged
+
+    def _merge_ancestors(self, ref_id: str) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for ancestor in self.ancestors(ref_id):
+            if ancestor.outputs:
+                merged.update(ancestor.outputs)
+            self._merged_from.add(ancestor.ref_id)
+        return merged
 
     def outputs_changed(self, ref_id: str) -> None:
         """Forget the cached merges of :meth:`upstream_outputs` that include this stage."""
         if ref_id in self._merged_from:
-            self._merged.clear()
+            self._passed.clear()
             self._merged_from.clear()
 
     def add(self, stage: StageExecution) -> None:
