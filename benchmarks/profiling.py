@@ -19,7 +19,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from harness import PROCESS_ALL_TIMEOUT_S, RUNS, Target, fresh_database
-from measure import run_once, setup_for, start_service, submit_workers_200, wait_finished
+from measure import (
+    run_once,
+    setup_for,
+    start_service,
+    start_workers_200,
+    store_workers_200,
+    submit_workers_200,
+    wait_finished,
+)
 from workloads import BY_NAME, WORKERS_STAGES_PER_WORKFLOW, WORKERS_WORKFLOWS, WORKERS_WORKLOAD
 
 PROCESSOR_THREAD = "stabilize-processor"
@@ -75,17 +83,20 @@ def profile_service_workers(target: Target, poll_ms: int) -> tuple[cProfile.Prof
     runs = WORKERS_WORKFLOWS * WORKERS_STAGES_PER_WORKFLOW
     with fresh_database(target) as db, profiled_thread(PROCESSOR_THREAD) as profiles:
         setup = setup_for(db, poll_ms)
+        # As workers_200 in service mode: stored first (nothing claimable yet), then
+        # started while the worker runs, the clock from just before the first start.
+        workflows = store_workers_200(setup)
         start_service(setup)
         RUNS.value = 0
         started = time.perf_counter()
-        submit_workers_200(setup)
+        start_workers_200(setup, workflows)
         wait_finished(setup, WORKERS_WORKFLOWS, runs, PROCESS_ALL_TIMEOUT_S)
         wall = setup.counter.last_commit - started
         setup.processor.stop()
         setup.store.backend.close()
     return _one(profiles), (
         f"profiled {WORKERS_WORKLOAD} in service mode (1 in-process worker, start(), "
-        f"poll_frequency_ms={poll_ms}, submitted while it runs): {runs} stages in "
+        f"poll_frequency_ms={poll_ms}, started while it runs): {runs} stages in "
         f"{wall:.3f} s ({runs / wall:,.0f} stages/s under the profiler; the processor's "
         "thread only, from start() to stop())"
     )

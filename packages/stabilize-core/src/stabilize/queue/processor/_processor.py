@@ -280,7 +280,7 @@ class QueueProcessor:
         poll = self.config.poll_frequency_ms / 1000
         while not self._stop.is_set():
             try:
-                done, claimed = self._step(poll)
+                _, claimed = self._step(poll)
             except Exception as exc:
                 if self.backend.is_transient_error(exc):
                     # Lost connection, deadlock, server restart: finished results are kept
@@ -292,7 +292,10 @@ class QueueProcessor:
                         break
                 self._stop.wait(self.config.retry_delay.total_seconds())
                 continue
-            if not (done or claimed or self._inflight):
+            # A step that only settled results (a workflow ended) and left nothing running
+            # waits too: work enqueued meanwhile ends the wait at once (a kept local wake
+            # or data_version on SQLite, the wait's reservation on PostgreSQL).
+            if not (claimed or self._inflight):
                 self.backend.wait_for_work(poll, self._stop)
         # Graceful drain: commit what is running, claim nothing new.
         drain_until = time.monotonic() + self.config.shutdown_timeout_seconds
