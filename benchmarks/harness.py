@@ -9,8 +9,10 @@ with a store, a queue, an orchestrator and one processor, and wraps the backend'
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -198,15 +200,36 @@ class TransactionCounter:
         return self.commit_times
 
 
-def current_rss_kib() -> int:
-    """Resident set size now, from /proc (0 where unavailable)."""
+def _proc_status_kib(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (None where there is none)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return None
+
+
+def current_rss_kib() -> int:
+    """Resident set size now, from /proc (0 where unavailable)."""
+    return _proc_status_kib("VmRSS") or 0
+
+
+def peak_rss_kib() -> int:
+    """This program's peak RSS since it started.
+
+    ``VmHWM`` where Linux has it: ``ru_maxrss`` of a process started by fork and exec
+    also counts the pages of its parent it held between the two (the parent's RSS at the
+    fork), so a worker or child started by a parent that had grown to 60 MB reported at
+    least 60 MB whatever it used itself. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on
+    macOS).
+    """
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss // 1024 if sys.platform == "darwin" else maxrss
 
 
 @dataclass

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import Database, Target, WorkloadSkipped, default_pg_url
+from harness import Database, Target, WorkloadSkipped, default_pg_url, peak_rss_kib
 from latency import (
     LATENCY_IDLE_MS,
     LATENCY_WORKFLOWS,
@@ -59,12 +58,6 @@ from workloads import BY_NAME, SERIES, WORKERS_WORKLOAD, WORKLOADS
 import stabilize
 
 HERE = Path(__file__).resolve()
-
-
-def peak_rss_kib() -> int:
-    """This process's peak RSS (Linux reports ru_maxrss in KiB, macOS in bytes)."""
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss // 1024 if sys.platform == "darwin" else maxrss
 
 
 def target_args(target: Target) -> list[str]:
