@@ -90,6 +90,16 @@ def _one_stage(build: Any, task: str = "mark") -> Workflow:
     return wf
 
 
+def _started_one(make_pg_engine: Any, build: Any, executions: Any) -> tuple[Any, Workflow]:
+    """An engine that polls rarely, with one stored and started one-stage workflow."""
+    engine = make_pg_engine(config=IDLE_POLL)
+    engine.registry.register("mark", _mark(executions))
+    wf = _one_stage(build)
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    return engine, wf
+
+
 def _mark(executions: Any) -> Callable[[StageExecution], TaskResult]:
     def mark(s: StageExecution) -> TaskResult:
         executions.record(s)
@@ -183,13 +193,9 @@ def test_work_enqueued_while_every_processor_is_busy_is_picked_up(
 def test_a_wait_reserves_a_claimable_message_that_only_its_process_can_claim(
     make_pg_engine, build, other_backend, pg_query, executions
 ):
-    engine = make_pg_engine(config=IDLE_POLL)
-    engine.registry.register("mark", _mark(executions))
+    engine, wf = _started_one(make_pg_engine, build, executions)
     backend = engine.store.backend
     assert isinstance(backend, PostgresBackend)
-    wf = _one_stage(build)
-    engine.store.store(wf)
-    engine.orchestrator.start(wf)
 
     backend.wait_for_work(600.0)  # returns at once: a message is claimable
 
@@ -212,11 +218,7 @@ def test_a_reservation_nobody_claims_is_taken_by_another_worker_when_it_expires(
 ):
     # The reserving "process" never claims (as if it stopped right after its wait); the
     # other worker, polling every ten minutes, must wake when the reservation expires.
-    engine = make_pg_engine(config=IDLE_POLL)
-    engine.registry.register("mark", _mark(executions))
-    wf = _one_stage(build)
-    engine.store.store(wf)
-    engine.orchestrator.start(wf)
+    engine, wf = _started_one(make_pg_engine, build, executions)
     other_backend.wait_for_work(600.0)
     assert pg_query("SELECT lease_owner FROM queue_messages") == [(other_backend.wake_owner,)]
 
@@ -229,11 +231,7 @@ def test_a_reservation_nobody_claims_is_taken_by_another_worker_when_it_expires(
 def test_a_closing_backend_gives_its_reservations_back(
     make_pg_engine, build, other_backend, pg_query, executions
 ):
-    engine = make_pg_engine(config=IDLE_POLL)
-    engine.registry.register("mark", _mark(executions))
-    wf = _one_stage(build)
-    engine.store.store(wf)
-    engine.orchestrator.start(wf)
+    _started_one(make_pg_engine, build, executions)
     other_backend.wait_for_work(600.0)
     assert pg_query("SELECT lease_owner FROM queue_messages") == [(other_backend.wake_owner,)]
 
@@ -245,13 +243,9 @@ def test_a_closing_backend_gives_its_reservations_back(
 def test_a_wait_never_reserves_a_leased_message(make_pg_engine, build, pg_query, executions):
     # Whether a lease ended is for the claimer to judge, by its own (maybe injected) clock:
     # a lease that ended by the wall clock is left as it is.
-    engine = make_pg_engine(config=IDLE_POLL)
-    engine.registry.register("mark", _mark(executions))
+    engine, _ = _started_one(make_pg_engine, build, executions)
     backend = engine.store.backend
     assert isinstance(backend, PostgresBackend)
-    wf = _one_stage(build)
-    engine.store.store(wf)
-    engine.orchestrator.start(wf)
     pg_query("UPDATE queue_messages SET lease_owner = 'otherhost:1:x', lease_until = 1")
 
     backend.wait_for_work(0.2)
