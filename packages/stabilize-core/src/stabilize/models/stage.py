@@ -72,7 +72,8 @@ class MultiInstanceConfig:
     Attributes:
         items_key: The key of the stage's task context (its own context or an upstream
             output) that holds the list.
-        item_key: The context key under which each instance sees its item.
+        item_key: The context key under which each instance sees its item (an instance's
+            task does not see the whole list at ``items_key``).
         max_concurrency: The most instances running at once (0: no limit).
         join_threshold: The stage completes when this many instances succeeded (0: all);
             instances still running then are canceled, those not started withdrawn.
