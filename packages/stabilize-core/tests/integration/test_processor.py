@@ -1030,3 +1030,32 @@ def test_an_idle_sqlite_worker_wakes_when_this_process_submits_work(make_engine,
             f"workflow {n} to succeed",
         )
     assert ran == ["a", "b"] * 3
+
+
+def test_a_worker_that_finished_a_workflow_waits_without_claiming_again(make_engine, poll):
+    # A step that only settled results (the workflow ended) and left nothing running goes
+    # back to waiting: no claim transaction that finds nothing (issue 19). A one-stage
+    # workflow costs two transactions of the processor: start + dispatch, then the result.
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=600_000))
+    engine.registry.register("mark", lambda s: TaskResult.success())
+    processor = engine.processor
+    processor.start()
+
+    def settled() -> int:
+        # The processor is idle once its count of transactions stops moving.
+        while True:
+            before = processor.commits
+            time.sleep(0.3)
+            if processor.commits == before:
+                return before
+
+    for n in range(3):
+        idle = settled()
+        wf = Workflow.create("tests", f"settle {n}", [StageExecution.for_task("a", "mark")])
+        engine.store.store(wf)
+        engine.orchestrator.start(wf)
+        poll(
+            lambda wf=wf: engine.store.retrieve(wf.id).status is WorkflowStatus.SUCCEEDED,
+            f"workflow {n} to succeed",
+        )
+        assert settled() - idle == 2, f"workflow {n}"
