@@ -1047,7 +1047,7 @@ def test_a_worker_that_finished_a_workflow_waits_without_claiming_again(make_eng
             before = processor.commits
             time.sleep(0.3)
             if processor.commits == before:
-                return before
+                return int(before)
 
     for n in range(3):
         idle = settled()
