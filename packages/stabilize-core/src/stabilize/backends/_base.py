@@ -57,11 +57,16 @@ class WorkflowCache:
 
     A transition checks the stored version (one indexed read) and reloads the whole
     workflow only when another process changed it. Finished workflows are evicted.
+
+    Where the database can tell that no other connection committed since a workflow was
+    cached (SQLite's ``data_version``, see :attr:`Transaction.as_of`), the entry is
+    stamped with that counter and trusted without the read while it has not moved.
     """
 
     def __init__(self, capacity: int = 512) -> None:
         self.capacity = capacity
         self._items: OrderedDict[str, Workflow] = OrderedDict()
+        self._as_of: dict[str, int] = {}
 
     def get(self, workflow_id: str) -> Workflow | None:
         wf = self._items.get(workflow_id)
@@ -69,20 +74,34 @@ class WorkflowCache:
             self._items.move_to_end(workflow_id)
         return wf
 
-    def put(self, wf: Workflow) -> None:
+    def current(self, workflow_id: str, as_of: int) -> Workflow | None:
+        """The cached workflow if it was put as of the change counter ``as_of``."""
+        if self._as_of.get(workflow_id) != as_of:
+            return None
+        return self.get(workflow_id)
+
+    def put(self, wf: Workflow, as_of: int | None = None) -> None:
+        """Cache ``wf`` (stamped with ``as_of``, when given; see :meth:`current`)."""
         if wf.status.is_complete:
-            self._items.pop(wf.id, None)
+            self.evict(wf.id)
             return
         self._items[wf.id] = wf
         self._items.move_to_end(wf.id)
+        if as_of is None:
+            self._as_of.pop(wf.id, None)
+        else:
+            self._as_of[wf.id] = as_of
         while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+            dropped, _ = self._items.popitem(last=False)
+            self._as_of.pop(dropped, None)
 
     def evict(self, workflow_id: str) -> None:
         self._items.pop(workflow_id, None)
+        self._as_of.pop(workflow_id, None)
 
     def clear(self) -> None:
         self._items.clear()
+        self._as_of.clear()
 
 
 class Transaction:
@@ -115,6 +134,12 @@ class Transaction:
         self.event_table: str | None = (
             backend.event_table_prefix() if event_table is False else event_table
         )
+        self.as_of: int | None = None
+        """The backend's count of other connections' commits, read with the first
+        workflow this transaction loads, when it keeps one (SQLite's ``data_version``):
+        a cached workflow stamped with it is current without reading its version (see
+        :class:`WorkflowCache`)."""
+        self._as_of_read = False
 
     # -- workflows -------------------------------------------------------------------
 
@@ -131,6 +156,14 @@ class Transaction:
             if fresh is not None:
                 self.touched[workflow_id] = fresh
             return fresh
+        if not self._as_of_read:
+            self._as_of_read = True
+            self.as_of = self.backend.foreign_commits(self.cur)
+        if self.as_of is not None:
+            cached = self.backend.cache.current(workflow_id, self.as_of)
+            if cached is not None:
+                self.touched[workflow_id] = cached
+                return cached
         self.cur.execute(self.q["workflow_version"], (workflow_id,))
         row = self.cur.fetchone()
         if row is None:
@@ -142,6 +175,16 @@ class Transaction:
                 return None
         self.touched[workflow_id] = cached
         return cached
+
+    def forget(self, workflow_ids: Iterable[str]) -> None:
+        """Drop workflows this transaction deletes from the cache (and from ``touched``).
+
+        At once, not after the commit: a cached workflow stamped as current (see
+        :attr:`as_of`) must not outlive its rows for the next transaction of this process.
+        """
+        for workflow_id in workflow_ids:
+            self.touched.pop(workflow_id, None)
+            self.backend.cache.evict(workflow_id)
 
     def read_workflow(self, workflow_id: str) -> Workflow | None:
         """Load a fresh copy of a workflow and its stages from the database."""
@@ -454,6 +497,18 @@ class Backend(ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
         """Open a write transaction (serialised per workflow by the database)."""
+
+    def foreign_commits(self, cur: Cursor) -> int | None:
+        """A counter that moves whenever another connection commits, read in a transaction.
+
+        None (the default) when the database keeps none; then every cached workflow's
+        version is read before it is used. A backend that returns one must make every
+        write of this process to a workflow go through a transaction's ``touched``
+        workflows (which it caches stamped with :attr:`Transaction.as_of` after the
+        commit) or through :meth:`Transaction.forget`.
+        """
+        del cur
+        return None
 
     @abstractmethod
     def read(self) -> AbstractContextManager[Transaction]:

@@ -295,6 +295,7 @@ def _delete_workflows(tx: Transaction, ids: list[str], *, keep_events: bool) -> 
 
     Unless ``keep_events``, their rows in this database's own ``events`` table go too.
     """
+    tx.forget(ids)
     rows = [(workflow_id,) for workflow_id in ids]
     tx.cur.executemany(tx.q["drop_workflow_messages"], rows)
     tx.cur.executemany(tx.q["drop_workflow_mutex_waiters"], rows)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from stabilize.backends._base import Backend, CommitWatcher, EventStore, Transaction
+from stabilize.backends._base import Backend, CommitWatcher, Cursor, EventStore, Transaction
 from stabilize.backends._wakeups import LocalWakeups
 from stabilize.backends.sql import migrations, queries, resource_text
 from stabilize.backends.sqlite._checkpoint import Checkpointer
@@ -217,7 +217,7 @@ class SqliteBackend(Backend):
                     self.cache.evict(wf_id)
                 raise
             for wf in tx.touched.values():
-                self.cache.put(wf)
+                self.cache.put(wf, tx.as_of)
         if tx.claimable:
             self._wakeups.wake()
         if tx.recorded:
@@ -256,6 +256,16 @@ class SqliteBackend(Backend):
             current = self._data_version()
             changed, version = current != version, current
         seen.version = version
+
+    def foreign_commits(self, cur: Cursor) -> int:
+        """The file's ``PRAGMA data_version``: it moves when another connection commits.
+
+        Read inside a write transaction (``BEGIN IMMEDIATE`` holds the write lock, so it
+        cannot move before the commit); every write of this backend to a workflow goes
+        through its transactions, which keep the cache current.
+        """
+        cur.execute("PRAGMA data_version")
+        return int(cur.fetchone()[0])
 
     def _data_version(self) -> int:
         # Changes when another connection commits to the file (never for this one's own
