@@ -1059,3 +1059,33 @@ def test_a_worker_that_finished_a_workflow_waits_without_claiming_again(make_eng
             f"workflow {n} to succeed",
         )
         assert settled() - idle == 2, f"workflow {n}"
+
+
+def test_results_of_tasks_that_finish_together_share_one_commit(make_engine):
+    # Five branches whose tasks end a few milliseconds apart: their results wait for each
+    # other (result_gather_ms) and are committed by one transaction, which also ends the
+    # workflow (issue 19). process_all runs three: start + dispatch, the results, and its
+    # last look for work. Without the wait it ran seven: the first result is committed
+    # alone while the others still run.
+    engine = make_engine(config=QueueProcessorConfig(max_workers=5, result_gather_ms=100))
+
+    def staggered(stage: StageExecution) -> TaskResult:
+        time.sleep(0.003 * int(stage.ref_id[1:]))
+        return TaskResult.success()
+
+    engine.registry.register("staggered", staggered)
+    wf = Workflow.create(
+        "tests",
+        "gathered",
+        [StageExecution.for_task(f"b{i}", "staggered") for i in range(5)],
+    )
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    engine.processor.process_all(timeout=30)
+    assert engine.store.retrieve(wf.id).status is WorkflowStatus.SUCCEEDED
+    assert engine.processor.commits == 3
+
+
+def test_result_gather_ms_is_checked():
+    with pytest.raises(ValueError, match="result_gather_ms must be between 0 and 1000, got -1"):
+        QueueProcessorConfig(result_gather_ms=-1)

@@ -10,6 +10,7 @@ import time
 import weakref
 from collections.abc import Callable
 from datetime import timedelta
+from queue import Empty
 from typing import Any
 
 from stabilize import tracing
@@ -51,7 +52,11 @@ from stabilize.queue.processor._runner import (
     snapshot_stage,
     to_outcome,
 )
-from stabilize.queue.processor.config import QueueProcessorConfig
+from stabilize.queue.processor.config import (
+    GATHER_MAX_FACTOR,
+    GATHER_RECENT_FACTOR,
+    QueueProcessorConfig,
+)
 from stabilize.queue.queue import Queue
 from stabilize.records import ClaimedMessage, Effects, EventDraft, Message
 from stabilize.recovery import WorkflowRecovery
@@ -369,11 +374,41 @@ class QueueProcessor:
                 items.append(runner.done.get_nowait())
             except Exception:
                 break
+        if self.config.result_gather_ms > 0:
+            self._gather(runner, items)
         for got in items:
             current = self._inflight.get(got.flight.msg.id)
             if current is got.flight and (not got.flight.abandoned or got.hooked):
                 finished.append(got)
         return finished
+
+    def _gather(self, runner: Runner, items: list[Finished]) -> None:
+        """Wait briefly for the results of tasks that started together with ``items``.
+
+        Results that arrive within ``result_gather_ms`` of each other share one commit:
+        the cost of a transaction (its begin, its commit, the pages it writes, a round
+        trip on PostgreSQL) is paid once for them. Only tasks that started recently are
+        waited for; a long task (a model call, a human) costs the others nothing.
+        """
+        gap = self.config.result_gather_ms / 1000
+        now = time.monotonic()
+        recent = now - GATHER_RECENT_FACTOR * gap
+        got = {id(item.flight) for item in items}
+        waiting = sum(
+            1
+            for f in self._inflight.values()
+            if not f.abandoned and f.started >= recent and id(f) not in got
+        )
+        until = now + GATHER_MAX_FACTOR * gap
+        while waiting > 0:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                items.append(runner.done.get(timeout=min(gap, left)))
+            except Empty:
+                return
+            waiting -= 1
 
     def _commit(
         self,

@@ -38,6 +38,12 @@ class QueueProcessorConfig:
         progress_flush_interval_seconds: How often the progress updates of running tasks
             (``emit_progress``) are recorded in the event log, all of them in one commit
             (0: only with the task's result). Live listeners get them at once regardless.
+        result_gather_ms: When a task finishes while tasks that started within the last
+            ``GATHER_RECENT_FACTOR`` times this are still running, wait up to this long for
+            the next of them before committing, and again after each that comes (at most
+            ``GATHER_MAX_FACTOR`` times this in all): one transaction then commits results
+            that arrive together instead of one each. Tasks running longer are not waited
+            for, nor is a task alone (a chain). 0 commits each result at once.
     """
 
     poll_frequency_ms: int = 50
@@ -58,6 +64,7 @@ class QueueProcessorConfig:
     cancel_check_interval_seconds: float = 0.5
     retry_delay: timedelta = timedelta(seconds=1)
     progress_flush_interval_seconds: float = 0.5
+    result_gather_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -74,6 +81,16 @@ class QueueProcessorConfig:
             raise ValueError("lease_duration_seconds must be positive")
         if self.progress_flush_interval_seconds < 0:
             raise ValueError("progress_flush_interval_seconds must be >= 0")
+        if not 0 <= self.result_gather_ms <= 1000:
+            raise ValueError(
+                f"result_gather_ms must be between 0 and 1000, got {self.result_gather_ms}"
+            )
+
+
+GATHER_RECENT_FACTOR = 20
+"""Tasks that started within this many ``result_gather_ms`` are waited for (see there)."""
+GATHER_MAX_FACTOR = 4
+"""A finished result waits at most this many ``result_gather_ms`` for others."""
 
 
 def backoff_seconds(config: QueueProcessorConfig, retry: int, jitter_draw: float) -> float:
