@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stabilize import StageExecution, TaskExecution, TaskResult, Workflow
+from stabilize import StageExecution, TaskResult, Workflow
 from stabilize.backends.sqlite import SqliteBackend
 from stabilize.engine.messages import Effects
 
@@ -23,18 +23,7 @@ pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
 def one_stage(name: str = "cached") -> Workflow:
-    return Workflow.create(
-        application="tests",
-        name=name,
-        stages=[
-            StageExecution(
-                ref_id="a",
-                type="work",
-                name="a",
-                tasks=[TaskExecution.create("a", "work", stage_start=True, stage_end=True)],
-            )
-        ],
-    )
+    return Workflow.create("tests", name, [StageExecution.for_task("a", "work")])
 
 
 def note(backend: Any, workflow_id: str, value: str) -> None:
