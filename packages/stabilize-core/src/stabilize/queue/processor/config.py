@@ -39,11 +39,11 @@ class QueueProcessorConfig:
             (``emit_progress``) are recorded in the event log, all of them in one commit
             (0: only with the task's result). Live listeners get them at once regardless.
         result_gather_ms: When a task finishes while tasks that started within the last
-            ``GATHER_RECENT_FACTOR`` times this are still running, wait up to this long for
+            20 times this (10 ms by default) are still running, wait up to this long for
             the next of them before committing, and again after each that comes (at most
-            ``GATHER_MAX_FACTOR`` times this in all): one transaction then commits results
-            that arrive together instead of one each. Tasks running longer are not waited
-            for, nor is a task alone (a chain). 0 commits each result at once.
+            4 times this in all): one transaction then commits results that arrive
+            together instead of one each. Tasks running longer are not waited for, nor is
+            a task alone (a chain). 0 commits each result at once.
     """
 
     poll_frequency_ms: int = 50
