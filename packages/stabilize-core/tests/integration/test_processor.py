@@ -1089,3 +1089,40 @@ def test_results_of_tasks_that_finish_together_share_one_commit(make_engine):
 def test_result_gather_ms_is_checked():
     with pytest.raises(ValueError, match="result_gather_ms must be between 0 and 1000, got -1"):
         QueueProcessorConfig(result_gather_ms=-1)
+
+
+def test_a_finished_result_is_not_held_until_a_slow_task_ends(make_engine, poll):
+    # Two branches start together; "quick" returns at once, "slow" runs until the test
+    # lets it go. The quick result waits for the slow one only a gap of result_gather_ms
+    # without a result (0.1 s here; 4 gaps at most in all), then is committed while
+    # "slow" still runs. Held until "slow" ended, it would never be seen here.
+    engine = make_engine(config=QueueProcessorConfig(max_workers=2, result_gather_ms=100))
+    release = threading.Event()
+    engine.registry.register("quick", lambda s: TaskResult.success())
+    engine.registry.register(
+        "slow", lambda s: TaskResult.success() if release.wait(HANG) else TaskResult.terminal("")
+    )
+    wf = Workflow.create(
+        "tests",
+        "bounded gather",
+        [StageExecution.for_task("quick", "quick"), StageExecution.for_task("slow", "slow")],
+    )
+    engine.store.store(wf)
+    engine.processor.start()
+    try:
+        engine.orchestrator.start(wf)
+        poll(
+            lambda: (
+                engine.store.retrieve(wf.id).stage_by_ref_id("quick").status
+                is WorkflowStatus.SUCCEEDED
+            ),
+            "the quick branch to be committed while the slow one runs",
+        )
+        release.set()
+        poll(
+            lambda: engine.store.retrieve(wf.id).status is WorkflowStatus.SUCCEEDED,
+            "the workflow to succeed",
+        )
+    finally:
+        release.set()
+        engine.processor.stop(timeout=HANG)

@@ -201,7 +201,6 @@ class WorkflowStore:
         """
         with self.backend.transaction() as tx:
             _delete_workflows(tx, [workflow_id], keep_events=False)
-        self.backend.cache.evict(workflow_id)
 
     def purge(
         self,
@@ -250,8 +249,6 @@ class WorkflowStore:
                 ids = [row[0] for row in tx.cur.fetchall()]
                 if ids:
                     _delete_workflows(tx, ids, keep_events=keep_events)
-            for workflow_id in ids:
-                self.backend.cache.evict(workflow_id)
             deleted += len(ids)
             if len(ids) < batch_size:
                 return deleted
@@ -293,7 +290,8 @@ class WorkflowStore:
 def _delete_workflows(tx: Transaction, ids: list[str], *, keep_events: bool) -> None:
     """Delete workflows (stages cascade), their messages and mutex waits.
 
-    Unless ``keep_events``, their rows in this database's own ``events`` table go too.
+    Unless ``keep_events``, their rows in this database's own ``events`` table go too;
+    the process's cache forgets them at once (:meth:`Transaction.forget`).
     """
     tx.forget(ids)
     rows = [(workflow_id,) for workflow_id in ids]
