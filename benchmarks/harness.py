@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from stabilize.backends._base import Backend, Transaction
 from stabilize.backends.sqlite import SqliteBackend
@@ -311,6 +312,51 @@ def machine_cpu() -> tuple[float, float]:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])
     return (total - idle) / tick, total / tick
+
+
+LOCAL_HOSTS = frozenset({"", "127.0.0.1", "::1", "localhost"})
+
+
+def is_local_server(pg_url: str) -> bool:
+    """Whether ``pg_url`` names a PostgreSQL server on this machine (its processes are here)."""
+    parts = urlsplit(pg_url)
+    host = unquote(parts.hostname or "")
+    hosts = parse_qs(parts.query).get("host") or [host]  # ?host=/run/postgresql
+    return all(h in LOCAL_HOSTS or h.startswith("/") for h in hosts)
+
+
+def server_cpu(target: Target, proc: Path = Path("/proc")) -> float | None:
+    """CPU seconds the local PostgreSQL server's processes have used so far (None: unknown).
+
+    The sum, over processes named ``postgres``, of their user and system time and of the
+    time of their children that ended (a backend whose connection closed is counted in
+    the postmaster's). Differences of two readings give the server's share of a run; it
+    includes whatever else the server did meanwhile (other databases, autovacuum), so
+    read it on a machine that runs nothing else. None for SQLite, for a server on another
+    machine, and where ``/proc`` cannot be read.
+    """
+    if target.backend != "postgres" or not is_local_server(target.pg_url):
+        return None
+    ticks = 0
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "comm").read_text().startswith("postgres"):
+                continue
+            # Fields after the command name (which may hold spaces), from field 3 (state):
+            # utime, stime, cutime, cstime are fields 14 to 17.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile, or not ours to read
+    if ticks == 0:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def count_succeeded(backend: Backend) -> tuple[int, int | None]:

@@ -30,6 +30,7 @@ from harness import (
     database_info,
     fresh_database,
     make_setup,
+    server_cpu,
 )
 from workloads import TASKS, Workload, workers_200
 
@@ -103,6 +104,7 @@ def run_once(workload: Workload, target: Target, mode: str = "drain") -> dict[st
         setup.counter.reset()
         started = time.perf_counter()
         cpu_before = time.process_time()
+        server_before = server_cpu(db.target)
         submit(setup, workflows)
         submitted = time.perf_counter()
         if mode == "service":
@@ -114,6 +116,7 @@ def run_once(workload: Workload, target: Target, mode: str = "drain") -> dict[st
             processed = setup.processor.process_all(timeout=PROCESS_ALL_TIMEOUT_S)
             ended = time.perf_counter()
         cpu = time.process_time() - cpu_before
+        server_after = server_cpu(db.target)
         wall = ended - started
         commits, reads, rollbacks = (
             setup.counter.commits,
@@ -149,6 +152,12 @@ def run_once(workload: Workload, target: Target, mode: str = "drain") -> dict[st
             "rollbacks": rollbacks,
             "commits_per_stage": commits / stages,
             "rss_before_kib": rss_before,
+            # The local PostgreSQL server's CPU over the run (None: SQLite, or unknown).
+            "server_cpu_us_per_stage": (
+                1e6 * (server_after - server_before) / stages
+                if server_before is not None and server_after is not None
+                else None
+            ),
             **database_info(backend),
         }
         result["submit_s"] = submitted - started

@@ -38,7 +38,7 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     per_stage = [r["us_per_stage"] for r in runs]
     cps = [r["commits_per_stage"] for r in runs]
     first = runs[0]
-    return {
+    summary = {
         "workload": name,
         "mode": first.get("mode", "drain"),
         "description": BY_NAME[name].description,
@@ -60,6 +60,18 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "baseline_rss_mb": statistics.median(r["rss_before_kib"] for r in runs) / 1024,
         "runs": runs,
     }
+    server = [r.get("server_cpu_us_per_stage") for r in runs]
+    if all(us is not None for us in server):
+        summary["median_server_cpu_us_per_stage"] = statistics.median(
+            us for us in server if us is not None
+        )
+    return summary
+
+
+def server_cell(summary: dict[str, Any], width: int) -> str:
+    """The median server CPU per stage of ``summary``, right-aligned (``-``: not measured)."""
+    us = summary.get("median_server_cpu_us_per_stage")
+    return f"{us:>{width},.0f}" if us is not None else f"{'-':>{width}}"
 
 
 def verdict(ok: bool) -> str:
@@ -88,9 +100,11 @@ def print_report(results: list[dict[str, Any]], env: dict[str, Any], mode: str =
         f"\n{title} — {describe_env(env)}, Python {env['python']}, "
         f"{env['cpus']} CPU(s), {env['repeats']} repetitions each (fresh process per run)\n"
     )
+    postgres = env["backend"] == "postgres"
+    server_head = f" {'server CPU µs/st':>16}" if postgres else ""
     header = (
         f"{'workload':<18} {'stages':>6} {'best st/s':>10} {'med st/s':>9} {'med µs/st':>10} "
-        f"{'CPU µs/st':>9} {'commits/st':>10} {'peak RSS MB':>11}  targets"
+        f"{'CPU µs/st':>9}{server_head} {'commits/st':>10} {'peak RSS MB':>11}  targets"
     )
     print(header)
     print("-" * len(header))
@@ -107,7 +121,8 @@ def print_report(results: list[dict[str, Any]], env: dict[str, Any], mode: str =
         print(
             f"{r['workload']:<18} {r['stages_executed']:>6} {r['best_stages_per_s']:>10,.0f} "
             f"{r['median_stages_per_s']:>9,.0f} {r['median_us_per_stage']:>10,.0f} "
-            f"{r['median_cpu_us_per_stage']:>9,.0f} {r['commits_per_stage']:>10.2f} "
+            f"{r['median_cpu_us_per_stage']:>9,.0f}"
+            f"{' ' + server_cell(r, 16) if postgres else ''} {r['commits_per_stage']:>10.2f} "
             f"{r['peak_rss_mb']:>11.1f}  {', '.join(notes)}"
         )
     by_name = {r["workload"]: r for r in results}
@@ -134,7 +149,8 @@ def print_report(results: list[dict[str, Any]], env: dict[str, Any], mode: str =
     if env["backend"] == "postgres":
         print(
             "note: these targets are the SQLite WAL ones, shown for reference; the PostgreSQL "
-            "targets are those of workers_200."
+            "targets are those of workers_200. Server CPU = user + system time of the local "
+            "PostgreSQL server's processes per stage over the run ('-': a server elsewhere)."
         )
     elif env["journal_mode"] != "WAL":
         print(
@@ -173,8 +189,8 @@ def print_workers_report(
     )
     header = (
         f"{'workers':>7} {'stages':>6} {'best st/s':>10} {'med st/s':>9} {'med wall s':>10} "
-        f"{'commits/st':>10} {'worker CPU µs/st':>16} {'CPU busy':>8} "
-        f"{'peak RSS MB/worker':>18}  targets"
+        f"{'commits/st':>10} {'worker CPU µs/st':>16} {'server CPU µs/st':>16} "
+        f"{'CPU busy':>8} {'peak RSS MB/worker':>18}  targets"
     )
     print(header)
     print("-" * len(header))
@@ -194,6 +210,7 @@ def print_workers_report(
             f"{r['workers']:>7} {r['stages_executed']:>6} {r['best_stages_per_s']:>10,.0f} "
             f"{r['median_stages_per_s']:>9,.0f} {r['median_wall_s']:>10.3f} "
             f"{r['commits_per_stage']:>10.2f} {r['median_worker_cpu_us_per_stage']:>16,.0f} "
+            f"{server_cell(r, 16)} "
             f"{100 * r['median_machine_busy']:>7.0f}% {r['peak_rss_mb']:>18.1f}  "
             f"{', '.join(notes)}"
         )
@@ -202,8 +219,10 @@ def print_workers_report(
             "\ntargets (PostgreSQL, 2 cores): >= 1,000 stages/s with 1 worker, >= 2,000 with 4, "
             "<= 2 commits per single-task stage. Wall = workers told to go -> commit of the "
             "last workflow; commits = submissions (store + start) + every worker transaction; "
-            "worker CPU = user + system time of the worker processes per stage; CPU busy = "
-            "share of all CPUs busy during the run (workers, database server and all)."
+            "worker CPU = user + system time of the worker processes per stage; server CPU = "
+            "the same for the local PostgreSQL server's processes ('-': SQLite, or a server "
+            "elsewhere); CPU busy = share of all CPUs busy during the run (workers, database "
+            "server and all)."
         )
     else:
         print(
@@ -213,7 +232,7 @@ def print_workers_report(
             "before the first start (the first message that can be claimed) -> commit of the "
             "last workflow; 'starts' = how long the 200 starts took, the part of the wall "
             "during which work was still arriving. Commits, worker CPU and CPU busy as in "
-            "drain mode."
+            "drain mode; server CPU includes the server's work for the starts."
         )
 
 

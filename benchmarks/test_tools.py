@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from compare import compare, merge
+from harness import Target, is_local_server, server_cpu
 from latency import handoffs_ms, percentiles
-from report import series_rows
+from report import series_rows, summarise
 from workers import service_timing, summarise_workers
 
 
@@ -147,3 +148,75 @@ def test_workers_summary_gives_the_starts_share_in_service_mode_only() -> None:
     drained = summarise_workers(4, [_workers_run("drain", 1.0)])
     assert drained["mode"] == "drain"
     assert "median_submit_s" not in drained
+
+
+def _process(proc: Path, pid: int, comm: str, ticks: tuple[int, int, int, int]) -> None:
+    entry = proc / str(pid)
+    entry.mkdir()
+    (entry / "comm").write_text(f"{comm}\n")
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt,
+    # then utime stime cutime cstime (fields 14 to 17), then the rest.
+    utime, stime, cutime, cstime = ticks
+    head = f"{pid} ({comm}) S 1 1 1 0 -1 4194560 10 0 0 0"
+    (entry / "stat").write_text(f"{head} {utime} {stime} {cutime} {cstime} 20 0 1 0\n")
+
+
+def test_server_cpu_sums_the_postgres_processes_and_their_ended_children(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    _process(tmp_path, 10, "postgres", (100, 50, 30, 20))  # the postmaster: reaped backends
+    _process(tmp_path, 11, "postgres", (7, 3, 0, 0))  # a backend
+    _process(tmp_path, 12, "python3", (999, 999, 0, 0))  # not the server
+    _process(tmp_path, 13, "my (odd) name", (999, 0, 0, 0))  # a name with spaces and ")"
+    (tmp_path / "self").mkdir()
+    target = Target("postgres", pg_url="postgresql://root@127.0.0.1:5432/test")
+    assert server_cpu(target, tmp_path) == pytest.approx(210 / tick)
+    assert server_cpu(Target("sqlite"), tmp_path) is None
+    elsewhere = Target("postgres", pg_url="postgresql://root@db.example.org/test")
+    assert server_cpu(elsewhere, tmp_path) is None
+    assert server_cpu(target, tmp_path / "missing") is None
+
+
+def test_a_server_is_local_by_loopback_name_or_socket() -> None:
+    assert is_local_server("postgresql://root@127.0.0.1:5432/test")
+    assert is_local_server("postgresql://root@localhost/test")
+    assert is_local_server("postgresql://root@[::1]:5432/test")
+    assert is_local_server("postgresql:///test")  # the default socket
+    assert is_local_server("postgresql://root@%2Fvar%2Frun%2Fpostgresql/test")
+    assert is_local_server("postgresql://root@/test?host=/run/postgresql")
+    assert not is_local_server("postgresql://root@10.0.0.5/test")
+    assert not is_local_server("postgresql://root@/test?host=db.example.org")
+
+
+def test_server_cpu_is_summarised_only_when_every_run_measured_it() -> None:
+    measured = [_workers_run("drain", 1.0, server_cpu_s=s) for s in (0.2, 0.3, 0.4)]
+    assert summarise_workers(1, measured)["median_server_cpu_us_per_stage"] == pytest.approx(300.0)
+    partly = [*measured[:2], _workers_run("drain", 1.0, server_cpu_s=None)]
+    assert "median_server_cpu_us_per_stage" not in summarise_workers(1, partly)
+
+
+def test_single_process_summary_gives_the_median_server_cpu() -> None:
+    def run(server: float | None) -> dict[str, Any]:
+        return {
+            "mode": "drain",
+            "workflows": 1,
+            "stages_executed": 100,
+            "stages_per_s": 1000.0,
+            "us_per_stage": 1000.0,
+            "wall_s": 0.1,
+            "cpu_us_per_stage": 700.0,
+            "commits_per_stage": 1.0,
+            "commits": 100,
+            "processor_commits": 100,
+            "reads": 0,
+            "peak_rss_kib": 40960,
+            "rss_before_kib": 30720,
+            "server_cpu_us_per_stage": server,
+        }
+
+    summary = summarise("linear_100", [run(250.0), run(300.0), run(200.0)])
+    assert summary["median_server_cpu_us_per_stage"] == 250.0
+    assert "median_server_cpu_us_per_stage" not in summarise("linear_100", [run(None)])

@@ -33,7 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import Target, count_succeeded, database_info, fresh_database, machine_cpu
+from harness import (
+    Target,
+    count_succeeded,
+    database_info,
+    fresh_database,
+    machine_cpu,
+    server_cpu,
+)
 from measure import setup_for, start_workers_200, store_workers_200, submit_workers_200
 from workloads import WORKERS_STAGES_PER_WORKFLOW, WORKERS_WORKFLOWS, WORKERS_WORKLOAD
 
@@ -124,12 +131,12 @@ def run_workers(n: int, target: Target, poll_ms: int, mode: str = "drain") -> di
                 _tell(procs, "go")
                 for proc in procs:
                     _read_line(proc, "running")
-                cpu_go = machine_cpu()
+                cpu_go, server_go = machine_cpu(), server_cpu(target)
                 go = time.time()  # just before the first message can become claimable
                 start_workers_200(setup, workflows)
                 starts_done = time.time()
             else:
-                cpu_go = machine_cpu()
+                cpu_go, server_go = machine_cpu(), server_cpu(target)
                 go = time.time()
                 _tell(procs, "go")
             submit_commits = setup.counter.commits
@@ -149,7 +156,7 @@ def run_workers(n: int, target: Target, poll_ms: int, mode: str = "drain") -> di
                     )
                 time.sleep(WORKERS_POLL_S)
             detected = time.time()
-            cpu_end = machine_cpu()
+            cpu_end, server_end = machine_cpu(), server_cpu(target)
             if mode == "service":
                 _tell(procs, "stop")
             outputs = []
@@ -196,6 +203,10 @@ def run_workers(n: int, target: Target, poll_ms: int, mode: str = "drain") -> di
         "worker_cpu_s": sum(w["cpu_s"] for w in outputs),
         # Busy share of all CPUs from go to detection (workers, database server, the parent).
         "machine_busy": (cpu_end[0] - cpu_go[0]) / max(1e-9, cpu_end[1] - cpu_go[1]),
+        # The local PostgreSQL server's CPU from go to detection (None: SQLite, or unknown).
+        "server_cpu_s": (
+            server_end - server_go if server_go is not None and server_end is not None else None
+        ),
         **info,
     }
     if mode == "service":
@@ -227,6 +238,10 @@ def summarise_workers(n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_machine_busy": statistics.median(r["machine_busy"] for r in runs),
         "runs": runs,
     }
+    if all(r.get("server_cpu_s") is not None for r in runs):
+        summary["median_server_cpu_us_per_stage"] = statistics.median(
+            1e6 * r["server_cpu_s"] / r["stages_executed"] for r in runs
+        )
     if all("submit_share" in r for r in runs):  # service mode: the starts within the wall
         summary["median_submit_s"] = statistics.median(r["submit_s"] for r in runs)
         summary["median_submit_share"] = statistics.median(r["submit_share"] for r in runs)
