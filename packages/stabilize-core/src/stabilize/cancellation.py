@@ -23,20 +23,35 @@ class TaskCancelledError(StabilizeError):
     """Raised by :func:`raise_if_cancellation_requested` in a canceled task."""
 
 
+_EVENTS = threading.Lock()
+"""Guards the creation of a token's event (shared: tokens are many, waits on them rare)."""
+
+
 class CancellationToken:
-    """A flag the engine sets when the task holding it should stop."""
+    """A flag the engine sets when the task holding it should stop.
+
+    Every task run gets one, and most never wait on it: the event that :meth:`wait`
+    blocks on is made only when a task first waits.
+    """
+
+    __slots__ = ("_cancelled", "_event")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._cancelled = False
+        self._event: threading.Event | None = None
 
     def cancel(self) -> None:
         """Ask the task to stop."""
-        self._event.set()
+        with _EVENTS:
+            self._cancelled = True
+            event = self._event
+        if event is not None:
+            event.set()
 
     @property
     def is_cancelled(self) -> bool:
         """True once cancellation was requested."""
-        return self._event.is_set()
+        return self._cancelled
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until cancellation is requested or ``timeout`` passes; return the flag.
@@ -47,7 +62,13 @@ class CancellationToken:
         Returns:
             True when cancellation was requested, False if ``timeout`` ran out first.
         """
-        return self._event.wait(timeout)
+        with _EVENTS:
+            if self._cancelled:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 def is_cancellation_requested(stage: StageExecution) -> bool:
