@@ -1126,3 +1126,94 @@ def test_a_finished_result_is_not_held_until_a_slow_task_ends(make_engine, poll)
     finally:
         release.set()
         engine.processor.stop(timeout=HANG)
+
+
+def chain(name: str, length: int, task: str) -> Workflow:
+    return Workflow.create(
+        "tests",
+        name,
+        [stage(f"s{i}", task, requires=[f"s{i - 1}"] if i else []) for i in range(length)],
+    )
+
+
+@pytest.mark.parametrize(("interval", "skipped"), [(60_000, 5), (0, 0)])
+def test_a_busy_chain_does_not_claim_again_after_finding_the_queue_empty(
+    make_engine, interval, skipped
+):
+    # Each stage of a chain leases its successor to this worker as it queues it. Once a
+    # claim came back short (it took all there was), the steps that already hold their
+    # next task leave the claim out (busy_claim_interval_ms): here the 5 steps that
+    # commit s0..s4's results. Interval 0 claims in every step.
+    engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=interval))
+    engine.registry.register("link", lambda s: TaskResult.success())
+    done = engine.run(chain("skipping", 6, "link"))
+    assert done.status is S.SUCCEEDED
+    assert engine.processor.claims_skipped == skipped
+
+
+def test_work_this_process_queues_is_claimed_by_a_busy_chain_at_once(make_engine, poll):
+    # The interval is a minute, but a start committed by this process (the backend counts
+    # such commits) makes the busy worker claim at its next step: the one-stage workflow
+    # ends long before the chain does.
+    engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=60_000))
+    engine.registry.register("link", lambda s: time.sleep(0.01) or TaskResult.success())
+    engine.registry.register("quick", lambda s: TaskResult.success())
+    long = chain("long chain", 60, "link")
+    engine.store.store(long)
+    engine.processor.start()
+    try:
+        engine.orchestrator.start(long)
+        poll(lambda: by_ref(engine.store.retrieve(long.id))["s3"].status is S.SUCCEEDED, "s3")
+        assert engine.processor.claims_skipped > 0
+        quick = workflow(stage("q", "quick"))
+        engine.store.store(quick)
+        engine.orchestrator.start(quick)
+        poll(lambda: engine.store.retrieve(quick.id).status is S.SUCCEEDED, "the quick one")
+        assert engine.store.retrieve(long.id).status is S.RUNNING
+    finally:
+        engine.processor.stop(timeout=HANG)
+
+
+def _second_backend(engine) -> Any:
+    """A backend of its own on the engine's database: another process, as far as this
+    process's counts of claimable commits go (a connection, a pool of its own)."""
+    from stabilize.backends.postgres import PostgresBackend
+    from stabilize.backends.sqlite import SqliteBackend
+
+    if engine.is_postgres:
+        return PostgresBackend(engine.url, engine.db.schema)
+    return SqliteBackend(engine.path)
+
+
+def test_work_another_process_queues_waits_at_most_the_interval(make_engine, poll):
+    # A start committed elsewhere does not move this process's count: the busy worker
+    # finds it when busy_claim_interval_ms (50 ms here) has passed since its last claim,
+    # still long before the chain (60 stages of 10 ms) ends.
+    from stabilize.orchestrator import submit_workflow
+
+    engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=50))
+    engine.registry.register("link", lambda s: time.sleep(0.01) or TaskResult.success())
+    engine.registry.register("quick", lambda s: TaskResult.success())
+    long = chain("long chain", 60, "link")
+    engine.store.store(long)
+    other = _second_backend(engine)
+    engine.processor.start()
+    try:
+        engine.orchestrator.start(long)
+        poll(lambda: by_ref(engine.store.retrieve(long.id))["s3"].status is S.SUCCEEDED, "s3")
+        quick = workflow(stage("q", "quick"))
+        before = engine.backend.claimable_commits
+        assert submit_workflow(other, quick, int(time.time() * 1000))
+        assert engine.backend.claimable_commits == before  # not counted here
+        poll(lambda: engine.store.retrieve(quick.id).status is S.SUCCEEDED, "the quick one")
+        assert engine.store.retrieve(long.id).status is S.RUNNING
+    finally:
+        engine.processor.stop(timeout=HANG)
+        other.close()
+
+
+def test_busy_claim_interval_ms_is_checked():
+    with pytest.raises(ValueError, match="busy_claim_interval_ms must be between 0 and 60000"):
+        QueueProcessorConfig(busy_claim_interval_ms=-1)
+    with pytest.raises(ValueError, match="got 60001"):
+        QueueProcessorConfig(busy_claim_interval_ms=60_001)

@@ -52,7 +52,7 @@ def test_a_cancel_racing_the_first_wait_is_never_lost() -> None:
     for _ in range(300):
         token = CancellationToken()
         outcome: list[bool] = []
-        waiter = threading.Thread(target=lambda t=token: outcome.append(t.wait(10)))
+        waiter = threading.Thread(target=lambda t=token, out=outcome: out.append(t.wait(10)))
         waiter.start()
         token.cancel()
         waiter.join(15)

@@ -127,7 +127,8 @@ class Transaction:
         self.read_only = read_only
         self.touched: dict[str, Workflow] = {}
         self.claimable = 0
-        """Messages enqueued due now and leased to no one: idle workers may take them."""
+        """Messages enqueued due now and leased to no one, and leases released: idle
+        workers may take them."""
         self.recorded: list[tuple[str, int, EventDraft, int]] = []
         self.event_rows: dict[str, list[tuple[Any, ...]]] = {}
         """Rows of the log not yet inserted, per workflow (see :meth:`flush_events`)."""
@@ -435,7 +436,9 @@ class Transaction:
     def release_owner(self, owner: str) -> int:
         """Make every lease of ``owner`` claimable at once (the owner is known dead)."""
         self.cur.execute(self.q["release_owner"], (owner,))
-        return int(self.cur.rowcount)
+        released = int(self.cur.rowcount)
+        self.claimable += released
+        return released
 
     # -- mutual exclusion ----------------------------------------------------------------
 
@@ -493,6 +496,18 @@ class Backend(ABC):
         self.registries: weakref.WeakSet[TaskTypes] = weakref.WeakSet()
         """The task registries of the processors attached to this database in this process
         (a store refuses a workflow none of them can run)."""
+        self.claimable_commits = 0
+        """How many commits of this process left work any worker may claim (messages due
+        and not leased, see :attr:`Transaction.claimable`). A busy processor that found
+        the queue empty claims again at once when it moves (see
+        ``QueueProcessorConfig.busy_claim_interval_ms``)."""
+        self._claimable_lock = threading.Lock()
+
+    def committed_claimable(self, tx: Transaction) -> None:
+        """Count ``tx``, just committed, if it left work to claim (backends call this)."""
+        if tx.claimable:
+            with self._claimable_lock:
+                self.claimable_commits += 1
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:

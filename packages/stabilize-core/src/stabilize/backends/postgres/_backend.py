@@ -363,6 +363,7 @@ class PostgresBackend(Backend):
                 cur.close()
         for wf in tx.touched.values():
             self.cache.put(wf)
+        self.committed_claimable(tx)
         if tx.recorded:
             publish_committed(tx.recorded)
 

@@ -111,6 +111,8 @@ class PostgresTransaction(Transaction):
             rows.append((msg_id, *message_row(m, now, owner, lease_until)))
             if lease:
                 claimed.append(leased_message(msg_id, m))
+            elif m.delay_ms <= 0:
+                self.claimable += 1
         self._pipelined().defer_messages(rows)
         return claimed
 

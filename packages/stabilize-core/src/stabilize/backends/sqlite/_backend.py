@@ -219,6 +219,7 @@ class SqliteBackend(Backend):
             for wf in tx.touched.values():
                 self.cache.put(wf, tx.as_of)
         if tx.claimable:
+            self.committed_claimable(tx)
             self._wakeups.wake()
         if tx.recorded:
             publish_committed(tx.recorded)

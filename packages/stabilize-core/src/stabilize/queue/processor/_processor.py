@@ -132,6 +132,12 @@ class QueueProcessor:
         self._stop = threading.Event()
         self._stopping = False
         self.commits = 0
+        self.claims_skipped = 0
+        """Claims left out because the processor was busy and had found the queue empty
+        (see ``QueueProcessorConfig.busy_claim_interval_ms``)."""
+        self._found_empty: tuple[int, int] | None = None
+        """(processor-clock ms, ``backend.claimable_commits``) just before the last claim,
+        when it took every message it could (it came back short); None otherwise."""
         _live.add(self)
         tracing.track_queue(self)
 
@@ -433,11 +439,14 @@ class QueueProcessor:
             for item in finished:
                 self._commit_result(batch, item, item.flight.msg.id in acked)
             budget = capacity - len(batch.pending)
-            if claimed is None and budget > 0:
+            if claimed is None and budget > 0 and self._skip_claim(batch, now):
+                self.claims_skipped += 1
+            elif claimed is None and budget > 0:
                 until = now + self.lease_ms
-                claimed = tx.claim(
-                    self.owner, now, until, min(budget, self.config.claim_batch_size)
-                )
+                asked = min(budget, self.config.claim_batch_size)
+                seen = self.backend.claimable_commits
+                claimed = tx.claim(self.owner, now, until, asked)
+                self._found_empty = (now, seen) if len(claimed) < asked else None
             if claimed:
                 # Messages settled here are acknowledged together (claimed just now, so
                 # their leases hold).
@@ -466,6 +475,24 @@ class QueueProcessor:
         if observer is not None and batch.ends is not None and (batch.done or batch.dispatch):
             observer.committed(started_ns, batch.done, len(batch.dispatch), batch.ends)
         return batch.done, batch.dispatch
+
+    def _skip_claim(self, batch: Batch, now: int) -> bool:
+        """Whether this step may leave the claim out (``busy_claim_interval_ms``).
+
+        Only when the step already holds a task to run (so the processor stays busy and
+        steps again soon), its last claim came back short less than the interval ago,
+        and no commit of this process has left work to claim since. A claim that came
+        back short took every message that was due and free; only work of other
+        processes and the passing of time can have made more claimable since.
+        """
+        found = self._found_empty
+        if found is None or not any(m.kind == RUN_TASK for m in batch.pending):
+            return False
+        at, seen = found
+        return (
+            0 <= now - at < self.config.busy_claim_interval_ms
+            and self.backend.claimable_commits == seen
+        )
 
     def _still_running(
         self, tx: Transaction, dispatch: list[tuple[InFlight, timedelta | None]]

@@ -44,6 +44,14 @@ class QueueProcessorConfig:
             4 times this in all): one transaction then commits results that arrive
             together instead of one each. Tasks running longer are not waited for, nor is
             a task alone (a chain). 0 commits each result at once.
+        busy_claim_interval_ms: While a processor has its next task in hand (a chain's
+            next stage is leased to it as it is queued) and its last claim found no more
+            work, it does not claim again for this long: a claim that finds nothing costs
+            a statement (a round trip on PostgreSQL) in every step. Work queued by this
+            process, or released by it, is claimed at the next step regardless; work queued
+            by another process, a delayed message falling due and an expired lease wait up
+            to this long for a busy processor (an idle one, of any process, takes them at
+            once). Measured on the processor's clock. 0 claims in every step.
     """
 
     poll_frequency_ms: int = 50
@@ -65,6 +73,7 @@ class QueueProcessorConfig:
     retry_delay: timedelta = timedelta(seconds=1)
     progress_flush_interval_seconds: float = 0.5
     result_gather_ms: float = 0.5
+    busy_claim_interval_ms: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -84,6 +93,11 @@ class QueueProcessorConfig:
         if not 0 <= self.result_gather_ms <= 1000:
             raise ValueError(
                 f"result_gather_ms must be between 0 and 1000, got {self.result_gather_ms}"
+            )
+        if not 0 <= self.busy_claim_interval_ms <= 60_000:
+            raise ValueError(
+                "busy_claim_interval_ms must be between 0 and 60000, got "
+                f"{self.busy_claim_interval_ms}"
             )
 
 
