@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,8 +24,12 @@ from stabilize import (
     Workflow,
     WorkflowStatus,
 )
+from stabilize.backends._base import Backend
 from stabilize.engine.messages import RUN_TASK
 from stabilize.queue.processor.config import QueueProcessorConfig
+
+if TYPE_CHECKING:
+    from integration.conftest import Engine
 
 S = WorkflowStatus
 
@@ -1128,6 +1132,11 @@ def test_a_finished_result_is_not_held_until_a_slow_task_ends(make_engine, poll)
         engine.processor.stop(timeout=HANG)
 
 
+def slow_link(stage: StageExecution) -> TaskResult:
+    time.sleep(0.01)
+    return TaskResult.success()
+
+
 def chain(name: str, length: int, task: str) -> Workflow:
     return Workflow.create(
         "tests",
@@ -1156,7 +1165,7 @@ def test_work_this_process_queues_is_claimed_by_a_busy_chain_at_once(make_engine
     # such commits) makes the busy worker claim at its next step: the one-stage workflow
     # ends long before the chain does.
     engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=60_000))
-    engine.registry.register("link", lambda s: time.sleep(0.01) or TaskResult.success())
+    engine.registry.register("link", slow_link)
     engine.registry.register("quick", lambda s: TaskResult.success())
     long = chain("long chain", 60, "link")
     engine.store.store(long)
@@ -1174,7 +1183,7 @@ def test_work_this_process_queues_is_claimed_by_a_busy_chain_at_once(make_engine
         engine.processor.stop(timeout=HANG)
 
 
-def _second_backend(engine) -> Any:
+def _second_backend(engine: Engine) -> Backend:
     """A backend of its own on the engine's database: another process, as far as this
     process's counts of claimable commits go (a connection, a pool of its own)."""
     from stabilize.backends.postgres import PostgresBackend
@@ -1192,7 +1201,7 @@ def test_work_another_process_queues_waits_at_most_the_interval(make_engine, pol
     from stabilize.orchestrator import submit_workflow
 
     engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=50))
-    engine.registry.register("link", lambda s: time.sleep(0.01) or TaskResult.success())
+    engine.registry.register("link", slow_link)
     engine.registry.register("quick", lambda s: TaskResult.success())
     long = chain("long chain", 60, "link")
     engine.store.store(long)
