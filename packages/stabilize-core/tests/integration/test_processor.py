@@ -1160,25 +1160,38 @@ def test_a_busy_chain_does_not_claim_again_after_finding_the_queue_empty(
     assert engine.processor.claims_skipped == skipped
 
 
-def test_work_this_process_queues_is_claimed_by_a_busy_chain_at_once(make_engine, poll):
-    # The interval is a minute, but a start committed by this process (the backend counts
-    # such commits) makes the busy worker claim at its next step: the one-stage workflow
-    # ends long before the chain does.
-    engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=60_000))
+def _busy_with_a_long_chain(engine: Engine, poll: Callable[..., None]) -> Workflow:
+    """Start the engine's processor on a chain of 60 stages of 10 ms each; return the
+    chain once its fourth stage has run (the processor is busy with it from then on)."""
     engine.registry.register("link", slow_link)
     engine.registry.register("quick", lambda s: TaskResult.success())
     long = chain("long chain", 60, "link")
     engine.store.store(long)
     engine.processor.start()
+    engine.orchestrator.start(long)
+    poll(lambda: by_ref(engine.store.retrieve(long.id))["s3"].status is S.SUCCEEDED, "s3")
+    return long
+
+
+def _ends_while_the_chain_runs(
+    engine: Engine, poll: Callable[..., None], quick: Workflow, long: Workflow
+) -> None:
+    poll(lambda: engine.store.retrieve(quick.id).status is S.SUCCEEDED, "the quick one")
+    assert engine.store.retrieve(long.id).status is S.RUNNING
+
+
+def test_work_this_process_queues_is_claimed_by_a_busy_chain_at_once(make_engine, poll):
+    # The interval is a minute, but a start committed by this process (the backend counts
+    # such commits) makes the busy worker claim at its next step: the one-stage workflow
+    # ends long before the chain does.
+    engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=60_000))
     try:
-        engine.orchestrator.start(long)
-        poll(lambda: by_ref(engine.store.retrieve(long.id))["s3"].status is S.SUCCEEDED, "s3")
+        long = _busy_with_a_long_chain(engine, poll)
         assert engine.processor.claims_skipped > 0
         quick = workflow(stage("q", "quick"))
         engine.store.store(quick)
         engine.orchestrator.start(quick)
-        poll(lambda: engine.store.retrieve(quick.id).status is S.SUCCEEDED, "the quick one")
-        assert engine.store.retrieve(long.id).status is S.RUNNING
+        _ends_while_the_chain_runs(engine, poll, quick, long)
     finally:
         engine.processor.stop(timeout=HANG)
 
@@ -1201,21 +1214,14 @@ def test_work_another_process_queues_waits_at_most_the_interval(make_engine, pol
     from stabilize.orchestrator import submit_workflow
 
     engine = make_engine(config=QueueProcessorConfig(busy_claim_interval_ms=50))
-    engine.registry.register("link", slow_link)
-    engine.registry.register("quick", lambda s: TaskResult.success())
-    long = chain("long chain", 60, "link")
-    engine.store.store(long)
     other = _second_backend(engine)
-    engine.processor.start()
     try:
-        engine.orchestrator.start(long)
-        poll(lambda: by_ref(engine.store.retrieve(long.id))["s3"].status is S.SUCCEEDED, "s3")
+        long = _busy_with_a_long_chain(engine, poll)
         quick = workflow(stage("q", "quick"))
         before = engine.backend.claimable_commits
         assert submit_workflow(other, quick, int(time.time() * 1000))
         assert engine.backend.claimable_commits == before  # not counted here
-        poll(lambda: engine.store.retrieve(quick.id).status is S.SUCCEEDED, "the quick one")
-        assert engine.store.retrieve(long.id).status is S.RUNNING
+        _ends_while_the_chain_runs(engine, poll, quick, long)
     finally:
         engine.processor.stop(timeout=HANG)
         other.close()
