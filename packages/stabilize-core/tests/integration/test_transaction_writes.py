@@ -101,3 +101,33 @@ def test_messages_enqueued_in_a_transaction_are_seen_by_its_later_statements(mak
     rows = engine.query("SELECT id, workflow_id, stage_id, lease_owner FROM queue_messages")
     assert [(r[1], r[2], r[3]) for r in rows] == [(first.id, first.stages[1].id, None)]
     assert rows[0][0] > leased[0].id  # ids follow the order of insertion
+
+
+def test_commits_that_leave_work_to_claim_are_counted(make_engine):
+    # Backend.claimable_commits moves for a commit that queued a due message nobody
+    # leased, or released leases; not for leased or delayed messages alone. A busy
+    # processor claims at its next step when it moved (busy_claim_interval_ms).
+    engine = make_engine()
+    engine.registry.register("work", lambda s: TaskResult.success())
+    wf = two_stages()
+    engine.store.store(wf)
+    backend = engine.backend
+    owner = "here:1:x"
+    run_a = Message(RUN_TASK, wf.id, wf.stages[0].id, wf.stages[0].tasks[0].id)
+    run_b = Message(RUN_TASK, wf.id, wf.stages[1].id, wf.stages[1].tasks[0].id)
+
+    def counted(work: Any) -> int:
+        before = backend.claimable_commits
+        with backend.transaction() as tx:
+            work(tx)
+        return backend.claimable_commits - before
+
+    leased_only = counted(
+        lambda tx: tx.enqueue([run_a], 5_000, lease_owner=owner, lease_until=60_000, lease_limit=1)
+    )
+    delayed_only = counted(
+        lambda tx: tx.enqueue([Message(RUN_TASK, wf.id, "s", "t", delay_ms=1_000)], 5_000)
+    )
+    released = counted(lambda tx: tx.release_owner(owner))
+    due_and_free = counted(lambda tx: tx.enqueue([run_b], 5_000))
+    assert (leased_only, delayed_only, released, due_and_free) == (0, 0, 1, 1)
