@@ -120,7 +120,7 @@ def test_commits_that_leave_work_to_claim_are_counted(make_engine):
         before = backend.claimable_commits
         with backend.transaction() as tx:
             work(tx)
-        return backend.claimable_commits - before
+        return int(backend.claimable_commits - before)
 
     leased_only = counted(
         lambda tx: tx.enqueue([run_a], 5_000, lease_owner=owner, lease_until=60_000, lease_limit=1)
