@@ -91,24 +91,35 @@ def _name(key: Key) -> str:
 
 
 def throughput_table(old: dict[Key, dict[str, Any]], new: dict[Key, dict[str, Any]]) -> str:
-    """Median stages/s, CPU µs/stage, commits/stage and peak RSS, before and after."""
+    """Median stages/s, CPU µs/stage, commits/stage and peak RSS, before and after.
+
+    When a row of either side measured the PostgreSQL server's CPU, the table also gives
+    the server's µs per stage (``-`` where it was not measured).
+    """
     keys = [k for k in {**old, **new} if k[3] != "latency"]
-    lines = [
-        "| workload | database | mode | stages/s before | after | change "
-        "| CPU µs/stage before | after | commits/stage before | after "
-        "| peak RSS MB before | after |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    server_key = "median_server_cpu_us_per_stage"
+    server = any(_get(e, server_key) is not None for e in [*old.values(), *new.values()])
+    head = "| workload | database | mode | stages/s before | after | change "
+    head += "| CPU µs/stage before | after "
+    head += "| server µs/stage before | after " if server else ""
+    head += "| commits/stage before | after | peak RSS MB before | after |"
+    columns = 11 if server else 9
+    lines = [head, "| --- | --- | --- |" + " ---: |" * columns]
     for key in keys:
         a, b = old.get(key), new.get(key)
         rate_a = _get(a, "median_stages_per_s")
         rate_b = _get(b, "median_stages_per_s")
         cpu = ("median_cpu_us_per_stage", "median_worker_cpu_us_per_stage")
-        lines.append(
+        line = (
             _name(key)
             + f"| {_cell(rate_a, ',.0f')} | {_cell(rate_b, ',.0f')} | {_change(rate_a, rate_b)} "
             f"| {_cell(_get(a, *cpu), ',.0f')} | {_cell(_get(b, *cpu), ',.0f')} "
-            f"| {_cell(_get(a, 'commits_per_stage'), '.2f')} "
+        )
+        if server:
+            server_a, server_b = _get(a, server_key), _get(b, server_key)
+            line += f"| {_cell(server_a, ',.0f')} | {_cell(server_b, ',.0f')} "
+        lines.append(
+            line + f"| {_cell(_get(a, 'commits_per_stage'), '.2f')} "
             f"| {_cell(_get(b, 'commits_per_stage'), '.2f')} "
             f"| {_cell(_get(a, 'peak_rss_mb'), '.1f')} | {_cell(_get(b, 'peak_rss_mb'), '.1f')} |"
         )

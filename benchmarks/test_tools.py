@@ -85,6 +85,19 @@ def test_compare_matches_rows_by_database_mode_and_workload(tmp_path: Path) -> N
     )
 
 
+def test_compare_gives_the_server_cpu_when_a_side_measured_it(tmp_path: Path) -> None:
+    old = _dump(tmp_path / "old.json", "postgres", [_summary("linear_100", "drain", 300.0)])
+    measured = _summary("linear_100", "drain", 330.0, median_server_cpu_us_per_stage=1000.0)
+    new = _dump(tmp_path / "new.json", "postgres", [measured])
+    lines = compare(old, new).splitlines()
+    assert "| server µs/stage before | after |" in lines[0]
+    assert lines[1].count("---:") == 11
+    assert "| 500 | 500 | - | 1,000 | 1.04 | 1.04 |" in lines[2]
+    plain = compare(old, old).splitlines()
+    assert "server" not in plain[0]
+    assert plain[1].count("---:") == 9
+
+
 def test_compare_takes_a_workload_run_twice_from_the_run_of_more_repetitions(
     tmp_path: Path,
 ) -> None:
