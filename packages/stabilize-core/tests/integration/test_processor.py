@@ -1232,3 +1232,10 @@ def test_busy_claim_interval_ms_is_checked():
         QueueProcessorConfig(busy_claim_interval_ms=-1)
     with pytest.raises(ValueError, match="got 60001"):
         QueueProcessorConfig(busy_claim_interval_ms=60_001)
+
+
+@pytest.mark.parametrize("setting", ["busy_claim_interval_ms", "result_gather_ms"])
+@pytest.mark.parametrize("value", [None, "10", True, float("nan")])
+def test_a_millisecond_setting_that_is_no_number_is_refused_by_name(setting, value):
+    with pytest.raises(ValueError, match=f"{setting} must be between 0 and .*got .*milliseconds"):
+        QueueProcessorConfig(**{setting: value})

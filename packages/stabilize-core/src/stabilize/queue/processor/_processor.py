@@ -439,14 +439,14 @@ class QueueProcessor:
             for item in finished:
                 self._commit_result(batch, item, item.flight.msg.id in acked)
             budget = capacity - len(batch.pending)
-            if claimed is None and budget > 0 and self._skip_claim(batch, now):
-                self.claims_skipped += 1
-            elif claimed is None and budget > 0:
-                until = now + self.lease_ms
-                asked = min(budget, self.config.claim_batch_size)
-                seen = self.backend.claimable_commits
-                claimed = tx.claim(self.owner, now, until, asked)
-                self._found_empty = (now, seen) if len(claimed) < asked else None
+            if claimed is None and budget > 0:
+                if self._skip_claim(batch, now):
+                    self.claims_skipped += 1
+                else:
+                    asked = min(budget, self.config.claim_batch_size)
+                    seen = self.backend.claimable_commits
+                    claimed = tx.claim(self.owner, now, now + self.lease_ms, asked)
+                    self._found_empty = (now, seen) if len(claimed) < asked else None
             if claimed:
                 # Messages settled here are acknowledged together (claimed just now, so
                 # their leases hold).

@@ -90,15 +90,17 @@ class QueueProcessorConfig:
             raise ValueError("lease_duration_seconds must be positive")
         if self.progress_flush_interval_seconds < 0:
             raise ValueError("progress_flush_interval_seconds must be >= 0")
-        if not 0 <= self.result_gather_ms <= 1000:
-            raise ValueError(
-                f"result_gather_ms must be between 0 and 1000, got {self.result_gather_ms}"
-            )
-        if not 0 <= self.busy_claim_interval_ms <= 60_000:
-            raise ValueError(
-                "busy_claim_interval_ms must be between 0 and 60000, got "
-                f"{self.busy_claim_interval_ms}"
-            )
+        _check_ms("result_gather_ms", self.result_gather_ms, 1000)
+        _check_ms("busy_claim_interval_ms", self.busy_claim_interval_ms, 60_000)
+
+
+def _check_ms(name: str, value: object, most: int) -> None:
+    """Refuse a setting in milliseconds that is not a number from 0 to ``most``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 <= value <= most:  # type: ignore[operator]
+        raise ValueError(
+            f"{name} must be between 0 and {most}, got {value!r} (a number of milliseconds)"
+        )
 
 
 GATHER_RECENT_FACTOR = 20
