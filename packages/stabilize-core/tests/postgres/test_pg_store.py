@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from psycopg.conninfo import make_conninfo
 
@@ -146,6 +148,61 @@ def test_pool_options_reach_the_pool(pg_url, pg_schema):
     assert isinstance(backend, PostgresBackend)
 
     assert (backend.pool.min_size, backend.pool.max_size) == (0, 3)
+
+
+def _one_connection_backend(pg_url: str, pg_schema: str) -> PostgresBackend:
+    store = PostgresWorkflowStore(
+        pg_url, schema=pg_schema, options=PoolOptions(min_size=1, max_size=1, acquire_timeout=5)
+    )
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+    return backend
+
+
+def test_connections_go_back_to_the_pool_on_the_callers_thread(pg_url, pg_schema, monkeypatch):
+    # The pool's reset hook ran on its worker thread: every transaction woke that thread
+    # and the next one waited for the connection to come back from it.
+    backend = _one_connection_backend(pg_url, pg_schema)
+    tasks: list[object] = []
+    monkeypatch.setattr(backend.pool, "run_task", tasks.append)
+
+    for _ in range(3):
+        with backend.transaction() as tx:
+            tx.cur.execute("SELECT 1")
+        with backend.read() as tx:
+            tx.cur.execute("SELECT 1")
+
+    assert tasks == []
+    assert backend.pool.get_stats()["pool_available"] == 1
+
+
+def test_a_read_leaves_its_connection_read_write_and_read_committed(pg_url, pg_schema):
+    backend = _one_connection_backend(pg_url, pg_schema)
+
+    def settings(read: bool) -> tuple[str, str]:
+        with backend.read() if read else backend.transaction() as tx:
+            tx.cur.execute(
+                "SELECT current_setting('transaction_isolation'), "
+                "current_setting('transaction_read_only')"
+            )
+            row = tx.cur.fetchone()
+        return row[0], row[1]
+
+    assert settings(read=True) == ("repeatable read", "on")
+    # The same (only) connection, lent out again for a write.
+    assert settings(read=False) == ("read committed", "off")
+    assert settings(read=True) == ("repeatable read", "on")
+    assert settings(read=False) == ("read committed", "off")
+
+
+def test_a_read_whose_connection_broke_does_not_break_the_next_transaction(pg_url, pg_schema):
+    backend = _one_connection_backend(pg_url, pg_schema)
+    with backend.read() as tx:
+        cast(Any, tx.cur).connection.close()  # as if the server had gone away mid-read
+
+    with backend.transaction() as tx:
+        tx.cur.execute("SELECT current_setting('transaction_read_only')")
+        assert tx.cur.fetchone()[0] == "off"
 
 
 def test_notify_channels_differ_by_schema_and_are_legal():

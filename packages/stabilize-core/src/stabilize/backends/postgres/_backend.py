@@ -37,7 +37,7 @@ from stabilize.backends.postgres._connection import (
     _quiet_rollback,
     _release,
     _repeatable_read,
-    _reset_connection,
+    _restore_defaults,
     check_schema_name,
     connect,
     connect_kwargs,
@@ -187,7 +187,6 @@ class PostgresBackend(Backend):
             max_size=self.options.max_size,
             kwargs=self.connect_kwargs,
             configure=self.options.configure,
-            reset=_reset_connection,
             timeout=self.options.acquire_timeout or 30.0,
             name=f"stabilize[{schema or DEFAULT_SCHEMA}]",
             open=True,
@@ -371,7 +370,6 @@ class PostgresBackend(Backend):
     def read(self) -> Iterator[Transaction]:
         """A consistent read-only snapshot (``REPEATABLE READ READ ONLY``)."""
         with self._pooled() as conn:
-            # Reset to the defaults by _reset_connection when the pool takes it back.
             conn.isolation_level = _repeatable_read()
             conn.read_only = True
             cur = conn.cursor()
@@ -380,6 +378,7 @@ class PostgresBackend(Backend):
             finally:
                 cur.close()
                 _quiet_rollback(conn)
+                _restore_defaults(conn)
 
     def is_transient_error(self, exc: BaseException) -> bool:
         """Serialisation failures, deadlocks and lost connections are worth retrying."""
