@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
@@ -203,6 +204,62 @@ def test_a_read_whose_connection_broke_does_not_break_the_next_transaction(pg_ur
     with backend.transaction() as tx:
         tx.cur.execute("SELECT current_setting('transaction_read_only')")
         assert tx.cur.fetchone()[0] == "off"
+
+
+def test_a_transaction_that_fails_after_a_round_trip_keeps_nothing(pg_url, pg_schema):
+    # The connection is in autocommit mode: only the transaction's own BEGIN keeps the
+    # statements sent before a round trip from being committed one by one.
+    backend = _one_connection_backend(pg_url, pg_schema)
+    with backend.transaction() as tx:
+        tx.cur.execute("CREATE TABLE t (n int)")
+
+    def insert_then_fail() -> None:
+        with backend.transaction() as tx:
+            tx.cur.execute("INSERT INTO t VALUES (1)")
+            tx.cur.execute("SELECT count(*) FROM t")
+            assert tx.cur.fetchone() == (1,)  # sent and waited for
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        insert_then_fail()
+
+    with backend.read() as tx:
+        tx.cur.execute("SELECT count(*) FROM t")
+        assert tx.cur.fetchone() == (0,)
+        tx.cur.execute("SELECT current_setting('transaction_read_only')")
+        assert tx.cur.fetchone() == ("on",)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), backend.read() as tx:
+        tx.cur.execute("INSERT INTO t VALUES (2)")
+
+
+def test_a_configure_hook_that_turns_autocommit_off_changes_nothing(pg_url, pg_schema):
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.autocommit = False
+
+    store = PostgresWorkflowStore(
+        pg_url,
+        schema=pg_schema,
+        options=PoolOptions(min_size=1, max_size=1, acquire_timeout=5, configure=configure),
+    )
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+    with backend.transaction() as tx:
+        tx.cur.execute("CREATE TABLE t (n int)")
+
+    def insert_then_fail() -> None:
+        with backend.transaction() as tx:
+            tx.cur.execute("INSERT INTO t VALUES (1)")
+            tx.cur.execute("SELECT 1")
+            tx.cur.fetchone()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        insert_then_fail()
+    with backend.transaction() as tx:
+        tx.cur.execute("INSERT INTO t VALUES (2)")
+    with backend.read() as tx:
+        tx.cur.execute("SELECT array_agg(n) FROM t")
+        assert tx.cur.fetchone() == ([2],)
 
 
 def test_notify_channels_differ_by_schema_and_are_legal():

@@ -36,8 +36,6 @@ from stabilize.backends.postgres._connection import (
     PoolOptions,
     _quiet_rollback,
     _release,
-    _repeatable_read,
-    _restore_defaults,
     check_schema_name,
     connect,
     connect_kwargs,
@@ -185,7 +183,8 @@ class PostgresBackend(Backend):
             url,
             min_size=self.options.min_size,
             max_size=self.options.max_size,
-            kwargs=self.connect_kwargs,
+            # Transactions send their own BEGIN and COMMIT (see _PipelinedCursor).
+            kwargs={**self.connect_kwargs, "autocommit": True},
             configure=self.options.configure,
             timeout=self.options.acquire_timeout or 30.0,
             name=f"stabilize[{schema or DEFAULT_SCHEMA}]",
@@ -221,6 +220,8 @@ class PostgresBackend(Backend):
 
         conn = self.pool.getconn()
         try:
+            if not conn.autocommit:  # a ``configure`` hook turned it off
+                conn.autocommit = True
             yield conn
         except psycopg.OperationalError:
             self.pool.putconn(conn)  # a broken connection is discarded, not reused
@@ -349,8 +350,7 @@ class PostgresBackend(Backend):
                     tx.cur = pipelined
                     yield tx
                     tx.flush_events()
-                    pipelined.flush()
-                conn.commit()
+                    pipelined.commit()
             except BaseException:
                 # Forget mutated workflows before the rollback releases their row locks:
                 # a transaction waiting for one must not see this one's cached changes.
@@ -370,15 +370,13 @@ class PostgresBackend(Backend):
     def read(self) -> Iterator[Transaction]:
         """A consistent read-only snapshot (``REPEATABLE READ READ ONLY``)."""
         with self._pooled() as conn:
-            conn.isolation_level = _repeatable_read()
-            conn.read_only = True
             cur = conn.cursor()
             try:
+                cur.execute(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 yield PostgresTransaction(self, cur, self.queries, read_only=True, event_table=None)
             finally:
                 cur.close()
                 _quiet_rollback(conn)
-                _restore_defaults(conn)
 
     def is_transient_error(self, exc: BaseException) -> bool:
         """Serialisation failures, deadlocks and lost connections are worth retrying."""
@@ -431,7 +429,6 @@ class PostgresBackend(Backend):
         """Wake every worker waiting on this schema (e.g. after inserting work by hand)."""
         with self._pooled() as conn:
             conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
-            conn.commit()
 
     def close(self) -> None:
         """Close the pool and the listening connections."""

@@ -275,33 +275,6 @@ class _Listener:
         self._wake_w.close()
 
 
-def _restore_defaults(conn: psycopg.Connection[Any]) -> None:
-    """Undo what :meth:`PostgresBackend.read` set, before the pool lends the connection again.
-
-    Done on the caller's thread, not by the pool's ``reset`` hook: the pool runs that hook
-    on its worker thread, so every transaction (writes too) would wake that thread and
-    wait for it to give the connection back. Setting the two attributes sends nothing to
-    the server. A connection that refuses is closed, so that the pool replaces it rather
-    than lend it out read-only.
-    """
-    import psycopg
-
-    if conn.closed:
-        return
-    try:
-        conn.isolation_level = None
-        conn.read_only = None
-    except psycopg.Error:
-        log.debug("could not restore the connection's defaults; closing it", exc_info=True)
-        conn.close()
-
-
-def _repeatable_read() -> Any:
-    from psycopg import IsolationLevel
-
-    return IsolationLevel.REPEATABLE_READ
-
-
 def _quiet_rollback(conn: psycopg.Connection[Any]) -> None:
     import psycopg
 

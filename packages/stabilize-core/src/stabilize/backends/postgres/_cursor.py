@@ -20,6 +20,13 @@ class _PipelinedCursor:
     waits for the server only where it needs an answer (a version to check, a lease that
     still holds, what a claim took) instead of after every statement.
 
+    The connection is in autocommit mode: the cursor opens the transaction itself, with a
+    ``BEGIN`` queued before the first statement it sends, and :meth:`commit` queues the
+    ``COMMIT`` after the last. psycopg's own ``BEGIN`` would wait for the server before the
+    first statement went out, and its ``commit()`` would wait again after the pipeline's
+    last sync; here the last writes and the ``COMMIT`` share the pipeline's closing sync.
+    A transaction that sent nothing sends neither.
+
     The writes of transitions are *gathered* rather than sent: stage rows
     (``update_stage``), workflow rows (``update_workflow``, ``bump_workflow``), new
     messages (:meth:`defer_messages`) and rows of the event log (:meth:`defer_events`).
@@ -48,6 +55,7 @@ class _PipelinedCursor:
         self._workflows: dict[str, list[Any]] = {}
         self._messages: list[Sequence[Any]] = []
         self._events: list[Sequence[Any]] = []
+        self._begun = False
 
     def defer_messages(self, rows: Iterable[Sequence[Any]]) -> None:
         """Gather rows of new messages (id, then the columns of ``queue_messages``)."""
@@ -71,7 +79,19 @@ class _PipelinedCursor:
         params += _arrays(list(workflows.values()), _WORKFLOW_TYPES)
         params += _arrays(messages, _MESSAGE_TYPES)
         params += _arrays(events, _EVENT_TYPES)
+        self._begin()
         self._cur.execute(self._write_sql, params)
+
+    def commit(self) -> None:
+        """Queue the gathered writes and the ``COMMIT`` (the pipeline's exit sends them)."""
+        self.flush()
+        if self._begun:
+            self._cur.execute(b"COMMIT")
+
+    def _begin(self) -> None:
+        if not self._begun:
+            self._cur.execute(b"BEGIN")
+            self._begun = True
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
         if sql == self._bump_workflow:
@@ -87,6 +107,7 @@ class _PipelinedCursor:
             self._workflows[workflow_id] = [status, body, version, updated_at, event_seq]
             return None
         self.flush()
+        self._begin()
         return self._cur.execute(sql, params)
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any:
@@ -95,6 +116,7 @@ class _PipelinedCursor:
                 self._stages[stage_id] = (status, body)
             return None
         self.flush()
+        self._begin()
         return self._cur.executemany(sql, params)
 
     def fetchone(self) -> Any:
