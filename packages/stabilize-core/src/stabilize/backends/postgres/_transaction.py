@@ -23,7 +23,8 @@ class PostgresTransaction(Transaction):
     Same reads and writes as the shared implementation, in fewer statements:
 
     - a claim selects and leases in one statement (taking this process's wake-up
-      reservations too);
+      reservations too), and locks the workflows of the messages it takes and reads their
+      versions in it, leaving a message whose workflow another transaction holds;
     - acknowledging a message that a transition of its workflow follows (the kinds of
       :data:`~stabilize.message_kinds.TRANSITION_KINDS`) also locks the workflow row and
       reads its version in the same statement; :meth:`workflow` then uses that version
@@ -49,7 +50,8 @@ class PostgresTransaction(Transaction):
     ) -> None:
         super().__init__(backend, cur, queries, read_only=read_only, event_table=event_table)
         self._versions: dict[str, Any] = {}
-        """Versions read (and rows locked) by :meth:`ack`, for the next :meth:`workflow`."""
+        """Versions read (and rows locked) by :meth:`ack` and :meth:`claim`, for the next
+        :meth:`workflow`."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -132,13 +134,20 @@ class PostgresTransaction(Transaction):
         """Lease up to ``limit`` due messages whose lease is free or expired (one statement).
 
         Messages that an idle waiter of this process reserved count as unleased (see
-        :meth:`PostgresBackend.wait_for_work`).
+        :meth:`PostgresBackend.wait_for_work`). The workflows of the messages taken are
+        locked too; a message whose workflow another transaction holds is left for a
+        later claim instead of waited for (see the ``claim`` query): waiting there could
+        close a deadlock with a transaction that waits for a workflow this one locked
+        when it acknowledged its results. The versions read with the locks spare the
+        transitions that follow a read each (see :meth:`workflow`).
         """
         if limit <= 0:
             return []
         reserver: str | None = getattr(self.backend, "wake_owner", None)
-        self.cur.execute(self.q["claim"], (now, now, reserver, limit, owner, lease_until))
+        self.cur.execute(self.q["claim"], (now, now, reserver, limit, reserver, owner, lease_until))
         rows = sorted(self.cur.fetchall(), key=lambda r: (r[8], r[0]))
+        for row in rows:  # locked: the transitions that follow need not read it again
+            self._versions[row[1]] = row[9]
         return [ClaimedMessage(r[0], r[2], r[1], r[3], r[4], loads(r[5]), r[6], r[7]) for r in rows]
 
     def ack(self, msg: ClaimedMessage, owner: str) -> bool:

@@ -82,22 +82,42 @@ FOR UPDATE SKIP LOCKED;
 -- Select and lease in one statement: rows other workers hold locked are skipped; the
 -- caller orders the result by (deliver_at, id), the order of select_ready. A message an
 -- idle waiter of this process reserved (reserve_for_wake_up: it had no lease) counts as
--- unleased: (now, now, wake-up owner, limit, owner, lease_until).
-WITH ready AS (
-    SELECT id
+-- unleased. The workflow of each message taken is locked here too, skipping workflows
+-- another transaction holds: their messages are left for a later claim (a reservation of
+-- this process on one is given back), so the transaction never waits for a workflow
+-- after its first statement and cannot close a deadlock with a transaction that waits
+-- for one of the workflows it locked before. Each row ends with its workflow's version
+-- (NULL: the workflow is gone; such a message is taken, and the caller deletes it).
+-- (now, now, wake-up owner, limit, wake-up owner, owner, lease_until).
+WITH ready AS MATERIALIZED (
+    SELECT id, workflow_id, lease_owner
     FROM queue_messages
     WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s OR lease_owner = %s)
     ORDER BY deliver_at, id
     LIMIT %s
     FOR UPDATE SKIP LOCKED
+), free AS MATERIALIZED (
+    SELECT id, version FROM workflows
+    WHERE id IN (SELECT workflow_id FROM ready)
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+), taken AS MATERIALIZED (
+    SELECT ready.id, free.version FROM ready LEFT JOIN free ON free.id = ready.workflow_id
+    WHERE free.id IS NOT NULL
+       OR NOT EXISTS (SELECT 1 FROM workflows w WHERE w.id = ready.workflow_id)
+), given_back AS (
+    UPDATE queue_messages AS q SET lease_owner = NULL, lease_until = NULL
+    FROM ready
+    WHERE q.id = ready.id AND ready.lease_owner = %s
+      AND ready.id NOT IN (SELECT id FROM taken)
 )
 UPDATE queue_messages AS q
 SET lease_owner = %s, lease_token = q.lease_token + 1, lease_until = %s,
     attempts = q.attempts + 1
-FROM ready
-WHERE q.id = ready.id
+FROM taken
+WHERE q.id = taken.id
 RETURNING q.id, q.workflow_id, q.kind, q.stage_id, q.task_id, q.payload, q.attempts,
-          q.lease_token, q.deliver_at;
+          q.lease_token, q.deliver_at, taken.version;
 
 -- name: reserve_for_wake_up
 -- A woken idle worker leases the first due message that has no lease to its process's
