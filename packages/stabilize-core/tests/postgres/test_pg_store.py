@@ -262,6 +262,32 @@ def test_a_configure_hook_that_turns_autocommit_off_changes_nothing(pg_url, pg_s
         assert tx.cur.fetchone() == ([2],)
 
 
+def _session(backend: PostgresBackend) -> tuple[str, str, int | None]:
+    with backend.transaction() as tx:
+        tx.cur.execute("SELECT current_setting('plan_cache_mode'), current_schema()")
+        mode, schema = tx.cur.fetchone()
+    with backend.pool.connection() as conn:
+        threshold = conn.prepare_threshold
+    return mode, schema, threshold
+
+
+def test_pooled_connections_plan_a_statement_once_and_prepare_it_at_once(pg_url, pg_schema):
+    backend = _one_connection_backend(pg_url, pg_schema)
+
+    assert _session(backend) == ("force_generic_plan", pg_schema, 0)
+
+
+def test_the_callers_plan_and_prepare_settings_win(pg_url, pg_schema):
+    options = PoolOptions(
+        max_size=1,
+        connect_kwargs={"options": "-c plan_cache_mode=auto", "prepare_threshold": 5},
+    )
+    backend = PostgresWorkflowStore(pg_url, schema=pg_schema, options=options).backend
+    assert isinstance(backend, PostgresBackend)
+
+    assert _session(backend) == ("auto", pg_schema, 5)
+
+
 def test_notify_channels_differ_by_schema_and_are_legal():
     assert notify_channel("a") != notify_channel("b")
     assert notify_channel(None) == "stabilize_public"

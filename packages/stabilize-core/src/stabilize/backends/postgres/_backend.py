@@ -42,6 +42,7 @@ from stabilize.backends.postgres._connection import (
     describe,
     event_channel,
     notify_channel,
+    pool_kwargs,
     require_psycopg,
     unreachable,
 )
@@ -183,8 +184,7 @@ class PostgresBackend(Backend):
             url,
             min_size=self.options.min_size,
             max_size=self.options.max_size,
-            # Transactions send their own BEGIN and COMMIT (see _PipelinedCursor).
-            kwargs={**self.connect_kwargs, "autocommit": True},
+            kwargs=pool_kwargs(self.connect_kwargs),
             configure=self.options.configure,
             timeout=self.options.acquire_timeout or 30.0,
             name=f"stabilize[{schema or DEFAULT_SCHEMA}]",

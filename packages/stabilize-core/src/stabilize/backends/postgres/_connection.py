@@ -116,6 +116,32 @@ def connect_kwargs(schema: str | None, extra: Mapping[str, Any] | None = None) -
     return kwargs
 
 
+GENERIC_PLANS = "-cplan_cache_mode=force_generic_plan"
+"""The session setting of pooled connections: a prepared statement is planned once."""
+
+
+def pool_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``psycopg.connect`` keyword arguments of pooled connections: ``kwargs`` and more.
+
+    - ``autocommit``: transactions send their own ``BEGIN`` and ``COMMIT`` (see
+      :class:`~stabilize.backends.postgres._cursor._PipelinedCursor`);
+    - ``prepare_threshold=0``: the engine's statements are few and run again and again,
+      so each is prepared on a connection the first time it runs there (psycopg's
+      default waits for the sixth);
+    - ``plan_cache_mode=force_generic_plan``: a prepared statement is planned once per
+      connection. The engine's statements take ids, times and arrays, and their best plan
+      does not depend on the values; the server otherwise plans each of the first five
+      runs anew, and keeps doing so for the statements with arrays, whose custom plans it
+      estimates cheaper (planning was most of the cost of binding the gathered writes).
+
+    ``prepare_threshold`` and a ``plan_cache_mode`` in ``options`` given by the caller win.
+    """
+    out = {**kwargs, "autocommit": True}
+    out.setdefault("prepare_threshold", 0)
+    out["options"] = f"{GENERIC_PLANS} {out.get('options', '')}".strip()
+    return out
+
+
 def connect(
     url: str,
     schema: str | None = None,
