@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Literal
 
 from stabilize._json import loads
@@ -11,6 +11,7 @@ from stabilize.backends._rows import leased_message, message_row
 from stabilize.backends.postgres._connection import event_channel
 from stabilize.backends.postgres._cursor import _PipelinedCursor, write_statement
 from stabilize.message_kinds import TRANSITION_KINDS
+from stabilize.models.stage import StageExecution
 from stabilize.models.workflow import Workflow
 from stabilize.records import ClaimedMessage, Message
 
@@ -89,6 +90,13 @@ class PostgresTransaction(Transaction):
                 return None
         self.touched[workflow_id] = cached
         return cached
+
+    def read_stages(self, stage_ids: Collection[str]) -> dict[str, StageExecution]:
+        """Fresh copies of the stages ``stage_ids`` that exist, by id, in one statement."""
+        if not stage_ids:
+            return {}
+        self.cur.execute(self.q["load_stages_by_id"], (list(stage_ids),))
+        return {row[0]: StageExecution.from_dict(loads(row[1])) for row in self.cur.fetchall()}
 
     # -- queue -------------------------------------------------------------------------
 

@@ -683,10 +683,11 @@ class QueueProcessor:
         self._last_cancel_check = time.monotonic()
         canceled: list[InFlight] = []
         with self.backend.read() as tx:
+            # The stages' rows alone, all in one read: loading (and indexing) the whole
+            # workflow here cost O(stages) per check and stalled wide workflows (issue 13).
+            stages = tx.read_stages([flight.stage.id for flight in live])
             for flight in live:
-                # The stage's row alone: loading (and indexing) the whole workflow here
-                # cost O(stages) per check and stalled wide workflows (issue 13).
-                stage = tx.read_stage(flight.stage.id)
+                stage = stages.get(flight.stage.id)
                 task = (
                     next((t for t in stage.tasks if t.id == flight.task_id), None)
                     if stage

@@ -13,6 +13,9 @@ SELECT body FROM stages WHERE workflow_id = %s ORDER BY position;
 -- name: load_stage
 SELECT body FROM stages WHERE id = %s;
 
+-- name: load_stages_by_id
+SELECT id, body FROM stages WHERE id = ANY(%s);
+
 -- name: insert_workflow
 INSERT INTO workflows (id, application, name, status, created_at, updated_at, version, event_seq, body)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s);
