@@ -131,8 +131,8 @@ def pool_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     - ``plan_cache_mode=force_generic_plan``: a prepared statement is planned once per
       connection. The engine's statements take ids, times and arrays, and their best plan
       does not depend on the values; the server otherwise plans each of the first five
-      runs anew, and keeps doing so for the statements with arrays, whose custom plans it
-      estimates cheaper (planning was most of the cost of binding the gathered writes).
+      runs anew, and keeps doing so for the claim, whose custom plans it estimates
+      cheaper (0.2 ms of planning per claim, against 35 µs to run it).
 
     ``prepare_threshold`` and a ``plan_cache_mode`` in ``options`` given by the caller win.
     """
