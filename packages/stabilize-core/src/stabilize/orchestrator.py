@@ -22,6 +22,7 @@ from stabilize.engine.transitions import (
 )
 from stabilize.message_kinds import START_WORKFLOW
 from stabilize.models.stage import StageExecution
+from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowNotFoundError, WorkflowStore, validate_for_submit
 from stabilize.queue.queue import Queue
@@ -317,13 +318,29 @@ def send_stage_signal(
 def submit_workflow(backend: Backend, workflow: Workflow, now: int) -> bool:
     """Store ``workflow`` if it is new and queue its start, in one transaction.
 
+    A workflow this process stored (or last saw) NOT_STARTED is started from the
+    backend's cache, without reading its row: if another process has started it since,
+    the start is stale and the processor drops it (see
+    :func:`stabilize.engine.transitions.start_workflow`).
+
     Returns:
-        True when a start was queued (False: it had started or finished already).
+        True when a start was queued (False: it had started or finished already, as far
+        as this process knows).
 
     Raises:
         WorkflowValidationError: the workflow is invalid (nothing is written).
     """
     with backend.transaction() as tx:
+        cached = backend.cache.get(workflow.id)
+        if (
+            cached is not None
+            and cached.status is WorkflowStatus.NOT_STARTED
+            and cached.start_time is None
+        ):
+            # Queued without reading the row. Had another process started the workflow
+            # since this one cached it, the start would be stale: the processor drops it.
+            tx.enqueue([Message(START_WORKFLOW, workflow.id)], now)
+            return True
         stored = tx.workflow(workflow.id)
         if stored is None:
             validate_for_submit(backend, workflow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -218,3 +219,58 @@ def test_start_stores_an_unstored_workflow(make_engine):
     stored: Any = engine.store.retrieve(wf.id)
     assert stored.status is S.SUCCEEDED
     assert stored.stages[0].outputs == {"x": 1}
+
+
+def test_starting_a_workflow_this_process_stored_reads_nothing(make_engine, monkeypatch):
+    # The start is queued from this process's cache: one write, no read of the row (on
+    # PostgreSQL a round trip less per start).
+    from stabilize.backends._base import Transaction
+    from stabilize.backends.postgres._transaction import PostgresTransaction
+
+    engine = make_engine()
+    engine.registry.register("a", lambda s: TaskResult.success())
+    wf = chain("a")
+    engine.store.store(wf)
+    loads: list[str] = []
+    for cls in (Transaction, PostgresTransaction):
+        original = cls.workflow
+
+        def counted(tx: Any, workflow_id: str, original: Any = original) -> Any:
+            loads.append(workflow_id)
+            return original(tx, workflow_id)
+
+        monkeypatch.setattr(cls, "workflow", counted)
+
+    engine.orchestrator.start(wf)
+
+    assert loads == []
+    monkeypatch.undo()
+    engine.processor.process_all(timeout=HANG)
+    assert engine.store.retrieve(wf.id).status is S.SUCCEEDED
+
+
+def test_a_start_queued_from_a_stale_cache_changes_nothing(make_engine):
+    # As if another process had started and finished the workflow after this one cached
+    # it NOT_STARTED: the start goes out unchecked, and the processor drops it as stale.
+    engine = make_engine()
+    runs: list[str] = []
+    engine.registry.register("a", then(lambda s: runs.append("a")))
+    wf = chain("a")
+    as_stored = copy.deepcopy(wf)
+    engine.orchestrator.start(wf)
+    engine.processor.process_all(timeout=HANG)
+    finished = engine.store.retrieve(wf.id)
+    engine.backend.cache.put(as_stored)  # the stale copy
+
+    engine.orchestrator.start(wf)
+    assert engine.count("queue_messages") == 1
+    engine.processor.process_all(timeout=HANG)
+
+    assert runs == ["a"]
+    again = engine.store.retrieve(wf.id)
+    assert (again.status, again.version, again.end_time) == (
+        S.SUCCEEDED,
+        finished.version,
+        finished.end_time,
+    )
+    assert engine.count("queue_messages") == 0
