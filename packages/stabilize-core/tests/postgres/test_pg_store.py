@@ -151,10 +151,9 @@ def test_pool_options_reach_the_pool(pg_url, pg_schema):
     assert (backend.pool.min_size, backend.pool.max_size) == (0, 3)
 
 
-def _one_connection_backend(pg_url: str, pg_schema: str) -> PostgresBackend:
-    store = PostgresWorkflowStore(
-        pg_url, schema=pg_schema, options=PoolOptions(min_size=1, max_size=1, acquire_timeout=5)
-    )
+def _one_connection_backend(pg_url: str, pg_schema: str, configure: Any = None) -> PostgresBackend:
+    options = PoolOptions(min_size=1, max_size=1, acquire_timeout=5, configure=configure)
+    store = PostgresWorkflowStore(pg_url, schema=pg_schema, options=options)
     backend = store.backend
     assert isinstance(backend, PostgresBackend)
     return backend
@@ -206,26 +205,36 @@ def test_a_read_whose_connection_broke_does_not_break_the_next_transaction(pg_ur
         assert tx.cur.fetchone()[0] == "off"
 
 
+def _table_t(backend: PostgresBackend) -> None:
+    with backend.transaction() as tx:
+        tx.cur.execute("CREATE TABLE t (n int)")
+
+
+def _insert_then_fail(backend: PostgresBackend) -> None:
+    with backend.transaction() as tx:
+        tx.cur.execute("INSERT INTO t VALUES (1)")
+        tx.cur.execute("SELECT count(*) FROM t")
+        assert tx.cur.fetchone() == (1,)  # sent and waited for
+        raise RuntimeError("boom")
+
+
+def _rows_of_t(backend: PostgresBackend) -> list[int]:
+    with backend.read() as tx:
+        tx.cur.execute("SELECT n FROM t ORDER BY n")
+        return [n for (n,) in tx.cur.fetchall()]
+
+
 def test_a_transaction_that_fails_after_a_round_trip_keeps_nothing(pg_url, pg_schema):
     # The connection is in autocommit mode: only the transaction's own BEGIN keeps the
     # statements sent before a round trip from being committed one by one.
     backend = _one_connection_backend(pg_url, pg_schema)
-    with backend.transaction() as tx:
-        tx.cur.execute("CREATE TABLE t (n int)")
-
-    def insert_then_fail() -> None:
-        with backend.transaction() as tx:
-            tx.cur.execute("INSERT INTO t VALUES (1)")
-            tx.cur.execute("SELECT count(*) FROM t")
-            assert tx.cur.fetchone() == (1,)  # sent and waited for
-            raise RuntimeError("boom")
+    _table_t(backend)
 
     with pytest.raises(RuntimeError, match="boom"):
-        insert_then_fail()
+        _insert_then_fail(backend)
 
+    assert _rows_of_t(backend) == []
     with backend.read() as tx:
-        tx.cur.execute("SELECT count(*) FROM t")
-        assert tx.cur.fetchone() == (0,)
         tx.cur.execute("SELECT current_setting('transaction_read_only')")
         assert tx.cur.fetchone() == ("on",)
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), backend.read() as tx:
@@ -236,30 +245,14 @@ def test_a_configure_hook_that_turns_autocommit_off_changes_nothing(pg_url, pg_s
     def configure(conn: psycopg.Connection[Any]) -> None:
         conn.autocommit = False
 
-    store = PostgresWorkflowStore(
-        pg_url,
-        schema=pg_schema,
-        options=PoolOptions(min_size=1, max_size=1, acquire_timeout=5, configure=configure),
-    )
-    backend = store.backend
-    assert isinstance(backend, PostgresBackend)
-    with backend.transaction() as tx:
-        tx.cur.execute("CREATE TABLE t (n int)")
-
-    def insert_then_fail() -> None:
-        with backend.transaction() as tx:
-            tx.cur.execute("INSERT INTO t VALUES (1)")
-            tx.cur.execute("SELECT 1")
-            tx.cur.fetchone()
-            raise RuntimeError("boom")
-
+    backend = _one_connection_backend(pg_url, pg_schema, configure)
+    _table_t(backend)
     with pytest.raises(RuntimeError, match="boom"):
-        insert_then_fail()
+        _insert_then_fail(backend)
     with backend.transaction() as tx:
         tx.cur.execute("INSERT INTO t VALUES (2)")
-    with backend.read() as tx:
-        tx.cur.execute("SELECT array_agg(n) FROM t")
-        assert tx.cur.fetchone() == ([2],)
+
+    assert _rows_of_t(backend) == [2]
 
 
 def _session(backend: PostgresBackend) -> tuple[str, str, int | None]:
