@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import pytest
@@ -197,8 +197,15 @@ def test_a_read_leaves_its_connection_read_write_and_read_committed(pg_url, pg_s
 
 def test_a_read_whose_connection_broke_does_not_break_the_next_transaction(pg_url, pg_schema):
     backend = _one_connection_backend(pg_url, pg_schema)
-    with backend.read() as tx:
-        cast(Any, tx.cur).connection.close()  # as if the server had gone away mid-read
+
+    def read_and_lose_the_connection() -> None:
+        with backend.read() as tx:
+            tx.cur.execute("SELECT 1")
+            # The server ends this session, as a restart or an administrator would.
+            tx.cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    with pytest.raises(psycopg.OperationalError):
+        read_and_lose_the_connection()
 
     with backend.transaction() as tx:
         tx.cur.execute("SELECT current_setting('transaction_read_only')")
@@ -239,6 +246,23 @@ def test_a_transaction_that_fails_after_a_round_trip_keeps_nothing(pg_url, pg_sc
         assert tx.cur.fetchone() == ("on",)
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), backend.read() as tx:
         tx.cur.execute("INSERT INTO t VALUES (2)")
+
+
+def test_a_read_sees_one_snapshot_from_its_first_statement(pg_url, pg_schema, pg_query):
+    # The read's BEGIN goes out with its first statement, in one pipeline: that statement
+    # already runs in the REPEATABLE READ transaction, so a commit made after it is not
+    # seen by the statements that follow.
+    backend = _one_connection_backend(pg_url, pg_schema)
+    _table_t(backend)
+
+    with backend.read() as tx:
+        tx.cur.execute("SELECT count(*) FROM t")
+        assert tx.cur.fetchone() == (0,)
+        pg_query("INSERT INTO t VALUES (7)")  # committed by another session
+        tx.cur.execute("SELECT count(*) FROM t")
+        assert tx.cur.fetchone() == (0,)
+
+    assert _rows_of_t(backend) == [7]
 
 
 def test_a_configure_hook_that_turns_autocommit_off_changes_nothing(pg_url, pg_schema):

@@ -46,7 +46,7 @@ from stabilize.backends.postgres._connection import (
     require_psycopg,
     unreachable,
 )
-from stabilize.backends.postgres._cursor import _PipelinedCursor
+from stabilize.backends.postgres._cursor import _PipelinedCursor, _ReadCursor
 from stabilize.backends.postgres._schema import _too_new, apply_migrations, read_migration_status
 from stabilize.backends.postgres._transaction import PostgresTransaction
 from stabilize.backends.postgres._waiting import WorkWaiters, wake_owner
@@ -372,8 +372,10 @@ class PostgresBackend(Backend):
         with self._pooled() as conn:
             cur = conn.cursor()
             try:
-                cur.execute(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                yield PostgresTransaction(self, cur, self.queries, read_only=True, event_table=None)
+                reading = _ReadCursor(cur, b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield PostgresTransaction(
+                    self, reading, self.queries, read_only=True, event_table=None
+                )
             finally:
                 cur.close()
                 _quiet_rollback(conn)

@@ -132,6 +132,44 @@ class _PipelinedCursor:
         return self._cur.rowcount
 
 
+class _ReadCursor:
+    """The cursor of a read transaction: its ``BEGIN`` goes out with the first statement.
+
+    The connection is in autocommit mode (see :class:`_PipelinedCursor`). Sent on its own,
+    the read's ``BEGIN`` would be a round trip; here it goes in a pipeline with the read's
+    first statement, and both answers come back together. A read that sends nothing
+    sends no ``BEGIN``.
+    """
+
+    def __init__(self, cur: psycopg.Cursor[Any], begin: bytes) -> None:
+        self._cur = cur
+        self._begin: bytes | None = begin
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
+        begin, self._begin = self._begin, None
+        if begin is None:
+            return self._cur.execute(sql, params)
+        with self._cur.connection.pipeline():
+            self._cur.execute(begin)
+            return self._cur.execute(sql, params)
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any:
+        begin, self._begin = self._begin, None
+        if begin is not None:
+            self._cur.execute(begin)
+        return self._cur.executemany(sql, params)
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
 _STAGE_TYPES = (TextArray, TextArray)  # status, body
 _WORKFLOW_TYPES = (TextArray, TextArray, BigintArray, BigintArray, BigintArray)
 _MESSAGE_TYPES = (
