@@ -1,4 +1,4 @@
-"""The pipelined cursor of PostgreSQL write transactions, which gathers the writes."""
+"""The cursors of PostgreSQL transactions: writes (pipelined, gathered) and reads."""
 
 from __future__ import annotations
 
