@@ -294,6 +294,14 @@ def test_pooled_connections_plan_a_statement_once_and_prepare_it_at_once(pg_url,
     assert _session(backend) == ("force_generic_plan", pg_schema, 0)
 
 
+def test_options_given_as_none_are_no_options(pg_url, pg_schema):
+    options = PoolOptions(max_size=1, connect_kwargs={"options": None})
+    backend = PostgresWorkflowStore(pg_url, schema=pg_schema, options=options).backend
+    assert isinstance(backend, PostgresBackend)
+
+    assert _session(backend) == ("force_generic_plan", pg_schema, 0)
+
+
 def test_the_callers_plan_and_prepare_settings_win(pg_url, pg_schema):
     options = PoolOptions(
         max_size=1,

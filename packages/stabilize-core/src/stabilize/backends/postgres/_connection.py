@@ -111,7 +111,7 @@ def connect_kwargs(schema: str | None, extra: Mapping[str, Any] | None = None) -
     """``psycopg.connect`` keyword arguments: ``extra`` plus ``search_path`` for the schema."""
     kwargs = dict(extra or {})
     if schema is not None:
-        given = str(kwargs.get("options", ""))
+        given = str(kwargs.get("options") or "")
         kwargs["options"] = f"{given} -csearch_path={check_schema_name(schema)}".strip()
     return kwargs
 
@@ -138,7 +138,7 @@ def pool_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """
     out = {**kwargs, "autocommit": True}
     out.setdefault("prepare_threshold", 0)
-    out["options"] = f"{GENERIC_PLANS} {out.get('options', '')}".strip()
+    out["options"] = f"{GENERIC_PLANS} {out.get('options') or ''}".strip()
     return out
 
 

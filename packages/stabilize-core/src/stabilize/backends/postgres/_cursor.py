@@ -12,7 +12,24 @@ if TYPE_CHECKING:
     import psycopg
 
 
-class _PipelinedCursor:
+class _Wrapping:
+    """What the two cursors below pass through to the psycopg cursor they wrap."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
+class _PipelinedCursor(_Wrapping):
     """A cursor of a connection in pipeline mode, for :class:`Transaction`.
 
     Statements are sent without waiting for their results; reading a result (``fetchone``,
@@ -45,7 +62,7 @@ class _PipelinedCursor:
         queries: dict[str, str],
         write_sql: str,
     ) -> None:
-        self._cur = cur
+        super().__init__(cur)
         self._pipeline = pipeline
         self._update_stage = queries["update_stage"]
         self._update_workflow = queries["update_workflow"]
@@ -119,12 +136,6 @@ class _PipelinedCursor:
         self._begin()
         return self._cur.executemany(sql, params)
 
-    def fetchone(self) -> Any:
-        return self._cur.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self._cur.fetchall()
-
     @property
     def rowcount(self) -> int:
         self.flush()
@@ -132,7 +143,7 @@ class _PipelinedCursor:
         return self._cur.rowcount
 
 
-class _ReadCursor:
+class _ReadCursor(_Wrapping):
     """The cursor of a read transaction: its ``BEGIN`` goes out with the first statement.
 
     The connection is in autocommit mode (see :class:`_PipelinedCursor`). Sent on its own,
@@ -142,7 +153,7 @@ class _ReadCursor:
     """
 
     def __init__(self, cur: psycopg.Cursor[Any], begin: bytes) -> None:
-        self._cur = cur
+        super().__init__(cur)
         self._begin: bytes | None = begin
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
@@ -158,16 +169,6 @@ class _ReadCursor:
         if begin is not None:
             self._cur.execute(begin)
         return self._cur.executemany(sql, params)
-
-    def fetchone(self) -> Any:
-        return self._cur.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self._cur.fetchall()
-
-    @property
-    def rowcount(self) -> int:
-        return self._cur.rowcount
 
 
 _STAGE_TYPES = (TextArray, TextArray)  # status, body
