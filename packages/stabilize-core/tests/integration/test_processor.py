@@ -892,8 +892,9 @@ def test_two_processors_on_one_file_run_each_task_once(make_engine, poll):
 
 def test_stop_drains_running_tasks_and_claims_nothing_new(make_engine, gate, poll):
     # A long poll keeps the loop waiting for results of running tasks (it wakes as soon as
-    # one arrives), so request_stop() reliably lands while a step is in progress.
-    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=1000))
+    # one arrives), so request_stop() reliably lands while a step is in progress. The task
+    # runs on the pool (a task alone would run on the loop's thread: test_inline_tasks).
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=1000, inline_handover_ms=0))
     started = threading.Event()
     ran: list[str] = []
 

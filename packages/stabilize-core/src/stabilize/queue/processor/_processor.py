@@ -42,6 +42,7 @@ from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
 from stabilize.queue.processor._batch import Batch, message_run
+from stabilize.queue.processor._inline import Handover
 from stabilize.queue.processor._isolation import commit_apart
 from stabilize.queue.processor._recovery import new_owner, owner_is_dead
 from stabilize.queue.processor._result import ProcessResult
@@ -49,12 +50,14 @@ from stabilize.queue.processor._runner import (
     Finished,
     InFlight,
     Runner,
+    runs_here,
     snapshot_stage,
     to_outcome,
 )
 from stabilize.queue.processor.config import (
     GATHER_MAX_FACTOR,
     GATHER_RECENT_FACTOR,
+    INLINE_MIN_TIMEOUT_FACTOR,
     QueueProcessorConfig,
 )
 from stabilize.queue.queue import Queue
@@ -130,6 +133,11 @@ class QueueProcessor:
         self._recovered = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._handover: Handover | None = None
+        self._helper: threading.Thread | None = None
+        """Steps the loop while the loop's thread runs a slow task itself (``_inline``)."""
+        self._reclaim = threading.Event()
+        self._helper_error: Exception | None = None
         self._stopping = False
         self.commits = 0
         self.claims_skipped = 0
@@ -256,7 +264,8 @@ class QueueProcessor:
         """
         self.request_stop()
         thread = self._thread
-        if wait and thread is not None:
+        # From a task run on the loop's own thread, the loop ends after that task returns.
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout if timeout is not None else self.config.shutdown_timeout_seconds)
         still = self.active_count
         if thread is None or not thread.is_alive():
@@ -344,13 +353,94 @@ class QueueProcessor:
             self._inflight.pop(item.flight.msg.id, None)
             if item.flight.cleanup:
                 self._ensure_runner().cleanup(item.flight)
+        here = self._to_run_here(dispatch)
         for flight, timeout in dispatch:
             self._inflight[flight.msg.id] = flight
-            self._ensure_runner().submit(flight, timeout)
+            if here is None or flight is not here[0]:
+                self._ensure_runner().submit(flight, timeout)
         self._maybe_heartbeat()
         self._maybe_flush_progress()
         self._maybe_recover()
+        if here is not None:
+            self._run_here(*here)
         return done, len(dispatch)
+
+    # -- tasks run on the loop's own thread (see _inline) ----------------------------
+
+    def _to_run_here(
+        self, dispatch: list[tuple[InFlight, timedelta | None]]
+    ) -> tuple[InFlight, timedelta | None] | None:
+        """The execution of ``dispatch`` this thread runs itself, if any.
+
+        Only on the loop thread of :meth:`start` (never in :meth:`process_all`, whose
+        caller must get control back at its timeout), only a sync task that is all there
+        is to run, and only if its execution timeout, if any, is long enough to be
+        enforced by the helper.
+        """
+        handover_ms = self.config.inline_handover_ms
+        if len(dispatch) != 1 or handover_ms <= 0:
+            return None
+        if threading.current_thread() is not self._thread:
+            return None
+        if any(not f.abandoned for f in self._inflight.values()):
+            return None
+        flight, timeout = dispatch[0]
+        if not runs_here(flight):
+            return None
+        if timeout is not None and (
+            timeout.total_seconds() * 1000 < INLINE_MIN_TIMEOUT_FACTOR * handover_ms
+        ):
+            return None
+        return flight, timeout
+
+    def _run_here(self, flight: InFlight, timeout: timedelta | None) -> None:
+        """Run ``flight`` on this thread; take the loop back from a helper that stepped it."""
+        runner = self._ensure_runner()
+        handover = self._handover
+        if handover is None:
+            after = self.config.inline_handover_ms / 1000
+            handover = self._handover = Handover(after, self._start_helper)
+        handover.begin()
+        try:
+            runner.run_here(flight, timeout)
+        finally:
+            helper = handover.end()
+            if helper is not None:
+                self._take_back(helper, runner)
+
+    def _start_helper(self) -> threading.Thread:
+        thread = threading.Thread(target=self._help, name="stabilize-processor-helper", daemon=True)
+        self._helper = thread
+        thread.start()
+        return thread
+
+    def _help(self) -> None:
+        """Step the loop until the loop's thread, back from a slow task, takes it back."""
+        poll = self.config.poll_frequency_ms / 1000
+        while not self._reclaim.is_set():
+            try:
+                _, claimed = self._step(poll)
+            except Exception as exc:
+                if not self.backend.is_transient_error(exc):
+                    # Raised on the loop's thread, which handles it as its own.
+                    self._helper_error = exc
+                    return
+                log.warning("database error, retrying: %s", exc)
+                self._reclaim.wait(self.config.retry_delay.total_seconds())
+                continue
+            if not (claimed or self._inflight):
+                self.backend.wait_for_work(poll, self._reclaim)
+
+    def _take_back(self, helper: threading.Thread, runner: Runner) -> None:
+        self._reclaim.set()
+        runner.nudge()  # a helper waiting for results
+        self.backend.wake_waiters()  # a helper waiting for work
+        helper.join()
+        self._reclaim.clear()
+        self._helper = None
+        error, self._helper_error = self._helper_error, None
+        if error is not None:
+            raise error
 
     def _collect(self, block: float) -> list[Finished]:
         # The cancellation check reads the database and may fail: results held for a
@@ -383,12 +473,14 @@ class QueueProcessor:
         if self.config.result_gather_ms > 0:
             self._gather(runner, items)
         for got in items:
+            if got is None:  # a nudge (see Runner.nudge)
+                continue
             current = self._inflight.get(got.flight.msg.id)
             if current is got.flight and (not got.flight.abandoned or got.hooked):
                 finished.append(got)
         return finished
 
-    def _gather(self, runner: Runner, items: list[Finished]) -> None:
+    def _gather(self, runner: Runner, items: list[Finished | None]) -> None:
         """Wait briefly for the results of tasks that started together with ``items``.
 
         Results that arrive within ``result_gather_ms`` of each other share one commit:
@@ -399,7 +491,7 @@ class QueueProcessor:
         gap = self.config.result_gather_ms / 1000
         now = time.monotonic()
         recent = now - GATHER_RECENT_FACTOR * gap
-        got = {id(item.flight) for item in items}
+        got = {id(item.flight) for item in items if item is not None}
         waiting = sum(
             1
             for f in self._inflight.values()
@@ -787,6 +879,9 @@ class QueueProcessor:
         return self._runner
 
     def _shutdown_runner(self, wait: bool) -> None:
+        handover, self._handover = self._handover, None
+        if handover is not None:
+            handover.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(wait=wait)

@@ -151,7 +151,8 @@ class Runner:
     """Executes tasks off the processor's thread and reports back through a queue."""
 
     def __init__(self, max_workers: int, name: str) -> None:
-        self.done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
+        """Finished executions, in the order they finished (``None``: see :meth:`nudge`)."""
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix=f"{name}-task"
         )
@@ -170,6 +171,19 @@ class Runner:
             flight.future = asyncio.run_coroutine_threadsafe(self._run_async(flight, seconds), loop)
         else:
             flight.future = self._pool.submit(self._run_sync, flight)
+
+    def run_here(self, flight: InFlight, timeout: timedelta | None) -> None:
+        """Run sync ``flight`` on the calling thread; its :class:`Finished` arrives on :attr:`done`.
+
+        For the processor's own thread (see ``_inline``): what the task raises is caught
+        and reported like a pool thread's.
+        """
+        flight.timeout = timeout.total_seconds() if timeout is not None else None
+        self._run_sync(flight)
+
+    def nudge(self) -> None:
+        """Wake a wait on :attr:`done` with nothing finished (a ``None`` on the queue)."""
+        self.done.put(None)
 
     def cancel(self, flight: InFlight) -> Finished:
         """Ask a running task to stop; return the :class:`Finished` that settles it now.
@@ -345,6 +359,11 @@ async def _await(value: Any) -> Any:
 
 def _is_async(task: Task) -> bool:
     return inspect.iscoroutinefunction(task.execute)
+
+
+def runs_here(flight: InFlight) -> bool:
+    """Whether :meth:`Runner.run_here` may run ``flight`` (a sync task, not expired)."""
+    return flight.expired is None and not _is_async(flight.task)
 
 
 def _check_result(value: object) -> TaskResult:

@@ -1,0 +1,468 @@
+"""Tasks run on the loop's own thread of a started processor, and the helper that takes over.
+
+A started processor (``start()``) whose step hands out one sync task while nothing else runs
+runs it on its own thread; a task still running after ``inline_handover_ms`` gets a helper
+thread that keeps the loop going (``queue/processor/_inline.py``). These tests pin down
+where tasks run, and that a slow task on the loop's thread holds back nothing the loop
+owes: other workflows, lease renewals, timeouts, cancellations and stopping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from stabilize import StageExecution, Task, TaskExecution, TaskResult, Workflow, WorkflowStatus
+from stabilize.cancellation import is_cancellation_requested
+from stabilize.queue.processor._inline import Handover
+from stabilize.queue.processor.config import QueueProcessorConfig
+
+if TYPE_CHECKING:
+    from integration.conftest import Engine, MakeEngine
+
+S = WorkflowStatus
+LOOP = "stabilize-processor"
+HANG_GUARD = 30.0
+"""Seconds a condition may take before a test gives up (guards hangs only)."""
+
+
+def stage(ref: str, task: str, requires: Iterable[str] = ()) -> StageExecution:
+    return StageExecution(
+        ref_id=ref,
+        type=task,
+        name=ref,
+        context={},
+        requisite_stage_ref_ids=set(requires),
+        tasks=[TaskExecution.create(f"{ref}.{task}", task)],
+    )
+
+
+def workflow(*stages: StageExecution) -> Workflow:
+    return Workflow.create(application="tests", name="inline", stages=stages)
+
+
+def by_ref(wf: Workflow) -> dict[str, StageExecution]:
+    return {s.ref_id: s for s in wf.stages}
+
+
+def recorder(names: list[str]) -> Callable[[StageExecution], TaskResult]:
+    """A task that records the name of the thread it runs on."""
+
+    def run(s: StageExecution) -> TaskResult:
+        names.append(threading.current_thread().name)
+        return TaskResult.success()
+
+    return run
+
+
+def wait_status(engine: Engine, wf_id: str, *statuses: WorkflowStatus) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while engine.store.retrieve(wf_id).status not in statuses:
+        assert time.monotonic() < deadline, f"workflow {wf_id} never reached {statuses}"
+        time.sleep(0.005)
+
+
+def submit(engine: Engine, *stages: StageExecution) -> str:
+    wf = workflow(*stages)
+    engine.store.store(wf)
+    engine.orchestrator.start(wf)
+    return wf.id
+
+
+def chain(task: str, length: int) -> list[StageExecution]:
+    return [stage(f"s{i}", task, {f"s{i - 1}"} if i else ()) for i in range(length)]
+
+
+# -- where tasks run -----------------------------------------------------------------
+
+
+def test_a_chain_runs_on_the_loop_thread_of_a_started_processor(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    engine.processor.start()
+    wf_id = submit(engine, *chain("record", 5))
+    wait_status(engine, wf_id, S.SUCCEEDED)
+    assert names == [LOOP] * 5
+
+
+def test_inline_handover_zero_runs_every_task_on_the_pool(make_engine: MakeEngine) -> None:
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10, inline_handover_ms=0))
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    engine.processor.start()
+    wf_id = submit(engine, *chain("record", 3))
+    wait_status(engine, wf_id, S.SUCCEEDED)
+    assert len(names) == 3
+    assert all(name.startswith("stabilize-task") for name in names)
+
+
+def test_process_all_runs_every_task_on_the_pool(make_engine: MakeEngine) -> None:
+    # The caller of process_all must get control back at its timeout, whatever a task does.
+    engine = make_engine()
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    wf_id = submit(engine, *chain("record", 3))
+    engine.processor.process_all(timeout=HANG_GUARD)
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+    assert len(names) == 3
+    assert all(name.startswith("stabilize-task") for name in names)
+
+
+def test_tasks_that_run_together_run_on_the_pool(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    names: list[str] = []
+    both = threading.Barrier(2, timeout=HANG_GUARD)
+
+    def meet(s: StageExecution) -> TaskResult:
+        names.append(threading.current_thread().name)
+        both.wait()  # only passes if the two run at the same time
+        return TaskResult.success()
+
+    engine.registry.register("meet", meet)
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "meet"), stage("b", "meet"))
+    wait_status(engine, wf_id, S.SUCCEEDED)
+    assert sorted(names) == sorted(n for n in names if n.startswith("stabilize-task"))
+
+
+class ShortTimeout(Task):
+    """A task whose execution timeout is shorter than the helper could enforce in time."""
+
+    timeout = 0.05
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        self.names.append(threading.current_thread().name)
+        return TaskResult.success()
+
+
+class AsyncRecorder(Task):
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    async def execute(self, stage: StageExecution) -> TaskResult:
+        self.names.append(threading.current_thread().name)
+        return TaskResult.success()
+
+
+@pytest.mark.parametrize("kind", ["short-timeout", "async"])
+def test_short_timeouts_and_async_tasks_stay_off_the_loop_thread(
+    make_engine: MakeEngine, kind: str
+) -> None:
+    engine = make_engine()
+    names: list[str] = []
+    task = ShortTimeout(names) if kind == "short-timeout" else AsyncRecorder(names)
+    engine.registry.register("t", task)
+    engine.processor.start()
+    wf_id = submit(engine, *chain("t", 2))
+    wait_status(engine, wf_id, S.SUCCEEDED)
+    assert len(names) == 2
+    assert LOOP not in names
+
+
+def test_a_failing_task_on_the_loop_thread_fails_its_stage(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+
+    def boom(s: StageExecution) -> TaskResult:
+        raise RuntimeError(f"boom on {threading.current_thread().name}")
+
+    engine.registry.register("boom", boom)
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "boom"))
+    wait_status(engine, wf_id, S.TERMINAL)
+    assert engine.processor.is_running  # the loop survives its task's exception
+    details = by_ref(engine.store.retrieve(wf_id))["a"].tasks[0].task_exception_details
+    assert details is not None
+    assert f"boom on {LOOP}" in details["message"]
+
+
+# -- a slow task on the loop's thread ---------------------------------------------------
+
+
+def test_a_slow_task_hands_the_loop_to_a_helper_and_takes_it_back(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    engine = make_engine()
+    started = threading.Event()
+    names: list[str] = []
+
+    def slow(s: StageExecution) -> TaskResult:
+        names.append(threading.current_thread().name)
+        started.set()
+        assert gate.wait(HANG_GUARD)
+        return TaskResult.success()
+
+    engine.registry.register("slow", slow)
+    engine.registry.register("record", recorder(names))
+    engine.processor.start()
+    blocked = submit(engine, stage("a", "slow"), stage("b", "record", {"a"}))
+    assert started.wait(HANG_GUARD)
+    # The loop's thread is inside the task: other work goes on all the same.
+    other = submit(engine, *chain("record", 3))
+    wait_status(engine, other, S.SUCCEEDED)
+    assert engine.store.retrieve(blocked).status is S.RUNNING
+    helper = engine.processor._helper
+    assert helper is not None
+    assert helper.is_alive()
+
+    gate.set()
+    wait_status(engine, blocked, S.SUCCEEDED)
+    assert not helper.is_alive()  # the loop's thread took the loop back
+    assert names[0] == LOOP
+    assert all(n.startswith("stabilize-task") for n in names[1:4])  # run by the helper
+    # The loop's thread runs a chain's tasks itself again.
+    again = submit(engine, *chain("record", 2))
+    wait_status(engine, again, S.SUCCEEDED)
+    assert names[-2:] == [LOOP, LOOP]
+
+
+def test_the_helper_renews_the_lease_of_the_slow_task(make_engine: MakeEngine) -> None:
+    # A lease of 0.3 s, a task of 1 s and a second worker on the same database: without
+    # renewal the second worker would adopt the message while the task runs, and run it
+    # again.
+    config = QueueProcessorConfig(poll_frequency_ms=10, lease_duration_seconds=0.3)
+    lease = timedelta(seconds=0.3)
+    engine = make_engine(config=config, lock_duration=lease)
+    other = make_engine(engine.db, config=config, lock_duration=lease)
+    runs: list[str] = []
+    started = threading.Event()
+
+    def slow(s: StageExecution) -> TaskResult:
+        runs.append(threading.current_thread().name)
+        started.set()
+        time.sleep(1.0)
+        return TaskResult.success()
+
+    for e in (engine, other):
+        e.registry.register("slow", slow)
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "slow"))
+    assert started.wait(HANG_GUARD)
+    other.processor.start()
+    wait_status(engine, wf_id, S.SUCCEEDED)
+    assert runs == [LOOP]
+
+
+class Overruns(Task):
+    """Overruns its execution timeout; ``on_timeout`` says where it ran."""
+
+    timeout = 0.3
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.ran: list[str] = []
+        self.timeouts: list[str] = []
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        self.ran.append(threading.current_thread().name)
+        self.gate.wait(HANG_GUARD)
+        return TaskResult.success(outputs={"late": True})
+
+    def on_timeout(self, stage: StageExecution) -> TaskResult | None:
+        self.timeouts.append(threading.current_thread().name)
+        return None
+
+
+def test_the_helper_enforces_the_execution_timeout_of_the_slow_task(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    engine = make_engine()
+    task = Overruns(gate)
+    engine.registry.register("overruns", task)
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "overruns"))
+    # Settled while the task still blocks the loop's thread.
+    wait_status(engine, wf_id, S.TERMINAL)
+    assert task.ran == [LOOP]
+    assert len(task.timeouts) == 1
+    assert task.timeouts[0].startswith("stabilize-task")
+    details = by_ref(engine.store.retrieve(wf_id))["a"].tasks[0].task_exception_details
+    assert details is not None
+    assert "exceeded its timeout of 0.3s" in details["message"]
+    gate.set()  # what the task returns late is dropped
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    after = submit(engine, stage("b", "record"))
+    wait_status(engine, after, S.SUCCEEDED)
+    assert engine.store.retrieve(wf_id).status is S.TERMINAL
+    assert "late" not in by_ref(engine.store.retrieve(wf_id))["a"].outputs
+
+
+def test_canceling_the_workflow_of_the_slow_task_cancels_it(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10))
+    started = threading.Event()
+    saw_cancel: list[bool] = []
+
+    def cooperative(s: StageExecution) -> TaskResult:
+        started.set()
+        deadline = time.monotonic() + HANG_GUARD
+        while not is_cancellation_requested(s) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        saw_cancel.append(is_cancellation_requested(s))
+        return TaskResult.success()
+
+    engine.registry.register("coop", cooperative)
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "coop"))
+    assert started.wait(HANG_GUARD)
+    engine.orchestrator.cancel(wf_id, "tester", "not needed")
+    wait_status(engine, wf_id, S.CANCELED)
+    deadline = time.monotonic() + HANG_GUARD
+    while not saw_cancel and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert saw_cancel == [True]
+
+
+def test_stop_while_the_slow_task_runs_commits_it_and_claims_nothing_new(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    engine = make_engine()
+    started = threading.Event()
+    ran: list[str] = []
+
+    def first(s: StageExecution) -> TaskResult:
+        started.set()
+        assert gate.wait(HANG_GUARD)
+        return TaskResult.success(outputs={"first": True})
+
+    engine.registry.register("first", first)
+    engine.registry.register("record", recorder(ran))
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "first"), stage("b", "record", {"a"}))
+    assert started.wait(HANG_GUARD)
+    engine.processor.request_stop()
+    gate.set()
+    assert engine.processor.stop(timeout=HANG_GUARD) == 0
+    assert not engine.processor.is_running
+
+    mid = by_ref(engine.store.retrieve(wf_id))
+    assert mid["a"].status is S.SUCCEEDED
+    assert mid["a"].outputs == {"first": True}
+    assert ran == []  # nothing new was claimed while stopping
+    engine.processor.process_all(timeout=HANG_GUARD)
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+
+
+def test_a_task_on_the_loop_thread_can_stop_its_processor(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    errors: list[BaseException] = []
+
+    def stops(s: StageExecution) -> TaskResult:
+        try:
+            engine.processor.stop()  # must not wait for its own thread
+        except BaseException as exc:  # pragma: no cover - the failure this test catches
+            errors.append(exc)
+        return TaskResult.success()
+
+    engine.registry.register("stops", stops)
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "stops"))
+    wait_status(engine, wf_id, S.SUCCEEDED)
+    deadline = time.monotonic() + HANG_GUARD
+    while engine.processor.is_running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert errors == []
+    assert not engine.processor.is_running
+
+
+def test_an_engine_error_of_the_helper_is_raised_on_the_loop_thread(
+    make_engine: MakeEngine, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stop_on_error: an error of the engine (not of a task) stops the loop, whichever
+    # thread stepped it.
+    config = QueueProcessorConfig(poll_frequency_ms=10, stop_on_error=True)
+    engine = make_engine(config=config)
+    processor = engine.processor
+    started = threading.Event()
+
+    def slow(s: StageExecution) -> TaskResult:
+        started.set()
+        assert gate.wait(HANG_GUARD)
+        return TaskResult.success()
+
+    def failing_step(block: float, claim: bool = True) -> tuple[int, int]:
+        if threading.current_thread() is processor._helper:
+            raise ValueError("engine bug")
+        return real_step(block, claim)
+
+    real_step = processor._step
+    monkeypatch.setattr(processor, "_step", failing_step)
+    engine.registry.register("slow", slow)
+    processor.start()
+    submit(engine, stage("a", "slow"))
+    assert started.wait(HANG_GUARD)
+    deadline = time.monotonic() + HANG_GUARD
+    while processor._helper is None:
+        assert time.monotonic() < deadline, "no helper took over"
+        time.sleep(0.005)
+    gate.set()
+    thread = processor._thread
+    assert thread is not None
+    thread.join(HANG_GUARD)
+    assert not thread.is_alive()  # the loop's thread raised it and stopped
+
+
+# -- the watcher ----------------------------------------------------------------------
+
+
+def test_handover_starts_no_helper_for_short_runs_and_one_for_a_slow_run() -> None:
+    started: list[threading.Thread] = []
+    done = threading.Event()
+
+    def start_helper() -> threading.Thread:
+        thread = threading.Thread(target=done.wait, args=(HANG_GUARD,), daemon=True)
+        started.append(thread)
+        thread.start()
+        return thread
+
+    handover = Handover(0.05, start_helper)
+    try:
+        for _ in range(200):
+            handover.begin()
+            assert handover.end() is None
+        assert started == []
+        handover.begin()
+        deadline = time.monotonic() + HANG_GUARD
+        while not started:
+            assert time.monotonic() < deadline, "no helper for a slow run"
+            time.sleep(0.005)
+        time.sleep(0.2)
+        assert len(started) == 1  # one helper per slow run, however long it lasts
+        assert handover.end() is started[0]
+        assert handover.end() is None
+    finally:
+        done.set()
+        handover.close()
+
+
+def test_handover_close_ends_its_watcher_and_a_new_run_starts_another() -> None:
+    handover = Handover(10.0, lambda: threading.current_thread())
+    handover.begin()
+    handover.end()
+    watcher = handover._watcher
+    assert watcher is not None
+    assert watcher.is_alive()
+    handover.close()
+    assert not watcher.is_alive()
+    handover.begin()
+    assert handover._watcher is not None
+    assert handover._watcher.is_alive()
+    handover.end()
+    handover.close()
+
+
+def test_config_refuses_a_bad_inline_handover() -> None:
+    with pytest.raises(ValueError, match="inline_handover_ms must be between 0 and 1000"):
+        QueueProcessorConfig(inline_handover_ms=-1)
+    with pytest.raises(ValueError, match="inline_handover_ms"):
+        QueueProcessorConfig(inline_handover_ms="10")  # type: ignore[arg-type]
