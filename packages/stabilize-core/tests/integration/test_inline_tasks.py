@@ -353,6 +353,48 @@ def test_stop_while_the_slow_task_runs_commits_it_and_claims_nothing_new(
     assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
 
 
+def test_a_task_that_never_returns_loses_its_lease_after_the_stop_timeout(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    # As with a task stuck on the pool: once stop() has waited shutdown_timeout_seconds,
+    # nothing renews the task's lease, and another worker adopts its message.
+    lease = timedelta(seconds=0.3)
+    config = QueueProcessorConfig(
+        poll_frequency_ms=10, lease_duration_seconds=0.3, shutdown_timeout_seconds=0.3
+    )
+    engine = make_engine(config=config, lock_duration=lease)
+    other = make_engine(engine.db, config=config, lock_duration=lease)
+    runs: list[str] = []
+    started = threading.Event()
+
+    def stuck(s: StageExecution) -> TaskResult:
+        runs.append(threading.current_thread().name)
+        started.set()
+        assert gate.wait(HANG_GUARD)
+        return TaskResult.success()
+
+    for e in (engine, other):
+        e.registry.register("stuck", stuck)
+    engine.processor.start()
+    wf_id = submit(engine, stage("a", "stuck"))
+    assert started.wait(HANG_GUARD)
+    deadline = time.monotonic() + HANG_GUARD
+    while engine.processor._helper is None:
+        assert time.monotonic() < deadline, "no helper took over"
+        time.sleep(0.005)
+    helper = engine.processor._helper
+    assert engine.processor.stop(timeout=0.5) == 1  # the task still runs
+    helper.join(HANG_GUARD)
+    assert not helper.is_alive()
+    other.processor.start()
+    while len(runs) < 2:
+        assert time.monotonic() < deadline, "the message was never adopted"
+        time.sleep(0.01)
+    gate.set()
+    wait_status(engine, wf_id, S.SUCCEEDED)
+    assert runs == [LOOP, LOOP]  # the second on the other worker's loop thread
+
+
 def test_a_task_on_the_loop_thread_can_stop_its_processor(make_engine: MakeEngine) -> None:
     engine = make_engine()
     errors: list[BaseException] = []

@@ -415,9 +415,21 @@ class QueueProcessor:
         return thread
 
     def _help(self) -> None:
-        """Step the loop until the loop's thread, back from a slow task, takes it back."""
+        """Step the loop until the loop's thread, back from a slow task, takes it back.
+
+        Once a stop is requested it stops after ``shutdown_timeout_seconds``, as the loop's
+        own drain does: a task that never returns then no longer has its lease renewed,
+        and another worker adopts its message.
+        """
         poll = self.config.poll_frequency_ms / 1000
+        drain_until: float | None = None
         while not self._reclaim.is_set():
+            if self._stop.is_set():
+                now = time.monotonic()
+                if drain_until is None:
+                    drain_until = now + self.config.shutdown_timeout_seconds
+                elif now >= drain_until:
+                    return
             try:
                 _, claimed = self._step(poll)
             except Exception as exc:
