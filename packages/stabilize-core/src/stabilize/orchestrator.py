@@ -24,7 +24,12 @@ from stabilize.message_kinds import START_WORKFLOW
 from stabilize.models.stage import StageExecution
 from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
-from stabilize.persistence.store import WorkflowNotFoundError, WorkflowStore, validate_for_submit
+from stabilize.persistence.store import (
+    WorkflowNotFoundError,
+    WorkflowStore,
+    insert_new_workflow,
+    validate_for_submit,
+)
 from stabilize.queue.queue import Queue
 from stabilize.records import Effects, Message
 
@@ -344,7 +349,7 @@ def submit_workflow(backend: Backend, workflow: Workflow, now: int) -> bool:
         stored = tx.workflow(workflow.id)
         if stored is None:
             validate_for_submit(backend, workflow)
-            tx.insert_workflow(workflow, now)
+            insert_new_workflow(tx, workflow, now)
             stored = workflow
         if stored.status.is_complete or stored.start_time is not None:
             return False

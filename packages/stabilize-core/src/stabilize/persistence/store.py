@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+from stabilize._json import ENCODING_ERRORS
 from stabilize.backends._base import Backend, Transaction
 from stabilize.backends._rows import check_workflow_json
 from stabilize.errors import StabilizeError, UnknownTaskTypeError, WorkflowValidationError
@@ -26,15 +27,15 @@ class WorkflowNotFoundError(StabilizeError, KeyError):
 def validate_for_submit(backend: Backend, workflow: Workflow) -> None:
     """Refuse a workflow that cannot run, before anything is written.
 
-    Checks the graph, that every context is JSON, and that every task type is known to
+    Checks the graph, the reducers its stages name, and that every task type is known to
     the registries of the processors attached to this database in this process (when
-    there are any).
+    there are any). That every context is JSON is checked as the rows are encoded, by
+    :func:`insert_new_workflow`: encoding them twice cost a tenth of a submission.
 
     Raises:
         WorkflowValidationError: naming the stage at fault.
     """
     validate_graph(workflow.stages)
-    check_workflow_json(workflow)
     for stage in workflow.stages:
         for key, name in stage.output_reducers.items():
             if not has_reducer(name):
@@ -55,6 +56,20 @@ def validate_for_submit(backend: Backend, workflow: Workflow) -> None:
                     f"{name!r}, which no TaskRegistry knows; register it first",
                     ref_id=stage.ref_id,
                 )
+
+
+def insert_new_workflow(tx: Transaction, workflow: Workflow, now: int) -> None:
+    """Insert ``workflow`` (validated by :func:`validate_for_submit`) in ``tx``.
+
+    Raises:
+        ContextSerializationError: a context, output, trigger or workflow context is not
+            JSON, naming the stage and key (the transaction then writes nothing).
+    """
+    try:
+        tx.insert_workflow(workflow, now)
+    except ENCODING_ERRORS:
+        check_workflow_json(workflow)  # says which value, and where
+        raise
 
 
 class WorkflowStore:
@@ -82,7 +97,7 @@ class WorkflowStore:
         with self.backend.transaction() as tx:
             if tx.workflow(workflow.id) is not None:
                 raise ValueError(f"workflow {workflow.id} is already stored")
-            tx.insert_workflow(workflow, now)
+            insert_new_workflow(tx, workflow, now)
 
     def retrieve(self, workflow_id: str) -> Workflow:
         """Load a workflow with all its stages and tasks (a fresh copy).
