@@ -454,6 +454,44 @@ def test_an_engine_error_of_the_helper_is_raised_on_the_loop_thread(
     assert not thread.is_alive()  # the loop's thread raised it and stopped
 
 
+def test_chains_of_fast_and_slow_tasks_run_each_task_once(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tasks of 0 to 25 ms around the 10 ms handover, in chains that overlap: helpers start
+    # and hand the loop back again and again while other work comes and goes.
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10))
+    runs: dict[str, int] = {}
+    lock = threading.Lock()
+    helpers: list[threading.Thread] = []
+    start_helper = engine.processor._start_helper
+
+    def counted() -> threading.Thread:
+        helpers.append(start_helper())
+        return helpers[-1]
+
+    monkeypatch.setattr(engine.processor, "_start_helper", counted)
+
+    def varied(s: StageExecution) -> TaskResult:
+        key = f"{s.workflow_id}:{s.ref_id}"
+        with lock:
+            runs[key] = runs.get(key, 0) + 1
+        time.sleep(sum(map(ord, key)) % 6 * 0.005)
+        return TaskResult.success()
+
+    engine.registry.register("varied", varied)
+    engine.processor.start()
+    ids = []
+    for _ in range(6):
+        ids.append(submit(engine, *chain("varied", 6)))
+        time.sleep(0.01)
+    for wf_id in ids:
+        wait_status(engine, wf_id, S.SUCCEEDED, S.TERMINAL)
+    assert [engine.store.retrieve(i).status for i in ids] == [S.SUCCEEDED] * len(ids)
+    assert len(runs) == 36
+    assert set(runs.values()) == {1}
+    assert helpers  # the handover was exercised
+
+
 # -- the watcher ----------------------------------------------------------------------
 
 
