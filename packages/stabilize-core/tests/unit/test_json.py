@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import stabilize._json
 from stabilize._json import (
     ENCODING_ERRORS,
     describe_unencodable,
@@ -105,3 +107,41 @@ def test_safe_text_escapes_lone_surrogates_only():
     assert safe_text("héllo") == "héllo"
     assert safe_text("bad \udc80") == "bad \\udc80"
     safe_text("x\ud800y").encode("utf-8")
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_dumps_writes_what_the_stdlib_encoder_writes(value: Any) -> None:
+    # dumps keeps one C encoder instead of building one per call (JSONEncoder.encode):
+    # the text must not change.
+    expected = json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+    ).encode(value)
+    assert dumps(value) == expected
+
+
+@pytest.mark.parametrize("use_c", [True, False])
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"x": float("nan")}, ValueError),
+        ({"x": float("inf")}, ValueError),
+        ({"x": object()}, TypeError),
+        ({"x": {1, 2}}, TypeError),
+        ({"x": datetime.datetime(2026, 1, 1)}, TypeError),
+    ],
+)
+def test_dumps_refuses_what_json_does_not_have_with_or_without_the_c_encoder(
+    monkeypatch: pytest.MonkeyPatch, use_c: bool, bad: Any, error: type[Exception]
+) -> None:
+    if not use_c:
+        monkeypatch.setattr(stabilize._json, "_C_ENCODE", None)
+    with pytest.raises(error):
+        dumps(bad)
+    assert dumps({"ok": [1, "é"]}) == '{"ok":[1,"é"]}'
+
+
+def test_dumps_refuses_a_value_that_contains_itself() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="contains itself"):
+        dumps({"loop": loop})
