@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pytest
 
-from stabilize.models.status import WorkflowStatus
+from stabilize.models.stage import JoinType, SplitType, StragglerPolicy
+from stabilize.models.status import WorkflowStatus, as_member
 
 S = WorkflowStatus
 
@@ -62,3 +65,20 @@ def test_parses_from_its_string_and_compares_equal_to_it() -> None:
     assert S.RUNNING == "RUNNING"
     with pytest.raises(ValueError, match="BOGUS"):
         WorkflowStatus("BOGUS")
+
+
+@pytest.mark.parametrize("enum", [WorkflowStatus, JoinType, SplitType, StragglerPolicy])
+def test_as_member_gives_what_the_enum_gives(enum: type[StrEnum]) -> None:
+    for member in enum:
+        assert as_member(enum, member) is member
+        assert as_member(enum, member.value) is member
+        assert as_member(enum, str(member.value)) is enum(member.value)
+
+
+@pytest.mark.parametrize("bad", ["NOPE", "running", None, 3, ["RUNNING"]])
+def test_as_member_refuses_what_the_enum_refuses_with_its_error(bad: object) -> None:
+    with pytest.raises(ValueError, match="is not a valid WorkflowStatus") as ours:
+        as_member(WorkflowStatus, bad)
+    with pytest.raises(ValueError, match="is not a valid WorkflowStatus") as theirs:
+        WorkflowStatus(bad)  # type: ignore[arg-type]
+    assert str(ours.value) == str(theirs.value)

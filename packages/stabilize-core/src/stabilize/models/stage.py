@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from stabilize.models._legacy import upgrade_stage_row
 from stabilize.models.loop import LoopConfig
-from stabilize.models.status import WorkflowStatus
+from stabilize.models.status import WorkflowStatus, as_member
 from stabilize.models.task import TaskExecution, new_id
 
 if TYPE_CHECKING:
@@ -203,10 +203,10 @@ class StageExecution:
         requisites: Any = self.requisite_stage_ref_ids
         if not isinstance(requisites, set):
             self.requisite_stage_ref_ids = set(_as_iterable(requisites))
-        self.join_type = JoinType(self.join_type)
-        self.milestone_status = WorkflowStatus(self.milestone_status)
-        self.split_type = SplitType(self.split_type)
-        self.straggler_policy = StragglerPolicy(self.straggler_policy)
+        self.join_type = as_member(JoinType, self.join_type)
+        self.milestone_status = as_member(WorkflowStatus, self.milestone_status)
+        self.split_type = as_member(SplitType, self.split_type)
+        self.straggler_policy = as_member(StragglerPolicy, self.straggler_policy)
 
     @classmethod
     def for_task(
@@ -526,7 +526,7 @@ class StageExecution:
             ref_id=data["ref_id"],
             type=data.get("type", ""),
             name=data.get("name", ""),
-            status=WorkflowStatus(data["status"]),
+            status=as_member(WorkflowStatus, data["status"]),
             context=data.get("context") or {},
             outputs=data.get("outputs") or {},
             tasks=[TaskExecution.from_dict(t) for t in data.get("tasks") or []],
@@ -535,12 +535,12 @@ class StageExecution:
             start_time=data.get("start_time"),
             end_time=data.get("end_time"),
             version=data.get("version", 0),
-            join_type=JoinType(data.get("join_type", "AND")),
+            join_type=as_member(JoinType, data.get("join_type", "AND")),
             join_threshold=data.get("join_threshold", 0),
-            split_type=SplitType(data.get("split_type", "AND")),
+            split_type=as_member(SplitType, data.get("split_type", "AND")),
             split_conditions=data.get("split_conditions") or {},
             output_reducers=data.get("output_reducers") or {},
-            straggler_policy=StragglerPolicy(data.get("straggler_policy", "ignore")),
+            straggler_policy=as_member(StragglerPolicy, data.get("straggler_policy", "ignore")),
             status_reason=data.get("status_reason"),
             branches_not_taken=list(data.get("branches_not_taken") or []),
             multi_merge_pending=data.get("multi_merge_pending", 0),
@@ -551,7 +551,7 @@ class StageExecution:
             mutex_held=data.get("mutex_held", False),
             deferred_choice_group=data.get("deferred_choice_group"),
             milestone_ref_id=data.get("milestone_ref_id"),
-            milestone_status=WorkflowStatus(data.get("milestone_status", "RUNNING")),
+            milestone_status=as_member(WorkflowStatus, data.get("milestone_status", "RUNNING")),
             pending_signals=list(data.get("pending_signals") or []),
             mi_config=MultiInstanceConfig.from_dict(data["mi_config"])
             if data.get("mi_config")

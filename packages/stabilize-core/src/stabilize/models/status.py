@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum, StrEnum
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound=Enum)
+_MEMBERS: dict[type[Enum], dict[Any, Enum]] = {}
+
+
+def as_member(enum: type[E], value: object) -> E:
+    """``enum(value)``, without the enum machinery for a member or a member's value.
+
+    Rebuilding stages and tasks from rows converts several strings to enums each; the
+    enum's own call costs about 0.7 µs every time (reading a 10,000-stage workflow made
+    80,000 of them). Anything else goes to ``enum(value)``, which raises its usual error.
+    """
+    if type(value) is enum:
+        return value
+    table = _MEMBERS.get(enum)
+    if table is None:
+        table = _MEMBERS[enum] = {member.value: member for member in enum}
+    try:
+        return table[value]  # type: ignore[return-value]
+    except (KeyError, TypeError):  # unknown, or unhashable
+        return enum(value)
 
 
 class WorkflowStatus(StrEnum):

@@ -7,7 +7,7 @@ from typing import Any
 
 from ulid import ULID
 
-from stabilize.models.status import WorkflowStatus
+from stabilize.models.status import WorkflowStatus, as_member
 
 KEPT_STATE_KEY = "kept"
 """The entry of a task's ``state`` that a reset keeps (see :attr:`TaskExecution.state`)."""
@@ -156,7 +156,7 @@ class TaskExecution:
             id=data["id"],
             name=data["name"],
             implementing_class=data["implementing_class"],
-            status=WorkflowStatus(data["status"]),
+            status=as_member(WorkflowStatus, data["status"]),
             start_time=data.get("start_time"),
             end_time=data.get("end_time"),
             stage_start=data.get("stage_start", False),

@@ -9,7 +9,7 @@ from typing import Any
 
 from stabilize.models.graph import GraphIndex, validate_graph
 from stabilize.models.stage import StageExecution
-from stabilize.models.status import WorkflowStatus
+from stabilize.models.status import WorkflowStatus, as_member
 from stabilize.models.task import new_id
 from stabilize.reducers import apply_output_reducers
 
@@ -329,7 +329,7 @@ class Workflow:
             type=WorkflowType(data.get("type", "PIPELINE")),
             application=data["application"],
             name=data["name"],
-            status=WorkflowStatus(data["status"]),
+            status=as_member(WorkflowStatus, data["status"]),
             stages=list(stages),
             context=data.get("context") or {},
             trigger=data.get("trigger") or {},
