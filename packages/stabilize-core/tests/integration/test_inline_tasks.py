@@ -19,6 +19,7 @@ import pytest
 
 from stabilize import StageExecution, Task, TaskExecution, TaskResult, Workflow, WorkflowStatus
 from stabilize.cancellation import is_cancellation_requested
+from stabilize.queue.processor import QueueProcessor
 from stabilize.queue.processor._inline import Handover
 from stabilize.queue.processor.config import QueueProcessorConfig
 
@@ -60,11 +61,23 @@ def recorder(names: list[str]) -> Callable[[StageExecution], TaskResult]:
     return run
 
 
-def wait_status(engine: Engine, wf_id: str, *statuses: WorkflowStatus) -> None:
+def until(condition: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + HANG_GUARD
-    while engine.store.retrieve(wf_id).status not in statuses:
-        assert time.monotonic() < deadline, f"workflow {wf_id} never reached {statuses}"
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
+
+
+def helper_of(processor: QueueProcessor) -> threading.Thread:
+    """The helper that took over the loop (waits for it)."""
+    until(lambda: processor._helper is not None, "a helper to take over the loop")
+    helper = processor._helper
+    assert helper is not None
+    return helper
+
+
+def wait_status(engine: Engine, wf_id: str, *statuses: WorkflowStatus) -> None:
+    until(lambda: engine.store.retrieve(wf_id).status in statuses, f"{wf_id} to be {statuses}")
 
 
 def submit(engine: Engine, *stages: StageExecution) -> str:
@@ -317,9 +330,7 @@ def test_canceling_the_workflow_of_the_slow_task_cancels_it(
     assert started.wait(HANG_GUARD)
     engine.orchestrator.cancel(wf_id, "tester", "not needed")
     wait_status(engine, wf_id, S.CANCELED)
-    deadline = time.monotonic() + HANG_GUARD
-    while not saw_cancel and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: saw_cancel, "the task to see the cancellation")
     assert saw_cancel == [True]
 
 
@@ -378,18 +389,12 @@ def test_a_task_that_never_returns_loses_its_lease_after_the_stop_timeout(
     engine.processor.start()
     wf_id = submit(engine, stage("a", "stuck"))
     assert started.wait(HANG_GUARD)
-    deadline = time.monotonic() + HANG_GUARD
-    while engine.processor._helper is None:
-        assert time.monotonic() < deadline, "no helper took over"
-        time.sleep(0.005)
-    helper = engine.processor._helper
+    helper = helper_of(engine.processor)
     assert engine.processor.stop(timeout=0.5) == 1  # the task still runs
     helper.join(HANG_GUARD)
     assert not helper.is_alive()
     other.processor.start()
-    while len(runs) < 2:
-        assert time.monotonic() < deadline, "the message was never adopted"
-        time.sleep(0.01)
+    until(lambda: len(runs) >= 2, "another worker to adopt the message")
     gate.set()
     wait_status(engine, wf_id, S.SUCCEEDED)
     assert runs == [LOOP, LOOP]  # the second on the other worker's loop thread
@@ -410,9 +415,7 @@ def test_a_task_on_the_loop_thread_can_stop_its_processor(make_engine: MakeEngin
     engine.processor.start()
     wf_id = submit(engine, stage("a", "stops"))
     wait_status(engine, wf_id, S.SUCCEEDED)
-    deadline = time.monotonic() + HANG_GUARD
-    while engine.processor.is_running and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: not engine.processor.is_running, "the loop to end")
     assert errors == []
     assert not engine.processor.is_running
 
@@ -443,10 +446,7 @@ def test_an_engine_error_of_the_helper_is_raised_on_the_loop_thread(
     processor.start()
     submit(engine, stage("a", "slow"))
     assert started.wait(HANG_GUARD)
-    deadline = time.monotonic() + HANG_GUARD
-    while processor._helper is None:
-        assert time.monotonic() < deadline, "no helper took over"
-        time.sleep(0.005)
+    helper_of(processor)
     gate.set()
     thread = processor._thread
     assert thread is not None
@@ -512,10 +512,7 @@ def test_handover_starts_no_helper_for_short_runs_and_one_for_a_slow_run() -> No
             assert handover.end() is None
         assert started == []
         handover.begin()
-        deadline = time.monotonic() + HANG_GUARD
-        while not started:
-            assert time.monotonic() < deadline, "no helper for a slow run"
-            time.sleep(0.005)
+        until(lambda: started, "a helper for a slow run")
         time.sleep(0.2)
         assert len(started) == 1  # one helper per slow run, however long it lasts
         assert handover.end() is started[0]
