@@ -12,9 +12,10 @@ _MEMBERS: dict[type[Enum], dict[Any, Enum]] = {}
 def as_member(enum: type[E], value: object) -> E:
     """``enum(value)``, without the enum machinery for a member or a member's value.
 
-    Rebuilding stages and tasks from rows converts several strings to enums each; the
-    enum's own call costs about 0.7 µs every time (reading a 10,000-stage workflow made
-    80,000 of them). Anything else goes to ``enum(value)``, which raises its usual error.
+    Rebuilding a stage from its row converts about ten values to enums (its status and
+    settings, then again in ``__post_init__``, and each task's status); the enum's own
+    call costs about 0.7 µs every time. Anything else goes to ``enum(value)``, which
+    raises its usual error.
     """
     if type(value) is enum:
         return value
