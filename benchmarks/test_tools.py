@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ab import pool_dumps, round_order
 from compare import compare, merge
 from harness import Target, is_local_server, server_cpu
 from latency import handoffs_ms, percentiles
@@ -233,3 +234,66 @@ def test_single_process_summary_gives_the_median_server_cpu() -> None:
     summary = summarise("linear_100", [run(250.0), run(300.0), run(200.0)])
     assert summary["median_server_cpu_us_per_stage"] == 250.0
     assert "median_server_cpu_us_per_stage" not in summarise("linear_100", [run(None)])
+
+
+def _run(rate: float, mode: str = "drain") -> dict[str, Any]:
+    """One repetition of a single-process workload, as ``measure.run_once`` gives it."""
+    return {
+        "mode": mode,
+        "workflows": 1,
+        "stages_executed": 100,
+        "stages_per_s": rate,
+        "us_per_stage": 1e6 / rate,
+        "wall_s": 100 / rate,
+        "cpu_us_per_stage": 700.0,
+        "commits_per_stage": 1.0,
+        "commits": 100,
+        "processor_commits": 100,
+        "reads": 0,
+        "peak_rss_kib": 40960,
+        "rss_before_kib": 30720,
+    }
+
+
+def _suite_dump(backend: str, *rows: tuple[str, str, list[float]]) -> dict[str, Any]:
+    env = {"backend": backend, "events": "on", "database": backend, "journal_mode": "WAL"}
+    results = [summarise(name, [_run(r, mode) for r in rates]) for name, mode, rates in rows]
+    return {"environment": env, "results": results, "workers": []}
+
+
+def test_ab_rounds_flip_the_order_of_the_sides() -> None:
+    assert [round_order(n) for n in (1, 2, 3, 4)] == [
+        ("old", "new"),
+        ("new", "old"),
+        ("old", "new"),
+        ("new", "old"),
+    ]
+
+
+def test_pooling_puts_every_repetition_of_a_row_together() -> None:
+    first = _suite_dump("sqlite", ("linear_100", "drain", [100.0, 200.0]))
+    first["results"].append({"workload": "agent_loop_20", "mode": "drain", "skipped": "no llm"})
+    second = _suite_dump(
+        "sqlite", ("linear_100", "service", [50.0]), ("linear_100", "drain", [300.0, 400.0, 500.0])
+    )
+
+    pooled = pool_dumps([first, second])
+
+    rows = {(r["workload"], r["mode"]): r for r in pooled["results"]}
+    assert list(rows) == [("linear_100", "drain"), ("linear_100", "service")]
+    drain = rows[("linear_100", "drain")]
+    assert drain["repeats"] == 5
+    assert drain["median_stages_per_s"] == 300.0  # of 100, 200, 300, 400, 500
+    assert drain["best_stages_per_s"] == 500.0
+    assert rows[("linear_100", "service")]["repeats"] == 1
+    assert pooled["environment"]["pooled_dumps"] == 2
+    assert pooled["workers"] == []
+
+
+def test_pooling_refuses_runs_of_different_databases() -> None:
+    sqlite = _suite_dump("sqlite", ("linear_100", "drain", [100.0]))
+    postgres = _suite_dump("postgres", ("linear_100", "drain", [100.0]))
+    with pytest.raises(ValueError, match="different backend"):
+        pool_dumps([sqlite, postgres])
+    with pytest.raises(ValueError, match="nothing to pool"):
+        pool_dumps([])
