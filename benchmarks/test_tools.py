@@ -14,6 +14,7 @@ import pytest
 from ab import pool_dumps, round_order
 from compare import compare, merge
 from harness import Target, is_local_server, server_cpu
+from instructions import collected, per_stage
 from latency import handoffs_ms, percentiles
 from report import series_rows, summarise
 from workers import service_timing, summarise_workers
@@ -297,3 +298,13 @@ def test_pooling_refuses_runs_of_different_databases() -> None:
         pool_dumps([sqlite, postgres])
     with pytest.raises(ValueError, match="nothing to pool"):
         pool_dumps([])
+
+
+def test_instructions_are_read_from_callgrinds_summary_and_divided_per_stage() -> None:
+    output = "==12== Events    : Ir\n==12== Collected : 996878753\n\n==12== I   refs: 996,878,753\n"
+    assert collected(output) == 996_878_753
+    assert per_stage(996_878_753, 838_540_945, 100) == 1_583_378
+    with pytest.raises(ValueError, match="no instruction count"):
+        collected("valgrind: command not found")
+    with pytest.raises(ValueError, match="0 stage runs"):
+        per_stage(2, 1, 0)
