@@ -135,6 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(ours)
     if not (args.old_python or args.old_pythonpath):
         parser.error("say where the old engine is: --old-python or --old-pythonpath")
+    if args.old_python and not os.access(args.old_python, os.X_OK):
+        parser.error(f"--old-python {args.old_python}: not an executable interpreter")
+    if args.old_pythonpath and not Path(args.old_pythonpath, "stabilize").is_dir():
+        # A wrong path would leave PYTHONPATH pointing nowhere: both sides would run this
+        # tree's engine and the tables would compare it with itself.
+        parser.error(
+            f"--old-pythonpath {args.old_pythonpath}: no stabilize package there (give the "
+            "other checkout's packages/stabilize-core/src)"
+        )
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if "--json" in run_args:
@@ -147,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             path = out / f"{side}_{number}.json"
             command, env = side_command(side, args, run_args, path)
             print(f"round {number}/{args.rounds}: {side}", file=sys.stderr)
-            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+            done = subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL)
+            if done.returncode != 0:  # run.py said why on stderr
+                raise SystemExit(f"round {number}: the {side} side's run.py failed")
             dumps[side].append(json.loads(path.read_text()))
     for side in SIDES:
         (out / f"{side}.json").write_text(json.dumps(pool_dumps(dumps[side]), indent=2) + "\n")

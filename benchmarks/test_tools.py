@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ab import main as ab_main
 from ab import pool_dumps, round_order
 from compare import compare, merge
 from harness import Target, is_local_server, server_cpu
@@ -213,31 +214,7 @@ def test_server_cpu_is_summarised_only_when_every_run_measured_it() -> None:
     assert "median_server_cpu_us_per_stage" not in summarise_workers(1, partly)
 
 
-def test_single_process_summary_gives_the_median_server_cpu() -> None:
-    def run(server: float | None) -> dict[str, Any]:
-        return {
-            "mode": "drain",
-            "workflows": 1,
-            "stages_executed": 100,
-            "stages_per_s": 1000.0,
-            "us_per_stage": 1000.0,
-            "wall_s": 0.1,
-            "cpu_us_per_stage": 700.0,
-            "commits_per_stage": 1.0,
-            "commits": 100,
-            "processor_commits": 100,
-            "reads": 0,
-            "peak_rss_kib": 40960,
-            "rss_before_kib": 30720,
-            "server_cpu_us_per_stage": server,
-        }
-
-    summary = summarise("linear_100", [run(250.0), run(300.0), run(200.0)])
-    assert summary["median_server_cpu_us_per_stage"] == 250.0
-    assert "median_server_cpu_us_per_stage" not in summarise("linear_100", [run(None)])
-
-
-def _run(rate: float, mode: str = "drain") -> dict[str, Any]:
+def _run(rate: float, mode: str = "drain", **extra: Any) -> dict[str, Any]:
     """One repetition of a single-process workload, as ``measure.run_once`` gives it."""
     return {
         "mode": mode,
@@ -253,7 +230,17 @@ def _run(rate: float, mode: str = "drain") -> dict[str, Any]:
         "reads": 0,
         "peak_rss_kib": 40960,
         "rss_before_kib": 30720,
+        **extra,
     }
+
+
+def test_single_process_summary_gives_the_median_server_cpu() -> None:
+    def run(server: float | None) -> dict[str, Any]:
+        return _run(1000.0, server_cpu_us_per_stage=server)
+
+    summary = summarise("linear_100", [run(250.0), run(300.0), run(200.0)])
+    assert summary["median_server_cpu_us_per_stage"] == 250.0
+    assert "median_server_cpu_us_per_stage" not in summarise("linear_100", [run(None)])
 
 
 def _suite_dump(backend: str, *rows: tuple[str, str, list[float]]) -> dict[str, Any]:
@@ -308,3 +295,15 @@ def test_instructions_are_read_from_callgrinds_summary_and_divided_per_stage() -
         collected("valgrind: command not found")
     with pytest.raises(ValueError, match="0 stage runs"):
         per_stage(2, 1, 0)
+
+
+def test_ab_refuses_an_old_engine_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Else both sides would run this tree's engine and compare it with itself.
+    with pytest.raises(SystemExit):
+        ab_main(["--old-pythonpath", str(tmp_path), "--", "--only", "linear_100"])
+    assert "no stabilize package there" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ab_main(["--", "--only", "linear_100"])
+    assert "--old-python or --old-pythonpath" in capsys.readouterr().err
