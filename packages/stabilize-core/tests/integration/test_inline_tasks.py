@@ -471,17 +471,23 @@ def test_chains_of_fast_and_slow_tasks_run_each_task_once(
 
     monkeypatch.setattr(engine.processor, "_start_helper", counted)
 
+    ids: list[str] = []
+
     def varied(s: StageExecution) -> TaskResult:
         key = f"{s.workflow_id}:{s.ref_id}"
         with lock:
             runs[key] = runs.get(key, 0) + 1
-        time.sleep(sum(map(ord, key)) % 6 * 0.005)
+        # 25, 20, ..., 0 ms by position, shifted per workflow: the first chain opens with
+        # 25 ms, run alone, so a helper is certain; later chains land on a helper's loop.
+        shift = ids.index(s.workflow_id) if s.workflow_id in ids else 0
+        time.sleep((5 - int(s.ref_id[1:]) + shift) % 6 * 0.005)
         return TaskResult.success()
 
     engine.registry.register("varied", varied)
     engine.processor.start()
-    ids = []
-    for _ in range(6):
+    ids.append(submit(engine, *chain("varied", 6)))
+    until(lambda: bool(helpers), "the first chain's 25 ms task to hand the loop over")
+    for _ in range(5):
         ids.append(submit(engine, *chain("varied", 6)))
         time.sleep(0.01)
     for wf_id in ids:
@@ -489,7 +495,6 @@ def test_chains_of_fast_and_slow_tasks_run_each_task_once(
     assert [engine.store.retrieve(i).status for i in ids] == [S.SUCCEEDED] * len(ids)
     assert len(runs) == 36
     assert set(runs.values()) == {1}
-    assert helpers  # the handover was exercised
 
 
 # -- the watcher ----------------------------------------------------------------------
