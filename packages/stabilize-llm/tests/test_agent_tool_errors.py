@@ -39,6 +39,7 @@ from stabilize.llm import (
     ToolResult,
     tool,
 )
+from stabilize.llm._agent import _private_copy
 from stabilize.llm._tools import PROGRAMMING_ERRORS
 
 S = WorkflowStatus
@@ -271,3 +272,46 @@ def test_a_failing_step_leaves_the_checkpoint_untouched():
 
     assert (stage.context, task.state) == before
     assert [i["status"] for i in task.state["invocations"]] == ["pending"]
+
+
+def test_the_checkpoint_copy_is_equal_and_shares_no_container():
+    state: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "Go.", "tool_calls": []}],
+        "usage": {"input_tokens": 3, "cost": 0.5},
+        "invocations": [{"arguments": {"ids": [1, 2.0, True, None]}, "status": "pending"}],
+    }
+    copied = _private_copy(state)
+    assert copied == state
+    assert [type(v) for v in copied["invocations"][0]["arguments"]["ids"]] == [
+        int,
+        float,
+        bool,
+        type(None),
+    ]
+    copied["messages"].append({"role": "assistant"})
+    copied["messages"][0]["tool_calls"].append("x")
+    copied["invocations"][0]["arguments"]["ids"].pop()
+    copied["usage"]["cost"] = 1.0
+    assert state == {
+        "messages": [{"role": "user", "content": "Go.", "tool_calls": []}],
+        "usage": {"input_tokens": 3, "cost": 0.5},
+        "invocations": [{"arguments": {"ids": [1, 2.0, True, None]}, "status": "pending"}],
+    }
+
+
+class _Opaque:
+    def __init__(self) -> None:
+        self.items = [1]
+
+
+def test_other_values_in_a_checkpoint_are_deep_copied():
+    # Only a stage built by hand holds such values (a committed state is JSON).
+    inner = [1]
+    state = {"messages": [], "pair": (inner, 2), "object": _Opaque()}
+    copied = _private_copy(state)
+    assert type(copied["pair"]) is tuple
+    assert copied["pair"] == (inner, 2)
+    assert copied["pair"][0] is not inner
+    assert type(copied["object"]) is _Opaque
+    assert copied["object"] is not state["object"]
+    assert copied["object"].items == [1]
