@@ -392,21 +392,16 @@ class Transaction:
         return claimed
 
     def claim(self, owner: str, now: int, lease_until: int, limit: int) -> list[ClaimedMessage]:
-        """Lease up to ``limit`` due messages whose lease is free or expired."""
+        """Lease up to ``limit`` due messages whose lease is free or expired (one statement).
+
+        In the order they are due (``deliver_at``, then ``id``), with their new lease
+        token and attempt count.
+        """
         if limit <= 0:
             return []
-        self.cur.execute(self.q["select_ready"], (now, now, limit))
-        rows = self.cur.fetchall()
-        claimed = []
-        for row in rows:
-            self.cur.execute(self.q["lease"], (owner, lease_until, row[0]))
-            token, attempts = self.cur.fetchone()
-            claimed.append(
-                ClaimedMessage(
-                    row[0], row[2], row[1], row[3], row[4], loads(row[5]), attempts, token
-                )
-            )
-        return claimed
+        self.cur.execute(self.q["claim"], (owner, lease_until, now, now, limit))
+        rows = sorted(self.cur.fetchall(), key=lambda r: (r[8], r[0]))
+        return [ClaimedMessage(r[0], r[2], r[1], r[3], r[4], loads(r[5]), r[6], r[7]) for r in rows]
 
     def ack(self, msg: ClaimedMessage, owner: str) -> bool:
         """Delete a claimed message if this owner still holds its lease (the fence)."""

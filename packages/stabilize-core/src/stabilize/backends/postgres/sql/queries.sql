@@ -73,17 +73,9 @@ DELETE FROM queue_messages WHERE id = %s AND lease_token = %s AND lease_owner = 
 -- name: delete_message
 DELETE FROM queue_messages WHERE id = %s;
 
--- name: select_ready
-SELECT id, workflow_id, kind, stage_id, task_id, payload, attempts, lease_token
-FROM queue_messages
-WHERE deliver_at <= %s AND (lease_until IS NULL OR lease_until < %s)
-ORDER BY deliver_at, id
-LIMIT %s
-FOR UPDATE SKIP LOCKED;
-
 -- name: claim
 -- Select and lease in one statement: rows other workers hold locked are skipped; the
--- caller orders the result by (deliver_at, id), the order of select_ready. A message an
+-- caller orders the result by (deliver_at, id), the order they were picked in. A message an
 -- idle waiter of this process reserved (reserve_for_wake_up: it had no lease) counts as
 -- unleased. The workflow of each message taken is locked here too, skipping workflows
 -- another transaction holds: their messages are left for a later claim (a reservation of
@@ -163,12 +155,6 @@ SET lease_until = %s
 FROM unnest(%s::bigint[], %s::bigint[]) AS l (id, token)
 WHERE q.id = l.id AND q.lease_token = l.token AND q.lease_owner = %s
 RETURNING q.id;
-
--- name: lease
-UPDATE queue_messages
-SET lease_owner = %s, lease_token = lease_token + 1, lease_until = %s, attempts = attempts + 1
-WHERE id = %s
-RETURNING lease_token, attempts;
 
 -- name: drop_workflow_messages
 DELETE FROM queue_messages WHERE workflow_id = %s;

@@ -41,18 +41,19 @@ DELETE FROM queue_messages WHERE id = ? AND lease_token = ? AND lease_owner = ?;
 -- name: delete_message
 DELETE FROM queue_messages WHERE id = ?;
 
--- name: select_ready
-SELECT id, workflow_id, kind, stage_id, task_id, payload, attempts, lease_token
-FROM queue_messages
-WHERE deliver_at <= ? AND (lease_until IS NULL OR lease_until < ?)
-ORDER BY deliver_at, id
-LIMIT ?;
-
--- name: lease
+-- name: claim
+-- Select and lease in one statement (the transaction holds the write lock: nothing moves
+-- in between). RETURNING gives the rows in no set order; the caller orders them by
+-- (deliver_at, id), the order they were picked in. (owner, lease_until, now, now, limit).
 UPDATE queue_messages
 SET lease_owner = ?, lease_token = lease_token + 1, lease_until = ?, attempts = attempts + 1
-WHERE id = ?
-RETURNING lease_token, attempts;
+WHERE id IN (
+    SELECT id FROM queue_messages
+    WHERE deliver_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+    ORDER BY deliver_at, id
+    LIMIT ?
+)
+RETURNING id, workflow_id, kind, stage_id, task_id, payload, attempts, lease_token, deliver_at;
 
 -- name: drop_workflow_messages
 DELETE FROM queue_messages WHERE workflow_id = ?;
