@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from stabilize import StageExecution, Task, TaskExecution, TaskResult, Workflow, WorkflowStatus
+from stabilize import StageExecution, Task, TaskResult, Workflow, WorkflowStatus
 from stabilize.cancellation import is_cancellation_requested
 from stabilize.queue.processor import QueueProcessor
 from stabilize.queue.processor._inline import Handover
@@ -33,14 +33,7 @@ HANG_GUARD = 30.0
 
 
 def stage(ref: str, task: str, requires: Iterable[str] = ()) -> StageExecution:
-    return StageExecution(
-        ref_id=ref,
-        type=task,
-        name=ref,
-        context={},
-        requisite_stage_ref_ids=set(requires),
-        tasks=[TaskExecution.create(f"{ref}.{task}", task)],
-    )
+    return StageExecution.for_task(ref, task, requisite_stage_ref_ids=requires)
 
 
 def workflow(*stages: StageExecution) -> Workflow:
@@ -57,6 +50,25 @@ def recorder(names: list[str]) -> Callable[[StageExecution], TaskResult]:
     def run(s: StageExecution) -> TaskResult:
         names.append(threading.current_thread().name)
         return TaskResult.success()
+
+    return run
+
+
+def gated(
+    started: threading.Event,
+    gate: threading.Event,
+    names: list[str] | None = None,
+    outputs: dict[str, object] | None = None,
+) -> Callable[[StageExecution], TaskResult]:
+    """A task that records its thread in ``names``, sets ``started`` and returns once
+    ``gate`` is set."""
+
+    def run(s: StageExecution) -> TaskResult:
+        if names is not None:
+            names.append(threading.current_thread().name)
+        started.set()
+        assert gate.wait(HANG_GUARD)
+        return TaskResult.success(outputs=outputs)
 
     return run
 
@@ -206,12 +218,7 @@ def test_a_slow_task_hands_the_loop_to_a_helper_and_takes_it_back(
     engine = make_engine()
     started = threading.Event()
     names: list[str] = []
-
-    def slow(s: StageExecution) -> TaskResult:
-        names.append(threading.current_thread().name)
-        started.set()
-        assert gate.wait(HANG_GUARD)
-        return TaskResult.success()
+    slow = gated(started, gate, names)
 
     engine.registry.register("slow", slow)
     engine.registry.register("record", recorder(names))
@@ -340,11 +347,7 @@ def test_stop_while_the_slow_task_runs_commits_it_and_claims_nothing_new(
     engine = make_engine()
     started = threading.Event()
     ran: list[str] = []
-
-    def first(s: StageExecution) -> TaskResult:
-        started.set()
-        assert gate.wait(HANG_GUARD)
-        return TaskResult.success(outputs={"first": True})
+    first = gated(started, gate, outputs={"first": True})
 
     engine.registry.register("first", first)
     engine.registry.register("record", recorder(ran))
@@ -377,12 +380,7 @@ def test_a_task_that_never_returns_loses_its_lease_after_the_stop_timeout(
     other = make_engine(engine.db, config=config, lock_duration=lease)
     runs: list[str] = []
     started = threading.Event()
-
-    def stuck(s: StageExecution) -> TaskResult:
-        runs.append(threading.current_thread().name)
-        started.set()
-        assert gate.wait(HANG_GUARD)
-        return TaskResult.success()
+    stuck = gated(started, gate, runs)
 
     for e in (engine, other):
         e.registry.register("stuck", stuck)
@@ -429,11 +427,7 @@ def test_an_engine_error_of_the_helper_is_raised_on_the_loop_thread(
     engine = make_engine(config=config)
     processor = engine.processor
     started = threading.Event()
-
-    def slow(s: StageExecution) -> TaskResult:
-        started.set()
-        assert gate.wait(HANG_GUARD)
-        return TaskResult.success()
+    slow = gated(started, gate)
 
     def failing_step(block: float, claim: bool = True) -> tuple[int, int]:
         if threading.current_thread() is processor._helper:
