@@ -1,14 +1,17 @@
-"""Tasks run on the loop's own thread of a started processor, and the helper that takes over.
+"""Tasks run on the loop's own thread of a processor, and the helper that takes over.
 
-A started processor (``start()``) whose step hands out one sync task while nothing else runs
-runs it on its own thread; a task still running after ``inline_handover_ms`` gets a helper
-thread that keeps the loop going (``queue/processor/_inline.py``). These tests pin down
-where tasks run, and that a slow task on the loop's thread holds back nothing the loop
-owes: other workflows, lease renewals, timeouts, cancellations and stopping.
+A processor's loop (``start()``'s, or ``process_all()``'s) whose step hands out one sync
+task while nothing else runs runs it on its own thread; a task still running after
+``inline_handover_ms`` gets a helper thread that keeps the loop going
+(``queue/processor/_inline.py``). These tests pin down where tasks run, and that a slow
+task on the loop's thread holds back nothing the loop owes: other workflows, lease
+renewals, timeouts, cancellations and stopping; and that ``process_all()`` keeps its
+timeout and its caller's Ctrl-C (``queue/processor/_drain.py``).
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 
 S = WorkflowStatus
 LOOP = "stabilize-processor"
+DRAIN = "stabilize-process-all"
 HANG_GUARD = 30.0
 """Seconds a condition may take before a test gives up (guards hangs only)."""
 
@@ -127,9 +131,21 @@ def test_inline_handover_zero_runs_every_task_on_the_pool(make_engine: MakeEngin
     assert all(name.startswith("stabilize-task") for name in names)
 
 
-def test_process_all_runs_every_task_on_the_pool(make_engine: MakeEngine) -> None:
-    # The caller of process_all must get control back at its timeout, whatever a task does.
+def test_process_all_runs_a_chain_on_its_own_loop_thread(make_engine: MakeEngine) -> None:
     engine = make_engine()
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    wf_id = submit(engine, *chain("record", 3))
+    result = engine.processor.process_all(timeout=HANG_GUARD)
+    assert result.finished
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+    assert names == [DRAIN] * 3
+
+
+def test_process_all_with_inline_handover_zero_runs_every_task_on_the_pool(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10, inline_handover_ms=0))
     names: list[str] = []
     engine.registry.register("record", recorder(names))
     wf_id = submit(engine, *chain("record", 3))
@@ -542,3 +558,189 @@ def test_config_refuses_a_bad_inline_handover() -> None:
         QueueProcessorConfig(inline_handover_ms=-1)
     with pytest.raises(ValueError, match="inline_handover_ms"):
         QueueProcessorConfig(inline_handover_ms="10")  # type: ignore[arg-type]
+
+
+# -- process_all: its loop's thread, its timeout and its caller ------------------------
+
+
+def test_process_all_returns_at_its_timeout_while_a_task_runs_on_its_thread(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10))
+    started, returned = threading.Event(), threading.Event()
+    names: list[str] = []
+    slow = gated(started, gate, names)
+
+    def slow_then_note(s: StageExecution) -> TaskResult:
+        result = slow(s)
+        returned.set()
+        return result
+
+    engine.registry.register("slow", slow_then_note)
+    wf_id = submit(engine, stage("a", "slow"))
+    result = engine.processor.process_all(timeout=0.2)
+    assert started.is_set()
+    assert not returned.is_set()  # it came back while the task still ran
+    assert result.timed_out
+    assert result.running == 1
+    assert not result.finished
+    assert names == [DRAIN]
+
+    gate.set()
+    result = engine.processor.process_all(timeout=HANG_GUARD)
+    assert result.finished
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+    assert names == [DRAIN]  # the task ran once: the next call committed its result
+
+
+def test_a_later_process_all_does_other_work_while_an_earlier_calls_task_runs(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10))
+    started = threading.Event()
+    names: list[str] = []
+    engine.registry.register("slow", gated(started, gate))
+    engine.registry.register("record", recorder(names))
+    blocked = submit(engine, stage("a", "slow"), stage("b", "record", {"a"}))
+    first = engine.processor.process_all(timeout=0.2)
+    assert first.timed_out
+    assert started.is_set()
+
+    # The loop's thread is still inside the first call's task: a helper steps for this one.
+    other = submit(engine, *chain("record", 3))
+    second = engine.processor.process_all(timeout=1.0)
+    assert second.timed_out  # the slow task still runs
+    assert second >= 3
+    assert engine.store.retrieve(other).status is S.SUCCEEDED
+    assert engine.store.retrieve(blocked).status is S.RUNNING
+    assert all(n.startswith("stabilize-task") for n in names)
+
+    gate.set()
+    assert engine.processor.process_all(timeout=HANG_GUARD).finished
+    assert engine.store.retrieve(blocked).status is S.SUCCEEDED
+    assert names[-1] == DRAIN  # the loop's thread is back and runs the chain again
+
+
+def test_an_interrupted_process_all_stops_its_loop_and_the_next_call_finishes(
+    make_engine: MakeEngine,
+) -> None:
+    # Ctrl-C in the caller: process_all raises KeyboardInterrupt at once, its loop takes no
+    # further step, and nothing is lost or run twice.
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10))
+    runs: list[str] = []
+    main = threading.main_thread().ident
+    assert main is not None
+    assert threading.current_thread().ident == main
+
+    def interrupts(s: StageExecution) -> TaskResult:
+        runs.append(s.ref_id)
+        if s.ref_id == "s0":
+            signal.pthread_kill(main, signal.SIGINT)
+        return TaskResult.success()
+
+    engine.registry.register("interrupts", interrupts)
+    wf_id = submit(engine, *chain("interrupts", 4))
+    with pytest.raises(KeyboardInterrupt):
+        engine.processor.process_all(timeout=HANG_GUARD)
+    assert not engine.processor._drainer.busy
+    acked = engine.processor._acked
+    time.sleep(0.1)
+    assert engine.processor._acked == acked  # an abandoned run takes no further step
+    assert engine.processor.process_all(timeout=HANG_GUARD).finished
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+    assert runs == ["s0", "s1", "s2", "s3"]
+
+
+def test_process_all_raises_what_its_loop_raises(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine()
+    processor = engine.processor
+
+    def broken() -> tuple[int, int | None]:
+        raise ValueError(f"engine bug on {threading.current_thread().name}")
+
+    monkeypatch.setattr(processor, "_queue_depth", broken)
+    with pytest.raises(ValueError, match=f"engine bug on {DRAIN}"):
+        processor.process_all(timeout=HANG_GUARD)
+    monkeypatch.undo()
+    assert processor.process_all(timeout=HANG_GUARD).finished
+
+
+def test_a_task_cannot_call_process_all_or_start_while_process_all_runs(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    errors: list[str] = []
+
+    def nested(s: StageExecution) -> TaskResult:
+        for call in (engine.processor.process_all, engine.processor.start):
+            try:
+                call()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        return TaskResult.success()
+
+    engine.registry.register("nested", nested)
+    wf_id = submit(engine, stage("a", "nested"))
+    assert engine.processor.process_all(timeout=HANG_GUARD).finished
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+    assert errors == [
+        "process_all() is already running (called from a task it runs, or from two "
+        "threads at once)",
+        "start() cannot run while process_all() runs",
+    ]
+    assert not engine.processor.is_running
+
+
+def test_the_loop_thread_of_process_all_ends_when_no_call_comes(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.registry.register("record", recorder([]))
+    submit(engine, *chain("record", 2))
+    engine.processor.process_all(timeout=HANG_GUARD)
+    thread = engine.processor._drainer.thread
+    assert thread is not None
+    thread.join(HANG_GUARD)  # after LINGER_S
+    assert not thread.is_alive()
+    assert engine.processor._handover is None  # its watcher ended with it
+    assert engine.processor._drainer.thread is None
+    # A later call starts a new one.
+    submit(engine, *chain("record", 2))
+    assert engine.processor.process_all(timeout=HANG_GUARD).finished
+
+
+class Hangs(Task):
+    """A task past its timeout that does not return until the gate opens."""
+
+    timeout = 0.2
+
+    def __init__(self, gate: threading.Event, names: list[str]) -> None:
+        self.gate = gate
+        self.names = names
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        self.names.append(threading.current_thread().name)
+        self.gate.wait(HANG_GUARD)
+        return TaskResult.success()
+
+
+def test_process_all_ends_when_all_is_done_though_a_timed_out_task_still_runs_on_its_thread(
+    make_engine: MakeEngine, gate: threading.Event
+) -> None:
+    # The task is given up on at its timeout; the helper finds nothing left and ends the
+    # call, which does not wait for the task to return (nor for its own deadline).
+    engine = make_engine(config=QueueProcessorConfig(poll_frequency_ms=10))
+    names: list[str] = []
+    engine.registry.register("hangs", Hangs(gate, names))
+    wf_id = submit(engine, stage("a", "hangs"))
+    result = engine.processor.process_all(timeout=HANG_GUARD / 2)
+    assert names == [DRAIN]
+    assert result.finished
+    run = engine.processor._drainer.run
+    assert run is not None
+    assert run.done  # ended by its loop, not given up at the deadline
+    assert not run.abandoned
+    assert not gate.is_set()
+    wf = engine.store.retrieve(wf_id)
+    assert wf.status is S.TERMINAL
+    assert wf.error == "task 'a' of stage 'a' exceeded its timeout of 0.2s"

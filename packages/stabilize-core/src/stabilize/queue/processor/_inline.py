@@ -1,9 +1,10 @@
 """Running a task on the processor's own thread, and handing the loop over when it is slow.
 
-When a step of a running processor (:meth:`QueueProcessor.start`) dispatches one sync
-task and no other task runs (a chain's next stage), handing it to a pool thread and
-waiting for its result costs two thread switches, about a third of a chain's time per
-stage. The processor's thread runs such a task itself instead. The :class:`Handover`
+When a step of a processor's loop (of :meth:`QueueProcessor.start`, or of
+:meth:`QueueProcessor.process_all`, see ``_drain``) dispatches one sync task and no other
+task runs (a chain's next stage), handing it to a pool thread and waiting for its result
+costs two thread switches, about a third of a chain's time per stage. The loop's thread
+runs such a task itself instead. The :class:`Handover`
 watches it: a task still running after ``inline_handover_ms`` gets a helper thread that
 steps the processor (commits other results, claims new work, renews leases, enforces
 timeouts and cancellations) until the task returns and the processor's thread takes the

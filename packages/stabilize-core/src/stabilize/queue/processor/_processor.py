@@ -42,6 +42,7 @@ from stabilize.models.status import WorkflowStatus
 from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
 from stabilize.queue.processor._batch import Batch, message_run
+from stabilize.queue.processor._drain import Drainer, DrainRun
 from stabilize.queue.processor._inline import Handover
 from stabilize.queue.processor._isolation import commit_apart
 from stabilize.queue.processor._recovery import new_owner, owner_is_dead
@@ -133,6 +134,15 @@ class QueueProcessor:
         self._recovered = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._stepping = threading.Lock()
+        """Held through each step (never while a task runs): one thread steps at a time."""
+        self._acked = 0
+        """Messages acknowledged by every step so far (``process_all`` counts from it)."""
+        self._drainer = Drainer(self)
+        self._inline_lock = threading.Lock()
+        """Held while a loop's thread runs a task itself (one such task at a time)."""
+        self._inline_run: DrainRun | None = None
+        """The ``process_all`` run whose thread runs a task itself (None: ``start()``'s)."""
         self._handover: Handover | None = None
         self._helper: threading.Thread | None = None
         """Steps the loop while the loop's thread runs a slow task itself (``_inline``)."""
@@ -173,6 +183,12 @@ class QueueProcessor:
         it returns at once when the only work left is due after the timeout (a suspended
         approval's timer, say).
 
+        The loop runs on a thread of its own (``stabilize-process-all``), which runs a
+        chain's next sync task itself, as :meth:`start` does (see
+        ``QueueProcessorConfig.inline_handover_ms``); the caller waits. It returns at the
+        timeout even while a task runs: that task finishes on its own and the next call
+        commits its result.
+
         Args:
             timeout: The most seconds to work.
 
@@ -183,38 +199,20 @@ class QueueProcessor:
             was ready (see :class:`ProcessResult`).
 
         Raises:
-            RuntimeError: the background loop of :meth:`start` is running.
+            RuntimeError: the background loop of :meth:`start` is running, or another
+                call of ``process_all`` is (from a task it runs, say).
             Exception: an error of the database that retrying does not cure.
         """
         if self.is_running:
             raise RuntimeError("process_all() cannot run while start() is running")
-        self._maybe_recover(force=not self._recovered)
-        deadline = time.monotonic() + timeout
-        processed = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return self._result(processed, timed_out=True)
-            try:
-                done, claimed = self._step(min(remaining, self.config.poll_frequency_ms / 1000))
-                processed += done
-                if done or claimed or self._inflight:
-                    continue
-                count, earliest = self._queue_depth()
-            except Exception as exc:
-                if not self.backend.is_transient_error(exc):
-                    raise
-                log.warning("database error, retrying: %s", exc)
-                time.sleep(min(self.config.retry_delay.total_seconds(), max(0.0, remaining)))
-                continue
-            if count == 0:
-                return ProcessResult(processed)
-            now_ms = self._now_ms()
-            wait = (earliest - now_ms) / 1000 if earliest is not None else 0.0
-            if wait > remaining:
-                return ProcessResult(processed, pending=count)
-            pause = min(max(wait, self.config.poll_frequency_ms / 1000), remaining)
-            self.backend.wait_for_work(max(0.0, min(pause, 1.0)))
+        if self._drainer.busy:
+            raise RuntimeError(
+                "process_all() is already running (called from a task it runs, or from "
+                "two threads at once)"
+            )
+        with self._stepping:
+            self._maybe_recover(force=not self._recovered)
+        return self._drainer.process_all(timeout)
 
     def _result(self, processed: int, *, timed_out: bool) -> ProcessResult:
         """The result of a call that ends now, counting what is left."""
@@ -238,9 +236,15 @@ class QueueProcessor:
         return bool(done or claimed)
 
     def start(self) -> None:
-        """Run in a background thread until :meth:`stop`."""
+        """Run in a background thread until :meth:`stop`.
+
+        Raises:
+            RuntimeError: a call of :meth:`process_all` is under way.
+        """
         if self.is_running:
             return
+        if self._drainer.busy:
+            raise RuntimeError("start() cannot run while process_all() runs")
         self._stop.clear()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="stabilize-processor", daemon=True)
@@ -330,8 +334,26 @@ class QueueProcessor:
                 time.sleep(self.config.retry_delay.total_seconds())
         self._shutdown_runner(wait=False)
 
-    def _step(self, block: float, claim: bool = True) -> tuple[int, int]:
-        """Commit finished tasks, claim new work and dispatch it; return (acked, claimed)."""
+    def _step(
+        self, block: float, claim: bool = True, run: DrainRun | None = None
+    ) -> tuple[int, int]:
+        """Commit finished tasks, claim new work and dispatch it; return (acked, claimed).
+
+        A task the step keeps for this thread runs after the step, outside the step lock.
+        For a ``process_all`` ``run``, nothing is done once the run is abandoned.
+        """
+        with self._stepping:
+            if run is not None and run.abandoned:
+                return 0, 0
+            done, claimed, here = self._step_locked(block, claim)
+            self._acked += done
+        if here is not None:
+            self._run_here(*here, run)
+        return done, claimed
+
+    def _step_locked(
+        self, block: float, claim: bool
+    ) -> tuple[int, int, tuple[InFlight, timedelta | None] | None]:
         finished = self._collect(block)
         # A stop requested while we waited must not let this step claim new work.
         claim = claim and not self._stop.is_set()
@@ -340,7 +362,7 @@ class QueueProcessor:
         if not finished and capacity <= 0:
             self._maybe_heartbeat()
             self._maybe_flush_progress()
-            return 0, 0
+            return 0, 0, None
         now = self._now_ms()
         try:
             done, dispatch = self._commit(finished, max(0, capacity), now)
@@ -353,17 +375,21 @@ class QueueProcessor:
             self._inflight.pop(item.flight.msg.id, None)
             if item.flight.cleanup:
                 self._ensure_runner().cleanup(item.flight)
+        for flight, _ in dispatch:
+            self._inflight[flight.msg.id] = flight
+        try:
+            self._maybe_heartbeat()
+            self._maybe_flush_progress()
+            self._maybe_recover()
+        except BaseException:
+            for flight, timeout in dispatch:  # claimed and committed: they must run
+                self._ensure_runner().submit(flight, timeout)
+            raise
         here = self._to_run_here(dispatch)
         for flight, timeout in dispatch:
-            self._inflight[flight.msg.id] = flight
             if here is None or flight is not here[0]:
                 self._ensure_runner().submit(flight, timeout)
-        self._maybe_heartbeat()
-        self._maybe_flush_progress()
-        self._maybe_recover()
-        if here is not None:
-            self._run_here(*here)
-        return done, len(dispatch)
+        return done, len(dispatch), here
 
     # -- tasks run on the loop's own thread (see _inline) ----------------------------
 
@@ -372,17 +398,20 @@ class QueueProcessor:
     ) -> tuple[InFlight, timedelta | None] | None:
         """The execution of ``dispatch`` this thread runs itself, if any.
 
-        Only on the loop thread of :meth:`start` (never in :meth:`process_all`, whose
-        caller must get control back at its timeout), only a sync task that is all there
-        is to run, and only if its execution timeout, if any, is long enough to be
-        enforced by the helper.
+        Only on the loop thread of :meth:`start` or :meth:`process_all` (not on a helper,
+        nor in :meth:`process_one`), only a sync task that is all there is to run, only if
+        its execution timeout, if any, is long enough to be enforced by the helper, and
+        only if no other loop's thread runs a task itself now (one that outlived the
+        call of ``process_all`` that started it, say). Takes the inline lock, which
+        :meth:`_run_here` releases.
         """
         handover_ms = self.config.inline_handover_ms
         if len(dispatch) != 1 or handover_ms <= 0:
             return None
-        if threading.current_thread() is not self._thread:
+        current = threading.current_thread()
+        if current is not self._thread and current is not self._drainer.thread:
             return None
-        if any(not f.abandoned for f in self._inflight.values()):
+        if any(not f.abandoned for f in self._inflight.values() if f is not dispatch[0][0]):
             return None
         flight, timeout = dispatch[0]
         if not runs_here(flight):
@@ -391,22 +420,51 @@ class QueueProcessor:
             timeout.total_seconds() * 1000 < INLINE_MIN_TIMEOUT_FACTOR * handover_ms
         ):
             return None
+        if not self._inline_lock.acquire(blocking=False):
+            return None
         return flight, timeout
 
-    def _run_here(self, flight: InFlight, timeout: timedelta | None) -> None:
-        """Run ``flight`` on this thread; take the loop back from a helper that stepped it."""
-        runner = self._ensure_runner()
-        handover = self._handover
-        if handover is None:
-            after = self.config.inline_handover_ms / 1000
-            handover = self._handover = Handover(after, self._start_helper)
-        handover.begin()
+    def _run_here(
+        self, flight: InFlight, timeout: timedelta | None, run: DrainRun | None = None
+    ) -> None:
+        """Run ``flight`` on this thread; take the loop back from a helper that stepped it.
+
+        ``run``: the ``process_all`` run this thread works for (None: :meth:`start`'s loop).
+        """
         try:
-            runner.run_here(flight, timeout)
+            runner = self._ensure_runner()
+            handover = self._handover
+            if handover is None:
+                after = self.config.inline_handover_ms / 1000
+                handover = self._handover = Handover(after, self._start_helper)
+            self._inline_run = run
+            handover.begin()
+            try:
+                runner.run_here(flight, timeout)
+            finally:
+                helper = handover.end()
+                if helper is not None:
+                    self._take_back(helper, runner)
         finally:
-            helper = handover.end()
-            if helper is not None:
-                self._take_back(helper, runner)
+            self._inline_run = None
+            self._inline_lock.release()
+
+    def _close_idle_handover(self) -> None:
+        """End the handover's watcher unless a task runs on a loop's thread now.
+
+        Called when ``process_all``'s thread ends: the watcher would otherwise keep the
+        processor alive. A later task run inline starts a new one.
+        """
+        if not self._inline_lock.acquire(blocking=False):
+            return
+        try:
+            if self.is_running:
+                return
+            handover, self._handover = self._handover, None
+            if handover is not None:
+                handover.close()
+        finally:
+            self._inline_lock.release()
 
     def _start_helper(self) -> threading.Thread:
         thread = threading.Thread(target=self._help, name="stabilize-processor-helper", daemon=True)
@@ -419,8 +477,12 @@ class QueueProcessor:
 
         Once a stop is requested it stops after ``shutdown_timeout_seconds``, as the loop's
         own drain does: a task that never returns then no longer has its lease renewed,
-        and another worker adopts its message.
+        and another worker adopts its message. For ``process_all``'s thread, see
+        :meth:`Drainer.help`.
         """
+        if self._inline_run is not None:
+            self._drainer.help(self._reclaim)
+            return
         poll = self.config.poll_frequency_ms / 1000
         drain_until: float | None = None
         while not self._reclaim.is_set():

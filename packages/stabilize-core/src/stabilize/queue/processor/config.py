@@ -52,13 +52,13 @@ class QueueProcessorConfig:
             by another process, a delayed message falling due and an expired lease wait up
             to this long for a busy processor (an idle one, of any process, takes them at
             once). Measured on the processor's clock. 0 claims in every step.
-        inline_handover_ms: A processor running as a service (:meth:`start`) whose step
-            hands out one sync task while no other task runs (a chain's next stage) runs
-            that task on its own thread, which saves two thread switches per stage. If the
-            task still runs after this many milliseconds, a helper thread takes over the
-            loop (other work, heartbeats, timeouts, cancellations) until it returns. Tasks
-            with an execution timeout under 10 times this run on the pool, as do async
-            tasks and every task of :meth:`process_all`. 0 runs every task on the pool.
+        inline_handover_ms: A processor's loop (of :meth:`start` or :meth:`process_all`)
+            whose step hands out one sync task while no other task runs (a chain's next
+            stage) runs that task on its own thread, which saves two thread switches per
+            stage. If the task still runs after this many milliseconds, a helper thread
+            takes over the loop (other work, heartbeats, timeouts, cancellations) until it
+            returns. Tasks with an execution timeout under 10 times this run on the pool,
+            as do async tasks. 0 runs every task on the pool.
     """
 
     poll_frequency_ms: int = 50
