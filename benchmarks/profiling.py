@@ -1,10 +1,12 @@
 """``run.py --profile NAME``: one run in this process under cProfile, and its hotspots.
 
-Drain mode profiles the main thread, which runs ``process_all`` (the processor's loop).
+Drain mode profiles the main thread (the submissions, then its wait in ``process_all``)
+and the thread that runs ``process_all``'s loop (``stabilize-process-all``), merged.
 Service mode profiles the processor's own thread (``QueueProcessor.start()`` runs its loop
-in a thread named ``stabilize-processor``): ``threading.Thread.run`` is wrapped for the
-run so that thread gets a profiler of its own. Both use cProfile's default wall-clock
-timer, so time spent waiting (polls, the runner's result queue, LISTEN) shows up.
+in a thread named ``stabilize-processor``). ``threading.Thread.run`` is wrapped for the
+run so that such a thread gets a profiler of its own. Both use cProfile's default
+wall-clock timer, so time spent waiting (polls, the runner's result queue, LISTEN, and
+the main thread's wait for ``process_all``'s loop) shows up.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from measure import (
 from workloads import BY_NAME, WORKERS_STAGES_PER_WORKFLOW, WORKERS_WORKFLOWS, WORKERS_WORKLOAD
 
 PROCESSOR_THREAD = "stabilize-processor"
+DRAIN_THREAD = "stabilize-process-all"
 
 
 @contextmanager
@@ -63,18 +66,16 @@ def profile_drain(target: Target) -> tuple[cProfile.Profile, str]:
     with fresh_database(target) as db:
         setup = setup_for(db)
         submit_workers_200(setup)
-        profiler = cProfile.Profile()
-        started = time.perf_counter()
-        profiler.enable()
-        setup.processor.process_all(timeout=600)
-        profiler.disable()
-        wall = time.perf_counter() - started
+        with profiled_thread(DRAIN_THREAD) as profiles:
+            started = time.perf_counter()
+            setup.processor.process_all(timeout=600)
+            wall = time.perf_counter() - started
         setup.store.backend.close()
     runs = WORKERS_WORKFLOWS * WORKERS_STAGES_PER_WORKFLOW
-    return profiler, (
+    return _one(profiles, DRAIN_THREAD), (
         f"profiled {WORKERS_WORKLOAD} (1 in-process worker, submissions not profiled): "
         f"{runs} stages in {wall:.3f} s ({runs / wall:,.0f} stages/s under the profiler; "
-        "main thread only)"
+        "the process_all loop's thread only)"
     )
 
 
@@ -94,7 +95,7 @@ def profile_service_workers(target: Target, poll_ms: int) -> tuple[cProfile.Prof
         wall = setup.counter.last_commit - started
         setup.processor.stop()
         setup.store.backend.close()
-    return _one(profiles), (
+    return _one(profiles, PROCESSOR_THREAD), (
         f"profiled {WORKERS_WORKLOAD} in service mode (1 in-process worker, start(), "
         f"poll_frequency_ms={poll_ms}, started while it runs): {runs} stages in "
         f"{wall:.3f} s ({runs / wall:,.0f} stages/s under the profiler; the processor's "
@@ -102,17 +103,16 @@ def profile_service_workers(target: Target, poll_ms: int) -> tuple[cProfile.Prof
     )
 
 
-def _one(profiles: list[cProfile.Profile]) -> cProfile.Profile:
+def _one(profiles: list[cProfile.Profile], name: str) -> cProfile.Profile:
     if len(profiles) != 1:
-        raise RuntimeError(
-            f"expected one thread named {PROCESSOR_THREAD!r} to profile, found {len(profiles)}"
-        )
+        raise RuntimeError(f"expected one thread named {name!r} to profile, found {len(profiles)}")
     return profiles[0]
 
 
 def profile(name: str, target: Target, top: int, mode: str = "drain", poll_ms: int = 50) -> int:
     """Run one workload once in this process under cProfile and print the hotspots."""
     profiler: cProfile.Profile
+    more: list[cProfile.Profile] = []
     if name == WORKERS_WORKLOAD and mode == "service":
         profile_service_workers(target, poll_ms)  # warm-up: imports, SQL parsing caches
         profiler, summary = profile_service_workers(target, poll_ms)
@@ -123,19 +123,26 @@ def profile(name: str, target: Target, top: int, mode: str = "drain", poll_ms: i
         run_once(BY_NAME[name], target, mode)  # warm-up
         with profiled_thread(PROCESSOR_THREAD) as profiles:
             result = run_once(BY_NAME[name], target, mode)
-        profiler = _one(profiles)
+        profiler = _one(profiles, PROCESSOR_THREAD)
         summary = _summary(name, result, "the processor's thread only, from start() to stop()")
     else:
         run_once(BY_NAME[name], target)  # warm-up: imports, SQL parsing caches
-        profiler = cProfile.Profile()
-        profiler.enable()
-        result = run_once(BY_NAME[name], target)
-        profiler.disable()
-        summary = _summary(name, result, "main thread only")
+        main = cProfile.Profile()
+        with profiled_thread(DRAIN_THREAD) as profiles:
+            main.enable()
+            result = run_once(BY_NAME[name], target)
+            main.disable()
+        profiler, more = main, [_one(profiles, DRAIN_THREAD)]
+        summary = _summary(
+            name,
+            result,
+            "the main thread (submissions, then its wait in process_all) and the "
+            "process_all loop's thread, merged",
+        )
     print(summary)
     for key in ("cumulative", "tottime"):
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(key).print_stats(top)
+        pstats.Stats(profiler, *more, stream=out).strip_dirs().sort_stats(key).print_stats(top)
         print(out.getvalue())
     return 0
 
