@@ -744,3 +744,13 @@ def test_process_all_ends_when_all_is_done_though_a_timed_out_task_still_runs_on
     wf = engine.store.retrieve(wf_id)
     assert wf.status is S.TERMINAL
     assert wf.error == "task 'a' of stage 'a' exceeded its timeout of 0.2s"
+
+
+def test_process_all_without_a_time_limit_finishes(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    wf_id = submit(engine, *chain("record", 2))
+    assert engine.processor.process_all(timeout=float("inf")).finished
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+    assert names == [DRAIN] * 2

@@ -32,6 +32,9 @@ log = logging.getLogger("stabilize.processor")
 DRAIN_THREAD = "stabilize-process-all"
 """The name of the thread that runs ``process_all()``'s loop (and the tasks it runs inline)."""
 
+WAIT_SLICE_S = 60.0
+"""The longest single wait of the caller (``Condition.wait`` refuses an infinite one)."""
+
 LINGER_S = 1.0
 """Seconds the loop's thread waits for the next ``process_all()`` before it ends."""
 
@@ -95,7 +98,7 @@ class Drainer:
                     left = run.deadline - time.monotonic()
                     if left <= 0:
                         break
-                    self._cond.wait(left)
+                    self._cond.wait(min(left, WAIT_SLICE_S))
         except BaseException:
             self._abandon(run)  # Ctrl-C: no further step, the running task finishes alone
             raise
