@@ -50,7 +50,7 @@ class DrainRun:
     stop: threading.Event = field(default_factory=threading.Event)
     """Set when the run ends or is abandoned: ends the loop's waits for work."""
     done: bool = False
-    """The loop has finished the run (set by the loop's thread only)."""
+    """The loop has finished the run (set by the loop's thread, or by its helper)."""
     abandoned: bool = False
     """The caller returned (timeout or interrupt) before the loop finished the run."""
     result: ProcessResult | None = None
