@@ -63,7 +63,10 @@ def test_chaos_run_repeats_no_committed_call(tmp_path: Path, analyst: ModuleType
     verdict = outcome.verdict
     assert verdict is not None
     assert verdict.ok, verdict.problems
-    assert verdict.committed_before_kill >= 1
+    # Seen once in CI (session 13, not reproduced in 40 runs): 0 committed calls and no
+    # call run twice. The run's output and the ledger tell the next occurrence's story.
+    ledger = (tmp_path / "ledger.jsonl").read_text(encoding="utf-8")
+    assert verdict.committed_before_kill >= 1, "\n".join([str(verdict), *lines, ledger])
     killed_pid, hung_key = (tmp_path / "tool-started").read_text().split()
     rerun = [r for r in verdict.repeated if r["key"] == hung_key]
     log = open_event_store(f"sqlite:///{tmp_path / 'a.db'}", create=False)
