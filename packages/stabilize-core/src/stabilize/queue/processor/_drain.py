@@ -85,14 +85,16 @@ class Drainer:
         """Post a run, wait for it until ``timeout`` passes, and return its result."""
         proc = self._proc
         run = DrainRun(time.monotonic() + timeout, proc._acked)
-        with self._cond:
-            self.run = run
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._main, name=DRAIN_THREAD, daemon=True)
-                self.thread.start()
-            else:
-                self._cond.notify_all()
-        try:
+        try:  # an interrupt may come as soon as the run is posted
+            with self._cond:
+                self.run = run
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(
+                        target=self._main, name=DRAIN_THREAD, daemon=True
+                    )
+                    self.thread.start()
+                else:
+                    self._cond.notify_all()
             with self._cond:
                 while not run.done:
                     left = run.deadline - time.monotonic()
