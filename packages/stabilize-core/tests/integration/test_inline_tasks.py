@@ -86,8 +86,8 @@ def until(condition: Callable[[], object], what: str) -> None:
 
 def helper_of(processor: QueueProcessor) -> threading.Thread:
     """The helper that took over the loop (waits for it)."""
-    until(lambda: processor._helper is not None, "a helper to take over the loop")
-    helper = processor._helper
+    until(lambda: processor._inline_runs.helper is not None, "a helper to take over the loop")
+    helper = processor._inline_runs.helper
     assert helper is not None
     return helper
 
@@ -245,7 +245,7 @@ def test_a_slow_task_hands_the_loop_to_a_helper_and_takes_it_back(
     other = submit(engine, *chain("record", 3))
     wait_status(engine, other, S.SUCCEEDED)
     assert engine.store.retrieve(blocked).status is S.RUNNING
-    helper = engine.processor._helper
+    helper = engine.processor._inline_runs.helper
     assert helper is not None
     assert helper.is_alive()
 
@@ -446,7 +446,7 @@ def test_an_engine_error_of_the_helper_is_raised_on_the_loop_thread(
     slow = gated(started, gate)
 
     def failing_step(block: float, claim: bool = True) -> tuple[int, int]:
-        if threading.current_thread() is processor._helper:
+        if threading.current_thread() is processor._inline_runs.helper:
             raise ValueError("engine bug")
         return real_step(block, claim)
 
@@ -473,13 +473,13 @@ def test_chains_of_fast_and_slow_tasks_run_each_task_once(
     runs: dict[str, int] = {}
     lock = threading.Lock()
     helpers: list[threading.Thread] = []
-    start_helper = engine.processor._start_helper
+    start_helper = engine.processor._inline_runs._start_helper
 
     def counted() -> threading.Thread:
         helpers.append(start_helper())
         return helpers[-1]
 
-    monkeypatch.setattr(engine.processor, "_start_helper", counted)
+    monkeypatch.setattr(engine.processor._inline_runs, "_start_helper", counted)
 
     ids: list[str] = []
 
@@ -717,7 +717,7 @@ def test_the_loop_thread_of_process_all_ends_when_no_call_comes(make_engine: Mak
     assert thread is not None
     thread.join(HANG_GUARD)  # after LINGER_S
     assert not thread.is_alive()
-    assert engine.processor._handover is None  # its watcher ended with it
+    assert engine.processor._inline_runs.handover is None  # its watcher ended with it
     assert engine.processor._drainer.thread is None
     # A later call starts a new one.
     submit(engine, *chain("record", 2))

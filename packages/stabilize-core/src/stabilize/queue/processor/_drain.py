@@ -170,7 +170,7 @@ class Drainer:
                     if self.thread is threading.current_thread():
                         self.thread = None  # the next call starts a thread of its own
                     break
-        self._proc._close_idle_handover()
+        self._proc._inline_runs.close_idle_handover()
         return None
 
     def _finish(

@@ -43,7 +43,7 @@ from stabilize.models.workflow import Workflow
 from stabilize.persistence.store import WorkflowStore
 from stabilize.queue.processor._batch import Batch, message_run
 from stabilize.queue.processor._drain import Drainer, DrainRun
-from stabilize.queue.processor._inline import Handover
+from stabilize.queue.processor._inline import InlineRuns
 from stabilize.queue.processor._isolation import commit_apart
 from stabilize.queue.processor._recovery import new_owner, owner_is_dead
 from stabilize.queue.processor._result import ProcessResult
@@ -51,14 +51,12 @@ from stabilize.queue.processor._runner import (
     Finished,
     InFlight,
     Runner,
-    runs_here,
     snapshot_stage,
     to_outcome,
 )
 from stabilize.queue.processor.config import (
     GATHER_MAX_FACTOR,
     GATHER_RECENT_FACTOR,
-    INLINE_MIN_TIMEOUT_FACTOR,
     QueueProcessorConfig,
 )
 from stabilize.queue.queue import Queue
@@ -139,15 +137,7 @@ class QueueProcessor:
         self._acked = 0
         """Messages acknowledged by every step so far (``process_all`` counts from it)."""
         self._drainer = Drainer(self)
-        self._inline_lock = threading.Lock()
-        """Held while a loop's thread runs a task itself (one such task at a time)."""
-        self._inline_run: DrainRun | None = None
-        """The ``process_all`` run whose thread runs a task itself (None: ``start()``'s)."""
-        self._handover: Handover | None = None
-        self._helper: threading.Thread | None = None
-        """Steps the loop while the loop's thread runs a slow task itself (``_inline``)."""
-        self._reclaim = threading.Event()
-        self._helper_error: Exception | None = None
+        self._inline_runs = InlineRuns(self)
         self._stopping = False
         self.commits = 0
         self.claims_skipped = 0
@@ -348,7 +338,7 @@ class QueueProcessor:
             done, claimed, here = self._step_locked(block, claim)
             self._acked += done
         if here is not None:
-            self._run_here(*here, run)
+            self._inline_runs.run_here(*here, run)
         return done, claimed
 
     def _step_locked(
@@ -385,136 +375,11 @@ class QueueProcessor:
             for flight, timeout in dispatch:  # claimed and committed: they must run
                 self._ensure_runner().submit(flight, timeout)
             raise
-        here = self._to_run_here(dispatch)
+        here = self._inline_runs.choose(dispatch)
         for flight, timeout in dispatch:
             if here is None or flight is not here[0]:
                 self._ensure_runner().submit(flight, timeout)
         return done, len(dispatch), here
-
-    # -- tasks run on the loop's own thread (see _inline) ----------------------------
-
-    def _to_run_here(
-        self, dispatch: list[tuple[InFlight, timedelta | None]]
-    ) -> tuple[InFlight, timedelta | None] | None:
-        """The execution of ``dispatch`` this thread runs itself, if any.
-
-        Only on the loop thread of :meth:`start` or :meth:`process_all` (not on a helper,
-        nor in :meth:`process_one`), only a sync task that is all there is to run, only if
-        its execution timeout, if any, is long enough to be enforced by the helper, and
-        only if no other loop's thread runs a task itself now (one that outlived the
-        call of ``process_all`` that started it, say). Takes the inline lock, which
-        :meth:`_run_here` releases.
-        """
-        handover_ms = self.config.inline_handover_ms
-        if len(dispatch) != 1 or handover_ms <= 0:
-            return None
-        current = threading.current_thread()
-        if current is not self._thread and current is not self._drainer.thread:
-            return None
-        if any(not f.abandoned for f in self._inflight.values() if f is not dispatch[0][0]):
-            return None
-        flight, timeout = dispatch[0]
-        if not runs_here(flight):
-            return None
-        if timeout is not None and (
-            timeout.total_seconds() * 1000 < INLINE_MIN_TIMEOUT_FACTOR * handover_ms
-        ):
-            return None
-        if not self._inline_lock.acquire(blocking=False):
-            return None
-        return flight, timeout
-
-    def _run_here(
-        self, flight: InFlight, timeout: timedelta | None, run: DrainRun | None = None
-    ) -> None:
-        """Run ``flight`` on this thread; take the loop back from a helper that stepped it.
-
-        ``run``: the ``process_all`` run this thread works for (None: :meth:`start`'s loop).
-        """
-        try:
-            runner = self._ensure_runner()
-            handover = self._handover
-            if handover is None:
-                after = self.config.inline_handover_ms / 1000
-                handover = self._handover = Handover(after, self._start_helper)
-            self._inline_run = run
-            handover.begin()
-            try:
-                runner.run_here(flight, timeout)
-            finally:
-                helper = handover.end()
-                if helper is not None:
-                    self._take_back(helper, runner)
-        finally:
-            self._inline_run = None
-            self._inline_lock.release()
-
-    def _close_idle_handover(self) -> None:
-        """End the handover's watcher unless a task runs on a loop's thread now.
-
-        Called when ``process_all``'s thread ends: the watcher would otherwise keep the
-        processor alive. A later task run inline starts a new one.
-        """
-        if not self._inline_lock.acquire(blocking=False):
-            return
-        try:
-            if self.is_running:
-                return
-            handover, self._handover = self._handover, None
-            if handover is not None:
-                handover.close()
-        finally:
-            self._inline_lock.release()
-
-    def _start_helper(self) -> threading.Thread:
-        thread = threading.Thread(target=self._help, name="stabilize-processor-helper", daemon=True)
-        self._helper = thread
-        thread.start()
-        return thread
-
-    def _help(self) -> None:
-        """Step the loop until the loop's thread, back from a slow task, takes it back.
-
-        Once a stop is requested it stops after ``shutdown_timeout_seconds``, as the loop's
-        own drain does: a task that never returns then no longer has its lease renewed,
-        and another worker adopts its message. For ``process_all``'s thread, see
-        :meth:`Drainer.help`.
-        """
-        if self._inline_run is not None:
-            self._drainer.help(self._reclaim)
-            return
-        poll = self.config.poll_frequency_ms / 1000
-        drain_until: float | None = None
-        while not self._reclaim.is_set():
-            if self._stop.is_set():
-                now = time.monotonic()
-                if drain_until is None:
-                    drain_until = now + self.config.shutdown_timeout_seconds
-                elif now >= drain_until:
-                    return
-            try:
-                _, claimed = self._step(poll)
-            except Exception as exc:
-                if not self.backend.is_transient_error(exc):
-                    # Raised on the loop's thread, which handles it as its own.
-                    self._helper_error = exc
-                    return
-                log.warning("database error, retrying: %s", exc)
-                self._reclaim.wait(self.config.retry_delay.total_seconds())
-                continue
-            if not (claimed or self._inflight):
-                self.backend.wait_for_work(poll, self._reclaim)
-
-    def _take_back(self, helper: threading.Thread, runner: Runner) -> None:
-        self._reclaim.set()
-        runner.nudge()  # a helper waiting for results
-        self.backend.wake_waiters()  # a helper waiting for work
-        helper.join()
-        self._reclaim.clear()
-        self._helper = None
-        error, self._helper_error = self._helper_error, None
-        if error is not None:
-            raise error
 
     def _collect(self, block: float) -> list[Finished]:
         # The cancellation check reads the database and may fail: results held for a
@@ -953,9 +818,7 @@ class QueueProcessor:
         return self._runner
 
     def _shutdown_runner(self, wait: bool) -> None:
-        handover, self._handover = self._handover, None
-        if handover is not None:
-            handover.close()
+        self._inline_runs.close_handover()
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(wait=wait)
