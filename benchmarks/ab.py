@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from compare import compare
+from harness import env_with_engine
 from latency import summarise_latency
 from report import summarise
 from workers import summarise_workers
@@ -117,9 +118,7 @@ def side_command(
         if args.old_python:
             python = args.old_python
         if args.old_pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (args.old_pythonpath, env.get("PYTHONPATH", "")) if p
-            )
+            env = env_with_engine(args.old_pythonpath)
     return [python, str(RUN_PY), *run_args, "--json", str(out)], env
 
 
@@ -137,13 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("say where the old engine is: --old-python or --old-pythonpath")
     if args.old_python and not os.access(args.old_python, os.X_OK):
         parser.error(f"--old-python {args.old_python}: not an executable interpreter")
-    if args.old_pythonpath and not Path(args.old_pythonpath, "stabilize").is_dir():
-        # A wrong path would leave PYTHONPATH pointing nowhere: both sides would run this
-        # tree's engine and the tables would compare it with itself.
-        parser.error(
-            f"--old-pythonpath {args.old_pythonpath}: no stabilize package there (give the "
-            "other checkout's packages/stabilize-core/src)"
-        )
+    if args.old_pythonpath:
+        try:
+            env_with_engine(args.old_pythonpath)
+        except ValueError as exc:
+            parser.error(f"--old-pythonpath {exc}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if "--json" in run_args:

@@ -84,6 +84,23 @@ DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
 PG_URL_ENV = "STABILIZE_BENCH_PG_URL"
 
 
+def env_with_engine(pythonpath: str) -> dict[str, str]:
+    """This process's environment with another checkout's engine first on ``PYTHONPATH``.
+
+    Raises:
+        ValueError: ``pythonpath`` holds no ``stabilize`` package. Without this check a
+            wrong path would leave both sides of a comparison running this tree's engine.
+    """
+    if not Path(pythonpath, "stabilize").is_dir():
+        raise ValueError(
+            f"{pythonpath}: no stabilize package there (give the other checkout's "
+            "packages/stabilize-core/src)"
+        )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def default_pg_url() -> str:
     """The PostgreSQL server of the benchmarks: ``$STABILIZE_BENCH_PG_URL`` or the local one."""
     return os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import Target, fresh_database
+from harness import Target, env_with_engine, fresh_database
 from measure import setup_for, submit
 from workloads import BY_NAME
 
@@ -71,9 +71,7 @@ def child(name: str, work: bool) -> None:
 
 def count(name: str, work: bool, pythonpath: str | None) -> int:
     """Run :func:`child` under callgrind; return the instructions it executed."""
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    env = env_with_engine(pythonpath) if pythonpath else dict(os.environ)
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -101,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, args.work == "1")
         return 0
+    if args.pythonpath:
+        try:
+            env_with_engine(args.pythonpath)
+        except ValueError as exc:
+            parser.error(f"--pythonpath {exc}")
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
     names = [n.strip() for n in args.only.split(",") if n.strip()]

@@ -14,8 +14,9 @@ import pytest
 from ab import main as ab_main
 from ab import pool_dumps, round_order
 from compare import compare, merge
-from harness import Target, is_local_server, server_cpu
+from harness import Target, env_with_engine, is_local_server, server_cpu
 from instructions import collected, per_stage
+from instructions import main as instructions_main
 from latency import handoffs_ms, percentiles
 from report import series_rows, summarise
 from workers import service_timing, summarise_workers
@@ -307,3 +308,22 @@ def test_ab_refuses_an_old_engine_that_is_not_there(
     with pytest.raises(SystemExit):
         ab_main(["--", "--only", "linear_100"])
     assert "--old-python or --old-pythonpath" in capsys.readouterr().err
+
+
+def test_instructions_refuse_an_engine_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        instructions_main(["--only", "linear_100", "--pythonpath", str(tmp_path)])
+    assert "--pythonpath" in capsys.readouterr().err
+
+
+def test_another_engine_goes_first_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "stabilize").mkdir()
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = env_with_engine(str(tmp_path))
+    assert env["PYTHONPATH"].split(":") == [str(tmp_path), "/elsewhere"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert env_with_engine(str(tmp_path))["PYTHONPATH"] == str(tmp_path)
