@@ -769,3 +769,26 @@ def test_process_all_without_a_time_limit_finishes(make_engine: MakeEngine) -> N
     assert engine.processor.process_all(timeout=float("inf")).finished
     assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
     assert names == [DRAIN] * 2
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        ("5", TypeError, r"takes a number of seconds, got '5' \(str\)"),
+        (None, TypeError, r"got None \(NoneType\)"),
+        (True, TypeError, r"got True \(bool\)"),
+        (float("nan"), ValueError, r"timeout=nan"),
+    ],
+)
+def test_process_all_refuses_a_timeout_that_is_not_seconds(
+    make_engine: MakeEngine, timeout: object, error: type[Exception], message: str
+) -> None:
+    engine = make_engine()
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    wf_id = submit(engine, *chain("record", 2))
+    with pytest.raises(error, match=message):
+        engine.processor.process_all(timeout=timeout)  # type: ignore[arg-type]
+    assert names == []  # nothing ran
+    assert engine.processor.process_all(timeout=HANG_GUARD).finished  # and nothing broke
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED

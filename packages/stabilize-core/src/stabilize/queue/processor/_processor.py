@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import threading
 import time
@@ -189,10 +190,19 @@ class QueueProcessor:
             was ready (see :class:`ProcessResult`).
 
         Raises:
+            TypeError: ``timeout`` is not a number of seconds.
+            ValueError: ``timeout`` is NaN.
             RuntimeError: the background loop of :meth:`start` is running, or another
                 call of ``process_all`` is (from a task it runs, say).
             Exception: an error of the database that retrying does not cure.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(
+                f"process_all(timeout=...) takes a number of seconds, got {timeout!r} "
+                f"({type(timeout).__name__})"
+            )
+        if math.isnan(timeout):
+            raise ValueError("process_all(timeout=nan): give a number of seconds (inf: no limit)")
         if self.is_running:
             raise RuntimeError("process_all() cannot run while start() is running")
         if self._drainer.busy:
