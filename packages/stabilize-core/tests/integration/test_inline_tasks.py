@@ -12,6 +12,7 @@ timeout and its caller's Ctrl-C (``queue/processor/_drain.py``).
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -792,3 +793,32 @@ def test_process_all_refuses_a_timeout_that_is_not_seconds(
     assert names == []  # nothing ran
     assert engine.processor.process_all(timeout=HANG_GUARD).finished  # and nothing broke
     assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+
+
+# The transient error is SQLite's "database is locked"; the loop is backend-independent.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_work_claimed_by_a_step_whose_housekeeping_fails_still_runs(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The step has committed its claim when its housekeeping (lease renewal, progress,
+    # recovery) fails: the task it claimed must run all the same, once.
+    config = QueueProcessorConfig(poll_frequency_ms=10, retry_delay=timedelta(0))
+    engine = make_engine(config=config)
+    processor = engine.processor
+    names: list[str] = []
+    engine.registry.register("record", recorder(names))
+    failed: list[int] = []
+    real_recover = processor._maybe_recover
+
+    def recover_fails_once(force: bool = False) -> None:
+        if processor._inflight and not failed:
+            failed.append(len(processor._inflight))
+            raise sqlite3.OperationalError("database is locked")
+        real_recover(force)
+
+    monkeypatch.setattr(processor, "_maybe_recover", recover_fails_once)
+    wf_id = submit(engine, *chain("record", 2))
+    assert processor.process_all(timeout=HANG_GUARD).finished
+    assert failed == [1]
+    assert engine.store.retrieve(wf_id).status is S.SUCCEEDED
+    assert len(names) == 2
