@@ -648,16 +648,30 @@ def test_an_interrupted_process_all_stops_its_loop_and_the_next_call_finishes(
     assert main is not None
     assert threading.current_thread().ident == main
 
+    handled = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        handled.set()
+        raise KeyboardInterrupt
+
     def interrupts(s: StageExecution) -> TaskResult:
         runs.append(s.ref_id)
         if s.ref_id == "s0":
             signal.pthread_kill(main, signal.SIGINT)
+            # Until the main thread has taken the signal: on a loaded machine it may not run
+            # before the loop has finished the chain (and the call would return normally).
+            handled.wait(HANG_GUARD)
         return TaskResult.success()
 
     engine.registry.register("interrupts", interrupts)
     wf_id = submit(engine, *chain("interrupts", 4))
-    with pytest.raises(KeyboardInterrupt):
-        engine.processor.process_all(timeout=HANG_GUARD)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            engine.processor.process_all(timeout=HANG_GUARD)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert handled.is_set()
     assert not engine.processor._drainer.busy
     acked = engine.processor._acked
     time.sleep(0.1)
