@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
 from stabilize._json import dumps, loads
+from stabilize.backends._freed import FreedIds
 from stabilize.backends._rows import (
     event_row,
     leased_message,
@@ -135,6 +136,9 @@ class Transaction:
         self.event_table: str | None = (
             backend.event_table_prefix() if event_table is False else event_table
         )
+        self.freed = FreedIds()
+        """Ids of messages acknowledged in this transaction, for the messages it enqueues
+        (see :meth:`ack`)."""
         self.as_of: int | None = None
         """The backend's count of other connections' commits, read with the first
         workflow this transaction loads, when it keeps one (SQLite's ``data_version``):
@@ -383,10 +387,17 @@ class Transaction:
         for m in messages:
             lease = lease_owner is not None and m.delay_ms <= 0 and len(claimed) < lease_limit
             owner = lease_owner if lease else None
-            self.cur.execute(self.q["enqueue"], message_row(m, now, owner, lease_until))
-            msg_id = self.cur.fetchone()[0]
+            freed = self.freed.take(m.workflow_id) if self.freed else None
+            if freed is not None:
+                msg_id, token = freed[0], freed[1] + 1
+                row = message_row(m, now, owner, lease_until, token)
+                self.cur.execute(self.q["enqueue_as"], (msg_id, *row))
+            else:
+                self.cur.execute(self.q["enqueue"], message_row(m, now, owner, lease_until))
+                msg_id, token = self.cur.fetchone()[0], 1
+                self.freed.given(msg_id)
             if lease:
-                claimed.append(leased_message(msg_id, m))
+                claimed.append(leased_message(msg_id, m, token))
             elif m.delay_ms <= 0:
                 self.claimable += 1
         return claimed
@@ -404,9 +415,19 @@ class Transaction:
         return [ClaimedMessage(r[0], r[2], r[1], r[3], r[4], loads(r[5]), r[6], r[7]) for r in rows]
 
     def ack(self, msg: ClaimedMessage, owner: str) -> bool:
-        """Delete a claimed message if this owner still holds its lease (the fence)."""
+        """Delete a claimed message if this owner still holds its lease (the fence).
+
+        Its id is free for a message the same transaction enqueues (:meth:`enqueue`): a
+        chain's next message goes back into the row its predecessor left, which spares
+        SQLite a new rowid (the ``AUTOINCREMENT`` counter's page) and a second place in
+        the table. The new message's lease token starts above the old one's, so that no
+        lease of the old message can fence the new one.
+        """
         self.cur.execute(self.q["ack"], (msg.id, msg.lease_token, owner))
-        return bool(self.cur.rowcount == 1)
+        if self.cur.rowcount != 1:
+            return False
+        self.freed.free(msg.workflow_id, msg.id, msg.lease_token)
+        return True
 
     def ack_many(self, msgs: Sequence[ClaimedMessage], owner: str) -> set[int]:
         """Acknowledge several claimed messages; return the ids whose lease still held."""

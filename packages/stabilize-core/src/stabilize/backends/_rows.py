@@ -43,9 +43,17 @@ def check_workflow_json(workflow: Workflow) -> None:
 
 
 def message_row(
-    m: Message, now: int, lease_owner: str | None, lease_until: int | None
+    m: Message,
+    now: int,
+    lease_owner: str | None,
+    lease_until: int | None,
+    token: int | None = None,
 ) -> tuple[Any, ...]:
-    """The values of the ``enqueue`` query for ``m``, leased to ``lease_owner`` if given."""
+    """The values of the ``enqueue`` query for ``m``, leased to ``lease_owner`` if given.
+
+    ``token``: the lease token the row starts with (None: 1 when leased, else 0; a row
+    that held an earlier message must start above every token it had).
+    """
     leased = lease_owner is not None
     return (
         m.workflow_id,
@@ -56,15 +64,15 @@ def message_row(
         now + max(0, m.delay_ms),
         1 if leased else 0,
         lease_owner,
-        1 if leased else 0,
+        (1 if leased else 0) if token is None else token,
         lease_until if leased else None,
         now,
     )
 
 
-def leased_message(msg_id: int, m: Message) -> ClaimedMessage:
-    """``m`` as the message its producer leased on insert (first attempt, first lease)."""
-    return ClaimedMessage(msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, 1)
+def leased_message(msg_id: int, m: Message, token: int = 1) -> ClaimedMessage:
+    """``m`` as the message its producer leased on insert (first attempt, lease ``token``)."""
+    return ClaimedMessage(msg_id, m.kind, m.workflow_id, m.stage_id, m.task_id, m.payload, 1, token)
 
 
 def event_row(

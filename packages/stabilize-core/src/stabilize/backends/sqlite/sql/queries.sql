@@ -38,6 +38,14 @@ RETURNING id;
 -- name: ack
 DELETE FROM queue_messages WHERE id = ? AND lease_token = ? AND lease_owner = ?;
 
+-- name: enqueue_as
+-- enqueue under the id of a message acknowledged in the same transaction (see
+-- Transaction.ack): an id below the AUTOINCREMENT counter leaves the counter as it is.
+INSERT INTO queue_messages
+    (id, workflow_id, kind, stage_id, task_id, payload, deliver_at, attempts, lease_owner,
+     lease_token, lease_until, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
 -- name: delete_message
 DELETE FROM queue_messages WHERE id = ?;
 
