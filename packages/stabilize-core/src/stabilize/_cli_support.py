@@ -111,6 +111,30 @@ class CommandParser(argparse.ArgumentParser):
         """Raise the usage error instead of printing the usage and exiting."""
         raise UsageError(message)
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse as argparse does, but keep ``--`` when it is an option's value.
+
+        argparse before Python 3.12 drops it from ``--db-url=--`` and hands the command an
+        empty list instead of a string; the value is restored (and converted) here, so
+        that the command judges ``--`` as it would any other value.
+        """
+        ns, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            dest = action.dest
+            if action.nargs is not None or not action.option_strings or action.default == []:
+                continue
+            if getattr(ns, dest, None) == []:
+                value: object = "--"
+                if callable(action.type):
+                    try:
+                        value = action.type("--")
+                    except (TypeError, ValueError, argparse.ArgumentTypeError):
+                        self.error(f"argument {action.option_strings[0]}: invalid value: '--'")
+                setattr(ns, dest, value)
+        return ns, extras
+
 
 def command_parser(
     command: str,

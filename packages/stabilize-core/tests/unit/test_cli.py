@@ -15,6 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import stabilize
+from stabilize._cli_support import UsageError, command_parser
 from stabilize.cli import main
 
 NEVER_LOADED = "stabilize_test_never_loaded_cli"
@@ -222,3 +223,15 @@ def test_a_command_names_the_url_forms_it_accepts(command, capsys):
         f"stabilize {command}: error: not a database URL: 'garbage' (accepted: "
         "sqlite:///path/to/file.db, postgresql://user@host:5432/dbname or postgres://...)\n"
     )
+
+
+def test_an_option_whose_value_is_two_dashes_gets_that_value() -> None:
+    # argparse before Python 3.12 hands --name=-- to the command as an empty list.
+    parser = command_parser("x", "Test.", examples=["stabilize x"])
+    parser.add_argument("--name")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--tags", nargs="*", default=[])
+    ns = parser.parse_args(["--name=--"])
+    assert (ns.name, ns.count, ns.tags) == ("--", 1, [])
+    with pytest.raises(UsageError, match="argument --count: invalid value: '--'"):
+        parser.parse_args(["--count=--"])
