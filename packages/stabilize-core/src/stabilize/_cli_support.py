@@ -132,6 +132,8 @@ class CommandParser(argparse.ArgumentParser):
                         value = action.type("--")
                     except (TypeError, ValueError, argparse.ArgumentTypeError):
                         self.error(f"argument {action.option_strings[0]}: invalid value: '--'")
+                if action.choices is not None and value not in action.choices:
+                    self.error(f"argument {action.option_strings[0]}: invalid choice: '--'")
                 setattr(ns, dest, value)
         return ns, extras
 

@@ -235,3 +235,6 @@ def test_an_option_whose_value_is_two_dashes_gets_that_value() -> None:
     assert (ns.name, ns.count, ns.tags) == ("--", 1, [])
     with pytest.raises(UsageError, match="argument --count: invalid value: '--'"):
         parser.parse_args(["--count=--"])
+    parser.add_argument("--format", choices=["json", "text"], default="text")
+    with pytest.raises(UsageError, match="argument --format: invalid choice: '--'"):
+        parser.parse_args(["--format=--"])
