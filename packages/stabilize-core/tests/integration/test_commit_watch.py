@@ -134,6 +134,36 @@ def test_wake_interrupts_a_wait_and_close_ends_it(backend):
     watcher.close()  # twice is fine
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # SQLite's watcher sleeps
+def test_a_wake_just_after_a_pause_timed_out_is_not_lost(backend):
+    # The watcher looks at the file between pauses of `interval`; a wake landing right
+    # after one pause timed out must end the wait, not be cleared by it.
+    backend.store()
+    watcher = backend.event_store().watch(interval=0.01)
+    woke: list[bool] = []
+
+    class WakeAfterTimeout(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            got = super().wait(timeout)
+            if not got and not woke:
+                woke.append(True)
+                watcher.wake()
+            return got
+
+    watcher._signal = WakeAfterTimeout()
+    results: list[bool] = []
+    waiting = threading.Thread(target=lambda: results.append(watcher.wait(DEADLINE * 3)))
+    waiting.start()
+    waiting.join(DEADLINE)
+    try:
+        assert not waiting.is_alive(), "the wake was lost: the wait sleeps on"
+        assert woke == [True]
+        assert results == [False]
+    finally:
+        watcher.close()
+        waiting.join()
+
+
 def test_a_watcher_made_before_the_commit_notices_it_without_waiting_first(backend):
     backend.store()
     watcher = backend.event_store().watch()

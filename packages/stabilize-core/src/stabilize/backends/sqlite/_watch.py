@@ -66,9 +66,15 @@ class DataVersionWatcher(Watcher):
                 return self._take_committed()
 
     def _pause(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True when interrupted (a wake, a commit, a close)."""
+        """Sleep up to ``seconds``; True when interrupted (a wake, a commit, a close).
+
+        The signal is cleared only when it woke this pause: one set just after a pause
+        timed out must wake the next (a stop's wake was lost that way and its follower
+        slept on for the rest of its wait).
+        """
         woken = self._signal.wait(max(0.0, seconds))
-        self._signal.clear()
+        if woken:
+            self._signal.clear()
         return woken
 
     def _changed(self) -> bool:
