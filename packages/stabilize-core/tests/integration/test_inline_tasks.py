@@ -538,6 +538,62 @@ def test_handover_starts_no_helper_for_short_runs_and_one_for_a_slow_run() -> No
         handover.close()
 
 
+class CountingCondition(threading.Condition):
+    """A condition that counts the waits of the thread waiting on it (the watcher)."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_handover_watcher_wakes_once_a_period_not_once_a_run_in_a_chain() -> None:
+    # A chain of short tasks: runs begin and end with gaps between them (the commits).
+    # Each wake-up of the watcher costs an interpreter-lock hand-off with the loop.
+    after = 0.1
+    handover = Handover(after, lambda: threading.current_thread())
+    cond = handover._cond = CountingCondition()
+    runs = 60
+    try:
+        started = time.monotonic()
+        for _ in range(runs):
+            handover.begin()
+            assert handover.end() is None
+            time.sleep(0.002)  # the watcher has time to wake up, if anything wakes it
+        elapsed = time.monotonic() - started
+        # One wait per period of `after` while runs go on, and a few around the ends.
+        assert cond.waits <= elapsed / after + 4 < runs / 2
+    finally:
+        handover.close()
+
+
+def test_handover_watcher_sees_a_slow_run_that_begins_while_runs_come_and_go() -> None:
+    started: list[float] = []
+    after = 0.05
+    helper = threading.Thread(target=lambda: None)  # stands for the helper; never run
+
+    def start_helper() -> threading.Thread:
+        started.append(time.monotonic())
+        return helper
+
+    handover = Handover(after, start_helper)
+    try:
+        for _ in range(20):
+            handover.begin()
+            handover.end()
+            time.sleep(0.002)
+        begun = time.monotonic()
+        handover.begin()  # the watcher is in its periodic wait now, not asleep
+        until(lambda: started, "a helper for the slow run")
+        assert started[0] - begun >= after
+        assert handover.end() is helper
+    finally:
+        handover.close()
+
+
 def test_handover_close_ends_its_watcher_and_a_new_run_starts_another() -> None:
     handover = Handover(10.0, lambda: threading.current_thread())
     handover.begin()

@@ -94,15 +94,24 @@ class Handover:
 
     def _watch(self) -> None:
         with self._cond:
+            seen = self._runs
             while not self._closed:
                 if self._run and self._helper is None:
                     left = self._started + self._after - time.monotonic()
                     if left <= 0:
                         self._helper = self._start_helper()
                         continue
-                    self._idle = False
+                    seen = self._runs
                     self._cond.wait(left)
                     # Runs that began and ended meanwhile leave no trace: nothing is due.
+                    continue
+                if self._runs != seen:
+                    # Runs come and go (a chain of short tasks): look again in a period
+                    # rather than sleep until the next begin() wakes this thread, which
+                    # would cost a wake-up (and an interpreter-lock hand-off) per run.
+                    # A run that begins meanwhile is seen before it is due.
+                    seen = self._runs
+                    self._cond.wait(self._after)
                     continue
                 self._idle = True
                 self._cond.wait()
