@@ -564,8 +564,9 @@ def test_handover_watcher_wakes_once_a_period_not_once_a_run_in_a_chain() -> Non
             assert handover.end() is None
             time.sleep(0.002)  # the watcher has time to wake up, if anything wakes it
         elapsed = time.monotonic() - started
-        # One wait per period of `after` while runs go on, and a few around the ends.
-        assert cond.waits <= elapsed / after + 4 < runs / 2
+        # One wait per period of `after` while runs go on, and a few around the ends
+        # (the old watcher waited once per run: about 60 here).
+        assert cond.waits <= elapsed / after + 4
     finally:
         handover.close()
 
