@@ -565,7 +565,7 @@ def test_handover_watcher_wakes_once_a_period_not_once_a_run_in_a_chain() -> Non
             time.sleep(0.002)  # the watcher has time to wake up, if anything wakes it
         elapsed = time.monotonic() - started
         # One wait per period of `after` while runs go on, and a few around the ends
-        # (the old watcher waited once per run: about 60 here).
+        # (the old watcher waited up to once per run: 15 in a run of it).
         assert cond.waits <= elapsed / after + 4
     finally:
         handover.close()
