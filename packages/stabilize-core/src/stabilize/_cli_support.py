@@ -133,7 +133,11 @@ class CommandParser(argparse.ArgumentParser):
                     except (TypeError, ValueError, argparse.ArgumentTypeError):
                         self.error(f"argument {action.option_strings[0]}: invalid value: '--'")
                 if action.choices is not None and value not in action.choices:
-                    self.error(f"argument {action.option_strings[0]}: invalid choice: '--'")
+                    allowed = ", ".join(repr(choice) for choice in action.choices)
+                    self.error(
+                        f"argument {action.option_strings[0]}: invalid choice: '--' "
+                        f"(choose from {allowed})"
+                    )
                 setattr(ns, dest, value)
         return ns, extras
 

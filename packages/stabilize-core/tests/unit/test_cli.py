@@ -236,5 +236,6 @@ def test_an_option_whose_value_is_two_dashes_gets_that_value() -> None:
     with pytest.raises(UsageError, match="argument --count: invalid value: '--'"):
         parser.parse_args(["--count=--"])
     parser.add_argument("--format", choices=["json", "text"], default="text")
-    with pytest.raises(UsageError, match="argument --format: invalid choice: '--'"):
+    with pytest.raises(UsageError, match="argument --format: invalid choice: '--'") as err:
         parser.parse_args(["--format=--"])
+    assert "(choose from 'json', 'text')" in str(err.value)
